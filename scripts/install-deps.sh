@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything the build, the tests and the demo need, idempotently.
+# Debian 12, run as root. The guest kernel is unpacked into .cache/ (git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE="$ROOT/.cache"
+
+PACKAGES=(
+  build-essential g++ cmake ninja-build pkg-config clang-format
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libexpected-dev libcli11-dev libspdlog-dev libfmt-dev
+  libseccomp-dev libcap-ng-dev
+  qemu-system-x86 busybox-static cpio attr acl
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Guest kernel: the package linux-image-amd64 points at moves with security
+# updates, so resolve it instead of naming a version.
+fetch_kernel() { # $1 = package name, $2 = folder under .cache
+  local pkg=$1 dest="$CACHE/$2"
+  if [[ -f "$dest/.done" && "$(cat "$dest/.done")" == "$pkg" ]]; then return; fi
+  rm -rf "$dest" && mkdir -p "$dest/deb"
+  (cd "$dest/deb" && apt-get download "$pkg" >/dev/null)
+  dpkg -x "$dest"/deb/*.deb "$dest/root"
+  rm -rf "$dest/deb"
+  echo "$pkg" >"$dest/.done"
+  echo "install-deps: unpacked $pkg into $dest"
+}
+resolve_kernel() { # prints the concrete linux-image package behind a meta package
+  apt-cache depends "$1" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'
+}
+kpkg=$(resolve_kernel linux-image-amd64 || true)
+if [[ -z "$kpkg" ]]; then apt-get update -qq; kpkg=$(resolve_kernel linux-image-amd64); fi
+fetch_kernel "$kpkg" kernel-6.1
+if [[ "${WITH_KERNEL_612:-0}" == 1 ]]; then
+  fetch_kernel "$(resolve_kernel linux-image-6.12-amd64)" kernel-6.12
+fi

@@ -1,0 +1,216 @@
+// The abstract filesystem the FUSE server dispatches to. It speaks domain
+// types only: no wire structs, no descriptor chains. Every method defaults to
+// ENOSYS so that a filesystem implements only what it supports.
+//
+// Thread safety: the server calls these methods concurrently from several
+// queue workers; implementations synchronise their own state.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "fuse/name.h"
+#include "util/iovec_io.h"
+#include "util/result.h"
+
+namespace vfsd::fuse {
+
+/// A FUSE node id. kRootInode is the shared directory itself.
+using InodeId = uint64_t;
+inline constexpr InodeId kRootInode = 1;
+
+/// A FUSE file handle, as returned by open/opendir/create.
+using HandleId = uint64_t;
+
+/// Who is asking: the credentials of the guest process behind a request.
+struct Context {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  pid_t pid = 0;
+};
+
+/// What LOOKUP and the creating operations answer.
+struct Entry {
+  InodeId inode = 0;  // 0 = negative entry (cacheable ENOENT)
+  uint64_t generation = 0;
+  struct stat attr {};
+  uint32_t attr_flags = 0;  // FUSE_ATTR_* (e.g. SUBMOUNT)
+  std::chrono::nanoseconds entry_timeout{0};
+  std::chrono::nanoseconds attr_timeout{0};
+};
+
+/// What GETATTR and SETATTR answer.
+struct AttrReply {
+  struct stat attr {};
+  std::chrono::nanoseconds timeout{0};
+};
+
+/// What OPEN, OPENDIR and CREATE answer.
+struct OpenReply {
+  HandleId handle = 0;
+  uint32_t open_flags = 0;  // FOPEN_* (DIRECT_IO, KEEP_CACHE, CACHE_DIR, ...)
+};
+
+/// SETATTR: which fields to change (FATTR_* bits) and their new values.
+struct SetattrRequest {
+  uint32_t valid = 0;  // FATTR_MODE | FATTR_UID | ...
+  mode_t mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  uint64_t size = 0;
+  struct timespec atime {};  // unless FATTR_ATIME_NOW
+  struct timespec mtime {};  // unless FATTR_MTIME_NOW
+  std::optional<HandleId> handle;  // FATTR_FH
+};
+
+/// One directory entry for READDIR / READDIRPLUS.
+struct DirEntry {
+  uint64_t ino = 0;
+  uint64_t next_offset = 0;  // the cookie that resumes after this entry
+  uint32_t type = 0;         // DT_* value
+  std::string_view name;
+};
+
+/// Collects directory entries into the reply buffer.
+class DirSink {
+ public:
+  virtual ~DirSink() = default;
+  /// Whether an entry with a name of `name_len` bytes still fits. A
+  /// READDIRPLUS filesystem asks before looking the entry up, so that it
+  /// never takes a lookup reference for an entry that is then dropped.
+  virtual bool fits(size_t name_len) const = 0;
+  /// Appends an entry (the caller checked fits()). `entry` is the looked-up
+  /// entry for READDIRPLUS (null for READDIR; zeroed inode for "." and "..").
+  virtual void add(const DirEntry& dirent, const Entry* entry) = 0;
+};
+
+/// The INIT exchange, seen from the filesystem.
+struct InitRequest {
+  uint64_t kernel_flags = 0;  // FUSE_* capability bits the guest offers
+};
+struct InitReply {
+  uint64_t wanted_flags = 0;  // FUSE_* bits the filesystem wants (server ANDs with offered)
+};
+
+class FileSystem {
+ public:
+  virtual ~FileSystem() = default;
+
+  /// Session start. Called on INIT; a second INIT without DESTROY (guest
+  /// reset) is preceded by destroy().
+  virtual Result<InitReply> init(const InitRequest&) { return InitReply{}; }
+  /// Session end: drop every inode and handle the guest held.
+  virtual void destroy() {}
+
+  /// Looks `name` up in `parent` and takes one lookup reference on the result.
+  /// "." and ".." may arrive here (".." at the root is the root).
+  virtual Result<Entry> lookup(const Context&, InodeId, const Name&) { return fail(ENOSYS); }
+  /// Drops `count` lookup references; frees the inode at zero.
+  virtual void forget(InodeId, uint64_t /*count*/) {}
+  virtual void batch_forget(std::span<const std::pair<InodeId, uint64_t>> items) {
+    for (const auto& [inode, count] : items) forget(inode, count);
+  }
+
+  virtual Result<AttrReply> getattr(const Context&, InodeId, std::optional<HandleId>) {
+    return fail(ENOSYS);
+  }
+  virtual Result<AttrReply> setattr(const Context&, InodeId, const SetattrRequest&) {
+    return fail(ENOSYS);
+  }
+  virtual Result<std::string> readlink(const Context&, InodeId) { return fail(ENOSYS); }
+  virtual Result<Entry> symlink(const Context&, InodeId /*parent*/, const Name&,
+                                std::string_view /*target*/) {
+    return fail(ENOSYS);
+  }
+  virtual Result<Entry> mknod(const Context&, InodeId /*parent*/, const Name&, mode_t, dev_t,
+                              mode_t /*umask*/) {
+    return fail(ENOSYS);
+  }
+  virtual Result<Entry> mkdir(const Context&, InodeId /*parent*/, const Name&, mode_t,
+                              mode_t /*umask*/) {
+    return fail(ENOSYS);
+  }
+  virtual VoidResult unlink(const Context&, InodeId /*parent*/, const Name&) {
+    return fail(ENOSYS);
+  }
+  virtual VoidResult rmdir(const Context&, InodeId /*parent*/, const Name&) {
+    return fail(ENOSYS);
+  }
+  /// RENAME and RENAME2; `flags` are RENAME_NOREPLACE / EXCHANGE / WHITEOUT.
+  virtual VoidResult rename(const Context&, InodeId /*old_parent*/, const Name& /*old_name*/,
+                            InodeId /*new_parent*/, const Name& /*new_name*/,
+                            uint32_t /*flags*/) {
+    return fail(ENOSYS);
+  }
+  virtual Result<Entry> link(const Context&, InodeId /*inode*/, InodeId /*new_parent*/,
+                             const Name&) {
+    return fail(ENOSYS);
+  }
+
+  virtual Result<OpenReply> open(const Context&, InodeId, uint32_t /*open flags*/) {
+    return fail(ENOSYS);
+  }
+  /// CREATE: creates and opens `name`; the entry carries one lookup reference.
+  virtual Result<std::pair<Entry, OpenReply>> create(const Context&, InodeId /*parent*/,
+                                                     const Name&, mode_t, uint32_t /*flags*/,
+                                                     mode_t /*umask*/) {
+    return fail(ENOSYS);
+  }
+  /// Reads up to `size` bytes at `offset` straight into `out` (preadv on its
+  /// iovecs); returns the byte count.
+  virtual Result<size_t> read(const Context&, InodeId, HandleId, IovecWriter& /*out*/,
+                              uint32_t /*size*/, uint64_t /*offset*/) {
+    return fail(ENOSYS);
+  }
+  /// Writes `size` bytes from `in` at `offset` (pwritev on its iovecs).
+  /// `write_flags` are FUSE_WRITE_*; returns the byte count.
+  virtual Result<size_t> write(const Context&, InodeId, HandleId, IovecReader& /*in*/,
+                               uint32_t /*size*/, uint64_t /*offset*/, uint32_t /*write_flags*/) {
+    return fail(ENOSYS);
+  }
+  virtual VoidResult flush(const Context&, InodeId, HandleId, uint64_t /*lock_owner*/) {
+    return fail(ENOSYS);
+  }
+  virtual VoidResult fsync(const Context&, InodeId, HandleId, bool /*datasync*/) {
+    return fail(ENOSYS);
+  }
+  virtual VoidResult release(const Context&, InodeId, HandleId, uint32_t /*flags*/) {
+    return fail(ENOSYS);
+  }
+  virtual Result<struct statvfs> statfs(const Context&, InodeId) { return fail(ENOSYS); }
+  virtual VoidResult access(const Context&, InodeId, uint32_t /*mask*/) { return fail(ENOSYS); }
+  virtual Result<uint64_t> lseek(const Context&, InodeId, HandleId, uint64_t /*offset*/,
+                                 uint32_t /*whence*/) {
+    return fail(ENOSYS);
+  }
+  virtual VoidResult fallocate(const Context&, InodeId, HandleId, uint32_t /*mode*/,
+                               uint64_t /*offset*/, uint64_t /*length*/) {
+    return fail(ENOSYS);
+  }
+  virtual VoidResult syncfs(const Context&, InodeId) { return fail(ENOSYS); }
+
+  virtual Result<OpenReply> opendir(const Context&, InodeId, uint32_t /*flags*/) {
+    return fail(ENOSYS);
+  }
+  /// READDIR (`plus` false) and READDIRPLUS (`plus` true): entries after the
+  /// cookie `offset`, appended to `sink` until it is full.
+  virtual VoidResult readdir(const Context&, InodeId, HandleId, uint64_t /*offset*/,
+                             bool /*plus*/, DirSink&) {
+    return fail(ENOSYS);
+  }
+  virtual VoidResult fsyncdir(const Context&, InodeId, HandleId, bool /*datasync*/) {
+    return fail(ENOSYS);
+  }
+  virtual VoidResult releasedir(const Context&, InodeId, HandleId) { return fail(ENOSYS); }
+};
+
+}  // namespace vfsd::fuse

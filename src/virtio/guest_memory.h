@@ -1,0 +1,74 @@
+// The guest's RAM as the frontend shared it (memfd regions). Every host
+// pointer into guest memory is obtained here, after a check that the whole
+// requested range lies inside mapped regions.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "util/iovec_io.h"
+#include "util/result.h"
+
+namespace vfsd::virtio {
+
+/// One region of guest RAM mapped into our address space.
+class MappedRegion {
+ public:
+  /// mmap()s `size` bytes of `fd` from `mmap_offset` (MAP_SHARED, RW).
+  /// The fd may be closed afterwards; the mapping lives as long as this object.
+  static Result<std::shared_ptr<MappedRegion>> map(int fd, uint64_t guest_phys_addr, uint64_t size,
+                                                   uint64_t user_addr, uint64_t mmap_offset);
+  /// Wraps memory the caller owns and keeps alive (tests); never unmapped.
+  static std::shared_ptr<MappedRegion> wrap(void* host, uint64_t guest_phys_addr, uint64_t size,
+                                            uint64_t user_addr);
+  ~MappedRegion();
+  MappedRegion(const MappedRegion&) = delete;
+  MappedRegion& operator=(const MappedRegion&) = delete;
+
+  uint64_t guest_phys_addr() const { return gpa_; }
+  uint64_t size() const { return size_; }
+  /// The frontend's (QEMU's) virtual address of the region's start.
+  uint64_t user_addr() const { return uva_; }
+  uint64_t mmap_offset() const { return mmap_offset_; }
+  char* host_base() const { return host_; }
+
+ private:
+  MappedRegion(char* host, size_t mapped_len, uint64_t gpa, uint64_t size, uint64_t uva,
+               uint64_t mmap_offset, bool owned);
+  char* host_;
+  size_t mapped_len_;
+  uint64_t gpa_, size_, uva_, mmap_offset_;
+  bool owned_;
+};
+
+/// An immutable set of regions. The vhost-user layer builds a new one on
+/// every memory-table change and hands it to queue workers as a
+/// shared_ptr snapshot; mappings stay alive while any snapshot uses them.
+class GuestMemory {
+ public:
+  GuestMemory() = default;
+  /// Fails with EINVAL if regions overlap in guest-physical or user space,
+  /// or if a region's range overflows 64 bits.
+  static Result<GuestMemory> create(std::vector<std::shared_ptr<MappedRegion>> regions);
+
+  const std::vector<std::shared_ptr<MappedRegion>>& regions() const { return regions_; }
+
+  /// Host pointer for guest-physical [gpa, gpa+len) if it lies within one
+  /// region, else nullptr.
+  void* gpa_to_host(uint64_t gpa, uint64_t len) const;
+  /// Host pointer for the frontend-virtual range [uva, uva+len) (ring
+  /// addresses of SET_VRING_ADDR) if it lies within one region, else nullptr.
+  void* uva_to_host(uint64_t uva, uint64_t len) const;
+  /// Appends host iovecs covering guest-physical [gpa, gpa+len), split where
+  /// the range crosses into an adjacent region. False (out unchanged) if any
+  /// byte is unmapped or the range overflows.
+  bool gpa_to_iovecs(uint64_t gpa, uint64_t len, IovecList& out) const;
+
+ private:
+  explicit GuestMemory(std::vector<std::shared_ptr<MappedRegion>> regions)
+      : regions_(std::move(regions)) {}
+  std::vector<std::shared_ptr<MappedRegion>> regions_;  // sorted by guest_phys_addr
+};
+
+}  // namespace vfsd::virtio

@@ -1,0 +1,115 @@
+// A split virtqueue (virtio 1.x, section 2.7) driven by the device side:
+// pop available descriptor chains, push used elements, decide whether the
+// driver wants an interrupt (VIRTIO_RING_F_EVENT_IDX or the NO_INTERRUPT flag).
+//
+// Not thread-safe: one worker owns one queue.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+#include "util/iovec_io.h"
+#include "util/result.h"
+#include "virtio/guest_memory.h"
+
+namespace vfsd::virtio {
+
+inline constexpr uint32_t kMaxQueueSize = 32768;
+
+/// A validated descriptor chain: host segments of its device-readable part
+/// (the request) followed by its device-writable part (room for the reply).
+struct DescriptorChain {
+  uint16_t head = 0;
+  IovecList readable;
+  IovecList writable;
+};
+
+/// Why a chain was refused (logged; the chain goes back with length 0).
+enum class ChainError {
+  kAddressOutOfRange,   // a buffer or indirect table outside guest memory
+  kLoop,                // more descriptors than the queue (or table) holds
+  kNestedIndirect,      // an indirect descriptor inside an indirect table
+  kBadIndirectTable,    // indirect table length not a multiple of 16, or 0
+  kIndexOutOfRange,     // a `next` index >= queue size
+  kReadableAfterWritable,
+  kIndirectNotNegotiated,
+  kTooLong,             // total length overflows 32 bits
+};
+
+const char* to_string(ChainError);
+
+/// What pop() found at the next available slot.
+struct PoppedChain {
+  uint16_t head = 0;
+  /// False when the head index itself is out of range: nothing can be put on
+  /// the used ring for it.
+  bool head_valid = true;
+  std::optional<DescriptorChain> chain;  // nullopt when malformed
+  std::optional<ChainError> error;       // set when chain is nullopt
+};
+
+struct QueueConfig {
+  uint32_t size = 0;  // power of two, 1..kMaxQueueSize
+  uint64_t desc_user_addr = 0;   // frontend virtual addresses (SET_VRING_ADDR)
+  uint64_t avail_user_addr = 0;
+  uint64_t used_user_addr = 0;
+  uint16_t next_avail = 0;       // SET_VRING_BASE
+  bool event_idx = false;        // VIRTIO_RING_F_EVENT_IDX negotiated
+  bool indirect = true;          // VIRTIO_RING_F_INDIRECT_DESC negotiated
+};
+
+class SplitQueue {
+ public:
+  /// Translates the ring addresses through `memory` (frontend virtual
+  /// addresses) and checks that each ring lies wholly in mapped memory and
+  /// is suitably aligned. The queue keeps `memory` alive for its rings.
+  static Result<SplitQueue> create(std::shared_ptr<const GuestMemory> memory,
+                                   const QueueConfig& config);
+
+  /// The next available chain, or nullopt when the driver has published no
+  /// more. Descriptors are translated through `memory` (guest-physical).
+  std::optional<PoppedChain> pop(const GuestMemory& memory);
+
+  /// Puts a chain on the used ring with `len` bytes written into it.
+  void add_used(uint16_t head, uint32_t len);
+
+  /// Whether the driver asked to be notified for what was added since the
+  /// previous call (used_event with EVENT_IDX, else !VRING_AVAIL_F_NO_INTERRUPT).
+  bool should_notify();
+
+  /// Asks the driver to kick for new buffers (avail_event / used flags).
+  /// Returns true if buffers became available meanwhile: the caller must
+  /// then keep popping instead of sleeping.
+  bool enable_notification();
+  /// Tells the driver that kicks are not needed while we are busy.
+  void disable_notification();
+
+  /// The index of the next chain to pop (what GET_VRING_BASE reports).
+  uint16_t next_avail() const { return next_avail_; }
+  uint32_t size() const { return size_; }
+
+ private:
+  SplitQueue() = default;
+  std::shared_ptr<const GuestMemory> ring_memory_;
+  uint32_t size_ = 0;
+  void* desc_ = nullptr;   // struct of 16-byte descriptors
+  void* avail_ = nullptr;  // flags, idx, ring[size], used_event
+  void* used_ = nullptr;   // flags, idx, ring[size] of {id, len}, avail_event
+  uint16_t next_avail_ = 0;
+  uint16_t next_used_ = 0;
+  uint16_t signalled_used_ = 0;  // used idx at the last notification decision
+  bool signalled_used_valid_ = false;
+  bool event_idx_ = false;
+  bool indirect_ = true;
+};
+
+/// Served by the layer above (the FUSE server, through the app): one request
+/// in, one reply out. Returns the number of bytes written into `reply`.
+class RequestHandler {
+ public:
+  virtual ~RequestHandler() = default;
+  virtual uint32_t handle(uint32_t queue_index, IovecReader& request, IovecWriter& reply) = 0;
+};
+
+}  // namespace vfsd::virtio

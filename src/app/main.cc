@@ -1,1 +1,78 @@
-int main() { return 1; }
+// virtiofsd-cpp entry point. Start-up is a list of explicit steps, each of
+// which names itself when it fails; the sandbox, seccomp and capability steps
+// of later work slot in between them.
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+
+#include "app/config.h"
+#include "app/fuse_request_handler.h"
+#include "fuse/server.h"
+#include "passthrough/passthrough_fs.h"
+#include "util/log.h"
+#include "vhost_user/backend.h"
+
+namespace vfsd::app {
+namespace {
+
+void setup_logging(const std::string& level) {
+  auto logger = spdlog::stderr_color_mt("virtiofsd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("[%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ virtiofsd] %v", spdlog::pattern_time_type::utc);
+  spdlog::set_level(spdlog::level::from_str(level == "warn" ? "warning" : level));
+}
+
+int fail_step(const char* step, Errno error) {
+  log::error("{}: {}", step, errno_name(error.value));
+  return 1;
+}
+
+int run(const Config& config) {
+  // A frontend that vanishes mid-reply must not kill us with SIGPIPE; the
+  // write reports EPIPE instead.
+  signal(SIGPIPE, SIG_IGN);
+
+  auto fs = passthrough::PassthroughFs::create(config.fs);
+  if (!fs) return fail_step(("opening shared directory " + config.fs.shared_dir).c_str(), fs.error());
+
+  fuse::ServerOptions server_options;
+  server_options.readdirplus = config.readdirplus;
+  fuse::Server server(**fs, server_options);
+  FuseRequestHandler handler(server);
+
+  UniqueFd listener;
+  if (config.listen_fd) {
+    listener.reset(*config.listen_fd);
+  } else {
+    auto listening = vhost_user::listen_unix(config.socket_path);
+    if (!listening) return fail_step(("listening on " + config.socket_path).c_str(), listening.error());
+    listener = std::move(*listening);
+  }
+  log::info("waiting for vhost-user socket connection...");
+  auto connection = vhost_user::accept_one(listener.get());
+  if (!connection) return fail_step("accepting the vhost-user connection", connection.error());
+  // One frontend per daemon, as in the Rust virtiofsd: stop listening and
+  // remove the socket so that a second frontend cannot queue up behind it.
+  listener.reset();
+  if (!config.listen_fd) ::unlink(config.socket_path.c_str());
+  log::info("client connected, servicing requests");
+
+  vhost_user::Backend backend(handler, vhost_user::BackendOptions{});
+  auto served = backend.serve(std::move(*connection));
+  if (!served) return fail_step("serving the vhost-user connection", served.error());
+  log::info("client disconnected, exiting");
+  return 0;
+}
+
+}  // namespace
+}  // namespace vfsd::app
+
+int main(int argc, char** argv) {
+  auto parsed = vfsd::app::parse_command_line(argc, argv);
+  if (!parsed.config) return parsed.exit_code;
+  vfsd::app::setup_logging(parsed.config->log_level);
+  return vfsd::app::run(*parsed.config);
+}

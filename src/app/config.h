@@ -1,0 +1,32 @@
+// The command line, parsed into a Config. The option names and meanings are
+// those of the Rust virtiofsd 1.13, so that a libvirt or Kata configuration
+// that starts it can start us instead.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "passthrough/passthrough_fs.h"
+#include "util/result.h"
+
+namespace vfsd::app {
+
+struct Config {
+  std::string socket_path;  // --socket-path
+  std::optional<int> listen_fd;  // --fd: an inherited listening socket
+  passthrough::PassthroughConfig fs;  // --shared-dir, --cache, --announce-submounts
+  bool readdirplus = true;  // --no-readdirplus turns it off (so does --cache=never)
+  std::string log_level = "info";  // --log-level
+};
+
+/// What parsing decided: run with a config, or exit now with a code (after
+/// --help / --version, or a usage error that was already printed).
+struct ParseOutcome {
+  std::optional<Config> config;
+  int exit_code = 0;
+};
+
+ParseOutcome parse_command_line(int argc, const char* const* argv);
+
+}  // namespace vfsd::app

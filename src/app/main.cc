@@ -2,6 +2,7 @@
 // which names itself when it fails; the sandbox, seccomp and capability steps
 // of later work slot in between them.
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <string>
@@ -34,6 +35,9 @@ int run(const Config& config) {
   // A frontend that vanishes mid-reply must not kill us with SIGPIPE; the
   // write reports EPIPE instead.
   signal(SIGPIPE, SIG_IGN);
+  // The guest sends its own umask with every creating request and the
+  // passthrough applies it; the daemon's own must not mask the result again.
+  umask(0);
 
   auto fs = passthrough::PassthroughFs::create(config.fs);
   if (!fs) return fail_step(("opening shared directory " + config.fs.shared_dir).c_str(), fs.error());

@@ -1,0 +1,74 @@
+// Open files and directories the guest holds: FUSE handle -> real fd.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "fuse/filesystem.h"
+#include "util/unique_fd.h"
+
+namespace vfsd::passthrough {
+
+struct HandleData {
+  fuse::InodeId inode = 0;
+  UniqueFd fd;  // opened for I/O (never O_PATH)
+  bool is_dir = false;
+  // Directories: READDIR seeks the shared fd to the guest's cookie and reads
+  // from there; the pair must not interleave with another READDIR's.
+  std::mutex dir_mutex;
+};
+
+/// Thread-safe handle map. A handle is only usable with the inode it was
+/// opened on, so a guest cannot reach a file through another node id.
+class HandleTable {
+ public:
+  fuse::HandleId insert(std::shared_ptr<HandleData> data) {
+    std::unique_lock lock(mutex_);
+    fuse::HandleId id = next_id_++;
+    handles_.emplace(id, std::move(data));
+    return id;
+  }
+
+  /// The handle if it exists and belongs to `inode`, else null.
+  std::shared_ptr<HandleData> get(fuse::HandleId id, fuse::InodeId inode) const {
+    std::shared_lock lock(mutex_);
+    auto it = handles_.find(id);
+    if (it == handles_.end() || it->second->inode != inode) return nullptr;
+    return it->second;
+  }
+
+  /// Removes the handle (same ownership check as get); the fd closes once no
+  /// request still uses it.
+  std::shared_ptr<HandleData> remove(fuse::HandleId id, fuse::InodeId inode) {
+    std::unique_lock lock(mutex_);
+    auto it = handles_.find(id);
+    if (it == handles_.end() || it->second->inode != inode) return nullptr;
+    auto data = std::move(it->second);
+    handles_.erase(it);
+    return data;
+  }
+
+  void clear() {
+    std::unordered_map<fuse::HandleId, std::shared_ptr<HandleData>> old;
+    {
+      std::unique_lock lock(mutex_);
+      old.swap(handles_);
+    }
+    // `old` closes its fds here, outside the lock.
+  }
+
+  size_t size() const {
+    std::shared_lock lock(mutex_);
+    return handles_.size();
+  }
+
+ private:
+  mutable std::shared_mutex mutex_;
+  std::unordered_map<fuse::HandleId, std::shared_ptr<HandleData>> handles_;
+  fuse::HandleId next_id_ = 1;
+};
+
+}  // namespace vfsd::passthrough

@@ -55,19 +55,24 @@ class GuestMemory {
   const std::vector<std::shared_ptr<MappedRegion>>& regions() const { return regions_; }
 
   /// Host pointer for guest-physical [gpa, gpa+len) if it lies within one
-  /// region, else nullptr.
+  /// region, else nullptr (also for len 0: there is nothing to point to).
   void* gpa_to_host(uint64_t gpa, uint64_t len) const;
   /// Host pointer for the frontend-virtual range [uva, uva+len) (ring
-  /// addresses of SET_VRING_ADDR) if it lies within one region, else nullptr.
+  /// addresses of SET_VRING_ADDR) if it lies within one region, else nullptr
+  /// (also for len 0).
   void* uva_to_host(uint64_t uva, uint64_t len) const;
   /// Appends host iovecs covering guest-physical [gpa, gpa+len), split where
   /// the range crosses into an adjacent region. False (out unchanged) if any
-  /// byte is unmapped or the range overflows.
+  /// byte is unmapped or the range overflows. A zero-length range touches no
+  /// memory: true, nothing appended, whatever `gpa` is (virtio allows
+  /// zero-length buffers).
   bool gpa_to_iovecs(uint64_t gpa, uint64_t len, IovecList& out) const;
 
  private:
   explicit GuestMemory(std::vector<std::shared_ptr<MappedRegion>> regions)
       : regions_(std::move(regions)) {}
+  // The region containing guest-physical `gpa`, or nullptr.
+  const MappedRegion* region_of_gpa(uint64_t gpa) const;
   std::vector<std::shared_ptr<MappedRegion>> regions_;  // sorted by guest_phys_addr
 };
 

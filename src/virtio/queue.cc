@@ -1,1 +1,267 @@
-// placeholder: replaced by the layer's implementation
+#include "virtio/queue.h"
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+
+#include "util/log.h"
+
+namespace vfsd::virtio {
+
+namespace {
+
+constexpr uint16_t kDescFNext = 1;
+constexpr uint16_t kDescFWrite = 2;
+constexpr uint16_t kDescFIndirect = 4;
+constexpr uint16_t kAvailFNoInterrupt = 1;
+constexpr uint16_t kUsedFNoNotify = 1;
+constexpr size_t kDescSize = 16;
+
+// One descriptor as laid out in guest memory (little-endian, as on our
+// x86/arm64 hosts).
+struct Desc {
+  uint64_t addr;
+  uint32_t len;
+  uint16_t flags;
+  uint16_t next;
+};
+static_assert(sizeof(Desc) == kDescSize);
+
+// The ring's fields, by byte offset from the start of each ring.
+constexpr size_t kAvailIdx = 2;
+constexpr size_t kAvailRing = 4;
+constexpr size_t kUsedIdx = 2;
+constexpr size_t kUsedRing = 4;
+constexpr size_t kUsedElemSize = 8;
+
+std::atomic_ref<uint16_t> u16_at(void* ring, size_t off) {
+  return std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(static_cast<char*>(ring) + off));
+}
+
+bool aligned(uint64_t v, uint64_t a) {
+  return (v & (a - 1)) == 0;
+}
+
+// virtio 1.x, 2.7.10: notify iff new_idx passed used_event since old_idx,
+// all in 16-bit wrapping arithmetic.
+bool need_event(uint16_t event, uint16_t new_idx, uint16_t old_idx) {
+  return static_cast<uint16_t>(new_idx - event - 1) < static_cast<uint16_t>(new_idx - old_idx);
+}
+
+}  // namespace
+
+const char* to_string(ChainError e) {
+  switch (e) {
+    case ChainError::kAddressOutOfRange:
+      return "buffer or indirect table outside guest memory";
+    case ChainError::kLoop:
+      return "chain longer than its descriptor table (loop)";
+    case ChainError::kNestedIndirect:
+      return "indirect descriptor inside an indirect table";
+    case ChainError::kBadIndirectTable:
+      return "bad indirect table (length, size or flags)";
+    case ChainError::kIndexOutOfRange:
+      return "descriptor index out of range";
+    case ChainError::kReadableAfterWritable:
+      return "readable descriptor after a writable one";
+    case ChainError::kIndirectNotNegotiated:
+      return "indirect descriptor without VIRTIO_RING_F_INDIRECT_DESC";
+    case ChainError::kTooLong:
+      return "chain length overflows 32 bits";
+  }
+  return "unknown chain error";
+}
+
+Result<SplitQueue> SplitQueue::create(std::shared_ptr<const GuestMemory> memory,
+                                      const QueueConfig& config) {
+  const uint32_t n = config.size;
+  if (!memory || n == 0 || n > kMaxQueueSize || (n & (n - 1)) != 0) return fail(EINVAL);
+  // Ring alignments of virtio 1.x 2.7 (desc 16, avail 2, used 4).
+  if (!aligned(config.desc_user_addr, 16) || !aligned(config.avail_user_addr, 2) ||
+      !aligned(config.used_user_addr, 4)) {
+    return fail(EINVAL);
+  }
+  // used_event / avail_event trail the rings only with EVENT_IDX.
+  const uint64_t event = config.event_idx ? 2 : 0;
+  const uint64_t desc_len = kDescSize * n;
+  const uint64_t avail_len = kAvailRing + 2ull * n + event;
+  const uint64_t used_len = kUsedRing + kUsedElemSize * n + event;
+  void* desc = memory->uva_to_host(config.desc_user_addr, desc_len);
+  void* avail = memory->uva_to_host(config.avail_user_addr, avail_len);
+  void* used = memory->uva_to_host(config.used_user_addr, used_len);
+  if (desc == nullptr || avail == nullptr || used == nullptr) return fail(EFAULT);
+  // The atomics below need naturally aligned host addresses; a region mapped
+  // at an odd offset could break that even when the user address is aligned.
+  if (!aligned(reinterpret_cast<uintptr_t>(avail), 2) ||
+      !aligned(reinterpret_cast<uintptr_t>(used), 4)) {
+    return fail(EINVAL);
+  }
+
+  SplitQueue q;
+  q.ring_memory_ = std::move(memory);
+  q.size_ = n;
+  q.desc_ = desc;
+  q.avail_ = avail;
+  q.used_ = used;
+  q.next_avail_ = config.next_avail;
+  // Resume the used index where the ring says it is (a reconnecting or
+  // restarted backend continues the previous one's sequence). Relaxed: the
+  // driver does not write this field.
+  q.next_used_ = u16_at(used, kUsedIdx).load(std::memory_order_relaxed);
+  q.signalled_used_ = q.next_used_;
+  q.signalled_used_valid_ = false;
+  q.event_idx_ = config.event_idx;
+  q.indirect_ = config.indirect;
+  return q;
+}
+
+std::optional<PoppedChain> SplitQueue::pop(const GuestMemory& memory) {
+  // Acquire: the ring slot and the descriptors the driver wrote before
+  // publishing this index are visible to the reads below.
+  const uint16_t avail_idx = u16_at(avail_, kAvailIdx).load(std::memory_order_acquire);
+  const uint16_t pending = static_cast<uint16_t>(avail_idx - next_avail_);
+  if (pending == 0) return std::nullopt;
+  if (pending > size_) {
+    // The driver claims more chains than the ring holds: it is broken.
+    if (!warned_avail_jump_) {
+      log::error("virtqueue: avail idx {} is {} ahead of next_avail {} (size {}); ignoring",
+                 avail_idx, pending, next_avail_, size_);
+      warned_avail_jump_ = true;
+    }
+    return std::nullopt;
+  }
+
+  PoppedChain out;
+  // Relaxed is enough: ordered by the acquire load above.
+  out.head =
+      u16_at(avail_, kAvailRing + 2u * (next_avail_ % size_)).load(std::memory_order_relaxed);
+  ++next_avail_;
+  auto refuse = [&out](ChainError e) {
+    out.error = e;
+    return out;
+  };
+  if (out.head >= size_) {
+    out.head_valid = false;
+    return refuse(ChainError::kIndexOutOfRange);
+  }
+
+  DescriptorChain chain;
+  chain.head = out.head;
+  const char* table = static_cast<const char*>(desc_);
+  uint32_t table_size = size_;
+  uint32_t visited = 0;
+  bool in_indirect = false;
+  bool seen_writable = false;
+  uint64_t total = 0;
+  uint16_t index = out.head;
+  for (;;) {
+    // Bounded walk: a table of N descriptors cannot hold a longer chain.
+    if (++visited > table_size) return refuse(ChainError::kLoop);
+    // Copy first, then validate the copy: the guest may rewrite it meanwhile.
+    Desc d;
+    std::memcpy(&d, table + kDescSize * index, sizeof d);
+
+    if (d.flags & kDescFIndirect) {
+      if (!indirect_) return refuse(ChainError::kIndirectNotNegotiated);
+      if (in_indirect) return refuse(ChainError::kNestedIndirect);
+      // The spec forbids NEXT together with INDIRECT; a table must hold
+      // whole descriptors and no more than a queue could.
+      if ((d.flags & kDescFNext) || d.len == 0 || d.len % kDescSize != 0 ||
+          d.len / kDescSize > kMaxQueueSize) {
+        return refuse(ChainError::kBadIndirectTable);
+      }
+      IovecList parts;
+      if (!memory.gpa_to_iovecs(d.addr, d.len, parts)) {
+        return refuse(ChainError::kAddressOutOfRange);
+      }
+      indirect_copy_.resize(d.len);
+      size_t at = 0;
+      for (const iovec& part : parts) {
+        std::memcpy(indirect_copy_.data() + at, part.iov_base, part.iov_len);
+        at += part.iov_len;
+      }
+      table = reinterpret_cast<const char*>(indirect_copy_.data());
+      table_size = d.len / kDescSize;
+      in_indirect = true;
+      visited = 0;
+      index = 0;
+      continue;
+    }
+
+    const bool writable = (d.flags & kDescFWrite) != 0;
+    if (!writable && seen_writable) return refuse(ChainError::kReadableAfterWritable);
+    seen_writable = seen_writable || writable;
+    if ((d.flags & kDescFNext) && d.next >= table_size) {
+      return refuse(ChainError::kIndexOutOfRange);
+    }
+    total += d.len;
+    if (total > std::numeric_limits<uint32_t>::max()) return refuse(ChainError::kTooLong);
+    if (!memory.gpa_to_iovecs(d.addr, d.len, writable ? chain.writable : chain.readable)) {
+      return refuse(ChainError::kAddressOutOfRange);
+    }
+    if (!(d.flags & kDescFNext)) break;
+    index = d.next;
+  }
+  out.chain = std::move(chain);
+  return out;
+}
+
+void SplitQueue::add_used(uint16_t head, uint32_t len) {
+  char* elem = static_cast<char*>(used_) + kUsedRing + kUsedElemSize * (next_used_ % size_);
+  const uint32_t id = head;
+  std::memcpy(elem, &id, 4);
+  std::memcpy(elem + 4, &len, 4);
+  ++next_used_;
+  // Release: the element above and the reply bytes written into the chain's
+  // buffers become visible to the driver no later than the new index.
+  u16_at(used_, kUsedIdx).store(next_used_, std::memory_order_release);
+}
+
+bool SplitQueue::should_notify() {
+  // Full fence: orders our used-idx store (add_used) before the loads of
+  // used_event / avail flags below. Without it we could read a stale
+  // used_event while the driver reads a stale used idx, and both sleep.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  const uint16_t old_idx = signalled_used_;
+  const uint16_t new_idx = next_used_;
+  const bool known = signalled_used_valid_;
+  signalled_used_ = new_idx;
+  signalled_used_valid_ = true;
+  if (known && new_idx == old_idx) return false;  // nothing added since last time
+  if (!event_idx_) {
+    return (u16_at(avail_, 0).load(std::memory_order_relaxed) & kAvailFNoInterrupt) == 0;
+  }
+  // Right after (re)start we do not know what the driver last saw: an extra
+  // interrupt is harmless, a missed one stalls the guest.
+  if (!known) return true;
+  const uint16_t used_event =
+      u16_at(avail_, kAvailRing + 2u * size_).load(std::memory_order_relaxed);
+  return need_event(used_event, new_idx, old_idx);
+}
+
+bool SplitQueue::enable_notification() {
+  if (event_idx_) {
+    // avail_event: kick us once avail idx moves past what we consumed.
+    u16_at(used_, kUsedRing + kUsedElemSize * size_).store(next_avail_, std::memory_order_relaxed);
+  } else {
+    u16_at(used_, 0).store(0, std::memory_order_relaxed);  // clear VRING_USED_F_NO_NOTIFY
+  }
+  // Full fence: orders the store above before the re-read of avail idx, so
+  // either the driver sees our request and kicks, or we see its new buffers.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // Acquire: if more work arrived, its descriptors are visible to pop().
+  const uint16_t avail_idx = u16_at(avail_, kAvailIdx).load(std::memory_order_acquire);
+  // A runaway index (see pop) is not work: reporting it would make the
+  // caller spin on a queue that pop() refuses.
+  const uint16_t pending = static_cast<uint16_t>(avail_idx - next_avail_);
+  return pending != 0 && pending <= size_;
+}
+
+void SplitQueue::disable_notification() {
+  // With EVENT_IDX, leaving avail_event behind is enough: the driver kicks
+  // only when crossing it. Otherwise ask explicitly.
+  if (!event_idx_) u16_at(used_, 0).store(kUsedFNoNotify, std::memory_order_relaxed);
+}
+
+}  // namespace vfsd::virtio

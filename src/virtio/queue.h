@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "util/iovec_io.h"
 #include "util/result.h"
@@ -27,14 +28,14 @@ struct DescriptorChain {
 
 /// Why a chain was refused (logged; the chain goes back with length 0).
 enum class ChainError {
-  kAddressOutOfRange,   // a buffer or indirect table outside guest memory
-  kLoop,                // more descriptors than the queue (or table) holds
-  kNestedIndirect,      // an indirect descriptor inside an indirect table
-  kBadIndirectTable,    // indirect table length not a multiple of 16, or 0
-  kIndexOutOfRange,     // a `next` index >= queue size
+  kAddressOutOfRange,  // a buffer or indirect table outside guest memory
+  kLoop,               // more descriptors than the queue (or table) holds
+  kNestedIndirect,     // an indirect descriptor inside an indirect table
+  kBadIndirectTable,   // table len 0, not a multiple of 16, > kMaxQueueSize entries, or NEXT set
+  kIndexOutOfRange,    // the head or a `next` index >= queue (or indirect table) size
   kReadableAfterWritable,
   kIndirectNotNegotiated,
-  kTooLong,             // total length overflows 32 bits
+  kTooLong,  // total length overflows 32 bits
 };
 
 const char* to_string(ChainError);
@@ -50,13 +51,13 @@ struct PoppedChain {
 };
 
 struct QueueConfig {
-  uint32_t size = 0;  // power of two, 1..kMaxQueueSize
-  uint64_t desc_user_addr = 0;   // frontend virtual addresses (SET_VRING_ADDR)
+  uint32_t size = 0;            // power of two, 1..kMaxQueueSize
+  uint64_t desc_user_addr = 0;  // frontend virtual addresses (SET_VRING_ADDR)
   uint64_t avail_user_addr = 0;
   uint64_t used_user_addr = 0;
-  uint16_t next_avail = 0;       // SET_VRING_BASE
-  bool event_idx = false;        // VIRTIO_RING_F_EVENT_IDX negotiated
-  bool indirect = true;          // VIRTIO_RING_F_INDIRECT_DESC negotiated
+  uint16_t next_avail = 0;  // SET_VRING_BASE
+  bool event_idx = false;   // VIRTIO_RING_F_EVENT_IDX negotiated
+  bool indirect = true;     // VIRTIO_RING_F_INDIRECT_DESC negotiated
 };
 
 class SplitQueue {
@@ -102,6 +103,10 @@ class SplitQueue {
   bool signalled_used_valid_ = false;
   bool event_idx_ = false;
   bool indirect_ = true;
+  bool warned_avail_jump_ = false;  // the runaway avail idx is logged once
+  // A private copy of the indirect table being walked: validated and used
+  // without the guest being able to change it under us. Reused across pops.
+  std::vector<unsigned char> indirect_copy_;
 };
 
 /// Served by the layer above (the FUSE server, through the app): one request

@@ -1,1 +1,391 @@
-// placeholder: replaced by the layer's implementation
+#include "vhost_user/backend.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "util/log.h"
+
+namespace vfsd::vhost_user {
+
+namespace {
+
+template <class T>
+std::vector<uint8_t> bytes_of(const T& value) {
+  static_assert(std::is_trivially_copyable_v<T>);
+  std::vector<uint8_t> out(sizeof(T));
+  std::memcpy(out.data(), &value, sizeof(T));
+  return out;
+}
+
+Result<std::shared_ptr<virtio::MappedRegion>> map_region(const MemoryRegion& r, int fd) {
+  if (r.memory_size == 0) return fail(EINVAL);
+  return virtio::MappedRegion::map(fd, r.guest_phys_addr, r.memory_size, r.userspace_addr,
+                                   r.mmap_offset);
+}
+
+constexpr uint32_t kMaxNumQueues = 256;  // the KICK/CALL/ERR index has 8 bits
+
+}  // namespace
+
+Backend::Backend(virtio::RequestHandler& handler, BackendOptions options)
+    : handler_(handler), options_(options) {
+  uint32_t n = std::clamp<uint32_t>(options_.num_queues, 1, kMaxNumQueues);
+  if (n != options_.num_queues)
+    log::warn("vhost-user: num_queues {} clamped to {}", options_.num_queues, n);
+  for (uint32_t i = 0; i < n; ++i) vrings_.push_back(std::make_unique<Vring>());
+}
+
+Backend::~Backend() {
+  reset_connection();
+}
+
+VoidResult Backend::serve(UniqueFd connection) {
+  reset_connection();
+  conn_ = std::move(connection);
+  for (;;) {
+    auto msg = read_message(conn_.get());
+    if (!msg) {
+      log::warn("vhost-user: closing the connection: {}", errno_name(msg.error().value));
+      reset_connection();
+      return tl::unexpected(msg.error());
+    }
+    if (!msg->has_value()) {
+      log::info("vhost-user: front-end disconnected");
+      reset_connection();
+      return ok();
+    }
+    if (auto sent = dispatch(**msg); !sent) {
+      log::warn("vhost-user: closing the connection: reply failed: {}",
+                errno_name(sent.error().value));
+      reset_connection();
+      return sent;
+    }
+  }
+}
+
+VoidResult Backend::dispatch(Message& m) {
+  const uint32_t code = m.header.request;
+  const char* name = request_name(code);
+  const size_t nfds = m.fds.size();
+  log::debug("vhost-user: {} ({}) size {} fds {} flags {:#x}", name, code, m.header.size, nfds,
+             m.header.flags);
+
+  Result<Reply> out = [&]() -> Result<Reply> {
+    if (auto v = validate(m); !v) return tl::unexpected(v.error());
+    return handle(m);
+  }();
+  // The fds of a message are used (moved out) by its handler or closed here.
+  m.fds.clear();
+
+  if (!out) {
+    log::warn("vhost-user: refused {} ({}) size {} fds {}: {}", name, code, m.header.size, nfds,
+              errno_name(out.error().value));
+  } else if (out->has_value()) {
+    const std::vector<uint8_t>& payload = **out;
+    return send_reply(conn_.get(), code, payload.data(), static_cast<uint32_t>(payload.size()));
+  }
+  // REPLY_ACK: the front-end waits for a status of a request that has no
+  // reply of its own. 0 is success; we send the errno for a failure.
+  if (m.need_reply() && (acked_protocol_features_ & kProtocolReplyAck)) {
+    uint64_t status = out ? 0 : static_cast<uint64_t>(out.error().value);
+    return send_reply(conn_.get(), code, status);
+  }
+  return ok();
+}
+
+Result<Backend::Reply> Backend::handle(Message& m) {
+  switch (static_cast<Request>(m.header.request)) {
+    case Request::kGetFeatures:
+      return bytes_of(kOfferedFeatures);
+    case Request::kSetFeatures:
+      return set_features(m);
+    case Request::kGetProtocolFeatures:
+      return bytes_of(kOfferedProtocolFeatures);
+    case Request::kSetProtocolFeatures:
+      return set_protocol_features(m);
+    case Request::kGetQueueNum:
+      return bytes_of(static_cast<uint64_t>(vrings_.size()));
+    case Request::kGetMaxMemSlots:
+      return bytes_of(kMaxMemSlots);
+    case Request::kSetOwner:
+      owned_ = true;
+      return Reply();
+    case Request::kResetOwner:
+      // Deprecated; handled as a device reset that also gives up ownership.
+      // Protocol features stay: the front-end does not negotiate them again
+      // and still expects its REPLY_ACKs.
+      reset_rings();
+      owned_ = false;
+      backend_req_fd_.reset();
+      return Reply();
+    case Request::kResetDevice:
+      reset_rings();
+      return Reply();
+    case Request::kSetBackendReqFd:
+      backend_req_fd_ = std::move(m.fds[0]);
+      return Reply();
+    case Request::kSetMemTable:
+      return set_mem_table(m);
+    case Request::kAddMemReg:
+      return add_mem_reg(m);
+    case Request::kRemMemReg:
+      return rem_mem_reg(m);
+    case Request::kSetVringNum:
+      return set_vring_num(m);
+    case Request::kSetVringAddr:
+      return set_vring_addr(m);
+    case Request::kSetVringBase:
+      return set_vring_base(m);
+    case Request::kGetVringBase:
+      return get_vring_base(m);
+    case Request::kSetVringKick:
+    case Request::kSetVringCall:
+    case Request::kSetVringErr:
+      return set_vring_fd(m);
+    case Request::kSetVringEnable:
+      return set_vring_enable(m);
+    case Request::kSetLogBase:
+    case Request::kSetLogFd:
+      break;  // validate() refused them already
+  }
+  return fail(ENOSYS);
+}
+
+Result<Backend::Reply> Backend::set_features(const Message& m) {
+  const uint64_t features = m.payload_as<uint64_t>();
+  if (features & ~kOfferedFeatures) return fail(EINVAL);
+  acked_features_ = features;
+  if (!protocol_features_acked()) {
+    // Without VHOST_USER_F_PROTOCOL_FEATURES there is no SET_VRING_ENABLE:
+    // rings are enabled from the start.
+    for (uint32_t i = 0; i < vrings_.size(); ++i) {
+      vrings_[i]->enabled = true;
+      (void)maybe_start(i);
+    }
+  }
+  return Reply();
+}
+
+Result<Backend::Reply> Backend::set_protocol_features(const Message& m) {
+  const uint64_t features = m.payload_as<uint64_t>();
+  if (features & ~kOfferedProtocolFeatures) return fail(EINVAL);
+  acked_protocol_features_ = features;
+  return Reply();
+}
+
+Result<Backend::Reply> Backend::set_mem_table(const Message& m) {
+  const auto head = m.payload_as<MemoryTableHead>();
+  std::vector<std::shared_ptr<virtio::MappedRegion>> regions;
+  for (uint32_t i = 0; i < head.nregions; ++i) {
+    const auto r = m.payload_as<MemoryRegion>(sizeof(MemoryTableHead) + i * sizeof(MemoryRegion));
+    auto mapped = map_region(r, m.fds[i].get());
+    if (!mapped) return tl::unexpected(mapped.error());
+    regions.push_back(std::move(*mapped));
+  }
+  VFSD_TRY(apply_regions(std::move(regions)));
+  return Reply();
+}
+
+Result<Backend::Reply> Backend::add_mem_reg(const Message& m) {
+  if (regions_.size() >= kMaxMemSlots) return fail(ENOSPC);
+  const auto r = m.payload_as<SingleMemoryRegion>().region;
+  auto mapped = map_region(r, m.fds[0].get());
+  if (!mapped) return tl::unexpected(mapped.error());
+  auto regions = regions_;
+  regions.push_back(std::move(*mapped));
+  VFSD_TRY(apply_regions(std::move(regions)));
+  return Reply();
+}
+
+Result<Backend::Reply> Backend::rem_mem_reg(const Message& m) {
+  // Any fd that came along (older QEMU) was only closed by dispatch().
+  const auto r = m.payload_as<SingleMemoryRegion>().region;
+  auto regions = regions_;
+  auto it = std::find_if(regions.begin(), regions.end(), [&r](const auto& x) {
+    return x->guest_phys_addr() == r.guest_phys_addr && x->size() == r.memory_size &&
+           x->user_addr() == r.userspace_addr;
+  });
+  if (it == regions.end()) return fail(ENOENT);
+  // A running worker keeps the mapping alive through its snapshot until its
+  // current batch ends; the ring memory itself is held by its queue.
+  regions.erase(it);
+  VFSD_TRY(apply_regions(std::move(regions)));
+  return Reply();
+}
+
+VoidResult Backend::apply_regions(std::vector<std::shared_ptr<virtio::MappedRegion>> regions) {
+  if (regions.size() > kMaxMemSlots) return fail(ENOSPC);
+  auto memory = virtio::GuestMemory::create(regions);
+  if (!memory) return tl::unexpected(memory.error());
+  regions_ = std::move(regions);
+  memory_.set(std::make_shared<const virtio::GuestMemory>(std::move(*memory)));
+  // A ring that waited only for memory can start now.
+  for (uint32_t i = 0; i < vrings_.size(); ++i) (void)maybe_start(i);
+  return ok();
+}
+
+Result<Backend::Vring*> Backend::vring(uint32_t index) {
+  if (index >= vrings_.size()) return fail(EINVAL);
+  return vrings_[index].get();
+}
+
+Result<Backend::Reply> Backend::set_vring_num(const Message& m) {
+  const auto s = m.payload_as<VringState>();
+  auto v = vring(s.index);
+  if (!v) return tl::unexpected(v.error());
+  if (s.num == 0 || s.num > virtio::kMaxQueueSize || (s.num & (s.num - 1)) != 0) {
+    return fail(EINVAL);
+  }
+  if ((*v)->worker) return fail(EBUSY);
+  (*v)->size = s.num;
+  VFSD_TRY(maybe_start(s.index));
+  return Reply();
+}
+
+Result<Backend::Reply> Backend::set_vring_addr(const Message& m) {
+  const auto a = m.payload_as<VringAddr>();
+  auto v = vring(a.index);
+  if (!v) return tl::unexpected(v.error());
+  if ((*v)->worker) return fail(EBUSY);
+  // The log address (flags bit 0, VHOST_VRING_F_LOG) is ignored: we do not
+  // offer dirty logging. The addresses are checked when the ring starts,
+  // against the memory table of that moment.
+  (*v)->addr = a;
+  (*v)->addr_set = true;
+  VFSD_TRY(maybe_start(a.index));
+  return Reply();
+}
+
+Result<Backend::Reply> Backend::set_vring_base(const Message& m) {
+  const auto s = m.payload_as<VringState>();
+  auto v = vring(s.index);
+  if (!v) return tl::unexpected(v.error());
+  if (s.num > 0xffff) return fail(EINVAL);  // split rings: a 16-bit index
+  if ((*v)->worker) return fail(EBUSY);
+  (*v)->base = static_cast<uint16_t>(s.num);
+  VFSD_TRY(maybe_start(s.index));
+  return Reply();
+}
+
+Result<Backend::Reply> Backend::get_vring_base(const Message& m) {
+  const auto s = m.payload_as<VringState>();
+  auto v = vring(s.index);
+  if (!v) return tl::unexpected(v.error());
+  Vring& ring = **v;
+  // Waits for the chain in flight to be completed and put on the used ring.
+  stop_ring(ring);
+  // Stopped until a new kick fd arrives; no more notifications either.
+  ring.kick.reset();
+  ring.call.replace(UniqueFd());
+  return bytes_of(VringState{s.index, ring.base});
+}
+
+Result<Backend::Reply> Backend::set_vring_fd(Message& m) {
+  const uint64_t payload = m.payload_as<uint64_t>();
+  const uint32_t index = static_cast<uint32_t>(payload & kVringIndexMask);
+  auto v = vring(index);
+  if (!v) return tl::unexpected(v.error());
+  Vring& ring = **v;
+  // validate() matched the fd count with the no-fd bit.
+  UniqueFd fd = (payload & kVringNoFdMask) ? UniqueFd() : std::move(m.fds[0]);
+  switch (static_cast<Request>(m.header.request)) {
+    case Request::kSetVringKick:
+      // The worker polls the old kick fd: stop it before the fd goes.
+      stop_ring(ring);
+      ring.kick = std::move(fd);
+      if (!ring.kick) {
+        log::info("vring {}: no-fd kick (polling) is not supported; ring stays stopped", index);
+        return Reply();
+      }
+      if (!protocol_features_acked()) ring.enabled = true;
+      VFSD_TRY(maybe_start(index));
+      return Reply();
+    case Request::kSetVringCall:
+      // Safe while the worker runs: CallFd serialises with signal().
+      ring.call.replace(std::move(fd));
+      return Reply();
+    default:
+      ring.err = std::move(fd);  // kept, never written (we report no errors there)
+      return Reply();
+  }
+}
+
+Result<Backend::Reply> Backend::set_vring_enable(const Message& m) {
+  const auto s = m.payload_as<VringState>();
+  auto v = vring(s.index);
+  if (!v) return tl::unexpected(v.error());
+  if (s.num > 1) return fail(EINVAL);
+  Vring& ring = **v;
+  ring.enabled = s.num == 1;
+  if (!ring.enabled) {
+    stop_ring(ring);
+    return Reply();
+  }
+  VFSD_TRY(maybe_start(s.index));
+  return Reply();
+}
+
+VoidResult Backend::maybe_start(uint32_t index) {
+  Vring& ring = *vrings_[index];
+  if (ring.worker || !ring.kick || !ring.enabled || ring.size == 0 || !ring.addr_set) return ok();
+  auto memory = memory_.get();
+  if (!memory) return ok();
+  virtio::QueueConfig config;
+  config.size = ring.size;
+  config.desc_user_addr = ring.addr.desc_user_addr;
+  config.avail_user_addr = ring.addr.avail_user_addr;
+  config.used_user_addr = ring.addr.used_user_addr;
+  config.next_avail = ring.base;
+  config.event_idx = (acked_features_ & kFeatureEventIdx) != 0;
+  config.indirect = (acked_features_ & kFeatureIndirectDesc) != 0;
+  auto queue = virtio::SplitQueue::create(std::move(memory), config);
+  if (!queue) {
+    log::warn("vring {}: cannot start: ring addresses {:#x}/{:#x}/{:#x} size {}: {}", index,
+              config.desc_user_addr, config.avail_user_addr, config.used_user_addr, config.size,
+              errno_name(queue.error().value));
+    return tl::unexpected(queue.error());
+  }
+  auto worker =
+      VringWorker::start(index, std::move(*queue), ring.kick.get(), memory_, ring.call, handler_);
+  if (!worker) {
+    log::error("vring {}: cannot start its worker: {}", index, errno_name(worker.error().value));
+    return tl::unexpected(worker.error());
+  }
+  ring.worker = std::move(*worker);
+  log::debug("vring {}: started (size {}, base {})", index, ring.size, ring.base);
+  return ok();
+}
+
+void Backend::stop_ring(Vring& ring) {
+  if (!ring.worker) return;
+  ring.base = ring.worker->stop();
+  ring.worker.reset();
+}
+
+void Backend::reset_rings() {
+  for (auto& v : vrings_) {
+    stop_ring(*v);
+    v->size = 0;
+    v->addr_set = false;
+    v->addr = VringAddr{};
+    v->base = 0;
+    v->enabled = false;
+    v->kick.reset();
+    v->err.reset();
+    v->call.replace(UniqueFd());
+  }
+  acked_features_ = 0;
+}
+
+void Backend::reset_connection() {
+  reset_rings();
+  acked_protocol_features_ = 0;
+  owned_ = false;
+  backend_req_fd_.reset();
+  memory_.set(nullptr);
+  regions_.clear();
+  conn_.reset();
+}
+
+}  // namespace vfsd::vhost_user

@@ -1,0 +1,126 @@
+// The vhost-user back-end state machine: feature negotiation, the memory
+// table, vring setup, and one VringWorker per started ring. serve() runs on
+// the caller's thread and handles one front-end connection message by
+// message; the workers run beside it.
+//
+// Ring life cycle. A ring runs when it has a size (SET_VRING_NUM), ring
+// addresses (SET_VRING_ADDR), a kick fd, guest memory, and is enabled. With
+// VHOST_USER_F_PROTOCOL_FEATURES negotiated rings start disabled until
+// SET_VRING_ENABLE 1; without it a ring is enabled when its kick fd arrives.
+// GET_VRING_BASE stops it (after the chain in hand completes) and closes its
+// kick and call fds; it runs again once a new kick fd arrives.
+//
+// No-fd kick (bit 8 of SET_VRING_KICK, "the front-end polls"): we do not
+// poll. The ring's previous kick fd is dropped and the ring stays stopped
+// until a SET_VRING_KICK with an fd arrives. A no-fd call means "no
+// notifications"; a no-fd err drops the err fd.
+//
+// Settings read at ring start: negotiated EVENT_IDX / INDIRECT_DESC; a
+// SET_FEATURES while a ring runs applies from its next start. SET_VRING_NUM,
+// SET_VRING_ADDR and SET_VRING_BASE are refused (EBUSY) while the ring runs.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "util/result.h"
+#include "util/unique_fd.h"
+#include "vhost_user/listener.h"
+#include "vhost_user/message.h"
+#include "vhost_user/vring_worker.h"
+#include "virtio/guest_memory.h"
+#include "virtio/queue.h"
+
+namespace vfsd::vhost_user {
+
+/// What GET_FEATURES offers.
+inline constexpr uint64_t kOfferedFeatures =
+    kFeatureVersion1 | kFeatureIndirectDesc | kFeatureEventIdx | kFeatureProtocolFeatures;
+/// What GET_PROTOCOL_FEATURES offers (never CONFIG: see message.h).
+inline constexpr uint64_t kOfferedProtocolFeatures =
+    kProtocolMq | kProtocolReplyAck | kProtocolBackendReq | kProtocolConfigureMemSlots;
+/// GET_MAX_MEM_SLOTS; also bounds the regions we map.
+inline constexpr uint64_t kMaxMemSlots = 509;
+
+struct BackendOptions {
+  /// 1 hiprio + request queues; what GET_QUEUE_NUM reports. Indexes at or
+  /// above it are refused. At most 256 (the vring index field is 8 bits).
+  uint32_t num_queues = 2;
+};
+
+class Backend {
+ public:
+  /// `handler` serves the chains of every queue, from one thread per queue
+  /// (so concurrently); it must outlive the Backend.
+  Backend(virtio::RequestHandler& handler, BackendOptions options);
+  ~Backend();  // stops and joins all workers
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+
+  /// Serves one frontend connection until it disconnects. Returns ok() on a clean EOF
+  /// (the daemon then exits 0), an error when the connection had to be dropped.
+  /// Either way every ring is stopped and all connection state dropped on return.
+  VoidResult serve(UniqueFd connection);
+
+ private:
+  // Per-vring state, touched only by the serve thread except `call`
+  // (shared with the worker, which signals it).
+  struct Vring {
+    uint32_t size = 0;
+    bool addr_set = false;
+    VringAddr addr;
+    uint16_t base = 0;  // next_avail to start from
+    bool enabled = false;
+    UniqueFd kick;
+    UniqueFd err;
+    CallFd call;
+    std::unique_ptr<VringWorker> worker;  // set while the ring runs
+  };
+
+  // A handler's success: nothing to send but an ack, or a reply payload.
+  using Reply = std::optional<std::vector<uint8_t>>;
+
+  VoidResult dispatch(Message& m);
+  Result<Reply> handle(Message& m);
+
+  Result<Reply> set_features(const Message& m);
+  Result<Reply> set_protocol_features(const Message& m);
+  Result<Reply> set_mem_table(const Message& m);
+  Result<Reply> add_mem_reg(const Message& m);
+  Result<Reply> rem_mem_reg(const Message& m);
+  Result<Reply> set_vring_num(const Message& m);
+  Result<Reply> set_vring_addr(const Message& m);
+  Result<Reply> set_vring_base(const Message& m);
+  Result<Reply> get_vring_base(const Message& m);
+  Result<Reply> set_vring_fd(Message& m);  // KICK / CALL / ERR
+  Result<Reply> set_vring_enable(const Message& m);
+
+  Result<Vring*> vring(uint32_t index);
+  // Installs a new region list as the memory snapshot (validated first).
+  VoidResult apply_regions(std::vector<std::shared_ptr<virtio::MappedRegion>> regions);
+  // Starts ring `index` if everything it needs is there and it is stopped.
+  VoidResult maybe_start(uint32_t index);
+  // Stops a running ring, keeping its position for the next start.
+  void stop_ring(Vring& v);
+  // Stops every ring and forgets their setup (RESET_OWNER / RESET_DEVICE).
+  void reset_rings();
+  // Drops everything tied to the connection.
+  void reset_connection();
+
+  bool protocol_features_acked() const { return (acked_features_ & kFeatureProtocolFeatures) != 0; }
+
+  virtio::RequestHandler& handler_;
+  const BackendOptions options_;
+  UniqueFd conn_;
+  uint64_t acked_features_ = 0;
+  uint64_t acked_protocol_features_ = 0;
+  bool owned_ = false;
+  UniqueFd backend_req_fd_;  // kept for later use (cache invalidation, DAX)
+  std::vector<std::shared_ptr<virtio::MappedRegion>> regions_;
+  MemorySnapshot memory_;
+  std::vector<std::unique_ptr<Vring>> vrings_;
+};
+
+}  // namespace vfsd::vhost_user

@@ -1,0 +1,46 @@
+#include "vhost_user/listener.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace vfsd::vhost_user {
+
+Result<UniqueFd> listen_unix(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  // Need room for the terminating NUL; an empty path would mean the
+  // abstract namespace, which the command line does not ask for.
+  if (path.empty() || path.find('\0') != std::string::npos) return fail(EINVAL);
+  if (path.size() >= sizeof(addr.sun_path)) return fail(ENAMETOOLONG);
+  std::memcpy(addr.sun_path, path.data(), path.size());
+
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return fail_errno();
+
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+    // Nobody can be serving it once we are asked to: a leftover.
+    if (::unlink(path.c_str()) < 0) return fail_errno();
+  }
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) < 0) {
+    return fail_errno();
+  }
+  // One front-end at a time; a backlog of 1 is enough.
+  if (::listen(fd.get(), 1) < 0) return fail_errno();
+  return fd;
+}
+
+Result<UniqueFd> accept_one(int listen_fd) {
+  for (;;) {
+    int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd >= 0) return UniqueFd(fd);
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    return fail_errno();
+  }
+}
+
+}  // namespace vfsd::vhost_user

@@ -1,0 +1,88 @@
+// One thread per started virtqueue: wait for a kick, pop every available
+// chain, hand each to the RequestHandler, put it on the used ring, and
+// signal the call eventfd when the driver asked for it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "util/result.h"
+#include "util/unique_fd.h"
+#include "virtio/guest_memory.h"
+#include "virtio/queue.h"
+
+namespace vfsd::vhost_user {
+
+/// The call eventfd of one vring. The front-end replaces it while the ring
+/// runs (QEMU does, while the guest runs): signalling and replacing hold the
+/// same lock, so a worker never writes to an fd that was closed (and whose
+/// number may already belong to something else).
+class CallFd {
+ public:
+  /// Closes the previous fd; an invalid `fd` means "no notifications".
+  void replace(UniqueFd fd);
+  /// Adds 1 to the eventfd, if there is one.
+  void signal();
+  bool valid() const;
+
+ private:
+  mutable std::mutex mu_;
+  UniqueFd fd_;
+};
+
+/// The current memory-table snapshot. The serve thread publishes a new one
+/// on every table change; workers copy the pointer once per batch, which
+/// keeps the mappings they use alive even if the regions are removed.
+class MemorySnapshot {
+ public:
+  std::shared_ptr<const virtio::GuestMemory> get() const;
+  void set(std::shared_ptr<const virtio::GuestMemory> memory);
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const virtio::GuestMemory> memory_;
+};
+
+class VringWorker {
+ public:
+  /// Starts the thread. `kick_fd`, `memory`, `call` and `handler` must
+  /// outlive the worker (the Backend owns them and stops the worker first).
+  /// The worker serves what is already available before waiting for a kick.
+  static Result<std::unique_ptr<VringWorker>> start(uint32_t queue_index, virtio::SplitQueue queue,
+                                                    int kick_fd, const MemorySnapshot& memory,
+                                                    CallFd& call, virtio::RequestHandler& handler);
+  ~VringWorker();
+  VringWorker(const VringWorker&) = delete;
+  VringWorker& operator=(const VringWorker&) = delete;
+
+  /// Lets the chain being served finish, stops the thread and joins it.
+  /// Returns the index of the next chain to pop (GET_VRING_BASE's answer).
+  /// Idempotent.
+  uint16_t stop();
+
+  /// Chains popped so far, good or malformed (tests, logs).
+  uint64_t served() const { return served_.load(std::memory_order_relaxed); }
+
+ private:
+  VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kick_fd, UniqueFd stop_fd,
+              const MemorySnapshot& memory, CallFd& call, virtio::RequestHandler& handler);
+  void run();
+  // Serves everything available; false when stopping was requested midway.
+  void process();
+
+  const uint32_t index_;
+  virtio::SplitQueue queue_;
+  const int kick_fd_;  // borrowed: owned by the Backend's vring
+  UniqueFd stop_fd_;   // eventfd that wakes the thread for stop()
+  const MemorySnapshot& memory_;
+  CallFd& call_;
+  virtio::RequestHandler& handler_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> served_{0};
+  std::thread thread_;
+};
+
+}  // namespace vfsd::vhost_user

@@ -1,1 +1,24 @@
-// placeholder: replaced by the layer's implementation
+#include "fuse/name.h"
+
+#include <climits>
+
+namespace vfsd::fuse {
+
+// Strict framing: the NUL must be the last byte and the only one. The kernel
+// sends each name as exactly its bytes plus one NUL, so anything after the
+// NUL (or a second NUL) is a malformed request, not padding to tolerate.
+std::optional<Name> Name::parse(std::string_view bytes_with_nul) {
+  if (bytes_with_nul.empty() || bytes_with_nul.back() != '\0') return std::nullopt;
+  bytes_with_nul.remove_suffix(1);
+  return from(bytes_with_nul);
+}
+
+std::optional<Name> Name::from(std::string_view name) {
+  if (name.empty() || name.size() > NAME_MAX) return std::nullopt;
+  if (name.find_first_of(std::string_view("/\0", 2)) != std::string_view::npos) {
+    return std::nullopt;
+  }
+  return Name(std::string(name));
+}
+
+}  // namespace vfsd::fuse

@@ -1,1 +1,722 @@
-// placeholder: replaced by the layer's implementation
+#include "fuse/server.h"
+
+#include <linux/fuse.h>
+
+#include <algorithm>
+#include <array>
+#include <climits>
+#include <cstddef>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "fuse/abi_ext.h"
+#include "fuse/wire.h"
+#include "util/log.h"
+
+// Reply policy, in the order the checks happen:
+//  - fewer bytes readable than a fuse_in_header: nothing to answer to, no reply;
+//  - FORGET, BATCH_FORGET, INTERRUPT never get a reply, well-formed or not;
+//  - less reply room than a fuse_out_header: no reply and no side effect;
+//  - in.len shorter than the header or longer than the bytes present,
+//    extension area longer than the body, body too short for the opcode's
+//    struct, malformed name: EINVAL;
+//  - any request but INIT before a successful INIT (or after DESTROY): EIO;
+//  - unknown opcode: ENOSYS;
+//  - reply payload larger than the reply room: EIO. EIO (not ERANGE) because
+//    the transport failed, not the operation, and ERANGE has its own meaning
+//    for the xattr calls. Fixed-size replies are checked before the
+//    filesystem is called, so a LOOKUP or CREATE the guest cannot receive
+//    takes no reference and creates nothing.
+
+namespace vfsd::fuse {
+
+namespace detail {
+
+// One request being decoded: the header, a reader bounded by the body length
+// the header announced, and the reply writer.
+class Request {
+ public:
+  Request(const fuse_in_header& in, size_t body_len, IovecReader& reader, IovecWriter& writer)
+      : in(in),
+        ctx{in.uid, in.gid, static_cast<pid_t>(in.pid)},
+        r(reader),
+        w(writer),
+        body_left_(body_len) {}
+
+  const fuse_in_header in;
+  const Context ctx;
+  IovecReader& r;
+  IovecWriter& w;
+
+  size_t body_left() const { return body_left_; }
+
+  /// Copies a struct out of the body; false if the body is too short.
+  template <class T>
+  bool read(T& out) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    return read_bytes(&out, sizeof(T));
+  }
+  bool read_bytes(void* dst, size_t n) {
+    if (n > body_left_ || !r.read(dst, n)) return false;
+    body_left_ -= n;
+    return true;
+  }
+  /// Copies the rest of the body into `out`; false if it exceeds `cap` bytes.
+  bool read_rest(std::string& out, size_t cap) {
+    if (body_left_ > cap) return false;
+    out.resize(body_left_);
+    return read_bytes(out.data(), out.size());
+  }
+  /// Marks `n` body bytes as consumed by someone else (WRITE data).
+  void consume(size_t n) {
+    n = std::min(n, body_left_);
+    r.advance(n);
+    body_left_ -= n;
+  }
+
+  /// Whether a successful reply with `payload` bytes fits.
+  bool has_room(size_t payload) const { return w.remaining() >= sizeof(fuse_out_header) + payload; }
+
+  size_t reply_error(int error) {
+    // Only a real errno may travel back: 0 would read as success and a
+    // value outside the kernel's errno range as garbage.
+    if (error <= 0 || error >= 4096) error = EIO;
+    return write_reply(-error, nullptr, 0, nullptr, 0);
+  }
+  size_t reply_error(Errno e) { return reply_error(e.value); }
+
+  size_t reply_ok(const void* a = nullptr, size_t a_len = 0, const void* b = nullptr,
+                  size_t b_len = 0) {
+    if (!has_room(a_len + b_len)) return reply_error(EIO);
+    return write_reply(0, a, a_len, b, b_len);
+  }
+  template <class T>
+  size_t reply_obj(const T& payload) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    return reply_ok(&payload, sizeof(T));
+  }
+
+  /// Writes only the header of a reply whose `payload_len` bytes were
+  /// already written through a writer split off after the header.
+  size_t reply_header(size_t payload_len) {
+    fuse_out_header out{};
+    out.len = static_cast<uint32_t>(sizeof(out) + payload_len);
+    out.error = 0;
+    out.unique = in.unique;
+    if (!w.write_obj(out)) return 0;
+    return out.len;
+  }
+
+ private:
+  size_t write_reply(int32_t error, const void* a, size_t a_len, const void* b, size_t b_len) {
+    fuse_out_header out{};
+    out.len = static_cast<uint32_t>(sizeof(out) + a_len + b_len);
+    out.error = error;
+    out.unique = in.unique;
+    if (w.remaining() < out.len) return 0;
+    w.write_obj(out);
+    if (a_len > 0) w.write(a, a_len);
+    if (b_len > 0) w.write(b, b_len);
+    return out.len;
+  }
+
+  size_t body_left_;
+};
+
+}  // namespace detail
+
+using detail::Request;
+
+namespace {
+
+constexpr size_t kOutHeader = sizeof(fuse_out_header);
+// fuse_out_header.len is 32 bits: data replies stay below that whatever room
+// the guest offers.
+constexpr size_t kMaxPayload = std::numeric_limits<uint32_t>::max() - kOutHeader;
+
+bool is_no_reply(uint32_t opcode) {
+  return opcode == FUSE_FORGET || opcode == FUSE_BATCH_FORGET || opcode == FUSE_INTERRUPT;
+}
+
+// Reads the rest of the body as exactly one NUL-terminated name.
+std::optional<Name> read_name(Request& req) {
+  std::string buf;
+  if (!req.read_rest(buf, NAME_MAX + 1)) return std::nullopt;
+  return Name::parse(buf);
+}
+
+// Like read_name, for the operations that create or remove an entry: "." and
+// ".." name the directory itself or its parent, never a child to act on.
+std::optional<Name> read_child_name(Request& req) {
+  auto name = read_name(req);
+  if (name && name->is_dot_or_dotdot()) return std::nullopt;
+  return name;
+}
+
+// Splits "first\0second\0" (the whole rest of the body) into two pieces,
+// each still carrying its NUL.
+bool read_two(Request& req, size_t cap, std::string& buf, std::string_view& first,
+              std::string_view& second) {
+  if (!req.read_rest(buf, cap)) return false;
+  size_t nul = buf.find('\0');
+  if (nul == std::string::npos) return false;
+  std::string_view all(buf);
+  first = all.substr(0, nul + 1);
+  second = all.substr(nul + 1);
+  return true;
+}
+
+size_t reply_entry(Request& req, const Result<Entry>& entry) {
+  if (!entry) return req.reply_error(entry.error());
+  return req.reply_obj(wire::to_entry_out(*entry));
+}
+
+size_t reply_attr(Request& req, const Result<AttrReply>& attr) {
+  if (!attr) return req.reply_error(attr.error());
+  return req.reply_obj(wire::to_attr_out(*attr));
+}
+
+size_t reply_open(Request& req, const Result<OpenReply>& open) {
+  if (!open) return req.reply_error(open.error());
+  fuse_open_out out{};
+  out.fh = open->handle;
+  out.open_flags = open->open_flags;
+  return req.reply_obj(out);
+}
+
+size_t reply_void(Request& req, const VoidResult& result) {
+  if (!result) return req.reply_error(result.error());
+  return req.reply_ok();
+}
+
+// --- no-reply operations ---------------------------------------------------
+
+void do_forget(FileSystem& fs, Request& req) {
+  fuse_forget_in in{};
+  if (!req.read(in)) {
+    log::debug("fuse: FORGET with a short body dropped");
+    return;
+  }
+  fs.forget(req.in.nodeid, in.nlookup);
+}
+
+void do_batch_forget(FileSystem& fs, Request& req) {
+  fuse_batch_forget_in in{};
+  if (!req.read(in) ||
+      static_cast<uint64_t>(in.count) * sizeof(fuse_forget_one) != req.body_left()) {
+    // The count must describe exactly the entries present; a mismatch means
+    // the request is not what the guest claims, so none of it is trusted.
+    log::debug("fuse: BATCH_FORGET count does not match its body, dropped");
+    return;
+  }
+  // Bounded chunks: the guest decides the count, not our stack or heap.
+  std::array<std::pair<InodeId, uint64_t>, 64> chunk;
+  size_t left = in.count;
+  while (left > 0) {
+    size_t n = std::min(left, chunk.size());
+    for (size_t i = 0; i < n; ++i) {
+      fuse_forget_one one{};
+      req.read(one);  // cannot fail: the body length was checked above
+      chunk[i] = {one.nodeid, one.nlookup};
+    }
+    fs.batch_forget(std::span<const std::pair<InodeId, uint64_t>>(chunk.data(), n));
+    left -= n;
+  }
+}
+
+// --- attributes and names --------------------------------------------------
+
+size_t do_lookup(FileSystem& fs, Request& req) {
+  auto name = read_name(req);  // "." and ".." are the filesystem's to resolve
+  if (!name) return req.reply_error(EINVAL);
+  if (!req.has_room(sizeof(fuse_entry_out))) return req.reply_error(EIO);
+  return reply_entry(req, fs.lookup(req.ctx, req.in.nodeid, *name));
+}
+
+size_t do_getattr(FileSystem& fs, Request& req) {
+  fuse_getattr_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  std::optional<HandleId> fh;
+  if (in.getattr_flags & FUSE_GETATTR_FH) fh = in.fh;
+  if (!req.has_room(sizeof(fuse_attr_out))) return req.reply_error(EIO);
+  return reply_attr(req, fs.getattr(req.ctx, req.in.nodeid, fh));
+}
+
+size_t do_setattr(FileSystem& fs, Request& req) {
+  fuse_setattr_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  constexpr uint32_t kMaxNsec = 999'999'999;
+  SetattrRequest s;
+  s.valid = in.valid;
+  s.mode = in.mode;
+  s.uid = in.uid;
+  s.gid = in.gid;
+  s.size = in.size;
+  if (in.valid & FATTR_ATIME_NOW) {
+    s.atime = {0, UTIME_NOW};
+  } else if (in.valid & FATTR_ATIME) {
+    if (in.atimensec > kMaxNsec) return req.reply_error(EINVAL);
+    s.atime = {static_cast<time_t>(in.atime), static_cast<long>(in.atimensec)};
+  }
+  if (in.valid & FATTR_MTIME_NOW) {
+    s.mtime = {0, UTIME_NOW};
+  } else if (in.valid & FATTR_MTIME) {
+    if (in.mtimensec > kMaxNsec) return req.reply_error(EINVAL);
+    s.mtime = {static_cast<time_t>(in.mtime), static_cast<long>(in.mtimensec)};
+  }
+  if (in.valid & FATTR_FH) s.handle = in.fh;
+  if (!req.has_room(sizeof(fuse_attr_out))) return req.reply_error(EIO);
+  return reply_attr(req, fs.setattr(req.ctx, req.in.nodeid, s));
+}
+
+size_t do_readlink(FileSystem& fs, Request& req) {
+  auto target = fs.readlink(req.ctx, req.in.nodeid);
+  if (!target) return req.reply_error(target.error());
+  return req.reply_ok(target->data(), target->size());
+}
+
+size_t do_symlink(FileSystem& fs, Request& req) {
+  std::string buf;
+  std::string_view name_bytes, target_bytes;
+  if (!read_two(req, NAME_MAX + 1 + PATH_MAX, buf, name_bytes, target_bytes)) {
+    return req.reply_error(EINVAL);
+  }
+  auto name = Name::parse(name_bytes);
+  if (!name || name->is_dot_or_dotdot()) return req.reply_error(EINVAL);
+  // The target: non-empty, one NUL and only at the end, shorter than
+  // PATH_MAX with its NUL (what symlink(2) accepts).
+  if (target_bytes.size() < 2 || target_bytes.size() > PATH_MAX || target_bytes.back() != '\0' ||
+      target_bytes.find('\0') != target_bytes.size() - 1) {
+    return req.reply_error(EINVAL);
+  }
+  target_bytes.remove_suffix(1);
+  if (!req.has_room(sizeof(fuse_entry_out))) return req.reply_error(EIO);
+  return reply_entry(req, fs.symlink(req.ctx, req.in.nodeid, *name, target_bytes));
+}
+
+size_t do_mknod(FileSystem& fs, Request& req) {
+  fuse_mknod_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  auto name = read_child_name(req);
+  if (!name) return req.reply_error(EINVAL);
+  if (!req.has_room(sizeof(fuse_entry_out))) return req.reply_error(EIO);
+  return reply_entry(
+      req, fs.mknod(req.ctx, req.in.nodeid, *name, in.mode, wire::decode_dev(in.rdev), in.umask));
+}
+
+size_t do_mkdir(FileSystem& fs, Request& req) {
+  fuse_mkdir_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  auto name = read_child_name(req);
+  if (!name) return req.reply_error(EINVAL);
+  if (!req.has_room(sizeof(fuse_entry_out))) return req.reply_error(EIO);
+  return reply_entry(req, fs.mkdir(req.ctx, req.in.nodeid, *name, in.mode, in.umask));
+}
+
+size_t do_unlink(FileSystem& fs, Request& req, bool dir) {
+  auto name = read_child_name(req);
+  if (!name) return req.reply_error(EINVAL);
+  return reply_void(req, dir ? fs.rmdir(req.ctx, req.in.nodeid, *name)
+                             : fs.unlink(req.ctx, req.in.nodeid, *name));
+}
+
+size_t do_rename(FileSystem& fs, Request& req, bool v2) {
+  uint64_t new_dir = 0;
+  uint32_t flags = 0;
+  if (v2) {
+    fuse_rename2_in in{};
+    if (!req.read(in)) return req.reply_error(EINVAL);
+    new_dir = in.newdir;
+    flags = in.flags;
+  } else {
+    fuse_rename_in in{};
+    if (!req.read(in)) return req.reply_error(EINVAL);
+    new_dir = in.newdir;
+  }
+  std::string buf;
+  std::string_view old_bytes, new_bytes;
+  if (!read_two(req, 2 * (NAME_MAX + 1), buf, old_bytes, new_bytes)) {
+    return req.reply_error(EINVAL);
+  }
+  auto old_name = Name::parse(old_bytes);
+  auto new_name = Name::parse(new_bytes);
+  if (!old_name || !new_name || old_name->is_dot_or_dotdot() || new_name->is_dot_or_dotdot()) {
+    return req.reply_error(EINVAL);
+  }
+  return reply_void(req, fs.rename(req.ctx, req.in.nodeid, *old_name, new_dir, *new_name, flags));
+}
+
+size_t do_link(FileSystem& fs, Request& req) {
+  fuse_link_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  auto name = read_child_name(req);
+  if (!name) return req.reply_error(EINVAL);
+  if (!req.has_room(sizeof(fuse_entry_out))) return req.reply_error(EIO);
+  return reply_entry(req, fs.link(req.ctx, in.oldnodeid, req.in.nodeid, *name));
+}
+
+// --- files -------------------------------------------------------------------
+
+size_t do_open(FileSystem& fs, Request& req, bool dir) {
+  fuse_open_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  if (!req.has_room(sizeof(fuse_open_out))) return req.reply_error(EIO);
+  return reply_open(req, dir ? fs.opendir(req.ctx, req.in.nodeid, in.flags)
+                             : fs.open(req.ctx, req.in.nodeid, in.flags));
+}
+
+size_t do_create(FileSystem& fs, Request& req) {
+  fuse_create_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  auto name = read_child_name(req);
+  if (!name) return req.reply_error(EINVAL);
+  if (!req.has_room(sizeof(fuse_entry_out) + sizeof(fuse_open_out))) {
+    return req.reply_error(EIO);
+  }
+  auto created = fs.create(req.ctx, req.in.nodeid, *name, in.mode, in.flags, in.umask);
+  if (!created) return req.reply_error(created.error());
+  fuse_entry_out entry = wire::to_entry_out(created->first);
+  fuse_open_out open{};
+  open.fh = created->second.handle;
+  open.open_flags = created->second.open_flags;
+  return req.reply_ok(&entry, sizeof(entry), &open, sizeof(open));
+}
+
+// The data is read straight into the reply buffer behind the header. A size
+// larger than the reply room is clamped to the room: the data goes into the
+// guest's own buffers, so its size costs us nothing and needs no other cap.
+size_t do_read(FileSystem& fs, Request& req) {
+  fuse_read_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  IovecWriter data = req.w.split_at(kOutHeader);
+  auto size = static_cast<uint32_t>(std::min({size_t{in.size}, data.remaining(), kMaxPayload}));
+  auto n = fs.read(req.ctx, req.in.nodeid, in.fh, data, size, in.offset);
+  if (!n) return req.reply_error(n.error());
+  return req.reply_header(std::min<size_t>(*n, size));
+}
+
+size_t do_write(FileSystem& fs, Request& req, uint32_t max_write) {
+  fuse_write_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  if (in.size > max_write || in.size != req.body_left()) return req.reply_error(EINVAL);
+  if (!req.has_room(sizeof(fuse_write_out))) return req.reply_error(EIO);
+  // A reader over exactly the data: the filesystem cannot read past it.
+  IovecReader data(req.r.iovecs(in.size));
+  auto n = fs.write(req.ctx, req.in.nodeid, in.fh, data, in.size, in.offset, in.write_flags);
+  req.consume(in.size);
+  if (!n) return req.reply_error(n.error());
+  fuse_write_out out{};
+  out.size = static_cast<uint32_t>(std::min<size_t>(*n, in.size));
+  return req.reply_obj(out);
+}
+
+size_t do_statfs(FileSystem& fs, Request& req) {
+  if (!req.has_room(sizeof(fuse_statfs_out))) return req.reply_error(EIO);
+  auto st = fs.statfs(req.ctx, req.in.nodeid);
+  if (!st) return req.reply_error(st.error());
+  fuse_statfs_out out{};
+  out.st = wire::to_kstatfs(*st);
+  return req.reply_obj(out);
+}
+
+size_t do_release(FileSystem& fs, Request& req, bool dir) {
+  fuse_release_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  return reply_void(req, dir ? fs.releasedir(req.ctx, req.in.nodeid, in.fh)
+                             : fs.release(req.ctx, req.in.nodeid, in.fh, in.flags));
+}
+
+size_t do_fsync(FileSystem& fs, Request& req, bool dir) {
+  fuse_fsync_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  bool datasync = (in.fsync_flags & FUSE_FSYNC_FDATASYNC) != 0;
+  return reply_void(req, dir ? fs.fsyncdir(req.ctx, req.in.nodeid, in.fh, datasync)
+                             : fs.fsync(req.ctx, req.in.nodeid, in.fh, datasync));
+}
+
+size_t do_flush(FileSystem& fs, Request& req) {
+  fuse_flush_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  return reply_void(req, fs.flush(req.ctx, req.in.nodeid, in.fh, in.lock_owner));
+}
+
+size_t do_access(FileSystem& fs, Request& req) {
+  fuse_access_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  return reply_void(req, fs.access(req.ctx, req.in.nodeid, in.mask));
+}
+
+size_t do_lseek(FileSystem& fs, Request& req) {
+  fuse_lseek_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  if (!req.has_room(sizeof(fuse_lseek_out))) return req.reply_error(EIO);
+  auto off = fs.lseek(req.ctx, req.in.nodeid, in.fh, in.offset, in.whence);
+  if (!off) return req.reply_error(off.error());
+  fuse_lseek_out out{};
+  out.offset = *off;
+  return req.reply_obj(out);
+}
+
+size_t do_fallocate(FileSystem& fs, Request& req) {
+  fuse_fallocate_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  return reply_void(req,
+                    fs.fallocate(req.ctx, req.in.nodeid, in.fh, in.mode, in.offset, in.length));
+}
+
+size_t do_syncfs(FileSystem& fs, Request& req) {
+  fuse_syncfs_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  return reply_void(req, fs.syncfs(req.ctx, req.in.nodeid));
+}
+
+// --- directories -------------------------------------------------------------
+
+// Writes fuse_dirent / fuse_direntplus records into the reply behind the
+// header, never more than `limit` bytes.
+class ReplyDirSink final : public DirSink {
+ public:
+  ReplyDirSink(IovecWriter& out, size_t limit, bool plus) : out_(out), limit_(limit), plus_(plus) {}
+
+  bool fits(size_t name_len) const override {
+    return name_len > 0 && name_len <= NAME_MAX && record_size(name_len) <= limit_ - used_;
+  }
+
+  void add(const DirEntry& d, const Entry* entry) override {
+    // A filesystem that ignores fits() loses the entry instead of
+    // overflowing the reply.
+    if (!fits(d.name.size())) return;
+    if (plus_) {
+      fuse_entry_out eo = entry ? wire::to_entry_out(*entry) : fuse_entry_out{};
+      out_.write_obj(eo);
+    }
+    fuse_dirent de{};
+    de.ino = d.ino;
+    de.off = d.next_offset;
+    de.namelen = static_cast<uint32_t>(d.name.size());
+    de.type = d.type;
+    out_.write(&de, FUSE_NAME_OFFSET);
+    out_.write(d.name.data(), d.name.size());
+    static constexpr char kZeros[8] = {};
+    size_t rec = record_size(d.name.size());
+    size_t pad = rec - (plus_ ? FUSE_NAME_OFFSET_DIRENTPLUS : FUSE_NAME_OFFSET) - d.name.size();
+    out_.write(kZeros, pad);
+    used_ += rec;
+  }
+
+  size_t used() const { return used_; }
+
+ private:
+  size_t record_size(size_t name_len) const {
+    return FUSE_DIRENT_ALIGN((plus_ ? FUSE_NAME_OFFSET_DIRENTPLUS : FUSE_NAME_OFFSET) + name_len);
+  }
+
+  IovecWriter& out_;
+  const size_t limit_;
+  const bool plus_;
+  size_t used_ = 0;
+};
+
+size_t do_readdir(FileSystem& fs, Request& req, bool plus) {
+  fuse_read_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  IovecWriter data = req.w.split_at(kOutHeader);
+  ReplyDirSink sink(data, std::min({size_t{in.size}, data.remaining(), kMaxPayload}), plus);
+  auto result = fs.readdir(req.ctx, req.in.nodeid, in.fh, in.offset, plus, sink);
+  // Entries already in the sink (for READDIRPLUS: lookup references already
+  // taken) go back even if the listing failed later; the guest's next call
+  // resumes after them and meets the error again.
+  if (!result && sink.used() == 0) return req.reply_error(result.error());
+  return req.reply_header(sink.used());
+}
+
+}  // namespace
+
+Server::Server(FileSystem& fs, ServerOptions options) : fs_(fs), options_(options) {}
+
+size_t Server::handle(IovecReader& request, IovecWriter& reply) {
+  const size_t available = request.remaining();
+  fuse_in_header in{};
+  if (!request.read_obj(in)) {
+    log::debug("fuse: request shorter than its header dropped");
+    return 0;
+  }
+  const bool no_reply = is_no_reply(in.opcode);
+  // Nothing happens for a request that could not be answered.
+  if (!no_reply && reply.remaining() < kOutHeader) {
+    log::debug("fuse: no room for a reply header (opcode {}), dropped", in.opcode);
+    return 0;
+  }
+
+  size_t body_len = 0;
+  bool framed = in.len >= sizeof(in) && in.len <= available;
+  if (framed) {
+    body_len = in.len - sizeof(in);
+    // Extensions (7.38+) sit after the body; we negotiate none of them, so
+    // they are skipped, but they must fit in the request.
+    size_t ext_len = static_cast<size_t>(in.total_extlen) * 8;
+    framed = ext_len <= body_len;
+    if (framed) body_len -= ext_len;
+  }
+  Request req(in, body_len, request, reply);
+  if (!framed) {
+    log::debug("fuse: bad request length {} (opcode {}, {} bytes present)", in.len, in.opcode,
+               available);
+    return no_reply ? 0 : req.reply_error(EINVAL);
+  }
+  return dispatch(req);
+}
+
+size_t Server::dispatch(Request& req) {
+  const uint32_t opcode = req.in.opcode;
+  if (opcode == FUSE_INIT) return do_init(req);
+  if (!initialized()) {
+    if (is_no_reply(opcode)) return 0;
+    return req.reply_error(EIO);
+  }
+  switch (opcode) {
+    case FUSE_DESTROY:
+      return do_destroy(req);
+    case FUSE_FORGET:
+      do_forget(fs_, req);
+      return 0;
+    case FUSE_BATCH_FORGET:
+      do_batch_forget(fs_, req);
+      return 0;
+    case FUSE_INTERRUPT:
+      // A virtio-fs guest never sends it; requests are not cancellable here.
+      return 0;
+    case FUSE_LOOKUP:
+      return do_lookup(fs_, req);
+    case FUSE_GETATTR:
+      return do_getattr(fs_, req);
+    case FUSE_SETATTR:
+      return do_setattr(fs_, req);
+    case FUSE_READLINK:
+      return do_readlink(fs_, req);
+    case FUSE_SYMLINK:
+      return do_symlink(fs_, req);
+    case FUSE_MKNOD:
+      return do_mknod(fs_, req);
+    case FUSE_MKDIR:
+      return do_mkdir(fs_, req);
+    case FUSE_UNLINK:
+      return do_unlink(fs_, req, /*dir=*/false);
+    case FUSE_RMDIR:
+      return do_unlink(fs_, req, /*dir=*/true);
+    case FUSE_RENAME:
+      return do_rename(fs_, req, /*v2=*/false);
+    case FUSE_RENAME2:
+      return do_rename(fs_, req, /*v2=*/true);
+    case FUSE_LINK:
+      return do_link(fs_, req);
+    case FUSE_OPEN:
+      return do_open(fs_, req, /*dir=*/false);
+    case FUSE_OPENDIR:
+      return do_open(fs_, req, /*dir=*/true);
+    case FUSE_CREATE:
+      return do_create(fs_, req);
+    case FUSE_READ:
+      return do_read(fs_, req);
+    case FUSE_WRITE:
+      return do_write(fs_, req, options_.max_write);
+    case FUSE_STATFS:
+      return do_statfs(fs_, req);
+    case FUSE_RELEASE:
+      return do_release(fs_, req, /*dir=*/false);
+    case FUSE_RELEASEDIR:
+      return do_release(fs_, req, /*dir=*/true);
+    case FUSE_FSYNC:
+      return do_fsync(fs_, req, /*dir=*/false);
+    case FUSE_FSYNCDIR:
+      return do_fsync(fs_, req, /*dir=*/true);
+    case FUSE_FLUSH:
+      return do_flush(fs_, req);
+    case FUSE_ACCESS:
+      return do_access(fs_, req);
+    case FUSE_LSEEK:
+      return do_lseek(fs_, req);
+    case FUSE_FALLOCATE:
+      return do_fallocate(fs_, req);
+    case FUSE_SYNCFS:
+      return do_syncfs(fs_, req);
+    case FUSE_READDIR:
+      return do_readdir(fs_, req, /*plus=*/false);
+    case FUSE_READDIRPLUS:
+      return do_readdir(fs_, req, /*plus=*/true);
+    default:
+      return req.reply_error(ENOSYS);
+  }
+}
+
+size_t Server::do_init(Request& req) {
+  // fuse_init_in grew from 16 bytes to 64 in 7.36 (flags2 and reserved
+  // words); an older guest sends only the first four fields.
+  fuse_init_in in{};
+  constexpr size_t kMinInit = offsetof(fuse_init_in, flags2);
+  if (req.body_left() < kMinInit) return req.reply_error(EINVAL);
+  const size_t in_len = std::min(req.body_left(), sizeof(in));
+  req.read_bytes(&in, in_len);
+  if (!req.has_room(sizeof(fuse_init_out))) return req.reply_error(EIO);
+
+  if (in.major < FUSE_KERNEL_VERSION) return req.reply_error(EPROTO);
+  if (in.major > FUSE_KERNEL_VERSION) {
+    // The protocol: answer with our major only and wait for the guest to
+    // send a new INIT in that version.
+    fuse_init_out out{};
+    out.major = FUSE_KERNEL_VERSION;
+    out.minor = abi::kMinorVersion;
+    return req.reply_obj(out);
+  }
+  if (in.minor < abi::kMinMinorVersion) return req.reply_error(EPROTO);
+
+  uint64_t kernel_flags = in.flags;
+  if ((in.flags & FUSE_INIT_EXT) && in_len >= offsetof(fuse_init_in, flags2) + sizeof(in.flags2)) {
+    kernel_flags |= static_cast<uint64_t>(in.flags2) << 32;
+  }
+
+  std::lock_guard lock(session_mutex_);
+  if (initialized_.load(std::memory_order_acquire)) {
+    // INIT without DESTROY: the guest was reset and forgot every inode and
+    // handle it held; drop them before starting over.
+    log::info("fuse: INIT on an open session, resetting the filesystem");
+    initialized_.store(false, std::memory_order_release);
+    fs_.destroy();
+  }
+  auto fs_reply = fs_.init(InitRequest{kernel_flags});
+  if (!fs_reply) return req.reply_error(fs_reply.error());
+
+  uint64_t offered = FUSE_ASYNC_READ | FUSE_PARALLEL_DIROPS | FUSE_BIG_WRITES |
+                     FUSE_ATOMIC_O_TRUNC | FUSE_MAX_PAGES | FUSE_INIT_EXT | fs_reply->wanted_flags;
+  if (options_.readdirplus) offered |= FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO;
+  const uint64_t agreed = offered & kernel_flags;
+
+  fuse_init_out out{};
+  out.major = FUSE_KERNEL_VERSION;
+  out.minor = abi::kMinorVersion;
+  out.max_readahead = in.max_readahead;
+  out.flags = static_cast<uint32_t>(agreed);
+  out.flags2 = static_cast<uint32_t>(agreed >> 32);
+  // The virtqueue bounds what is really in flight; let the guest queue as
+  // much background work (readahead, async writes) as it likes.
+  out.max_background = std::numeric_limits<uint16_t>::max();
+  out.congestion_threshold = std::numeric_limits<uint16_t>::max() / 4 * 3;
+  out.max_write = options_.max_write;
+  out.time_gran = 1;
+  out.max_pages = static_cast<uint16_t>(
+      std::clamp<uint32_t>(options_.max_pages, 1, std::numeric_limits<uint16_t>::max()));
+  initialized_.store(true, std::memory_order_release);
+  log::debug("fuse: INIT {}.{} agreed flags {:#x}", in.major, in.minor, agreed);
+  return req.reply_obj(out);
+}
+
+size_t Server::do_destroy(Request& req) {
+  std::lock_guard lock(session_mutex_);
+  if (initialized_.exchange(false, std::memory_order_acq_rel)) fs_.destroy();
+  return req.reply_ok();
+}
+
+}  // namespace vfsd::fuse

@@ -1,0 +1,56 @@
+// The FUSE protocol server: decodes one request, dispatches it to a
+// FileSystem, encodes the reply. It knows the wire format (<linux/fuse.h>)
+// and nothing about the transport that carried the bytes.
+//
+// Everything in a request is hostile: lengths, counts, names and offsets are
+// checked against the bytes actually present before use, and every struct is
+// copied out of the request before it is looked at.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+
+#include "fuse/filesystem.h"
+#include "util/iovec_io.h"
+
+namespace vfsd::fuse {
+
+namespace detail {
+class Request;  // one request being decoded; defined in server.cc
+}
+
+struct ServerOptions {
+  uint32_t max_write = 1u << 20;  // bytes; FUSE_MAX_PAGES lets the guest use it
+  uint32_t max_pages = 256;
+  bool readdirplus = true;  // negotiate FUSE_DO_READDIRPLUS + FUSE_READDIRPLUS_AUTO
+};
+
+class Server {
+ public:
+  Server(FileSystem& fs, ServerOptions options);
+
+  /// Handles one request read from `request` and writes the reply into `reply`.
+  /// Returns the number of reply bytes written (0: no reply, e.g. FORGET, or no
+  /// room for a header).
+  /// Thread-safe: called concurrently from several queue workers.
+  size_t handle(IovecReader& request, IovecWriter& reply);
+
+  /// Whether a session is open (INIT answered, no DESTROY since).
+  bool initialized() const { return initialized_.load(std::memory_order_acquire); }
+
+ private:
+  size_t dispatch(detail::Request& req);
+  size_t do_init(detail::Request& req);
+  size_t do_destroy(detail::Request& req);
+
+  FileSystem& fs_;
+  const ServerOptions options_;
+  // Serialises INIT and DESTROY against each other; ordinary requests only
+  // read initialized_.
+  std::mutex session_mutex_;
+  std::atomic<bool> initialized_{false};
+};
+
+}  // namespace vfsd::fuse

@@ -41,8 +41,9 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
                  "Cache policy: never, metadata, auto or always (default: auto)")
       ->check(CLI::IsMember({"never", "metadata", "auto", "always"}));
   cli.add_flag("--no-readdirplus", no_readdirplus, "Disable support for READDIRPLUS operations");
-  cli.add_flag("--announce-submounts", "Tell the guest which directories are mount points "
-                                       "(the default)");
+  bool announce_submounts = true;  // the default; the flag exists for compatibility
+  cli.add_flag("--announce-submounts", announce_submounts,
+               "Tell the guest which directories are mount points (the default)");
   cli.add_flag("--no-announce-submounts", no_announce_submounts,
                "Do not tell the guest which directories are mount points");
   cli.add_option("--log-level", config.log_level,

@@ -11,6 +11,8 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
+#include <vector>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -32,10 +34,23 @@ inline constexpr InodeId kRootInode = 1;
 using HandleId = uint64_t;
 
 /// Who is asking: the credentials of the guest process behind a request.
+/// A security label for a node being created (FUSE_SECURITY_CTX): the
+/// xattr name the guest's LSM chose (e.g. "security.selinux") and its value.
+struct SecurityContext {
+  std::string name;
+  std::string value;
+};
+
 struct Context {
   uid_t uid = 0;
   gid_t gid = 0;
   pid_t pid = 0;
+  /// Supplementary groups the guest sent (FUSE_CREATE_SUPP_GROUP request
+  /// extension); empty when not negotiated or not sent.
+  std::vector<gid_t> supplementary_groups;
+  /// Creating requests only, when FUSE_SECURITY_CTX is negotiated and the
+  /// guest sent a label.
+  std::optional<SecurityContext> security_context;
 };
 
 /// What LOOKUP and the creating operations answer.
@@ -99,6 +114,33 @@ struct InitRequest {
 };
 struct InitReply {
   uint64_t wanted_flags = 0;  // FUSE_* bits the filesystem wants (server ANDs with offered)
+  /// Bits the filesystem cannot work without (e.g. POSIX_ACL + DONT_MASK +
+  /// SETXATTR_EXT for --posix-acl): INIT fails with EPROTO if the guest
+  /// does not offer all of them.
+  uint64_t required_flags = 0;
+};
+
+/// GETXATTR / LISTXATTR answer. With a request size of 0 the guest asks only
+/// for the size: `data` stays empty and `size` is the length it needs.
+/// Otherwise `data` holds the value (or NUL-separated names) and a value
+/// longer than the request's size is ERANGE.
+struct XattrReply {
+  std::string data;
+  size_t size = 0;
+};
+
+/// A POSIX record lock as FUSE carries it (fuse_file_lock).
+struct FileLock {
+  uint64_t start = 0;
+  uint64_t end = 0;   // inclusive; OFFSET_MAX = to end of file
+  uint32_t type = 0;  // F_RDLCK, F_WRLCK, F_UNLCK
+  uint32_t pid = 0;
+};
+
+/// IOCTL answer: the ioctl's result and the bytes it returns to the guest.
+struct IoctlReply {
+  int32_t result = 0;
+  std::string out;
 };
 
 class FileSystem {
@@ -211,6 +253,70 @@ class FileSystem {
     return fail(ENOSYS);
   }
   virtual VoidResult releasedir(const Context&, InodeId, HandleId) { return fail(ENOSYS); }
+
+  // --- Extended attributes (names are NUL-free, 1..255 bytes; values <= 64 KiB).
+  virtual Result<XattrReply> getxattr(const Context&, InodeId, std::string_view /*name*/,
+                                      uint32_t /*size*/) {
+    return fail(ENOSYS);
+  }
+  /// `flags` are XATTR_CREATE / XATTR_REPLACE; `setxattr_flags` FUSE_SETXATTR_*
+  /// (SETXATTR_EXT layout), 0 otherwise.
+  virtual VoidResult setxattr(const Context&, InodeId, std::string_view /*name*/,
+                              std::string_view /*value*/, uint32_t /*flags*/,
+                              uint32_t /*setxattr_flags*/) {
+    return fail(ENOSYS);
+  }
+  virtual Result<XattrReply> listxattr(const Context&, InodeId, uint32_t /*size*/) {
+    return fail(ENOSYS);
+  }
+  virtual VoidResult removexattr(const Context&, InodeId, std::string_view /*name*/) {
+    return fail(ENOSYS);
+  }
+
+  // --- Data and special files.
+  virtual Result<size_t> copy_file_range(const Context&, InodeId /*in*/, HandleId /*in_handle*/,
+                                         uint64_t /*in_offset*/, InodeId /*out*/,
+                                         HandleId /*out_handle*/, uint64_t /*out_offset*/,
+                                         uint64_t /*length*/, uint64_t /*flags*/) {
+    return fail(ENOSYS);
+  }
+  /// TMPFILE: an unnamed file in `parent`, opened; the entry carries one
+  /// lookup reference.
+  virtual Result<std::pair<Entry, OpenReply>> tmpfile(const Context&, InodeId /*parent*/, mode_t,
+                                                      uint32_t /*flags*/, mode_t /*umask*/) {
+    return fail(ENOSYS);
+  }
+  /// IOCTL on an open file. `in` holds the guest's input bytes, `out_size`
+  /// the room for output. Unsupported commands answer ENOTTY.
+  virtual Result<IoctlReply> ioctl(const Context&, InodeId, HandleId, uint32_t /*ioctl_flags*/,
+                                   uint32_t /*cmd*/, std::string_view /*in*/,
+                                   uint32_t /*out_size*/) {
+    return fail(ENOSYS);
+  }
+
+  // --- Locks. `owner` is the guest's lock owner; `lock_flags` has
+  // FUSE_LK_FLOCK for flock() (BSD) locks, else POSIX record locks.
+  virtual Result<FileLock> getlk(const Context&, InodeId, HandleId, uint64_t /*owner*/,
+                                 const FileLock&, uint32_t /*lock_flags*/) {
+    return fail(ENOSYS);
+  }
+  /// SETLK: take or release a lock without waiting (EAGAIN if held).
+  virtual VoidResult setlk(const Context&, InodeId, HandleId, uint64_t /*owner*/,
+                           const FileLock&, uint32_t /*lock_flags*/) {
+    return fail(ENOSYS);
+  }
+  /// SETLKW: take a lock, waiting as long as needed. It must not block the
+  /// calling worker: return at once and call `done` exactly once, from any
+  /// thread, when the lock is taken or the wait ends (EINTR on interrupt(),
+  /// destroy() or a guest reset). `unique` identifies the request for
+  /// interrupt().
+  virtual void setlkw(const Context&, InodeId, HandleId, uint64_t /*owner*/, const FileLock&,
+                      uint32_t /*lock_flags*/, uint64_t /*unique*/,
+                      std::function<void(VoidResult)> done) {
+    done(fail(ENOSYS));
+  }
+  /// INTERRUPT: ends the wait of the request `unique` if it is still waiting.
+  virtual void interrupt(uint64_t /*unique*/) {}
 };
 
 }  // namespace vfsd::fuse

@@ -28,11 +28,35 @@ namespace vfsd::passthrough {
 /// --cache=never|metadata|auto|always
 enum class CachePolicy { kNever, kMetadata, kAuto, kAlways };
 
+/// --inode-file-handles=never|prefer|mandatory
+enum class InodeFileHandles { kNever, kPrefer, kMandatory };
+
+/// Everything the command line decides about the filesystem. Option names
+/// are the Rust virtiofsd's (crosvm's for the last group).
 struct PassthroughConfig {
   std::string shared_dir;
   CachePolicy cache = CachePolicy::kAuto;
   /// Flag submount roots (FUSE_ATTR_SUBMOUNT) when the guest supports it.
   bool announce_submounts = true;
+  /// --readonly: the app wraps the fs in ReadOnlyFs; the passthrough itself
+  /// then opens files with O_NOATIME wherever it may and never asks for
+  /// writeback caching.
+  bool readonly = false;
+  bool writeback = false;         // --writeback (FUSE_WRITEBACK_CACHE)
+  bool allow_direct_io = false;   // --allow-direct-io (else O_DIRECT is stripped)
+  bool preserve_noatime = false;  // --preserve-noatime (else O_NOATIME is cleared)
+  bool allow_mmap = false;        // --allow-mmap (FUSE_DIRECT_IO_ALLOW_MMAP)
+  bool killpriv_v2 = false;       // --killpriv-v2 (FUSE_HANDLE_KILLPRIV_V2)
+  bool xattr = false;             // --xattr (else xattr ops answer ENOSYS)
+  bool posix_acl = false;         // --posix-acl (POSIX_ACL + DONT_MASK + SETXATTR_EXT)
+  bool security_label = false;    // --security-label (FUSE_SECURITY_CTX)
+  std::string xattrmap;           // --xattrmap rules; empty: names pass unchanged
+  InodeFileHandles inode_file_handles = InodeFileHandles::kNever;
+  bool posix_lock = false;  // --posix-lock: POSIX record locks forwarded as OFD locks
+  bool flock = false;       // --flock: flock() forwarded as OFD locks
+  // From crosvm's passthrough:
+  bool ascii_casefold = false;           // --ascii-casefold
+  bool rewrite_security_xattrs = false;  // --rewrite-security-xattrs
 };
 
 /// Entry/attr timeout for a cache policy (the Rust virtiofsd's values).

@@ -40,6 +40,19 @@ struct SuppGroups {
   // uint32_t groups[nr_groups] follows.
 };
 
+/// fuse_ext_header.type values 0..kMaxNrSecctx are not extension types but the
+/// nr_secctx of a fuse_secctx_header: the security context block doubles as
+/// an extension whose "type" is its context count (FUSE_MAX_NR_SECCTX).
+inline constexpr uint32_t kMaxNrSecctx = 31;
+
+/// Most supplementary groups a kExtGroups extension may carry (NGROUPS_MAX).
+inline constexpr uint32_t kMaxSuppGroups = 65536;
+
+/// First protocol minor that carries request extensions (fuse_in_header's
+/// total_extlen). Older guests with FUSE_SECURITY_CTX put the security
+/// context block in the body, right after the name(s).
+inline constexpr uint32_t kMinorWithExtensions = 38;
+
 /// The protocol minor we implement and announce in the INIT reply.
 inline constexpr uint32_t kMinorVersion = FUSE_KERNEL_MINOR_VERSION;
 /// Oldest guest protocol minor we accept (Linux 4.20, virtio-fs' first).

@@ -51,6 +51,13 @@ struct Context {
   /// Creating requests only, when FUSE_SECURITY_CTX is negotiated and the
   /// guest sent a label.
   std::optional<SecurityContext> security_context;
+  /// OPEN and CREATE: fuse_open_in/fuse_create_in `open_flags`
+  /// (FUSE_OPEN_KILL_SUIDGID); 0 for other requests.
+  uint32_t fuse_open_flags = 0;
+  /// WRITE: fuse_write_in `flags`, the guest file's open flags at the time of
+  /// the write (fcntl(F_SETFL) may have changed O_APPEND since OPEN); nullopt
+  /// when the transport does not pass them.
+  std::optional<uint32_t> file_flags;
 };
 
 /// What LOOKUP and the creating operations answer.

@@ -1,5 +1,6 @@
 #include "fuse/name.h"
 
+#include <cerrno>
 #include <climits>
 
 namespace vfsd::fuse {
@@ -11,6 +12,15 @@ std::optional<Name> Name::parse(std::string_view bytes_with_nul) {
   if (bytes_with_nul.empty() || bytes_with_nul.back() != '\0') return std::nullopt;
   bytes_with_nul.remove_suffix(1);
   return from(bytes_with_nul);
+}
+
+int Name::parse_error(std::string_view bytes_with_nul) {
+  if (bytes_with_nul.size() > NAME_MAX + 1 && bytes_with_nul.back() == '\0' &&
+      bytes_with_nul.find('\0') == bytes_with_nul.size() - 1 &&
+      bytes_with_nul.find('/') == std::string_view::npos) {
+    return ENAMETOOLONG;
+  }
+  return EINVAL;
 }
 
 std::optional<Name> Name::from(std::string_view name) {

@@ -17,6 +17,9 @@ class Name {
   static std::optional<Name> parse(std::string_view bytes_with_nul);
   /// Validates a name that has no terminating NUL (tests, host code).
   static std::optional<Name> from(std::string_view name);
+  /// Why parse() refused `bytes_with_nul`: ENAMETOOLONG for a well-framed
+  /// name longer than NAME_MAX (what the host would answer), else EINVAL.
+  static int parse_error(std::string_view bytes_with_nul);
 
   std::string_view view() const { return name_; }
   /// NUL-terminated, for the *at() syscalls.

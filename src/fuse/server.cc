@@ -2,15 +2,23 @@
 
 #include <linux/fuse.h>
 
+#include <fcntl.h>
+#include <linux/limits.h>
+
 #include <algorithm>
 #include <array>
 #include <climits>
+#include <condition_variable>
 #include <cstddef>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "fuse/abi_ext.h"
 #include "fuse/wire.h"
@@ -24,6 +32,8 @@
 //    extension area longer than the body, body too short for the opcode's
 //    struct, malformed name: EINVAL;
 //  - any request but INIT before a successful INIT (or after DESTROY): EIO;
+//  - malformed request extension (framing, sizes, a type that was not
+//    negotiated, a duplicate): EINVAL;
 //  - unknown opcode: ENOSYS;
 //  - reply payload larger than the reply room: EIO. EIO (not ERANGE) because
 //    the transport failed, not the operation, and ERANGE has its own meaning
@@ -39,19 +49,38 @@ namespace detail {
 // the header announced, and the reply writer.
 class Request {
  public:
-  Request(const fuse_in_header& in, size_t body_len, IovecReader& reader, IovecWriter& writer)
-      : in(in),
-        ctx{in.uid, in.gid, static_cast<pid_t>(in.pid)},
-        r(reader),
-        w(writer),
-        body_left_(body_len) {}
+  Request(const fuse_in_header& in, size_t body_len, size_t ext_len, IovecReader& reader,
+          IovecWriter& writer)
+      : in(in), r(reader), w(writer), body_left_(body_len), ext_len_(ext_len) {
+    ctx.uid = in.uid;
+    ctx.gid = in.gid;
+    ctx.pid = static_cast<pid_t>(in.pid);
+  }
 
   const fuse_in_header in;
-  const Context ctx;
+  // Filled from the header, then from the request extensions (supplementary
+  // groups, security context) before the operation sees it.
+  Context ctx;
   IovecReader& r;
   IovecWriter& w;
+  // The session's agreed FUSE_* flags (set by dispatch once INIT is done).
+  uint64_t agreed = 0;
+  // A pre-7.38 guest with FUSE_SECURITY_CTX: creating requests carry the
+  // security context block in the body, after the name(s).
+  bool legacy_secctx = false;
 
   size_t body_left() const { return body_left_; }
+  size_t ext_len() const { return ext_len_; }
+
+  /// Copies the extension area (the ext_len() bytes after the body) without
+  /// moving the body cursor; call before the body is read.
+  std::string read_extension_area() const {
+    IovecReader ext(r.iovecs(body_left_ + ext_len_));
+    std::string area(ext_len_, '\0');
+    // Cannot fail: handle() checked that in.len bytes are present.
+    if (!ext.skip(body_left_) || !ext.read(area.data(), area.size())) area.clear();
+    return area;
+  }
 
   /// Copies a struct out of the body; false if the body is too short.
   template <class T>
@@ -80,11 +109,14 @@ class Request {
   /// Whether a successful reply with `payload` bytes fits.
   bool has_room(size_t payload) const { return w.remaining() >= sizeof(fuse_out_header) + payload; }
 
-  size_t reply_error(int error) {
-    // Only a real errno may travel back: 0 would read as success and a
-    // value outside the kernel's errno range as garbage.
+  size_t reply_error(int error) { return write_reply(wire_error(error), nullptr, 0, nullptr, 0); }
+
+  /// fuse_out_header.error for an errno. Only a real errno may travel back:
+  /// 0 would read as success and a value outside the kernel's errno range as
+  /// garbage.
+  static int32_t wire_error(int error) {
     if (error <= 0 || error >= 4096) error = EIO;
-    return write_reply(-error, nullptr, 0, nullptr, 0);
+    return -error;
   }
   size_t reply_error(Errno e) { return reply_error(e.value); }
 
@@ -124,6 +156,7 @@ class Request {
   }
 
   size_t body_left_;
+  const size_t ext_len_;
 };
 
 }  // namespace detail
@@ -133,26 +166,47 @@ using detail::Request;
 namespace {
 
 constexpr size_t kOutHeader = sizeof(fuse_out_header);
+
+// INIT flags the server offers whatever the filesystem and its options:
+// asynchronous and parallel requests, large writes, O_TRUNC on open, the
+// cache hints AUTO_INVAL_DATA / ASYNC_DIO (as the Rust virtiofsd), ioctls on
+// directories, lookups of "." and ".." (EXPORT_SUPPORT). Cached symlink
+// targets depend on the cache policy: the filesystem asks for them.
+constexpr uint64_t kServerFlags = FUSE_ASYNC_READ | FUSE_PARALLEL_DIROPS | FUSE_BIG_WRITES |
+                                  FUSE_ATOMIC_O_TRUNC | FUSE_MAX_PAGES | FUSE_INIT_EXT |
+                                  FUSE_AUTO_INVAL_DATA | FUSE_ASYNC_DIO | FUSE_HAS_IOCTL_DIR |
+                                  FUSE_EXPORT_SUPPORT;
 // fuse_out_header.len is 32 bits: data replies stay below that whatever room
 // the guest offers.
 constexpr size_t kMaxPayload = std::numeric_limits<uint32_t>::max() - kOutHeader;
+
+// The longest name (with its NUL) read off the wire: the guest kernel sends
+// up to FUSE_NAME_MAX (1024) bytes, so that a name longer than the host's
+// NAME_MAX is answered ENAMETOOLONG, as the host would, not EINVAL.
+constexpr size_t kMaxWireName = 1024 + 1;
 
 bool is_no_reply(uint32_t opcode) {
   return opcode == FUSE_FORGET || opcode == FUSE_BATCH_FORGET || opcode == FUSE_INTERRUPT;
 }
 
 // Reads the rest of the body as exactly one NUL-terminated name.
-std::optional<Name> read_name(Request& req) {
+Result<Name> parse_name(std::string_view bytes_with_nul) {
+  auto name = Name::parse(bytes_with_nul);
+  if (!name) return fail(Name::parse_error(bytes_with_nul));
+  return std::move(*name);
+}
+
+Result<Name> read_name(Request& req) {
   std::string buf;
-  if (!req.read_rest(buf, NAME_MAX + 1)) return std::nullopt;
-  return Name::parse(buf);
+  if (!req.read_rest(buf, kMaxWireName)) return fail(EINVAL);
+  return parse_name(buf);
 }
 
 // Like read_name, for the operations that create or remove an entry: "." and
 // ".." name the directory itself or its parent, never a child to act on.
-std::optional<Name> read_child_name(Request& req) {
+Result<Name> read_child_name(Request& req) {
   auto name = read_name(req);
-  if (name && name->is_dot_or_dotdot()) return std::nullopt;
+  if (name && name->is_dot_or_dotdot()) return fail(EINVAL);
   return name;
 }
 
@@ -167,6 +221,148 @@ bool read_two(Request& req, size_t cap, std::string& buf, std::string_view& firs
   first = all.substr(0, nul + 1);
   second = all.substr(nul + 1);
   return true;
+}
+
+// --- request extensions and security contexts --------------------------------
+
+// Largest security context block we accept: header, one fuse_secctx, a name
+// of at most XATTR_NAME_MAX bytes plus NUL, a value that fits an xattr, and
+// the record padding.
+constexpr size_t kMaxSecctxBlock =
+    sizeof(fuse_secctx_header) + sizeof(fuse_secctx) + XATTR_NAME_MAX + 1 + XATTR_SIZE_MAX + 8;
+
+// An xattr name as the guest sends it: 1..XATTR_NAME_MAX bytes, then the
+// only NUL as the last byte.
+std::optional<std::string_view> xattr_name(std::string_view bytes_with_nul) {
+  if (bytes_with_nul.empty() || bytes_with_nul.back() != '\0') return std::nullopt;
+  bytes_with_nul.remove_suffix(1);
+  if (bytes_with_nul.empty() || bytes_with_nul.size() > XATTR_NAME_MAX ||
+      bytes_with_nul.find('\0') != std::string_view::npos) {
+    return std::nullopt;
+  }
+  return bytes_with_nul;
+}
+
+// A security context block: fuse_secctx_header{size, nr_secctx}, then for
+// nr_secctx == 1 a fuse_secctx{size} followed by the xattr name (with NUL)
+// and `size` value bytes, padded to 8 bytes. `block` is the whole block; its
+// header's size must say exactly that. The kernel sends at most one context,
+// and a header alone (nr_secctx 0) when no LSM labels the new node.
+Result<std::optional<SecurityContext>> parse_secctx(std::string_view block) {
+  fuse_secctx_header header{};
+  if (block.size() < sizeof(header)) return fail(EINVAL);
+  std::memcpy(&header, block.data(), sizeof(header));
+  if (header.size != block.size() || header.nr_secctx > 1) return fail(EINVAL);
+  if (header.nr_secctx == 0) {
+    if (block.size() != sizeof(header)) return fail(EINVAL);
+    return std::optional<SecurityContext>();
+  }
+  std::string_view rest = block.substr(sizeof(header));
+  fuse_secctx one{};
+  if (rest.size() < sizeof(one)) return fail(EINVAL);
+  std::memcpy(&one, rest.data(), sizeof(one));
+  rest.remove_prefix(sizeof(one));
+  size_t nul = rest.find('\0');
+  if (nul == std::string_view::npos) return fail(EINVAL);
+  auto name = xattr_name(rest.substr(0, nul + 1));
+  if (!name) return fail(EINVAL);
+  rest.remove_prefix(nul + 1);
+  if (one.size == 0 || one.size > XATTR_SIZE_MAX || one.size > rest.size()) return fail(EINVAL);
+  // Exactly the record the kernel builds: nothing but padding after the value.
+  if (block.size() !=
+      sizeof(header) + FUSE_REC_ALIGN(sizeof(one) + name->size() + 1 + size_t{one.size})) {
+    return fail(EINVAL);
+  }
+  return std::optional<SecurityContext>(
+      SecurityContext{std::string(*name), std::string(rest.substr(0, one.size))});
+}
+
+// The body of a kExtGroups extension (after its fuse_ext_header): nr_groups,
+// the gids, padding to 8 bytes.
+Result<std::vector<gid_t>> parse_supp_groups(std::string_view body) {
+  abi::SuppGroups header{};
+  if (body.size() < sizeof(header)) return fail(EINVAL);
+  std::memcpy(&header, body.data(), sizeof(header));
+  if (header.nr_groups > abi::kMaxSuppGroups ||
+      body.size() != FUSE_REC_ALIGN(sizeof(header) + sizeof(uint32_t) * header.nr_groups)) {
+    return fail(EINVAL);
+  }
+  std::vector<gid_t> groups(header.nr_groups);
+  for (size_t i = 0; i < groups.size(); ++i) {
+    uint32_t gid = 0;
+    std::memcpy(&gid, body.data() + sizeof(header) + i * sizeof(gid), sizeof(gid));
+    groups[i] = gid;
+  }
+  return groups;
+}
+
+// Walks the extension area (total_extlen * 8 bytes after the body): a chain
+// of fuse_ext_header{size, type} records, each `size` bytes long header
+// included. Only the types this session negotiated are accepted, each once.
+VoidResult parse_extensions(std::string_view area, uint64_t agreed, Context& ctx) {
+  bool secctx_seen = false;
+  bool groups_seen = false;
+  while (!area.empty()) {
+    fuse_ext_header header{};
+    if (area.size() < sizeof(header)) return fail(EINVAL);
+    std::memcpy(&header, area.data(), sizeof(header));
+    if (header.size < sizeof(header) || header.size > area.size() || header.size % 8 != 0) {
+      return fail(EINVAL);
+    }
+    std::string_view block = area.substr(0, header.size);
+    area.remove_prefix(header.size);
+    if (header.type <= abi::kMaxNrSecctx) {
+      // The security context block is its own extension header (type =
+      // nr_secctx).
+      if (!(agreed & FUSE_SECURITY_CTX) || secctx_seen) return fail(EINVAL);
+      secctx_seen = true;
+      auto secctx = parse_secctx(block);
+      if (!secctx) return tl::unexpected(secctx.error());
+      ctx.security_context = std::move(*secctx);
+    } else if (header.type == abi::kExtGroups) {
+      if (!(agreed & FUSE_CREATE_SUPP_GROUP) || groups_seen) return fail(EINVAL);
+      groups_seen = true;
+      auto groups = parse_supp_groups(block.substr(sizeof(header)));
+      if (!groups) return tl::unexpected(groups.error());
+      ctx.supplementary_groups = std::move(*groups);
+    } else {
+      return fail(EINVAL);
+    }
+  }
+  return ok();
+}
+
+// Reads the rest of a creating request's body: `count` NUL-terminated
+// strings (each returned with its NUL) and nothing else, except, from a
+// pre-7.38 guest that agreed FUSE_SECURITY_CTX, the security context block
+// right after them, which goes into req.ctx.
+bool read_creation_tail(Request& req, size_t count, size_t strings_cap, std::string& buf,
+                        std::array<std::string_view, 2>& strings) {
+  size_t cap = strings_cap + (req.legacy_secctx ? kMaxSecctxBlock : 0);
+  if (count > strings.size() || !req.read_rest(buf, cap)) return false;
+  std::string_view rest(buf);
+  for (size_t i = 0; i < count; ++i) {
+    size_t nul = rest.find('\0');
+    if (nul == std::string_view::npos) return false;
+    strings[i] = rest.substr(0, nul + 1);
+    rest.remove_prefix(nul + 1);
+  }
+  if (rest.empty()) return true;
+  if (!req.legacy_secctx || req.ctx.security_context) return false;
+  auto secctx = parse_secctx(rest);
+  if (!secctx) return false;
+  req.ctx.security_context = std::move(*secctx);
+  return true;
+}
+
+// The name of the entry a creating request makes: a valid Name, not "." or "..".
+Result<Name> read_new_name(Request& req) {
+  std::string buf;
+  std::array<std::string_view, 2> strings;
+  if (!read_creation_tail(req, 1, kMaxWireName, buf, strings)) return fail(EINVAL);
+  auto name = parse_name(strings[0]);
+  if (name && name->is_dot_or_dotdot()) return fail(EINVAL);
+  return name;
 }
 
 size_t reply_entry(Request& req, const Result<Entry>& entry) {
@@ -190,6 +386,16 @@ size_t reply_open(Request& req, const Result<OpenReply>& open) {
 size_t reply_void(Request& req, const VoidResult& result) {
   if (!result) return req.reply_error(result.error());
   return req.reply_ok();
+}
+
+// CREATE and TMPFILE: fuse_entry_out then fuse_open_out.
+size_t reply_created(Request& req, const Result<std::pair<Entry, OpenReply>>& created) {
+  if (!created) return req.reply_error(created.error());
+  fuse_entry_out entry = wire::to_entry_out(created->first);
+  fuse_open_out open{};
+  open.fh = created->second.handle;
+  open.open_flags = created->second.open_flags;
+  return req.reply_ok(&entry, sizeof(entry), &open, sizeof(open));
 }
 
 // --- no-reply operations ---------------------------------------------------
@@ -231,7 +437,7 @@ void do_batch_forget(FileSystem& fs, Request& req) {
 
 size_t do_lookup(FileSystem& fs, Request& req) {
   auto name = read_name(req);  // "." and ".." are the filesystem's to resolve
-  if (!name) return req.reply_error(EINVAL);
+  if (!name) return req.reply_error(name.error());
   if (!req.has_room(sizeof(fuse_entry_out))) return req.reply_error(EIO);
   return reply_entry(req, fs.lookup(req.ctx, req.in.nodeid, *name));
 }
@@ -280,12 +486,14 @@ size_t do_readlink(FileSystem& fs, Request& req) {
 
 size_t do_symlink(FileSystem& fs, Request& req) {
   std::string buf;
-  std::string_view name_bytes, target_bytes;
-  if (!read_two(req, NAME_MAX + 1 + PATH_MAX, buf, name_bytes, target_bytes)) {
+  std::array<std::string_view, 2> strings;
+  if (!read_creation_tail(req, 2, kMaxWireName + PATH_MAX, buf, strings)) {
     return req.reply_error(EINVAL);
   }
-  auto name = Name::parse(name_bytes);
-  if (!name || name->is_dot_or_dotdot()) return req.reply_error(EINVAL);
+  auto name = parse_name(strings[0]);
+  std::string_view target_bytes = strings[1];
+  if (!name) return req.reply_error(name.error());
+  if (name->is_dot_or_dotdot()) return req.reply_error(EINVAL);
   // The target: non-empty, one NUL and only at the end, shorter than
   // PATH_MAX with its NUL (what symlink(2) accepts).
   if (target_bytes.size() < 2 || target_bytes.size() > PATH_MAX || target_bytes.back() != '\0' ||
@@ -300,8 +508,8 @@ size_t do_symlink(FileSystem& fs, Request& req) {
 size_t do_mknod(FileSystem& fs, Request& req) {
   fuse_mknod_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  auto name = read_child_name(req);
-  if (!name) return req.reply_error(EINVAL);
+  auto name = read_new_name(req);
+  if (!name) return req.reply_error(name.error());
   if (!req.has_room(sizeof(fuse_entry_out))) return req.reply_error(EIO);
   return reply_entry(
       req, fs.mknod(req.ctx, req.in.nodeid, *name, in.mode, wire::decode_dev(in.rdev), in.umask));
@@ -310,15 +518,15 @@ size_t do_mknod(FileSystem& fs, Request& req) {
 size_t do_mkdir(FileSystem& fs, Request& req) {
   fuse_mkdir_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  auto name = read_child_name(req);
-  if (!name) return req.reply_error(EINVAL);
+  auto name = read_new_name(req);
+  if (!name) return req.reply_error(name.error());
   if (!req.has_room(sizeof(fuse_entry_out))) return req.reply_error(EIO);
   return reply_entry(req, fs.mkdir(req.ctx, req.in.nodeid, *name, in.mode, in.umask));
 }
 
 size_t do_unlink(FileSystem& fs, Request& req, bool dir) {
   auto name = read_child_name(req);
-  if (!name) return req.reply_error(EINVAL);
+  if (!name) return req.reply_error(name.error());
   return reply_void(req, dir ? fs.rmdir(req.ctx, req.in.nodeid, *name)
                              : fs.unlink(req.ctx, req.in.nodeid, *name));
 }
@@ -338,12 +546,14 @@ size_t do_rename(FileSystem& fs, Request& req, bool v2) {
   }
   std::string buf;
   std::string_view old_bytes, new_bytes;
-  if (!read_two(req, 2 * (NAME_MAX + 1), buf, old_bytes, new_bytes)) {
+  if (!read_two(req, 2 * kMaxWireName, buf, old_bytes, new_bytes)) {
     return req.reply_error(EINVAL);
   }
-  auto old_name = Name::parse(old_bytes);
-  auto new_name = Name::parse(new_bytes);
-  if (!old_name || !new_name || old_name->is_dot_or_dotdot() || new_name->is_dot_or_dotdot()) {
+  auto old_name = parse_name(old_bytes);
+  if (!old_name) return req.reply_error(old_name.error());
+  auto new_name = parse_name(new_bytes);
+  if (!new_name) return req.reply_error(new_name.error());
+  if (old_name->is_dot_or_dotdot() || new_name->is_dot_or_dotdot()) {
     return req.reply_error(EINVAL);
   }
   return reply_void(req, fs.rename(req.ctx, req.in.nodeid, *old_name, new_dir, *new_name, flags));
@@ -353,7 +563,7 @@ size_t do_link(FileSystem& fs, Request& req) {
   fuse_link_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
   auto name = read_child_name(req);
-  if (!name) return req.reply_error(EINVAL);
+  if (!name) return req.reply_error(name.error());
   if (!req.has_room(sizeof(fuse_entry_out))) return req.reply_error(EIO);
   return reply_entry(req, fs.link(req.ctx, in.oldnodeid, req.in.nodeid, *name));
 }
@@ -364,6 +574,7 @@ size_t do_open(FileSystem& fs, Request& req, bool dir) {
   fuse_open_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
   if (!req.has_room(sizeof(fuse_open_out))) return req.reply_error(EIO);
+  if (!dir) req.ctx.fuse_open_flags = in.open_flags;
   return reply_open(req, dir ? fs.opendir(req.ctx, req.in.nodeid, in.flags)
                              : fs.open(req.ctx, req.in.nodeid, in.flags));
 }
@@ -371,18 +582,28 @@ size_t do_open(FileSystem& fs, Request& req, bool dir) {
 size_t do_create(FileSystem& fs, Request& req) {
   fuse_create_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  auto name = read_child_name(req);
-  if (!name) return req.reply_error(EINVAL);
+  auto name = read_new_name(req);
+  if (!name) return req.reply_error(name.error());
   if (!req.has_room(sizeof(fuse_entry_out) + sizeof(fuse_open_out))) {
     return req.reply_error(EIO);
   }
-  auto created = fs.create(req.ctx, req.in.nodeid, *name, in.mode, in.flags, in.umask);
-  if (!created) return req.reply_error(created.error());
-  fuse_entry_out entry = wire::to_entry_out(created->first);
-  fuse_open_out open{};
-  open.fh = created->second.handle;
-  open.open_flags = created->second.open_flags;
-  return req.reply_ok(&entry, sizeof(entry), &open, sizeof(open));
+  req.ctx.fuse_open_flags = in.open_flags;
+  return reply_created(req, fs.create(req.ctx, req.in.nodeid, *name, in.mode, in.flags, in.umask));
+}
+
+// TMPFILE: a fuse_create_in and a name the kernel fills with the dentry
+// vfs_tmpfile() makes ("/"); the file has no name, so it is not used, only
+// checked to be framed like one.
+size_t do_tmpfile(FileSystem& fs, Request& req) {
+  fuse_create_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  std::string buf;
+  std::array<std::string_view, 2> strings;
+  if (!read_creation_tail(req, 1, kMaxWireName, buf, strings)) return req.reply_error(EINVAL);
+  if (!req.has_room(sizeof(fuse_entry_out) + sizeof(fuse_open_out))) {
+    return req.reply_error(EIO);
+  }
+  return reply_created(req, fs.tmpfile(req.ctx, req.in.nodeid, in.mode, in.flags, in.umask));
 }
 
 // The data is read straight into the reply buffer behind the header. A size
@@ -405,6 +626,9 @@ size_t do_write(FileSystem& fs, Request& req, uint32_t max_write) {
   if (!req.has_room(sizeof(fuse_write_out))) return req.reply_error(EIO);
   // A reader over exactly the data: the filesystem cannot read past it.
   IovecReader data(req.r.iovecs(in.size));
+  // The file's flags now, not at OPEN: fcntl(F_SETFL) may have changed
+  // O_APPEND since (writeback-cache flushes carry 0 here).
+  req.ctx.file_flags = in.flags;
   auto n = fs.write(req.ctx, req.in.nodeid, in.fh, data, in.size, in.offset, in.write_flags);
   req.consume(in.size);
   if (!n) return req.reply_error(n.error());
@@ -533,11 +757,218 @@ size_t do_readdir(FileSystem& fs, Request& req, bool plus) {
   return req.reply_header(sink.used());
 }
 
+// --- extended attributes -----------------------------------------------------
+
+// GETXATTR / LISTXATTR: with size 0 the guest asks for the length only
+// (fuse_getxattr_out); otherwise the bytes themselves, at most `size`.
+size_t reply_xattr(Request& req, uint32_t size, const Result<XattrReply>& reply) {
+  if (!reply) return req.reply_error(reply.error());
+  if (size == 0) {
+    fuse_getxattr_out out{};
+    out.size = static_cast<uint32_t>(std::min<size_t>(reply->size, UINT32_MAX));
+    return req.reply_obj(out);
+  }
+  // The filesystem should have said ERANGE itself; the guest must never get
+  // more than it asked for.
+  if (reply->data.size() > size) return req.reply_error(ERANGE);
+  return req.reply_ok(reply->data.data(), reply->data.size());
+}
+
+size_t do_getxattr(FileSystem& fs, Request& req) {
+  fuse_getxattr_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  std::string buf;
+  if (!req.read_rest(buf, XATTR_NAME_MAX + 1)) return req.reply_error(EINVAL);
+  auto name = xattr_name(buf);
+  if (!name) return req.reply_error(EINVAL);
+  // getxattr(2) never asks for more than XATTR_SIZE_MAX; a larger size from
+  // the guest means the same.
+  uint32_t size = std::min<uint32_t>(in.size, XATTR_SIZE_MAX);
+  return reply_xattr(req, size, fs.getxattr(req.ctx, req.in.nodeid, *name, size));
+}
+
+size_t do_listxattr(FileSystem& fs, Request& req) {
+  fuse_getxattr_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  uint32_t size = std::min<uint32_t>(in.size, XATTR_LIST_MAX);
+  return reply_xattr(req, size, fs.listxattr(req.ctx, req.in.nodeid, size));
+}
+
+// SETXATTR: fuse_setxattr_in (16 bytes once FUSE_SETXATTR_EXT is agreed, the
+// 8-byte size + flags before), then name\0, then exactly `size` value bytes.
+size_t do_setxattr(FileSystem& fs, Request& req) {
+  fuse_setxattr_in in{};
+  const size_t in_len =
+      (req.agreed & FUSE_SETXATTR_EXT) ? sizeof(in) : FUSE_COMPAT_SETXATTR_IN_SIZE;
+  if (!req.read_bytes(&in, in_len)) return req.reply_error(EINVAL);
+  // What setxattr(2) answers for a value it cannot store.
+  if (in.size > XATTR_SIZE_MAX) return req.reply_error(E2BIG);
+  std::string buf;
+  if (!req.read_rest(buf, XATTR_NAME_MAX + 1 + size_t{in.size})) return req.reply_error(EINVAL);
+  size_t nul = buf.find('\0');
+  if (nul == std::string::npos) return req.reply_error(EINVAL);
+  std::string_view all(buf);
+  auto name = xattr_name(all.substr(0, nul + 1));
+  std::string_view value = all.substr(nul + 1);
+  if (!name || value.size() != in.size) return req.reply_error(EINVAL);
+  return reply_void(req,
+                    fs.setxattr(req.ctx, req.in.nodeid, *name, value, in.flags, in.setxattr_flags));
+}
+
+size_t do_removexattr(FileSystem& fs, Request& req) {
+  std::string buf;
+  if (!req.read_rest(buf, XATTR_NAME_MAX + 1)) return req.reply_error(EINVAL);
+  auto name = xattr_name(buf);
+  if (!name) return req.reply_error(EINVAL);
+  return reply_void(req, fs.removexattr(req.ctx, req.in.nodeid, *name));
+}
+
+// --- data and special operations ------------------------------------------------
+
+size_t do_copy_file_range(FileSystem& fs, Request& req) {
+  fuse_copy_file_range_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  if (!req.has_room(sizeof(fuse_write_out))) return req.reply_error(EIO);
+  // The count goes back in the 32-bit fuse_write_out.size: a longer copy
+  // could not be reported, so ask for no more than that (the kernel itself
+  // clamps to UINT_MAX & PAGE_MASK).
+  constexpr uint64_t kMaxCopy = UINT32_MAX & ~uint64_t{0xfff};
+  const uint64_t length = std::min<uint64_t>(in.len, kMaxCopy);
+  auto n = fs.copy_file_range(req.ctx, req.in.nodeid, in.fh_in, in.off_in, in.nodeid_out, in.fh_out,
+                              in.off_out, length, in.flags);
+  if (!n) return req.reply_error(n.error());
+  fuse_write_out out{};
+  out.size = static_cast<uint32_t>(std::min<uint64_t>(*n, length));
+  return req.reply_obj(out);
+}
+
+// IOCTL: fuse_ioctl_in, then exactly in_size input bytes. The reply is
+// fuse_ioctl_out then at most out_size output bytes. Only restricted ioctls
+// (sizes encoded in the command, data copied by the kernel) are served.
+size_t do_ioctl(FileSystem& fs, Request& req) {
+  fuse_ioctl_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  if (in.in_size != req.body_left()) return req.reply_error(EINVAL);
+  // Unrestricted ioctls need the RETRY dance with guest pointers; a
+  // virtio-fs guest never sends them (only CUSE does). The kernel turns
+  // ENOSYS into ENOTTY for the caller.
+  if (in.flags & FUSE_IOCTL_UNRESTRICTED) return req.reply_error(ENOSYS);
+  std::string data;
+  req.read_rest(data, in.in_size);  // cannot fail: in_size == body_left()
+  constexpr size_t kFixed = kOutHeader + sizeof(fuse_ioctl_out);
+  if (req.w.remaining() < kFixed) return req.reply_error(EIO);
+  // The filesystem never produces more than the reply can carry.
+  const auto out_size =
+      static_cast<uint32_t>(std::min<size_t>(in.out_size, req.w.remaining() - kFixed));
+  auto reply = fs.ioctl(req.ctx, req.in.nodeid, in.fh, in.flags, in.cmd, data, out_size);
+  if (!reply) return req.reply_error(reply.error());
+  if (reply->out.size() > out_size) return req.reply_error(EIO);
+  fuse_ioctl_out out{};
+  out.result = reply->result;
+  return req.reply_ok(&out, sizeof(out), reply->out.data(), reply->out.size());
+}
+
+// --- locks -----------------------------------------------------------------
+
+// A lock the host can represent: a known type, start <= end, and an end
+// within off_t (OFFSET_MAX, the largest, means "to the end of the file").
+bool valid_lock(const fuse_file_lock& lk) {
+  const bool type_ok = lk.type == F_RDLCK || lk.type == F_WRLCK || lk.type == F_UNLCK;
+  return type_ok && lk.start <= lk.end &&
+         lk.end <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+}
+
+size_t do_getlk(FileSystem& fs, Request& req) {
+  fuse_lk_in in{};
+  if (!req.read(in) || !valid_lock(in.lk)) return req.reply_error(EINVAL);
+  if (!req.has_room(sizeof(fuse_lk_out))) return req.reply_error(EIO);
+  auto lock =
+      fs.getlk(req.ctx, req.in.nodeid, in.fh, in.owner, wire::from_file_lock(in.lk), in.lk_flags);
+  if (!lock) return req.reply_error(lock.error());
+  fuse_lk_out out{};
+  out.lk = wire::to_file_lock(*lock);
+  return req.reply_obj(out);
+}
+
+size_t do_setlk(FileSystem& fs, Request& req) {
+  fuse_lk_in in{};
+  if (!req.read(in) || !valid_lock(in.lk)) return req.reply_error(EINVAL);
+  return reply_void(req, fs.setlk(req.ctx, req.in.nodeid, in.fh, in.owner,
+                                  wire::from_file_lock(in.lk), in.lk_flags));
+}
+
+// Writes a header-only reply (success or an errno) for `unique`.
+size_t write_status_reply(IovecWriter& w, uint64_t unique, const VoidResult& result) {
+  fuse_out_header out{};
+  out.len = sizeof(out);
+  out.error = result ? 0 : Request::wire_error(result.error().value);
+  out.unique = unique;
+  return w.write_obj(out) ? out.len : 0;
+}
+
+// The synchronous fallback of SETLKW: the caller's thread waits for `done`.
+class SyncWait {
+ public:
+  void complete(VoidResult result) {
+    std::lock_guard lock(mutex_);
+    if (result_) return;  // a second completion is a filesystem bug; ignore it
+    result_ = std::move(result);
+    cv_.notify_all();
+  }
+  VoidResult wait() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return result_.has_value(); });
+    return *result_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::optional<VoidResult> result_;
+};
+
+// SETLKW waits for the lock. With a deferrer the request leaves the worker:
+// the filesystem calls `done` when the wait ends, from whatever thread ends
+// it, and that writes and finishes the reply. Without one, the calling
+// thread blocks until then.
+size_t do_setlkw(FileSystem& fs, Request& req, ReplyDeferrer* deferrer) {
+  fuse_lk_in in{};
+  if (!req.read(in) || !valid_lock(in.lk)) return req.reply_error(EINVAL);
+  const FileLock lock = wire::from_file_lock(in.lk);
+  const uint64_t unique = req.in.unique;
+  std::shared_ptr<DeferredReply> deferred;
+  if (deferrer != nullptr) deferred = deferrer->defer();
+  if (deferred) {
+    // std::function needs a copyable callable, hence shared ownership; the
+    // flag keeps a second call (a filesystem bug) from finishing twice.
+    auto called = std::make_shared<std::atomic<bool>>(false);
+    fs.setlkw(req.ctx, req.in.nodeid, in.fh, in.owner, lock, in.lk_flags, unique,
+              [deferred, called, unique](VoidResult result) {
+                if (called->exchange(true)) return;
+                deferred->finish(write_status_reply(deferred->writer(), unique, result));
+              });
+    return 0;
+  }
+  auto wait = std::make_shared<SyncWait>();
+  fs.setlkw(req.ctx, req.in.nodeid, in.fh, in.owner, lock, in.lk_flags, unique,
+            [wait](VoidResult result) { wait->complete(std::move(result)); });
+  return reply_void(req, wait->wait());
+}
+
+void do_interrupt(FileSystem& fs, Request& req) {
+  fuse_interrupt_in in{};
+  if (!req.read(in)) {
+    log::debug("fuse: INTERRUPT with a short body dropped");
+    return;
+  }
+  fs.interrupt(in.unique);
+}
+
 }  // namespace
 
 Server::Server(FileSystem& fs, ServerOptions options) : fs_(fs), options_(options) {}
 
-size_t Server::handle(IovecReader& request, IovecWriter& reply) {
+size_t Server::handle(IovecReader& request, IovecWriter& reply, ReplyDeferrer* deferrer) {
   const size_t available = request.remaining();
   fuse_in_header in{};
   if (!request.read_obj(in)) {
@@ -552,30 +983,40 @@ size_t Server::handle(IovecReader& request, IovecWriter& reply) {
   }
 
   size_t body_len = 0;
+  size_t ext_len = 0;
   bool framed = in.len >= sizeof(in) && in.len <= available;
   if (framed) {
     body_len = in.len - sizeof(in);
-    // Extensions (7.38+) sit after the body; we negotiate none of them, so
-    // they are skipped, but they must fit in the request.
-    size_t ext_len = static_cast<size_t>(in.total_extlen) * 8;
+    // Extensions (7.38+) sit after the body, inside in.len.
+    ext_len = static_cast<size_t>(in.total_extlen) * 8;
     framed = ext_len <= body_len;
     if (framed) body_len -= ext_len;
   }
-  Request req(in, body_len, request, reply);
+  Request req(in, body_len, framed ? ext_len : 0, request, reply);
   if (!framed) {
     log::debug("fuse: bad request length {} (opcode {}, {} bytes present)", in.len, in.opcode,
                available);
     return no_reply ? 0 : req.reply_error(EINVAL);
   }
-  return dispatch(req);
+  return dispatch(req, deferrer);
 }
 
-size_t Server::dispatch(Request& req) {
+size_t Server::dispatch(Request& req, ReplyDeferrer* deferrer) {
   const uint32_t opcode = req.in.opcode;
   if (opcode == FUSE_INIT) return do_init(req);
   if (!initialized()) {
     if (is_no_reply(opcode)) return 0;
     return req.reply_error(EIO);
+  }
+  // initialized() was an acquire load: these are the values INIT stored.
+  req.agreed = agreed_flags_.load(std::memory_order_relaxed);
+  req.legacy_secctx = (req.agreed & FUSE_SECURITY_CTX) &&
+                      guest_minor_.load(std::memory_order_relaxed) < abi::kMinorWithExtensions;
+  if (req.ext_len() > 0) {
+    if (auto parsed = parse_extensions(req.read_extension_area(), req.agreed, req.ctx); !parsed) {
+      log::debug("fuse: malformed request extension (opcode {})", opcode);
+      return is_no_reply(opcode) ? 0 : req.reply_error(parsed.error());
+    }
   }
   switch (opcode) {
     case FUSE_DESTROY:
@@ -587,7 +1028,9 @@ size_t Server::dispatch(Request& req) {
       do_batch_forget(fs_, req);
       return 0;
     case FUSE_INTERRUPT:
-      // A virtio-fs guest never sends it; requests are not cancellable here.
+      // A virtio-fs guest never sends it; the host FUSE mount does, and only
+      // a waiting SETLKW can be cut short.
+      do_interrupt(fs_, req);
       return 0;
     case FUSE_LOOKUP:
       return do_lookup(fs_, req);
@@ -647,6 +1090,33 @@ size_t Server::dispatch(Request& req) {
       return do_readdir(fs_, req, /*plus=*/false);
     case FUSE_READDIRPLUS:
       return do_readdir(fs_, req, /*plus=*/true);
+    case FUSE_GETXATTR:
+      return do_getxattr(fs_, req);
+    case FUSE_SETXATTR:
+      return do_setxattr(fs_, req);
+    case FUSE_LISTXATTR:
+      return do_listxattr(fs_, req);
+    case FUSE_REMOVEXATTR:
+      return do_removexattr(fs_, req);
+    case FUSE_COPY_FILE_RANGE:
+      return do_copy_file_range(fs_, req);
+    case FUSE_TMPFILE:
+      return do_tmpfile(fs_, req);
+    case FUSE_IOCTL:
+      return do_ioctl(fs_, req);
+    case FUSE_GETLK:
+      return do_getlk(fs_, req);
+    case FUSE_SETLK:
+      return do_setlk(fs_, req);
+    case FUSE_SETLKW:
+      return do_setlkw(fs_, req, deferrer);
+    case FUSE_BMAP:
+    case FUSE_POLL:
+    case FUSE_SETUPMAPPING:
+    case FUSE_REMOVEMAPPING:
+      // Like the Rust virtiofsd: no block mapping, no poll notifications, no
+      // DAX window.
+      return req.reply_error(ENOSYS);
     default:
       return req.reply_error(ENOSYS);
   }
@@ -689,10 +1159,19 @@ size_t Server::do_init(Request& req) {
   auto fs_reply = fs_.init(InitRequest{kernel_flags});
   if (!fs_reply) return req.reply_error(fs_reply.error());
 
-  uint64_t offered = FUSE_ASYNC_READ | FUSE_PARALLEL_DIROPS | FUSE_BIG_WRITES |
-                     FUSE_ATOMIC_O_TRUNC | FUSE_MAX_PAGES | FUSE_INIT_EXT | fs_reply->wanted_flags;
+  // What the server itself handles whatever the filesystem; everything that
+  // depends on an option (writeback, killpriv v2, ACLs, security labels,
+  // submounts, supplementary groups, mmap of direct-I/O files, locks) is the
+  // filesystem's to ask for.
+  uint64_t offered = kServerFlags | fs_reply->wanted_flags | fs_reply->required_flags;
   if (options_.readdirplus) offered |= FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO;
   const uint64_t agreed = offered & kernel_flags;
+  if (const uint64_t missing = fs_reply->required_flags & ~kernel_flags; missing != 0) {
+    log::error("fuse: the guest does not offer INIT flags {:#x} that the options require", missing);
+    // The filesystem started a session that will not happen.
+    fs_.destroy();
+    return req.reply_error(EPROTO);
+  }
 
   fuse_init_out out{};
   out.major = FUSE_KERNEL_VERSION;
@@ -708,6 +1187,8 @@ size_t Server::do_init(Request& req) {
   out.time_gran = 1;
   out.max_pages = static_cast<uint16_t>(
       std::clamp<uint32_t>(options_.max_pages, 1, std::numeric_limits<uint16_t>::max()));
+  agreed_flags_.store(agreed, std::memory_order_relaxed);
+  guest_minor_.store(in.minor, std::memory_order_relaxed);
   initialized_.store(true, std::memory_order_release);
   log::debug("fuse: INIT {}.{} agreed flags {:#x}", in.major, in.minor, agreed);
   return req.reply_obj(out);

@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include "fuse/filesystem.h"
+#include "util/deferred_reply.h"
 #include "util/iovec_io.h"
 
 namespace vfsd::fuse {
@@ -33,15 +34,25 @@ class Server {
 
   /// Handles one request read from `request` and writes the reply into `reply`.
   /// Returns the number of reply bytes written (0: no reply, e.g. FORGET, or no
-  /// room for a header).
+  /// room for a header, or a reply deferred through `deferrer`).
+  ///
+  /// A request that must wait (SETLKW) calls `deferrer->defer()` and returns
+  /// 0; its reply is written and finished later, possibly from another thread
+  /// and possibly before handle() returns. Without a deferrer such a request
+  /// blocks the calling thread until the wait ends (a fallback for
+  /// transports with a thread per request).
   /// Thread-safe: called concurrently from several queue workers.
-  size_t handle(IovecReader& request, IovecWriter& reply);
+  size_t handle(IovecReader& request, IovecWriter& reply, ReplyDeferrer* deferrer = nullptr);
 
   /// Whether a session is open (INIT answered, no DESTROY since).
   bool initialized() const { return initialized_.load(std::memory_order_acquire); }
 
+  /// The FUSE_* flags agreed at the last successful INIT (64-bit: flags2 in
+  /// the upper half).
+  uint64_t agreed_flags() const { return agreed_flags_.load(std::memory_order_acquire); }
+
  private:
-  size_t dispatch(detail::Request& req);
+  size_t dispatch(detail::Request& req, ReplyDeferrer* deferrer);
   size_t do_init(detail::Request& req);
   size_t do_destroy(detail::Request& req);
 
@@ -51,6 +62,10 @@ class Server {
   // read initialized_.
   std::mutex session_mutex_;
   std::atomic<bool> initialized_{false};
+  // Written by INIT before initialized_ is published; read by requests after
+  // they saw initialized_ (acquire), so they see this session's values.
+  std::atomic<uint64_t> agreed_flags_{0};
+  std::atomic<uint32_t> guest_minor_{0};
 };
 
 }  // namespace vfsd::fuse

@@ -80,4 +80,22 @@ fuse_kstatfs to_kstatfs(const struct statvfs& st) {
   return k;
 }
 
+FileLock from_file_lock(const fuse_file_lock& lk) {
+  FileLock lock;
+  lock.start = lk.start;
+  lock.end = lk.end;
+  lock.type = lk.type;
+  lock.pid = lk.pid;
+  return lock;
+}
+
+fuse_file_lock to_file_lock(const FileLock& lock) {
+  fuse_file_lock lk{};
+  lk.start = lock.start;
+  lk.end = lock.end;
+  lk.type = lock.type;
+  lk.pid = lock.pid;
+  return lk;
+}
+
 }  // namespace vfsd::fuse::wire

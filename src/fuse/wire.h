@@ -29,4 +29,8 @@ fuse_entry_out to_entry_out(const Entry& entry);
 fuse_attr_out to_attr_out(const AttrReply& reply);
 fuse_kstatfs to_kstatfs(const struct statvfs& st);
 
+/// A POSIX lock between the wire (fuse_file_lock) and the domain type.
+FileLock from_file_lock(const fuse_file_lock& lk);
+fuse_file_lock to_file_lock(const FileLock& lock);
+
 }  // namespace vfsd::fuse::wire

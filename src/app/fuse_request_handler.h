@@ -10,10 +10,11 @@ namespace vfsd::app {
 class FuseRequestHandler final : public virtio::RequestHandler {
  public:
   explicit FuseRequestHandler(fuse::Server& server) : server_(server) {}
-  uint32_t handle(uint32_t /*queue_index*/, IovecReader& request, IovecWriter& reply) override {
+  uint32_t handle(uint32_t /*queue_index*/, IovecReader& request, IovecWriter& reply,
+                  ReplyDeferrer* deferrer) override {
     // The reply never exceeds the chain's writable part, which the queue
     // bounded to 32 bits, so the narrowing is lossless.
-    return static_cast<uint32_t>(server_.handle(request, reply));
+    return static_cast<uint32_t>(server_.handle(request, reply, deferrer));
   }
 
  private:

@@ -5,11 +5,124 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <system_error>
+#include <utility>
+#include <vector>
 
+#include "util/deferred_reply.h"
 #include "util/log.h"
 
 namespace vfsd::vhost_user {
+
+namespace detail {
+
+// What a worker shares with the deferred replies it handed out.
+struct DeferredState {
+  std::mutex mu;
+  // False once the worker stopped: finish() then drops its chain. Guarded by mu.
+  bool alive = true;
+  // Finished chains (head, length) waiting for the worker. Guarded by mu.
+  std::vector<std::pair<uint16_t, uint32_t>> finished;
+  // Deferred and not finished yet. Guarded by mu.
+  size_t outstanding = 0;
+  // Written by finish(), polled by the worker. Owned here (not by the
+  // worker) so that a late finish() never writes to a closed fd number.
+  UniqueFd event;
+};
+
+}  // namespace detail
+
+namespace {
+
+// A deferred reply is written into a private buffer first and copied into
+// the chain by finish(), under the state's lock: after the ring stopped (and
+// perhaps the guest reset and reused those pages) nothing reaches guest
+// memory. Deferred requests answer with a header and little more; a larger
+// reply is cut at this size (the guest then sees a short reply).
+constexpr size_t kMaxDeferredReply = 64 * 1024;
+
+class ChainReply final : public DeferredReply {
+ public:
+  ChainReply(std::shared_ptr<detail::DeferredState> state,
+             std::shared_ptr<const virtio::GuestMemory> memory, uint16_t head, IovecList writable,
+             size_t room)
+      : state_(std::move(state)),
+        memory_(std::move(memory)),
+        head_(head),
+        writable_(std::move(writable)),
+        buffer_(std::min(room, kMaxDeferredReply)),
+        writer_(IovecList{iovec{buffer_.data(), buffer_.size()}}) {}
+
+  ~ChainReply() override {
+    if (!finished_) {
+      // A lost reply would keep the descriptors from the guest for good;
+      // returning the chain empty at least frees them.
+      log::warn("deferred reply for chain {} dropped without finish()", head_);
+      finish(0);
+    }
+  }
+
+  IovecWriter& writer() override { return writer_; }
+
+  void finish(size_t bytes) override {
+    if (finished_) return;
+    finished_ = true;
+    const size_t len = std::min(bytes, buffer_.size());
+    std::lock_guard lock(state_->mu);
+    --state_->outstanding;
+    if (!state_->alive) return;
+    // The ring still runs, so the chain is still the device's to write: copy
+    // the reply into it (the segments were checked when the chain was popped
+    // and stay mapped through memory_).
+    IovecWriter out(std::move(writable_));
+    out.write(buffer_.data(), len);
+    state_->finished.emplace_back(head_, static_cast<uint32_t>(len));
+    const uint64_t one = 1;
+    while (::write(state_->event.get(), &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
+
+ private:
+  std::shared_ptr<detail::DeferredState> state_;
+  std::shared_ptr<const virtio::GuestMemory> memory_;  // keeps writable_ mapped
+  const uint16_t head_;
+  IovecList writable_;
+  std::vector<unsigned char> buffer_;
+  IovecWriter writer_;
+  bool finished_ = false;
+};
+
+// Offered to the handler with one chain.
+class ChainDeferrer final : public ReplyDeferrer {
+ public:
+  ChainDeferrer(const std::shared_ptr<detail::DeferredState>& state,
+                const std::shared_ptr<const virtio::GuestMemory>& memory, uint16_t head,
+                const IovecList& writable, size_t room)
+      : state_(state), memory_(memory), head_(head), writable_(writable), room_(room) {}
+
+  std::unique_ptr<DeferredReply> defer() override {
+    if (deferred_) return nullptr;  // at most once per request
+    deferred_ = true;
+    {
+      std::lock_guard lock(state_->mu);
+      ++state_->outstanding;
+    }
+    return std::make_unique<ChainReply>(state_, memory_, head_, writable_, room_);
+  }
+
+  bool deferred() const { return deferred_; }
+
+ private:
+  const std::shared_ptr<detail::DeferredState>& state_;
+  const std::shared_ptr<const virtio::GuestMemory>& memory_;
+  const uint16_t head_;
+  const IovecList& writable_;
+  const size_t room_;
+  bool deferred_ = false;
+};
+
+}  // namespace
 
 void CallFd::replace(UniqueFd fd) {
   std::lock_guard lock(mu_);
@@ -43,14 +156,16 @@ void MemorySnapshot::set(std::shared_ptr<const virtio::GuestMemory> memory) {
 
 VringWorker::VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kick_fd,
                          UniqueFd stop_fd, const MemorySnapshot& memory, CallFd& call,
-                         virtio::RequestHandler& handler)
+                         virtio::RequestHandler& handler,
+                         std::shared_ptr<detail::DeferredState> deferred)
     : index_(queue_index),
       queue_(std::move(queue)),
       kick_fd_(kick_fd),
       stop_fd_(std::move(stop_fd)),
       memory_(memory),
       call_(call),
-      handler_(handler) {}
+      handler_(handler),
+      deferred_(std::move(deferred)) {}
 
 Result<std::unique_ptr<VringWorker>> VringWorker::start(uint32_t queue_index,
                                                         virtio::SplitQueue queue, int kick_fd,
@@ -58,8 +173,12 @@ Result<std::unique_ptr<VringWorker>> VringWorker::start(uint32_t queue_index,
                                                         virtio::RequestHandler& handler) {
   UniqueFd stop_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop_fd) return fail_errno();
+  auto deferred = std::make_shared<detail::DeferredState>();
+  deferred->event.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!deferred->event) return fail_errno();
   std::unique_ptr<VringWorker> w(new VringWorker(queue_index, std::move(queue), kick_fd,
-                                                 std::move(stop_fd), memory, call, handler));
+                                                 std::move(stop_fd), memory, call, handler,
+                                                 std::move(deferred)));
   try {
     w->thread_ = std::thread([p = w.get()] { p->run(); });
   } catch (const std::system_error&) {
@@ -81,8 +200,29 @@ uint16_t VringWorker::stop() {
     }
     thread_.join();
   }
-  // Joined: the queue is ours alone again.
+  // Joined: the queue is ours alone again. From here on finish() drops its
+  // chain; what finished before still goes on the used ring.
+  {
+    std::lock_guard lock(deferred_->mu);
+    deferred_->alive = false;
+  }
+  if (add_finished() && queue_.should_notify()) call_.signal();
   return queue_.next_avail();
+}
+
+size_t VringWorker::deferred_outstanding() const {
+  std::lock_guard lock(deferred_->mu);
+  return deferred_->outstanding;
+}
+
+bool VringWorker::add_finished() {
+  std::vector<std::pair<uint16_t, uint32_t>> finished;
+  {
+    std::lock_guard lock(deferred_->mu);
+    finished.swap(deferred_->finished);
+  }
+  for (const auto& [head, len] : finished) queue_.add_used(head, len);
+  return !finished.empty();
 }
 
 void VringWorker::run() {
@@ -91,14 +231,23 @@ void VringWorker::run() {
   // then went to an fd we no longer have): serve them first.
   process();
   while (!stopping_.load(std::memory_order_relaxed)) {
-    pollfd fds[2] = {{kick_fd_, POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
-    int n = ::poll(fds, 2, -1);
+    pollfd fds[3] = {
+        {kick_fd_, POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}, {deferred_->event.get(), POLLIN, 0}};
+    int n = ::poll(fds, 3, -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       log::error("vring {}: poll: {}; worker stops", index_, errno_name(errno));
       break;
     }
     if (fds[1].revents != 0) break;
+    if (fds[2].revents & POLLIN) {
+      uint64_t count;
+      // Drained before the list is taken: a finish() after this read writes
+      // the eventfd again, so nothing it queues is left unseen.
+      (void)!::read(deferred_->event.get(), &count, sizeof count);
+      if (add_finished() && queue_.should_notify()) call_.signal();
+      if (!(fds[0].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL))) continue;
+    }
     if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
       // Not a working eventfd: waiting again would spin.
       log::warn("vring {}: kick fd reported an error; worker stops", index_);
@@ -138,13 +287,17 @@ void VringWorker::process() {
         added = true;
       } else {
         IovecReader request(std::move(p->chain->readable));
-        IovecWriter reply(std::move(p->chain->writable));
+        // The chain keeps its segment list for a possible deferral.
+        IovecWriter reply(p->chain->writable);
         const size_t room = reply.remaining();
-        uint32_t len = handler_.handle(index_, request, reply);
-        // Never report more than the chain can hold.
-        len = static_cast<uint32_t>(std::min<size_t>(len, room));
-        queue_.add_used(p->head, len);
-        added = true;
+        ChainDeferrer deferrer(deferred_, memory, p->head, p->chain->writable, room);
+        uint32_t len = handler_.handle(index_, request, reply, &deferrer);
+        if (!deferrer.deferred()) {
+          // Never report more than the chain can hold.
+          len = static_cast<uint32_t>(std::min<size_t>(len, room));
+          queue_.add_used(p->head, len);
+          added = true;
+        }
       }
       served_.fetch_add(1, std::memory_order_relaxed);
       // stop(): finish the chain in hand, leave the rest for the next start.

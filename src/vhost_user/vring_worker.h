@@ -1,6 +1,26 @@
 // One thread per started virtqueue: wait for a kick, pop every available
 // chain, hand each to the RequestHandler, put it on the used ring, and
 // signal the call eventfd when the driver asked for it.
+//
+// Deferred chains. The handler may defer a chain (a SETLKW that waits for a
+// lock): the worker then leaves it off the used ring and goes on with the
+// next one. The DeferredReply it hands out keeps the chain's writable
+// segments and the memory snapshot they point into; its finish(), from any
+// thread, copies the reply into the chain and queues (head, length) to the
+// worker through a mutex-guarded list and an eventfd that the worker polls
+// beside the kick fd. The worker puts finished chains on the used ring in the
+// order they finished, which need not be the order they were popped.
+//
+// next_avail with deferred chains outstanding: a deferred chain counts as
+// consumed (it was popped), so the index stop() returns is past it. stop()
+// (GET_VRING_BASE, reset, disconnect) does not wait for deferred chains,
+// only for the chain in hand; the worker's shared state is marked dead under
+// its mutex, and a finish() after that neither writes guest memory nor
+// touches the ring: the chain is dropped, as a device reset drops every
+// request in flight. A finish() that returned before stop() is honoured (its
+// chain goes on the used ring during stop()). Each worker has its own shared
+// state, so a ring that is stopped and started again never sees completions
+// of chains popped by an earlier worker (the "generation" is the state).
 #pragma once
 
 #include <atomic>
@@ -15,6 +35,10 @@
 #include "virtio/queue.h"
 
 namespace vfsd::vhost_user {
+
+namespace detail {
+struct DeferredState;  // defined in vring_worker.cc
+}
 
 /// The call eventfd of one vring. The front-end replaces it while the ring
 /// runs (QEMU does, while the guest runs): signalling and replacing hold the
@@ -66,12 +90,19 @@ class VringWorker {
   /// Chains popped so far, good or malformed (tests, logs).
   uint64_t served() const { return served_.load(std::memory_order_relaxed); }
 
+  /// Chains deferred and not finished yet (tests, logs).
+  size_t deferred_outstanding() const;
+
  private:
   VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kick_fd, UniqueFd stop_fd,
-              const MemorySnapshot& memory, CallFd& call, virtio::RequestHandler& handler);
+              const MemorySnapshot& memory, CallFd& call, virtio::RequestHandler& handler,
+              std::shared_ptr<detail::DeferredState> deferred);
   void run();
   // Serves everything available; false when stopping was requested midway.
   void process();
+  // Puts the chains whose deferred reply finished on the used ring; true if
+  // any was added.
+  bool add_finished();
 
   const uint32_t index_;
   virtio::SplitQueue queue_;
@@ -82,6 +113,9 @@ class VringWorker {
   virtio::RequestHandler& handler_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> served_{0};
+  // Shared with the DeferredReply objects this worker handed out; outlives
+  // the worker while any of them does.
+  std::shared_ptr<detail::DeferredState> deferred_;
   std::thread thread_;
 };
 

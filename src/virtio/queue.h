@@ -10,6 +10,7 @@
 #include <optional>
 #include <vector>
 
+#include "util/deferred_reply.h"
 #include "util/iovec_io.h"
 #include "util/result.h"
 #include "virtio/guest_memory.h"
@@ -110,11 +111,17 @@ class SplitQueue {
 };
 
 /// Served by the layer above (the FUSE server, through the app): one request
-/// in, one reply out. Returns the number of bytes written into `reply`.
+/// in, one reply out.
 class RequestHandler {
  public:
   virtual ~RequestHandler() = default;
-  virtual uint32_t handle(uint32_t queue_index, IovecReader& request, IovecWriter& reply) = 0;
+  /// Returns the number of bytes written into `reply`. A request that must
+  /// wait (SETLKW) calls `deferrer->defer()` instead: the return value is then
+  /// ignored and the chain goes back when the DeferredReply is finished.
+  /// `deferrer` is valid during this call only; null where the caller cannot
+  /// defer.
+  virtual uint32_t handle(uint32_t queue_index, IovecReader& request, IovecWriter& reply,
+                          ReplyDeferrer* deferrer) = 0;
 };
 
 }  // namespace vfsd::virtio

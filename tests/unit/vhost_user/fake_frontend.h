@@ -87,7 +87,8 @@ struct Reply {
 /// handle() to keep a request "in flight".
 class UpperHandler : public virtio::RequestHandler {
  public:
-  uint32_t handle(uint32_t queue_index, IovecReader& request, IovecWriter& reply) override {
+  uint32_t handle(uint32_t queue_index, IovecReader& request, IovecWriter& reply,
+                  ReplyDeferrer* /*deferrer*/) override {
     {
       std::unique_lock lock(mu_);
       ++entered_;

@@ -1,5 +1,6 @@
 #include "passthrough/credentials.h"
 
+#include <linux/capability.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -19,44 +20,119 @@ long set_effective_uid(uid_t uid) {
 long set_effective_gid(gid_t gid) {
   return ::syscall(SYS_setresgid, -1, gid, -1);
 }
+long set_groups(std::span<const gid_t> groups) {
+  return ::syscall(SYS_setgroups, groups.size(), groups.data());
+}
+
+Result<std::vector<gid_t>> get_groups() {
+  long n = ::syscall(SYS_getgroups, 0, nullptr);
+  if (n < 0) return fail_errno();
+  std::vector<gid_t> groups(static_cast<size_t>(n));
+  n = ::syscall(SYS_getgroups, groups.size(), groups.data());
+  if (n < 0) return fail_errno();
+  groups.resize(static_cast<size_t>(n));
+  return groups;
+}
+
+[[noreturn]] void die(const char* what) {
+  // A worker stuck with a guest's identity would serve later requests with
+  // it; stopping is the only safe answer.
+  log::error("{}: {}", what, errno_name(errno));
+  std::abort();
+}
+
+struct CapSets {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};  // pid 0: this thread
+  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3]{};
+};
+
+bool read_caps(CapSets& caps) {
+  return ::syscall(SYS_capget, &caps.header, caps.data) == 0;
+}
+
+bool write_caps(CapSets& caps) {
+  return ::syscall(SYS_capset, &caps.header, caps.data) == 0;
+}
 
 }  // namespace
 
-Result<ScopedCredentials> ScopedCredentials::enter(uid_t uid, gid_t gid) {
-  bool gid_changed = false;
+Result<ScopedCredentials> ScopedCredentials::enter(uid_t uid, gid_t gid,
+                                                   std::span<const gid_t> groups) {
+  ScopedCredentials creds;
+  if (!groups.empty()) {
+    auto saved = get_groups();
+    if (!saved) return tl::unexpected(saved.error());
+    if (set_groups(groups) != 0) return fail_errno();
+    creds.saved_groups_ = std::move(*saved);
+    creds.groups_changed_ = true;
+  }
   if (gid != 0) {
+    // On failure `creds` restores what was changed so far.
     if (set_effective_gid(gid) != 0) return fail_errno();
-    gid_changed = true;
+    creds.gid_changed_ = true;
   }
   if (uid != 0) {
-    if (set_effective_uid(uid) != 0) {
-      int error = errno;
-      if (gid_changed && set_effective_gid(0) != 0) {
-        // A worker stuck with a guest gid would serve later requests wrongly.
-        log::error("cannot restore gid 0 after a failed uid switch: {}", errno_name(errno));
-        std::abort();
-      }
-      return fail(error);
-    }
+    if (set_effective_uid(uid) != 0) return fail_errno();
+    creds.uid_changed_ = true;
   }
-  return ScopedCredentials(uid != 0, gid_changed);
+  return creds;
+}
+
+Result<ScopedCredentials> ScopedCredentials::enter_trusting_guest_permission_check(uid_t uid,
+                                                                                  gid_t gid) {
+  auto creds = enter(uid, gid);
+  if (!creds) return creds;
+  // Changing the effective uid away from 0 cleared the effective set, but the
+  // permitted set survives (real and saved uid stay 0), so this raise is
+  // allowed; switching back to uid 0 makes the effective set full again.
+  CapSets caps;
+  if (!read_caps(caps)) return fail_errno();
+  caps.data[CAP_DAC_OVERRIDE / 32].effective |= 1u << (CAP_DAC_OVERRIDE % 32);
+  if (!write_caps(caps)) return fail_errno();
+  return creds;
 }
 
 ScopedCredentials::ScopedCredentials(ScopedCredentials&& other) noexcept
     : uid_changed_(std::exchange(other.uid_changed_, false)),
-      gid_changed_(std::exchange(other.gid_changed_, false)) {}
+      gid_changed_(std::exchange(other.gid_changed_, false)),
+      groups_changed_(std::exchange(other.groups_changed_, false)),
+      saved_groups_(std::move(other.saved_groups_)) {}
 
 ScopedCredentials::~ScopedCredentials() {
-  // A thread that cannot become root again would run the next request with a
-  // guest's identity; stopping is the only safe answer.
-  if (uid_changed_ && set_effective_uid(0) != 0) {
-    log::error("cannot restore uid 0: {}", errno_name(errno));
-    std::abort();
-  }
-  if (gid_changed_ && set_effective_gid(0) != 0) {
-    log::error("cannot restore gid 0: {}", errno_name(errno));
-    std::abort();
-  }
+  if (uid_changed_ && set_effective_uid(0) != 0) die("cannot restore uid 0");
+  if (gid_changed_ && set_effective_gid(0) != 0) die("cannot restore gid 0");
+  if (groups_changed_ && set_groups(saved_groups_) != 0) die("cannot restore groups");
+}
+
+bool thread_has_capability(int capability) {
+  CapSets caps;
+  if (capability < 0 || capability > CAP_LAST_CAP || !read_caps(caps)) return false;
+  return (caps.data[capability / 32].effective & (1u << (capability % 32))) != 0;
+}
+
+Result<ScopedCapabilityDrop> ScopedCapabilityDrop::drop(int capability) {
+  if (capability < 0 || capability > CAP_LAST_CAP) return fail(EINVAL);
+  CapSets caps;
+  if (!read_caps(caps)) return fail_errno();
+  const uint32_t bit = 1u << (capability % 32);
+  auto& word = caps.data[capability / 32];
+  if (!(word.effective & bit)) return ScopedCapabilityDrop(-1);
+  word.effective &= ~bit;
+  if (!write_caps(caps)) return fail_errno();
+  return ScopedCapabilityDrop(capability);
+}
+
+ScopedCapabilityDrop::ScopedCapabilityDrop(ScopedCapabilityDrop&& other) noexcept
+    : capability_(std::exchange(other.capability_, -1)) {}
+
+ScopedCapabilityDrop::~ScopedCapabilityDrop() {
+  if (capability_ < 0) return;
+  CapSets caps;
+  if (!read_caps(caps)) die("cannot read capabilities");
+  caps.data[capability_ / 32].effective |= 1u << (capability_ % 32);
+  // Without the capability back, later requests would run with less than
+  // root's rights and fail in ways the guest cannot explain.
+  if (!write_caps(caps)) die("cannot restore a dropped capability");
 }
 
 }  // namespace vfsd::passthrough

@@ -16,6 +16,10 @@ struct HandleData {
   fuse::InodeId inode = 0;
   UniqueFd fd;  // opened for I/O (never O_PATH)
   bool is_dir = false;
+  // The guest opened the file with O_APPEND. The host fd never has O_APPEND
+  // (the guest may mmap the file or change the flag with fcntl); WRITE
+  // appends per request instead.
+  bool append = false;
   // Directories: READDIR seeks the shared fd to the guest's cookie and reads
   // from there; the pair must not interleave with another READDIR's.
   std::mutex dir_mutex;

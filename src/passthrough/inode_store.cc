@@ -1,16 +1,20 @@
 #include "passthrough/inode_store.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <mutex>
-#include <vector>
 
 namespace vfsd::passthrough {
 
 void InodeStore::set_root(UniqueFd fd, InodeKey key) {
   auto data = std::make_shared<InodeData>();
   data->id = fuse::kRootInode;
+  // The root keeps its fd in every mode: one fd, and the anchor of the share.
+  if (auto mount = mount_for(key.mnt_id, fd.get(), S_IFDIR)) data->mount = std::move(*mount);
   data->fd = std::move(fd);
   data->key = key;
   data->type = S_IFDIR;
@@ -19,29 +23,121 @@ void InodeStore::set_root(UniqueFd fd, InodeKey key) {
   by_id_[fuse::kRootInode] = Slot{std::move(data), 1};
 }
 
-std::shared_ptr<const InodeData> InodeStore::get(fuse::InodeId id) const {
+std::shared_ptr<const InodeData> InodeStore::stored(fuse::InodeId id) const {
   std::shared_lock lock(mutex_);
   auto it = by_id_.find(id);
   return it == by_id_.end() ? nullptr : it->second.data;
 }
 
+std::shared_ptr<const InodeData> InodeStore::get(fuse::InodeId id) const {
+  auto data = open(id);
+  return data ? std::move(*data) : nullptr;
+}
+
+Result<std::shared_ptr<const InodeData>> InodeStore::open(fuse::InodeId id) const {
+  auto data = stored(id);
+  if (!data) return fail(EBADF);
+  if (!data->handle) return data;
+  if (!data->mount) return fail(EBADF);  // insert_or_ref never makes one
+  // A private fd for this request: a concurrent FORGET may drop the stored
+  // inode, but cannot close what the caller is using. The MountFd stays alive
+  // through `data`, so its fd is not closed under this call either.
+  auto fd = data->handle->open(data->mount->fd.get(), O_PATH);
+  if (!fd) return tl::unexpected(fd.error());
+  auto copy = std::make_shared<InodeData>();
+  copy->id = data->id;
+  copy->fd = std::move(*fd);
+  copy->key = data->key;
+  copy->type = data->type;
+  copy->handle = data->handle;
+  copy->mount = data->mount;
+  return std::shared_ptr<const InodeData>(std::move(copy));
+}
+
+Result<std::shared_ptr<const MountFd>> InodeStore::mount_for(uint64_t mnt_id, int fd_on_mount,
+                                                             mode_t type) {
+  {
+    std::shared_lock lock(mounts_mutex_);
+    auto it = mounts_.find(mnt_id);
+    if (it != mounts_.end()) {
+      if (auto live = it->second.lock()) return live;
+    }
+  }
+  std::unique_lock lock(mounts_mutex_);
+  auto& slot = mounts_[mnt_id];
+  if (auto live = slot.lock()) return live;  // made by another thread meanwhile
+  auto mount = std::make_shared<MountFd>();
+  mount->mnt_id = mnt_id;
+  // open_by_handle_at and syncfs both refuse O_PATH fds (EBADF): a directory
+  // is opened for real (reading it has no side effects); anything else (a
+  // bind-mounted file) stays O_PATH and only serves syncfs_all_mounts().
+  if (S_ISDIR(type)) {
+    mount->fd.reset(::openat(fd_on_mount, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  } else {
+    mount->fd.reset(::fcntl(fd_on_mount, F_DUPFD_CLOEXEC, 0));
+  }
+  if (!mount->fd) {
+    int error = errno;
+    mounts_.erase(mnt_id);
+    return fail(error);
+  }
+  mount->type = type & S_IFMT;
+  std::shared_ptr<const MountFd> published = std::move(mount);
+  slot = published;
+  // Drop the entries of mounts whose inodes are all gone.
+  std::erase_if(mounts_, [](const auto& entry) { return entry.second.expired(); });
+  return published;
+}
+
 std::shared_ptr<const InodeData> InodeStore::insert_or_ref(UniqueFd fd, InodeKey key, mode_t type) {
+  auto data = insert_or_ref(std::move(fd), key, type, std::nullopt);
+  return data ? std::move(*data) : nullptr;  // an fd inode cannot fail
+}
+
+Result<std::shared_ptr<const InodeData>> InodeStore::insert_or_ref(
+    UniqueFd fd, InodeKey key, mode_t type, std::optional<FileHandle> handle) {
+  std::shared_ptr<const MountFd> mount;
+  {
+    // Found before the store's lock (the two locks are never held together).
+    // The handle's own mount id is the one open_by_handle_at needs.
+    uint64_t mnt_id = handle ? handle->mount_id() : key.mnt_id;
+    auto found = mount_for(mnt_id, fd.get(), type);
+    if (found) {
+      mount = std::move(*found);
+    } else if (handle) {
+      return tl::unexpected(found.error());
+    }
+    // A mount known only through a non-directory (a bind-mounted file, whose
+    // only inode this is) has no fd to open handles with: keep the fd.
+    if (handle && !mount->opens_handles()) handle.reset();
+  }
+  std::shared_ptr<const InodeData> replaced;  // released after the lock
   std::unique_lock lock(mutex_);
   if (auto known = by_key_.find(key); known != by_key_.end()) {
     Slot& slot = by_id_.at(known->second);
-    ++slot.refcount;
-    auto data = slot.data;
-    lock.unlock();
-    return data;  // `fd` (a duplicate O_PATH of the same inode) closes here
+    // A held fd pins its inode, so its number cannot have been reused; two
+    // handles of different objects mean the stored one was deleted.
+    const bool same = !handle || !slot.data->handle || slot.data->handle->same_object(*handle);
+    if (same) {
+      ++slot.refcount;
+      auto data = slot.data;
+      lock.unlock();
+      return data;  // `fd` (a duplicate O_PATH of the same inode) closes here
+    }
   }
   auto data = std::make_shared<InodeData>();
   data->id = next_id_++;
-  data->fd = std::move(fd);
+  if (handle) {
+    data->handle = std::make_shared<const FileHandle>(*handle);
+  } else {
+    data->fd = std::move(fd);
+  }
   data->key = key;
   data->type = type & S_IFMT;
+  data->mount = std::move(mount);
   by_key_[key] = data->id;
   by_id_[data->id] = Slot{data, 1};
-  return data;
+  return std::shared_ptr<const InodeData>(std::move(data));
 }
 
 bool InodeStore::add_ref(fuse::InodeId id) {
@@ -61,7 +157,8 @@ void InodeStore::forget(fuse::InodeId id, uint64_t count) {
   slot.refcount -= std::min(count, slot.refcount);
   if (slot.refcount > 0 || id == fuse::kRootInode) return;
   freed = std::move(slot.data);
-  by_key_.erase(freed->key);
+  // The key may already name a newer inode that reused the number.
+  if (auto k = by_key_.find(freed->key); k != by_key_.end() && k->second == id) by_key_.erase(k);
   by_id_.erase(it);
   lock.unlock();
 }
@@ -75,11 +172,52 @@ void InodeStore::clear_except_root() {
       ++it;
       continue;
     }
-    by_key_.erase(it->second.data->key);
+    const InodeKey& key = it->second.data->key;
+    if (auto k = by_key_.find(key); k != by_key_.end() && k->second == it->first) by_key_.erase(k);
     freed.push_back(std::move(it->second.data));
     it = by_id_.erase(it);
   }
   lock.unlock();
+}
+
+std::vector<std::shared_ptr<const MountFd>> InodeStore::mounts() const {
+  std::vector<std::shared_ptr<const MountFd>> out;
+  std::shared_lock lock(mounts_mutex_);
+  for (const auto& [id, weak] : mounts_) {
+    if (auto live = weak.lock()) out.push_back(std::move(live));
+  }
+  return out;
+}
+
+VoidResult InodeStore::syncfs_all_mounts(int proc_self_fd, size_t* synced) const {
+  VoidResult result = ok();
+  if (synced) *synced = 0;
+  for (const auto& mount : mounts()) {
+    UniqueFd real;
+    int fd = mount->fd.get();
+    if (mount->opens_handles()) {
+      // Already a real fd.
+    } else if (S_ISREG(mount->type) && proc_self_fd >= 0) {
+      // A bind-mounted file: reopened through its magic link (no path walk).
+      char name[16];
+      std::snprintf(name, sizeof(name), "%d", mount->fd.get());
+      real.reset(::openat(proc_self_fd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+      fd = real.get();
+    } else {
+      continue;  // opening a FIFO or device could block or have side effects
+    }
+    if (fd < 0 || ::syncfs(fd) != 0) {
+      if (result) result = fail_errno();
+    } else if (synced) {
+      ++*synced;
+    }
+  }
+  return result;
+}
+
+bool InodeStore::first_report_for_mount(uint64_t mnt_id) {
+  std::unique_lock lock(mounts_mutex_);
+  return reported_mounts_.insert(mnt_id).second;
 }
 
 size_t InodeStore::size() const {

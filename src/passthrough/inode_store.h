@@ -1,4 +1,5 @@
-// The inodes the guest knows: FUSE node id -> O_PATH fd of the host inode.
+// The inodes the guest knows: FUSE node id -> host inode, held either as an
+// O_PATH fd or (--inode-file-handles) as a file handle.
 #pragma once
 
 #include <sys/types.h>
@@ -7,10 +8,15 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <shared_mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "fuse/filesystem.h"
+#include "passthrough/file_handle.h"
+#include "util/result.h"
 #include "util/unique_fd.h"
 
 namespace vfsd::passthrough {
@@ -27,9 +33,18 @@ struct InodeKey {
 /// One inode. Immutable once published; the lookup count lives in the store.
 struct InodeData {
   fuse::InodeId id = 0;
-  UniqueFd fd;  // O_PATH | O_NOFOLLOW: never usable for I/O by itself
+  /// O_PATH | O_NOFOLLOW: never usable for I/O by itself. An inode kept as a
+  /// handle has no fd in the store; get()/open() hand out a per-request copy
+  /// whose fd was opened from the handle and closes with that copy.
+  UniqueFd fd;
   InodeKey key;
   mode_t type = 0;  // S_IFMT bits, fixed for the inode's life
+  /// Set when the inode is kept as a file handle instead of a held fd.
+  std::shared_ptr<const FileHandle> handle;
+  /// The mount the inode lives on (null only for an fd inode when no fd could
+  /// be spared for a new mount): opens the handle, and reaches the mount for
+  /// syncfs.
+  std::shared_ptr<const MountFd> mount;
 };
 
 /// Thread-safe map of node ids to inodes, with the reverse key -> id map so
@@ -37,17 +52,39 @@ struct InodeData {
 /// the store's life. Callers hold a shared_ptr while they use an inode, so a
 /// concurrent FORGET never closes an fd under a running syscall: the fd closes
 /// when the last user lets go.
+///
+/// Also keeps one fd per host mount that has live inodes (MountFd,
+/// shared by those inodes): mounts are few and host-made, so this stays
+/// bounded, and a mount's fd closes once the guest has forgotten every inode
+/// on it (the host can unmount it again).
 class InodeStore {
  public:
-  /// Installs the root (node id 1). It is never freed by forget or clear.
+  /// Installs the root (node id 1), held as an fd. It is never freed by
+  /// forget or clear. Also records the root's mount.
   void set_root(UniqueFd fd, InodeKey key);
 
-  /// The inode with this id, or null.
+  /// The inode with this id, ready for use: its fd stays valid while the
+  /// pointer is held. Null when unknown or when its handle no longer opens.
   std::shared_ptr<const InodeData> get(fuse::InodeId id) const;
+
+  /// As get(), with the reason: EBADF for an unknown id; for a handle inode
+  /// the open_by_handle_at error, ESTALE when the host deleted the inode
+  /// (the guest gets ESTALE too: the inode is gone, not the node id).
+  /// Costs one open_by_handle_at (and a close) per call for handle inodes.
+  Result<std::shared_ptr<const InodeData>> open(fuse::InodeId id) const;
 
   /// Takes one lookup reference on the inode with `key`, creating it from
   /// `fd` when it is not known yet (else `fd` is closed). Returns the inode.
   std::shared_ptr<const InodeData> insert_or_ref(UniqueFd fd, InodeKey key, mode_t type);
+
+  /// As above; with `handle`, a new inode keeps the handle and no fd (`fd`,
+  /// an O_PATH fd of the inode, only serves to find a mount fd and then
+  /// closes). A known key whose stored handle is a different object is an
+  /// inode the host deleted and whose number it reused: the new inode gets a
+  /// new node id (the old one answers ESTALE until forgotten). Fails only
+  /// when a new mount's fd cannot be duplicated.
+  Result<std::shared_ptr<const InodeData>> insert_or_ref(UniqueFd fd, InodeKey key, mode_t type,
+                                                         std::optional<FileHandle> handle);
 
   /// Takes one more lookup reference on a known inode; false if unknown.
   bool add_ref(fuse::InodeId id);
@@ -59,6 +96,21 @@ class InodeStore {
   /// Removes every inode except the root (session end).
   void clear_except_root();
 
+  /// The mounts that have live inodes, one MountFd each.
+  std::vector<std::shared_ptr<const MountFd>> mounts() const;
+
+  /// syncfs() on every mount in mounts(): a directory's mount fd is a real
+  /// fd already; a bind-mounted regular file's O_PATH fd is reopened for real
+  /// (syncfs refuses O_PATH fds) through the /proc/self/fd directory
+  /// `proc_self_fd`; a mount known only through a special file is skipped. Every mount is tried;
+  /// the first error is returned. `synced`, when given, counts the mounts
+  /// synced.
+  VoidResult syncfs_all_mounts(int proc_self_fd, size_t* synced = nullptr) const;
+
+  /// True the first time it is called for `mnt_id`: lets a caller log a
+  /// per-filesystem condition (no file handles) once.
+  bool first_report_for_mount(uint64_t mnt_id);
+
   size_t size() const;
   /// Lookup references held on `id` (0 if unknown). For tests and diagnostics.
   uint64_t refcount(fuse::InodeId id) const;
@@ -69,10 +121,20 @@ class InodeStore {
     uint64_t refcount = 0;
   };
 
+  // The MountFd of `mnt_id`, made from a duplicate of `fd_on_mount` (an fd on
+  // that mount, of type `type`) when the mount has none yet.
+  Result<std::shared_ptr<const MountFd>> mount_for(uint64_t mnt_id, int fd_on_mount, mode_t type);
+  std::shared_ptr<const InodeData> stored(fuse::InodeId id) const;
+
   mutable std::shared_mutex mutex_;
   std::unordered_map<fuse::InodeId, Slot> by_id_;
   std::map<InodeKey, fuse::InodeId> by_key_;
   fuse::InodeId next_id_ = fuse::kRootInode + 1;
+
+  // Never held together with mutex_.
+  mutable std::shared_mutex mounts_mutex_;
+  std::map<uint64_t, std::weak_ptr<const MountFd>> mounts_;
+  std::set<uint64_t> reported_mounts_;
 };
 
 }  // namespace vfsd::passthrough

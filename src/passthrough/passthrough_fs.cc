@@ -15,9 +15,17 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <vector>
 
+#include <linux/capability.h>
+
+#include "fuse/abi_ext.h"
+#include "passthrough/casefold.h"
 #include "passthrough/credentials.h"
+#include "passthrough/file_handle.h"
+#include "passthrough/safe_create.h"
+#include "util/log.h"
 
 namespace vfsd::passthrough {
 
@@ -29,16 +37,12 @@ namespace {
 
 constexpr uint64_t kMaxOffset = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
 
-// What OPEN may pass on to the host. Everything else is dropped: O_CREAT and
-// O_EXCL (OPEN never creates), O_NOFOLLOW (the /proc magic link must be
-// followed), O_PATH and O_TMPFILE (would not give an I/O handle), O_DIRECT
-// (as the Rust virtiofsd without --allow-direct-io), O_NOCTTY, O_ASYNC.
+// What OPEN may pass on to the host (io_open_flags() then applies the
+// options). Everything else is dropped: O_CREAT and O_EXCL (OPEN never
+// creates), O_NOFOLLOW (the /proc magic link must be followed), O_PATH and
+// O_TMPFILE (would not give an I/O handle), O_NOCTTY, O_ASYNC.
 constexpr int kGuestOpenFlags = O_ACCMODE | O_APPEND | O_NONBLOCK | O_SYNC | O_DSYNC | O_NOATIME |
-                                O_TRUNC | O_LARGEFILE | O_DIRECTORY;
-
-int host_open_flags(uint32_t guest_flags) {
-  return (static_cast<int>(guest_flags) & kGuestOpenFlags) | O_CLOEXEC;
-}
+                                O_TRUNC | O_LARGEFILE | O_DIRECTORY | O_DIRECT;
 
 struct HostStat {
   struct stat st {};
@@ -83,8 +87,47 @@ VoidResult check(int rc) {
 
 // Creating and removing operations take a real name only: the server already
 // refuses "." and "..", this is the second line.
+// The hidden names of crash-safe creation are not the guest's to make.
 VoidResult check_new_name(const fuse::Name& name) {
+  return name.is_dot_or_dotdot() || is_hidden_temp_name(name.view()) ? VoidResult(fail(EINVAL))
+                                                                     : ok();
+}
+
+// Removing operations: a hidden name does not exist for the guest.
+VoidResult check_existing_name(const fuse::Name& name) {
+  if (is_hidden_temp_name(name.view())) return fail(ENOENT);
   return name.is_dot_or_dotdot() ? VoidResult(fail(EINVAL)) : ok();
+}
+
+// An O_PATH fd of the inode a real fd is open on (for registering it).
+Result<UniqueFd> path_fd_of(int proc_self_fd, int fd) {
+  char name[16];
+  std::snprintf(name, sizeof(name), "%d", fd);
+  UniqueFd path_fd(::openat(proc_self_fd, name, O_PATH | O_CLOEXEC));
+  if (!path_fd) return fail_errno();
+  return path_fd;
+}
+
+// Labels a node just made by name in `dir_fd` (symlink, device, FIFO,
+// socket: nodes that cannot be made unnamed) through `apply`, and removes it
+// again if that fails, so that no unlabelled node stays behind.
+template <class Apply>
+VoidResult label_or_remove(int dir_fd, const char* name, Apply&& apply) {
+  UniqueFd fd(::openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  VoidResult labelled = fd ? apply(fd.get()) : VoidResult(fail_errno());
+  if (!labelled) ::unlinkat(dir_fd, name, 0);
+  return labelled;
+}
+
+// Drops CAP_FSETID for a write or truncate the guest marked with a kill
+// flag (killpriv v2), so that the host kernel clears setuid/setgid itself.
+Result<std::optional<ScopedCapabilityDrop>> drop_fsetid_if(bool kill) {
+  std::optional<ScopedCapabilityDrop> guard;
+  if (!kill) return guard;
+  auto dropped = ScopedCapabilityDrop::drop(CAP_FSETID);
+  if (!dropped) return tl::unexpected(dropped.error());
+  guard.emplace(std::move(*dropped));
+  return guard;
 }
 
 // A raw linux_dirent64 record as getdents64 writes it.
@@ -121,7 +164,21 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::create(PassthroughConfig c
   if (!proc) return fail_errno();
   auto st = stat_fd(root.get());
   if (!st) return tl::unexpected(st.error());
+  if (config.inode_file_handles != InodeFileHandles::kNever) {
+    auto usable =
+        check_file_handles(root.get(), config.inode_file_handles == InodeFileHandles::kMandatory);
+    if (!usable) return tl::unexpected(usable.error());
+    if (!*usable) config.inode_file_handles = InodeFileHandles::kNever;
+  }
+  // A bad --xattrmap fails here (EINVAL); validate_config() gives the message.
+  XattrMap xattr_map;
+  if (!config.xattrmap.empty()) {
+    auto parsed = XattrMap::parse(config.xattrmap, nullptr);
+    if (!parsed) return tl::unexpected(parsed.error());
+    xattr_map = std::move(*parsed);
+  }
   std::unique_ptr<PassthroughFs> fs(new PassthroughFs(std::move(config), std::move(proc)));
+  fs->xattr_map_ = std::move(xattr_map);
   fs->inodes_.set_root(std::move(root), InodeKey{st->st.st_dev, st->st.st_ino, st->mnt_id});
   return fs;
 }
@@ -134,9 +191,9 @@ PassthroughFs::PassthroughFs(PassthroughConfig config, UniqueFd proc_self_fd)
 // --- helpers -------------------------------------------------------------
 
 Result<std::shared_ptr<const InodeData>> PassthroughFs::inode(InodeId id) const {
-  auto data = inodes_.get(id);
-  if (!data) return fail(EBADF);
-  return data;
+  // For a handle inode this opens a private O_PATH fd for the caller's
+  // request (ESTALE once the host deleted the inode).
+  return inodes_.open(id);
 }
 
 Result<std::shared_ptr<HandleData>> PassthroughFs::handle(HandleId id, InodeId inode) const {
@@ -160,16 +217,47 @@ Result<Entry> PassthroughFs::register_inode(const InodeData& parent, UniqueFd pa
   auto st = stat_fd(path_fd.get());
   if (!st) return tl::unexpected(st.error());
   InodeKey key{st->st.st_dev, st->st.st_ino, st->mnt_id};
-  auto data = inodes_.insert_or_ref(std::move(path_fd), key, st->st.st_mode);
+  std::optional<FileHandle> handle;
+  if (config_.inode_file_handles != InodeFileHandles::kNever) {
+    auto made = FileHandle::from_fd(path_fd.get());
+    if (made) {
+      handle = std::move(*made);
+    } else if (!handles_unsupported(made.error())) {
+      return tl::unexpected(made.error());
+    } else {
+      // This filesystem has no (small enough) handles: prefer keeps an fd
+      // for its inodes, mandatory refuses them. Said once per mount.
+      const bool mandatory = config_.inode_file_handles == InodeFileHandles::kMandatory;
+      if (inodes_.first_report_for_mount(key.mnt_id)) {
+        if (mandatory) {
+          log::error(
+              "--inode-file-handles=mandatory: mount {} has no file handles ({}): its "
+              "inodes cannot be looked up",
+              key.mnt_id, errno_name(made.error().value));
+        } else {
+          log::warn(
+              "--inode-file-handles=prefer: mount {} has no file handles ({}): its inodes "
+              "hold O_PATH fds",
+              key.mnt_id, errno_name(made.error().value));
+        }
+      }
+      if (mandatory) return tl::unexpected(made.error());
+    }
+  }
+  auto data = inodes_.insert_or_ref(std::move(path_fd), key, st->st.st_mode, std::move(handle));
+  if (!data) return tl::unexpected(data.error());
   uint32_t flags = 0;
   // A directory on another mount than its parent is a submount root; the
-  // guest then gives it its own st_dev, so that st_ino values of different
-  // host filesystems cannot collide.
-  if (submounts_active_.load(std::memory_order_relaxed) && S_ISDIR(st->st.st_mode) &&
-      st->mnt_id != parent.key.mnt_id) {
+  // guest then gives it a superblock and st_dev of its own, so that st_ino
+  // values of different host filesystems cannot collide. (The st_dev we
+  // return is the host's, already distinct; the guest uses its own.)
+  const bool mount_root = S_ISDIR(st->st.st_mode) &&
+                          (st->mnt_id != parent.key.mnt_id || st->st.st_dev != parent.key.dev);
+  if (mount_root) note_mount_root((*data)->id, st->mnt_id);
+  if (submounts_active_.load(std::memory_order_relaxed) && mount_root) {
     flags |= FUSE_ATTR_SUBMOUNT;
   }
-  return entry_for(*data, st->st, flags);
+  return entry_for(**data, st->st, flags);
 }
 
 Result<Entry> PassthroughFs::lookup_child(const InodeData& parent, const char* name) {
@@ -212,6 +300,103 @@ uint32_t PassthroughFs::open_reply_flags(bool directory) const {
   return 0;
 }
 
+Result<ScopedCredentials> PassthroughFs::guest_credentials(const fuse::Context& ctx) const {
+  if (!supp_group_active_.load(std::memory_order_relaxed) && ctx.uid != 0) {
+    // As the Rust virtiofsd: without the groups, a member of the parent's
+    // group only (not its owner, not its primary group) would get EACCES
+    // although the guest kernel allowed the call.
+    return ScopedCredentials::enter_trusting_guest_permission_check(ctx.uid, ctx.gid);
+  }
+  return ScopedCredentials::enter(ctx.uid, ctx.gid, ctx.supplementary_groups);
+}
+
+int PassthroughFs::io_open_flags(uint32_t guest_flags) const {
+  int flags = static_cast<int>(guest_flags) & kGuestOpenFlags;
+  // O_APPEND never reaches the host fd: the guest may mmap the file or flip
+  // the flag with fcntl, and under writeback caching it computes the offsets
+  // itself. WRITE appends per request where the guest asks for it.
+  flags &= ~O_APPEND;
+  if (!config_.allow_direct_io) flags &= ~O_DIRECT;
+  // The guest's O_NOATIME could fail with EPERM on the host for files the
+  // daemon does not own; the Rust virtiofsd clears it unless asked not to.
+  if (!config_.preserve_noatime) flags &= ~O_NOATIME;
+  // Under writeback caching the guest reads pages of files it opened
+  // write-only (partial page writes).
+  if (writeback_active_.load(std::memory_order_relaxed) && (flags & O_ACCMODE) == O_WRONLY) {
+    flags = (flags & ~O_ACCMODE) | O_RDWR;
+  }
+  return flags | O_CLOEXEC;
+}
+
+Result<UniqueFd> PassthroughFs::reopen_io(const InodeData& data, int flags) const {
+  if (config_.readonly && (flags & O_ACCMODE) == O_RDONLY && !(flags & O_NOATIME)) {
+    // A read-only share leaves the host untouched, access times included.
+    // The kernel refuses O_NOATIME (EPERM) unless we own the file or hold
+    // CAP_FOWNER over it; then the open goes ahead without it.
+    auto fd = reopen(data, flags | O_NOATIME);
+    if (fd || fd.error().value != EPERM) return fd;
+  }
+  return reopen(data, flags);
+}
+
+fuse::OpenReply PassthroughFs::insert_handle(InodeId inode, UniqueFd fd, bool is_dir,
+                                             uint32_t guest_flags) {
+  auto h = std::make_shared<HandleData>();
+  h->inode = inode;
+  h->fd = std::move(fd);
+  h->is_dir = is_dir;
+  h->append = (guest_flags & O_APPEND) != 0;
+  return fuse::OpenReply{handles_.insert(std::move(h)), open_reply_flags(is_dir)};
+}
+
+Result<Entry> PassthroughFs::lookup_casefold(const InodeData& parent, std::string_view name) {
+  auto dir = reopen(parent, O_RDONLY | O_DIRECTORY);
+  if (!dir) return tl::unexpected(dir.error());
+  auto real = find_ascii_casefold_match(dir->get(), name, &is_hidden_temp_name);
+  if (!real) return tl::unexpected(real.error());
+  return lookup_child(parent, real->c_str());
+}
+
+void PassthroughFs::note_mount_root(InodeId id, uint64_t mnt_id) {
+  if (mnt_id == 0) return;
+  std::lock_guard lock(mount_roots_mutex_);
+  mount_roots_.insert_or_assign(mnt_id, id);
+}
+
+VoidResult PassthroughFs::syncfs_all(const InodeData& data) {
+  // syncfs() needs a real fd: O_PATH ones are refused.
+  auto fd = reopen(data, O_RDONLY | O_NONBLOCK);
+  if (!fd) return tl::unexpected(fd.error());
+  VoidResult result = check(::syncfs(fd->get()));
+  // With submounts announced, the guest has one superblock per host mount
+  // and sends SYNCFS for each; otherwise it knows only the root, and the
+  // mounts below it must be reached from here.
+  if (data.id != fuse::kRootInode || submounts_active_.load(std::memory_order_relaxed)) {
+    return result;
+  }
+  std::vector<std::pair<uint64_t, InodeId>> roots;
+  {
+    std::lock_guard lock(mount_roots_mutex_);
+    roots.assign(mount_roots_.begin(), mount_roots_.end());
+  }
+  for (const auto& [mnt_id, id] : roots) {
+    auto root = inode(id);
+    if (!root) {
+      // Forgotten by the guest: it can have no dirty data there through us.
+      std::lock_guard lock(mount_roots_mutex_);
+      if (auto it = mount_roots_.find(mnt_id); it != mount_roots_.end() && it->second == id) {
+        mount_roots_.erase(it);
+      }
+      continue;
+    }
+    auto sub = reopen(**root, O_RDONLY | O_NONBLOCK);
+    if (!sub || ::syncfs(sub->get()) != 0) {
+      if (result) result = fail(sub ? errno : sub.error().value);
+    }
+  }
+  return result;
+}
+
 // --- session --------------------------------------------------------------
 
 Result<fuse::InitReply> PassthroughFs::init(const fuse::InitRequest& request) {
@@ -219,12 +404,43 @@ Result<fuse::InitReply> PassthroughFs::init(const fuse::InitRequest& request) {
   submounts_active_.store(submounts, std::memory_order_relaxed);
   fuse::InitReply reply;
   if (submounts) reply.wanted_flags |= FUSE_SUBMOUNTS;
+  const uint64_t offered = request.kernel_flags;
+  // A read-only share never caches writes in the guest.
+  const bool writeback =
+      config_.writeback && !config_.readonly && (offered & FUSE_WRITEBACK_CACHE) != 0;
+  writeback_active_.store(writeback, std::memory_order_relaxed);
+  if (writeback) reply.wanted_flags |= FUSE_WRITEBACK_CACHE;
+  const bool killpriv = config_.killpriv_v2 && (offered & FUSE_HANDLE_KILLPRIV_V2) != 0;
+  killpriv_v2_active_.store(killpriv, std::memory_order_relaxed);
+  if (killpriv) reply.wanted_flags |= FUSE_HANDLE_KILLPRIV_V2;
+  if (config_.allow_mmap) reply.wanted_flags |= FUSE_DIRECT_IO_ALLOW_MMAP;
+  supp_group_active_.store((offered & FUSE_CREATE_SUPP_GROUP) != 0, std::memory_order_relaxed);
+  // Harmless to ask always: the guest then sends the caller's supplementary
+  // group with creating requests, which guest_credentials() enters.
+  reply.wanted_flags |= FUSE_CREATE_SUPP_GROUP;
+  // LOOKUP of "." and ".." works (the guest can NFS-export the mount); ioctls
+  // on directory handles are served (chattr on a directory).
+  reply.wanted_flags |= FUSE_EXPORT_SUPPORT | FUSE_HAS_IOCTL_DIR;
+  // Symlink targets may stay in the guest's page cache unless every cache is off.
+  if (config_.cache != CachePolicy::kNever) reply.wanted_flags |= FUSE_CACHE_SYMLINKS;
+  init_xattr(request, reply);
+  // Guest locks forwarded to the host (locks.cc); without them the guest
+  // keeps its locks local.
+  if (config_.posix_lock) reply.wanted_flags |= FUSE_POSIX_LOCKS;
+  if (config_.flock) reply.wanted_flags |= FUSE_FLOCK_LOCKS;
   return reply;
 }
 
 void PassthroughFs::destroy() {
+  // Lock waits end (EINTR) and the session's lock descriptions close before
+  // the handles they were taken through.
+  locks_.reset();
   handles_.clear();
   inodes_.clear_except_root();
+  writeback_active_.store(false, std::memory_order_relaxed);
+  killpriv_v2_active_.store(false, std::memory_order_relaxed);
+  std::lock_guard lock(mount_roots_mutex_);
+  mount_roots_.clear();
 }
 
 // --- inodes ---------------------------------------------------------------
@@ -240,7 +456,13 @@ Result<Entry> PassthroughFs::lookup(const fuse::Context&, InodeId parent, const 
     if (!inodes_.add_ref(parent)) return fail(EBADF);
     return entry_for(**dir, st->st, 0);
   }
-  return lookup_child(**dir, name.c_str());
+  // Half-made directories of a crash-safe mkdir do not exist for the guest.
+  if (is_hidden_temp_name(name.view())) return fail(ENOENT);
+  auto found = lookup_child(**dir, name.c_str());
+  if (!found && found.error().value == ENOENT && config_.ascii_casefold && !name.is_dotdot()) {
+    return lookup_casefold(**dir, name.view());
+  }
+  return found;
 }
 
 void PassthroughFs::forget(InodeId inode, uint64_t count) {
@@ -281,6 +503,11 @@ Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId
     VFSD_TRY(check(open_file ? ::fchmod(open_file->fd.get(), mode)
                              : ::fchmodat(proc, proc_name.text, mode, 0)));
   }
+  // killpriv v2: a chown or truncate the guest marked clears setuid/setgid
+  // as it would for a caller without CAP_FSETID.
+  auto no_fsetid = drop_fsetid_if(killpriv_v2_active_.load(std::memory_order_relaxed) &&
+                                  (req.valid & FATTR_KILL_SUIDGID) != 0);
+  if (!no_fsetid) return tl::unexpected(no_fsetid.error());
   if (req.valid & (FATTR_UID | FATTR_GID)) {
     uid_t uid = (req.valid & FATTR_UID) ? req.uid : static_cast<uid_t>(-1);
     gid_t gid = (req.valid & FATTR_GID) ? req.gid : static_cast<gid_t>(-1);
@@ -332,10 +559,15 @@ Result<Entry> PassthroughFs::symlink(const fuse::Context& ctx, InodeId parent,
   auto dir = inode(parent);
   if (!dir) return tl::unexpected(dir.error());
   std::string target_z(target);
+  const int dir_fd = (*dir)->fd.get();
   {
-    auto creds = ScopedCredentials::enter(ctx.uid, ctx.gid);
+    auto creds = guest_credentials(ctx);
     if (!creds) return tl::unexpected(creds.error());
-    VFSD_TRY(check(::symlinkat(target_z.c_str(), (*dir)->fd.get(), name.c_str())));
+    VFSD_TRY(check(::symlinkat(target_z.c_str(), dir_fd, name.c_str())));
+  }
+  if (ctx.security_context) {
+    VFSD_TRY(label_or_remove(dir_fd, name.c_str(),
+                             [&](int fd) { return apply_security_context(fd, ctx); }));
   }
   return lookup_child(**dir, name.c_str());
 }
@@ -345,11 +577,26 @@ Result<Entry> PassthroughFs::mknod(const fuse::Context& ctx, InodeId parent, con
   VFSD_TRY(check_new_name(name));
   auto dir = inode(parent);
   if (!dir) return tl::unexpected(dir.error());
-  mode_t host_mode = (mode & S_IFMT) | (mode & 07777 & ~umask);
+  const int dir_fd = (*dir)->fd.get();
+  const mode_t type = mode & S_IFMT;
+  const mode_t host_mode = effective_create_mode(dir_fd, type | (mode & 07777), umask);
+  if (type == S_IFREG || type == 0) {
+    // A regular file is made unnamed and linked in complete.
+    if (!S_ISDIR((*dir)->type)) return fail(ENOTDIR);
+    auto fd = create_file_safely(ctx, **dir, name, host_mode & 07777, O_RDWR);
+    if (!fd) return tl::unexpected(fd.error());
+    auto path_fd = path_fd_of(proc_self_fd_.get(), fd->get());
+    if (!path_fd) return tl::unexpected(path_fd.error());
+    return register_inode(**dir, std::move(*path_fd));
+  }
   {
-    auto creds = ScopedCredentials::enter(ctx.uid, ctx.gid);
+    auto creds = guest_credentials(ctx);
     if (!creds) return tl::unexpected(creds.error());
-    VFSD_TRY(check(::mknodat((*dir)->fd.get(), name.c_str(), host_mode, rdev)));
+    VFSD_TRY(check(::mknodat(dir_fd, name.c_str(), host_mode, rdev)));
+  }
+  if (ctx.security_context) {
+    VFSD_TRY(label_or_remove(dir_fd, name.c_str(),
+                             [&](int fd) { return apply_security_context(fd, ctx); }));
   }
   return lookup_child(**dir, name.c_str());
 }
@@ -359,23 +606,22 @@ Result<Entry> PassthroughFs::mkdir(const fuse::Context& ctx, InodeId parent, con
   VFSD_TRY(check_new_name(name));
   auto dir = inode(parent);
   if (!dir) return tl::unexpected(dir.error());
-  {
-    auto creds = ScopedCredentials::enter(ctx.uid, ctx.gid);
-    if (!creds) return tl::unexpected(creds.error());
-    VFSD_TRY(check(::mkdirat((*dir)->fd.get(), name.c_str(), mode & 07777 & ~umask)));
-  }
-  return lookup_child(**dir, name.c_str());
+  if (!S_ISDIR((*dir)->type)) return fail(ENOTDIR);
+  const mode_t host_mode = effective_create_mode((*dir)->fd.get(), mode & 07777, umask) & 07777;
+  auto path_fd = mkdir_safely(ctx, **dir, name, host_mode);
+  if (!path_fd) return tl::unexpected(path_fd.error());
+  return register_inode(**dir, std::move(*path_fd));
 }
 
 VoidResult PassthroughFs::unlink(const fuse::Context&, InodeId parent, const fuse::Name& name) {
-  VFSD_TRY(check_new_name(name));
+  VFSD_TRY(check_existing_name(name));
   auto dir = inode(parent);
   if (!dir) return tl::unexpected(dir.error());
   return check(::unlinkat((*dir)->fd.get(), name.c_str(), 0));
 }
 
 VoidResult PassthroughFs::rmdir(const fuse::Context&, InodeId parent, const fuse::Name& name) {
-  VFSD_TRY(check_new_name(name));
+  VFSD_TRY(check_existing_name(name));
   auto dir = inode(parent);
   if (!dir) return tl::unexpected(dir.error());
   return check(::unlinkat((*dir)->fd.get(), name.c_str(), AT_REMOVEDIR));
@@ -384,7 +630,7 @@ VoidResult PassthroughFs::rmdir(const fuse::Context&, InodeId parent, const fuse
 VoidResult PassthroughFs::rename(const fuse::Context&, InodeId old_parent,
                                  const fuse::Name& old_name, InodeId new_parent,
                                  const fuse::Name& new_name, uint32_t flags) {
-  VFSD_TRY(check_new_name(old_name));
+  VFSD_TRY(check_existing_name(old_name));
   VFSD_TRY(check_new_name(new_name));
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT)) return fail(EINVAL);
   auto from = inode(old_parent);
@@ -412,17 +658,21 @@ Result<Entry> PassthroughFs::link(const fuse::Context&, InodeId ino, InodeId new
 
 // --- files ----------------------------------------------------------------
 
-Result<fuse::OpenReply> PassthroughFs::open(const fuse::Context&, InodeId ino, uint32_t flags) {
+Result<fuse::OpenReply> PassthroughFs::open(const fuse::Context& ctx, InodeId ino, uint32_t flags) {
   auto data = inode(ino);
   if (!data) return tl::unexpected(data.error());
-  auto fd = reopen(**data, host_open_flags(flags));
+  const int host_flags = io_open_flags(flags);
+  Result<UniqueFd> fd = fail(EBADF);
+  {
+    // killpriv v2: a truncating open the guest marked clears setuid/setgid.
+    auto no_fsetid =
+        drop_fsetid_if(killpriv_v2_active_.load(std::memory_order_relaxed) &&
+                       (ctx.fuse_open_flags & FUSE_OPEN_KILL_SUIDGID) && (host_flags & O_TRUNC));
+    if (!no_fsetid) return tl::unexpected(no_fsetid.error());
+    fd = reopen_io(**data, host_flags);
+  }
   if (!fd) return tl::unexpected(fd.error());
-  auto h = std::make_shared<HandleData>();
-  h->inode = ino;
-  h->fd = std::move(*fd);
-  h->is_dir = S_ISDIR((*data)->type);
-  bool is_dir = h->is_dir;
-  return fuse::OpenReply{handles_.insert(std::move(h)), open_reply_flags(is_dir)};
+  return insert_handle(ino, std::move(*fd), S_ISDIR((*data)->type), flags);
 }
 
 Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Context& ctx,
@@ -433,53 +683,58 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Cont
   auto dir = inode(parent);
   if (!dir) return tl::unexpected(dir.error());
   if (!S_ISDIR((*dir)->type)) return fail(ENOTDIR);
-  const int open_flags = host_open_flags(flags) & ~O_DIRECTORY;
-  UniqueFd fd;
-  {
-    auto creds = ScopedCredentials::enter(ctx.uid, ctx.gid);
-    if (!creds) return tl::unexpected(creds.error());
-    // Always exclusive on the host: opening whatever already has the name
-    // could be a FIFO (blocks the worker) or a device.
-    fd.reset(::openat((*dir)->fd.get(), name.c_str(), open_flags | O_CREAT | O_EXCL | O_NOFOLLOW,
-                      mode & 07777 & ~umask));
-    if (!fd && (errno != EEXIST || (flags & O_EXCL))) return fail_errno();
+  const int open_flags = io_open_flags(flags) & ~O_DIRECTORY;
+  const mode_t host_mode = effective_create_mode((*dir)->fd.get(), mode & 07777, umask) & 07777;
+  auto created = create_file_safely(ctx, **dir, name, host_mode, open_flags);
+  if (!created && (created.error().value != EEXIST || (flags & O_EXCL))) {
+    return tl::unexpected(created.error());
   }
-  if (!fd) {
+  if (!created) {
     // The name exists and the guest did not ask for O_EXCL: open it as OPEN
     // would (regular files only), with the caller's permission checks.
     auto existing = lookup_child(**dir, name.c_str());
     if (!existing) return tl::unexpected(existing.error());
-    auto data = inodes_.get(existing->inode);
+    auto data = inode(existing->inode);
     Result<UniqueFd> reopened = fail(EBADF);
-    if (data && S_ISDIR(data->type)) {
+    if (data && S_ISDIR((*data)->type)) {
       reopened = fail(EISDIR);
     } else if (data) {
       // reopen() refuses symlinks (ELOOP) and special files (EBADF).
-      auto creds = ScopedCredentials::enter(ctx.uid, ctx.gid);
-      reopened = creds ? reopen(*data, open_flags) : tl::unexpected(creds.error());
+      auto no_fsetid =
+          drop_fsetid_if(killpriv_v2_active_.load(std::memory_order_relaxed) &&
+                         (ctx.fuse_open_flags & FUSE_OPEN_KILL_SUIDGID) && (open_flags & O_TRUNC));
+      auto creds = no_fsetid ? guest_credentials(ctx)
+                             : Result<ScopedCredentials>(tl::unexpected(no_fsetid.error()));
+      reopened = creds ? reopen(**data, open_flags) : tl::unexpected(creds.error());
     }
     if (!reopened) {
       inodes_.forget(existing->inode, 1);
       return tl::unexpected(reopened.error());
     }
-    auto h = std::make_shared<HandleData>();
-    h->inode = existing->inode;
-    h->fd = std::move(*reopened);
-    fuse::OpenReply reply{handles_.insert(std::move(h)), open_reply_flags(false)};
-    return std::pair{*existing, reply};
+    return std::pair{*existing, insert_handle(existing->inode, std::move(*reopened), false, flags)};
   }
   // Register the inode that was really created, not whatever has the name by
   // the time a second lookup would run.
-  FdName proc_name(fd.get());
-  UniqueFd path_fd(::openat(proc_self_fd_.get(), proc_name.text, O_PATH | O_CLOEXEC));
-  if (!path_fd) return fail_errno();
-  auto entry = register_inode(**dir, std::move(path_fd));
+  UniqueFd fd = std::move(*created);
+  auto path_fd = path_fd_of(proc_self_fd_.get(), fd.get());
+  if (!path_fd) return tl::unexpected(path_fd.error());
+  auto entry = register_inode(**dir, std::move(*path_fd));
   if (!entry) return tl::unexpected(entry.error());
-  auto h = std::make_shared<HandleData>();
-  h->inode = entry->inode;
-  h->fd = std::move(fd);
-  fuse::OpenReply reply{handles_.insert(std::move(h)), open_reply_flags(false)};
-  return std::pair{*entry, reply};
+  if ((open_flags & O_ACCMODE) != O_RDWR) {
+    // The new file is open O_RDWR; the guest asked for another access mode,
+    // which its creation grants whatever the new mode says, so the daemon
+    // (not the guest) reopens it.
+    FdName proc_name(fd.get());
+    UniqueFd narrowed(::openat(proc_self_fd_.get(), proc_name.text,
+                               (open_flags & ~(O_TRUNC | O_CREAT | O_EXCL)) | O_CLOEXEC));
+    if (!narrowed) {
+      int error = errno;
+      inodes_.forget(entry->inode, 1);
+      return fail(error);
+    }
+    fd = std::move(narrowed);
+  }
+  return std::pair{*entry, insert_handle(entry->inode, std::move(fd), false, flags)};
 }
 
 Result<size_t> PassthroughFs::read(const fuse::Context&, InodeId ino, HandleId fh, IovecWriter& out,
@@ -511,20 +766,30 @@ Result<size_t> PassthroughFs::read(const fuse::Context&, InodeId ino, HandleId f
   return done;
 }
 
-Result<size_t> PassthroughFs::write(const fuse::Context&, InodeId ino, HandleId fh, IovecReader& in,
-                                    uint32_t size, uint64_t offset, uint32_t /*write_flags*/) {
+Result<size_t> PassthroughFs::write(const fuse::Context& ctx, InodeId ino, HandleId fh,
+                                    IovecReader& in, uint32_t size, uint64_t offset,
+                                    uint32_t write_flags) {
   auto h = handle(fh, ino);
   if (!h) return tl::unexpected(h.error());
   if (size > in.remaining()) return fail(EINVAL);
   if (offset > kMaxOffset || size > kMaxOffset - offset) return fail(EFBIG);
+  // O_APPEND is not on the host fd: a write the guest makes through an
+  // O_APPEND file goes to the host's end of file, so that guests (or host
+  // processes) appending to one file do not overwrite each other. Writes out
+  // of the guest page cache (writeback, mmap) carry their own offsets.
+  const bool guest_append = ctx.file_flags ? (*ctx.file_flags & O_APPEND) != 0 : (*h)->append;
+  const int rwf = (guest_append && !(write_flags & FUSE_WRITE_CACHE)) ? RWF_APPEND : 0;
+  auto no_fsetid = drop_fsetid_if(killpriv_v2_active_.load(std::memory_order_relaxed) &&
+                                  (write_flags & FUSE_WRITE_KILL_SUIDGID) != 0);
+  if (!no_fsetid) return tl::unexpected(no_fsetid.error());
   size_t done = 0;
   while (done < size) {
     IovecList iov = in.iovecs(size - done);
     if (iov.size() > IOV_MAX) iov.resize(IOV_MAX);
     size_t chunk = 0;
     for (const auto& seg : iov) chunk += seg.iov_len;
-    ssize_t n = ::pwritev((*h)->fd.get(), iov.data(), static_cast<int>(iov.size()),
-                          static_cast<off_t>(offset + done));
+    ssize_t n = ::pwritev2((*h)->fd.get(), iov.data(), static_cast<int>(iov.size()),
+                           static_cast<off_t>(offset + done), rwf);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (done > 0) break;
@@ -537,9 +802,12 @@ Result<size_t> PassthroughFs::write(const fuse::Context&, InodeId ino, HandleId 
   return done;
 }
 
-VoidResult PassthroughFs::flush(const fuse::Context&, InodeId ino, HandleId fh, uint64_t) {
+VoidResult PassthroughFs::flush(const fuse::Context&, InodeId ino, HandleId fh,
+                                 uint64_t lock_owner) {
   auto h = handle(fh, ino);
   if (!h) return tl::unexpected(h.error());
+  // A close() by a process releases all its POSIX locks on the file.
+  if (config_.posix_lock) locks_.flush(ino, lock_owner);
   // The guest sends FLUSH on each close() of its file; closing a duplicate
   // gives the host the same close-time effects (NFS writeback, lock release)
   // and reports their error, while the handle stays open.
@@ -558,6 +826,7 @@ VoidResult PassthroughFs::fsync(const fuse::Context&, InodeId ino, HandleId fh, 
 VoidResult PassthroughFs::release(const fuse::Context&, InodeId ino, HandleId fh, uint32_t) {
   auto h = handles_.remove(fh, ino);
   if (!h) return fail(EBADF);
+  if (config_.posix_lock) locks_.release(ino, fh);
   return ok();
 }
 
@@ -621,11 +890,59 @@ VoidResult PassthroughFs::fallocate(const fuse::Context&, InodeId ino, HandleId 
 VoidResult PassthroughFs::syncfs(const fuse::Context&, InodeId ino) {
   auto data = inode(ino);
   if (!data) return tl::unexpected(data.error());
-  // syncfs() needs a real fd: O_PATH ones are refused. The guest names the
-  // root of each (sub)mount it wants synced.
-  auto fd = reopen(**data, O_RDONLY | O_NONBLOCK);
+  return syncfs_all(**data);
+}
+
+Result<size_t> PassthroughFs::copy_file_range(const fuse::Context& ctx, InodeId in,
+                                              HandleId in_handle, uint64_t in_offset, InodeId out,
+                                              HandleId out_handle, uint64_t out_offset,
+                                              uint64_t length, uint64_t flags) {
+  auto src = handle(in_handle, in);
+  if (!src) return tl::unexpected(src.error());
+  auto dst = handle(out_handle, out);
+  if (!dst) return tl::unexpected(dst.error());
+  if (in_offset > kMaxOffset || out_offset > kMaxOffset) return fail(EINVAL);
+  // No flags are defined; the host refuses any with EINVAL, as we do for
+  // values that would not even fit its argument.
+  if (flags > std::numeric_limits<unsigned int>::max()) return fail(EINVAL);
+  // The reply's byte count is 32 bits wide.
+  const size_t len = static_cast<size_t>(std::min<uint64_t>(length, 0xfffff000u));
+  loff_t off_in = static_cast<loff_t>(in_offset);
+  loff_t off_out = static_cast<loff_t>(out_offset);
+  // As the guest: quotas and the setuid clearing of the destination follow
+  // the caller, not the daemon.
+  auto creds = guest_credentials(ctx);
+  if (!creds) return tl::unexpected(creds.error());
+  ssize_t n = ::copy_file_range((*src)->fd.get(), &off_in, (*dst)->fd.get(), &off_out, len,
+                                static_cast<unsigned int>(flags));
+  if (n < 0) return fail_errno();
+  return static_cast<size_t>(n);
+}
+
+Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::tmpfile(const fuse::Context& ctx,
+                                                                 InodeId parent, mode_t mode,
+                                                                 uint32_t flags, mode_t umask) {
+  auto dir = inode(parent);
+  if (!dir) return tl::unexpected(dir.error());
+  if (!S_ISDIR((*dir)->type)) return fail(ENOTDIR);
+  const int dir_fd = (*dir)->fd.get();
+  const int open_flags = io_open_flags(flags) & ~(O_DIRECTORY | O_TRUNC | O_CLOEXEC);
+  // open(2) refuses a read-only O_TMPFILE the same way.
+  if ((open_flags & O_ACCMODE) == O_RDONLY) return fail(EINVAL);
+  const mode_t host_mode = effective_create_mode(dir_fd, mode & 07777, umask) & 07777;
+  Result<UniqueFd> fd = fail(EBADF);
+  {
+    auto creds = guest_credentials(ctx);
+    if (!creds) return tl::unexpected(creds.error());
+    fd = open_unnamed_file(dir_fd, open_flags, host_mode);
+  }
   if (!fd) return tl::unexpected(fd.error());
-  return check(::syncfs(fd->get()));
+  VFSD_TRY(apply_security_context(fd->get(), ctx));
+  auto path_fd = path_fd_of(proc_self_fd_.get(), fd->get());
+  if (!path_fd) return tl::unexpected(path_fd.error());
+  auto entry = register_inode(**dir, std::move(*path_fd));
+  if (!entry) return tl::unexpected(entry.error());
+  return std::pair{*entry, insert_handle(entry->inode, std::move(*fd), false, flags)};
 }
 
 // --- directories ------------------------------------------------------------
@@ -634,13 +951,9 @@ Result<fuse::OpenReply> PassthroughFs::opendir(const fuse::Context&, InodeId ino
   auto data = inode(ino);
   if (!data) return tl::unexpected(data.error());
   if (!S_ISDIR((*data)->type)) return fail(ENOTDIR);
-  auto fd = reopen(**data, O_RDONLY | O_DIRECTORY);
+  auto fd = reopen_io(**data, O_RDONLY | O_DIRECTORY);
   if (!fd) return tl::unexpected(fd.error());
-  auto h = std::make_shared<HandleData>();
-  h->inode = ino;
-  h->fd = std::move(*fd);
-  h->is_dir = true;
-  return fuse::OpenReply{handles_.insert(std::move(h)), open_reply_flags(true)};
+  return insert_handle(ino, std::move(*fd), true, 0);
 }
 
 VoidResult PassthroughFs::readdir(const fuse::Context&, InodeId ino, HandleId fh, uint64_t offset,
@@ -676,6 +989,7 @@ VoidResult PassthroughFs::readdir(const fuse::Context&, InodeId ino, HandleId fh
       const char* raw_name = buffer.data() + pos + kDirentNameOffset;
       std::string_view name(raw_name, ::strnlen(raw_name, header.d_reclen - kDirentNameOffset));
       pos += header.d_reclen;
+      if (is_hidden_temp_name(name)) continue;  // a crash-safe mkdir in progress
       // Ask before looking up, so that no lookup reference is taken for an
       // entry the reply has no room for.
       if (!sink.fits(name.size())) return ok();

@@ -14,12 +14,17 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "fuse/filesystem.h"
+#include "passthrough/credentials.h"
 #include "passthrough/handle_table.h"
 #include "passthrough/inode_store.h"
+#include "passthrough/locks.h"
+#include "passthrough/xattr_map.h"
 #include "util/result.h"
 #include "util/unique_fd.h"
 
@@ -61,6 +66,12 @@ struct PassthroughConfig {
 
 /// Entry/attr timeout for a cache policy (the Rust virtiofsd's values).
 std::chrono::nanoseconds cache_timeout(CachePolicy policy);
+
+/// Checks the options that can be wrong in themselves (today: the --xattrmap
+/// rules). On failure `message` says what is wrong, naming the offending
+/// rule, and the errno is EINVAL. PassthroughFs::create() fails with the same
+/// errno, so the app calls this first to print the message.
+VoidResult validate_config(const PassthroughConfig& config, std::string& message);
 
 class PassthroughFs final : public fuse::FileSystem {
  public:
@@ -120,6 +131,44 @@ class PassthroughFs final : public fuse::FileSystem {
   VoidResult fsyncdir(const fuse::Context&, fuse::InodeId, fuse::HandleId, bool datasync) override;
   VoidResult releasedir(const fuse::Context&, fuse::InodeId, fuse::HandleId) override;
 
+  // Extended attributes (xattr.cc). ENOSYS unless config.xattr.
+  Result<fuse::XattrReply> getxattr(const fuse::Context&, fuse::InodeId, std::string_view name,
+                                    uint32_t size) override;
+  VoidResult setxattr(const fuse::Context&, fuse::InodeId, std::string_view name,
+                      std::string_view value, uint32_t flags, uint32_t setxattr_flags) override;
+  Result<fuse::XattrReply> listxattr(const fuse::Context&, fuse::InodeId, uint32_t size) override;
+  VoidResult removexattr(const fuse::Context&, fuse::InodeId, std::string_view name) override;
+
+  /// copy_file_range(2) between two open handles, under the guest's
+  /// credentials.
+  Result<size_t> copy_file_range(const fuse::Context&, fuse::InodeId in, fuse::HandleId in_handle,
+                                 uint64_t in_offset, fuse::InodeId out, fuse::HandleId out_handle,
+                                 uint64_t out_offset, uint64_t length, uint64_t flags) override;
+  /// An unnamed (O_TMPFILE) file in `parent`, made under the guest's
+  /// credentials, registered as an inode and opened.
+  Result<std::pair<fuse::Entry, fuse::OpenReply>> tmpfile(const fuse::Context&,
+                                                          fuse::InodeId parent, mode_t mode,
+                                                          uint32_t flags, mode_t umask) override;
+  /// ioctl.cc: FS_IOC_GETFLAGS/SETFLAGS (32 and 64 bit), FS_IOC_FSGETXATTR/
+  /// FSSETXATTR and FS_IOC_GET_ENCRYPTION_POLICY_EX on an open handle; the
+  /// setting ones run under the guest's credentials. Anything else ENOTTY.
+  Result<fuse::IoctlReply> ioctl(const fuse::Context&, fuse::InodeId, fuse::HandleId,
+                                 uint32_t ioctl_flags, uint32_t cmd, std::string_view in,
+                                 uint32_t out_size) override;
+
+  // Locks (locks.cc): forwarded to the host as OFD locks (POSIX, with
+  // --posix-lock) and flock() (with --flock); ENOSYS without the option.
+  Result<fuse::FileLock> getlk(const fuse::Context&, fuse::InodeId, fuse::HandleId, uint64_t owner,
+                               const fuse::FileLock&, uint32_t lock_flags) override;
+  VoidResult setlk(const fuse::Context&, fuse::InodeId, fuse::HandleId, uint64_t owner,
+                   const fuse::FileLock&, uint32_t lock_flags) override;
+  void setlkw(const fuse::Context&, fuse::InodeId, fuse::HandleId, uint64_t owner,
+              const fuse::FileLock&, uint32_t lock_flags, uint64_t unique,
+              std::function<void(VoidResult)> done) override;
+  void interrupt(uint64_t unique) override;
+  /// SETLKW requests waiting for a lock. For tests and diagnostics.
+  size_t lock_waiter_count() const { return locks_.waiter_count(); }
+
   /// Inodes currently known (root included). For tests and diagnostics.
   size_t inode_count() const { return inodes_.size(); }
   /// Lookup references held on `inode`. For tests and diagnostics.
@@ -128,6 +177,7 @@ class PassthroughFs final : public fuse::FileSystem {
   size_t handle_count() const { return handles_.size(); }
 
  private:
+  friend class XattrTestPeer;  // tests of the xattr.cc creation helpers
   PassthroughFs(PassthroughConfig config, UniqueFd proc_self_fd);
 
   Result<std::shared_ptr<const InodeData>> inode(fuse::InodeId id) const;
@@ -143,12 +193,71 @@ class PassthroughFs final : public fuse::FileSystem {
   Result<UniqueFd> reopen(const InodeData& data, int flags) const;
   uint32_t open_reply_flags(bool directory) const;
 
+  // Enters the guest's uid, gid and supplementary groups on this thread.
+  Result<ScopedCredentials> guest_credentials(const fuse::Context& ctx) const;
+  // Host open flags for a guest OPEN/CREATE/OPENDIR (the Rust virtiofsd's
+  // rules: O_APPEND handled per write, O_DIRECT only with --allow-direct-io,
+  // O_NOATIME only with --preserve-noatime, O_WRONLY widened to O_RDWR under
+  // writeback caching), without O_NOATIME for read-only mode (reopen_io adds it).
+  int io_open_flags(uint32_t guest_flags) const;
+  // reopen() for a handle the guest gets: in read-only mode reads leave the
+  // host's access times alone (O_NOATIME, dropped again where refused).
+  Result<UniqueFd> reopen_io(const InodeData& data, int flags) const;
+  // A handle for `inode` around `fd`, remembering the guest's O_APPEND.
+  fuse::OpenReply insert_handle(fuse::InodeId inode, UniqueFd fd, bool is_dir,
+                                uint32_t guest_flags);
+  // --ascii-casefold: `name` in `parent` by a case-insensitive scan.
+  Result<fuse::Entry> lookup_casefold(const InodeData& parent, std::string_view name);
+  // Remembers a directory that is the root of a mount other than its
+  // parent's, so that SYNCFS of the shared root can reach it.
+  void note_mount_root(fuse::InodeId id, uint64_t mnt_id);
+  // SYNCFS: the filesystem of `data` and, when the guest sees the whole tree
+  // as one filesystem (no submounts announced) and asks for the root, every
+  // other mount the guest has reached.
+  VoidResult syncfs_all(const InodeData& data);
+
+  // safe_create.cc. A regular file `name` in `dir`, complete (owner, mode,
+  // label) before it is linked in; returns it open O_RDWR with the status
+  // flags of `io_flags`. EEXIST if the name exists.
+  Result<UniqueFd> create_file_safely(const fuse::Context& ctx, const InodeData& dir,
+                                      const fuse::Name& name, mode_t mode, int io_flags);
+  // A directory `name` in `dir`, complete before it is renamed into place;
+  // returns its O_PATH fd.
+  Result<UniqueFd> mkdir_safely(const fuse::Context& ctx, const InodeData& dir,
+                                const fuse::Name& name, mode_t mode);
+
+  // xattr.cc. Stores ctx.security_context (if any) as an xattr of the new
+  // node `fd` (O_PATH or real), through the xattr map; no-op without one.
+  // On failure the caller removes the node again.
+  VoidResult apply_security_context(int fd, const fuse::Context& ctx);
+  // The mode bits a new node gets: `umask` applied unless --posix-acl is on
+  // and the parent directory `parent_fd` has a default ACL (with DONT_MASK
+  // the guest kernel left the umask to us, and a default ACL replaces it).
+  // Call it with the daemon's credentials, before switching to the guest's.
+  mode_t effective_create_mode(int parent_fd, mode_t mode, mode_t umask) const;
+  // xattr.cc. init() part for --posix-acl and --security-label.
+  void init_xattr(const fuse::InitRequest& request, fuse::InitReply& reply);
+  // Guest xattr name -> host name (ACL gate, --rewrite-security-xattrs,
+  // --xattrmap), and back for listxattr (nullopt: hidden from the guest).
+  Result<std::string> xattr_name_to_host(std::string_view guest_name) const;
+  std::optional<std::string> xattr_name_to_guest(std::string_view host_name) const;
+
   PassthroughConfig config_;
   UniqueFd proc_self_fd_;  // O_PATH of /proc/self/fd
+  XattrMap xattr_map_;     // parsed config_.xattrmap (empty: names pass unchanged)
+  std::atomic<bool> posix_acl_active_{false};  // --posix-acl and the guest agreed
   std::chrono::nanoseconds timeout_;
   std::atomic<bool> submounts_active_{false};
+  std::atomic<bool> writeback_active_{false};    // --writeback and the guest agreed
+  std::atomic<bool> killpriv_v2_active_{false};  // --killpriv-v2 and the guest agreed
+  std::atomic<bool> supp_group_active_{false};   // the guest sends supplementary groups
+  std::mutex mount_roots_mutex_;
+  std::map<uint64_t, fuse::InodeId> mount_roots_;  // mount id -> a root the guest reached
   InodeStore inodes_;
   HandleTable handles_;
+  // Declared last: destroyed first, ending lock waits while everything they
+  // use is still there.
+  LockManager locks_{proc_self_fd_.get()};
 };
 
 }  // namespace vfsd::passthrough

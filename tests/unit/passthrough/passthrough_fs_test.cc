@@ -3,6 +3,8 @@
 // only by its return value. Runs as root.
 #include "passthrough/passthrough_fs.h"
 
+#include "fuse/abi_ext.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/fuse.h>
@@ -105,7 +107,7 @@ class PassthroughFsTest : public ::testing::Test {
     config.announce_submounts = announce;
     auto fs = PassthroughFs::create(config);
     if (!fs) return nullptr;
-    EXPECT_TRUE((*fs)->init(fuse::InitRequest{FUSE_SUBMOUNTS}).has_value());
+    EXPECT_TRUE((*fs)->init(fuse::InitRequest{FUSE_SUBMOUNTS | FUSE_CREATE_SUPP_GROUP}).has_value());
     return std::move(*fs);
   }
 

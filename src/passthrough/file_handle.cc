@@ -1,0 +1,96 @@
+#include "passthrough/file_handle.h"
+
+#include <fcntl.h>
+
+#include <cstring>
+
+#include "util/log.h"
+
+namespace vfsd::passthrough {
+
+namespace {
+
+// struct file_handle ends in a flexible array: keep it in a buffer with room
+// for the largest handle we accept.
+struct HandleBuffer {
+  alignas(struct file_handle) unsigned char raw[sizeof(struct file_handle) + FileHandle::kMaxBytes];
+  struct file_handle* get() {
+    return reinterpret_cast<struct file_handle*>(raw);
+  }
+};
+
+}  // namespace
+
+Result<FileHandle> FileHandle::from_fd(int fd) {
+  HandleBuffer buffer{};
+  buffer.get()->handle_bytes = kMaxBytes;
+  int mount_id = 0;
+  if (::name_to_handle_at(fd, "", buffer.get(), &mount_id, AT_EMPTY_PATH) != 0) {
+    return fail_errno();
+  }
+  FileHandle handle;
+  handle.size_ = buffer.get()->handle_bytes;
+  if (handle.size_ > kMaxBytes) return fail(EOVERFLOW);  // the kernel never does this
+  handle.type_ = buffer.get()->handle_type;
+  handle.mount_id_ = static_cast<uint64_t>(static_cast<unsigned>(mount_id));
+  std::memcpy(handle.bytes_.data(), buffer.raw + sizeof(struct file_handle), handle.size_);
+  return handle;
+}
+
+Result<UniqueFd> FileHandle::open(int mount_fd, int flags) const {
+  HandleBuffer buffer{};
+  buffer.get()->handle_bytes = size_;
+  buffer.get()->handle_type = type_;
+  std::memcpy(buffer.raw + sizeof(struct file_handle), bytes_.data(), size_);
+  UniqueFd fd(::open_by_handle_at(mount_fd, buffer.get(), flags | O_CLOEXEC));
+  if (!fd) return fail_errno();
+  return fd;
+}
+
+bool FileHandle::same_object(const FileHandle& other) const {
+  return type_ == other.type_ && size_ == other.size_ &&
+         std::memcmp(bytes_.data(), other.bytes_.data(), size_) == 0;
+}
+
+Result<bool> check_file_handles(int root_fd, bool mandatory) {
+  const char* mode = mandatory ? "mandatory" : "prefer";
+  auto handle = FileHandle::from_fd(root_fd);
+  if (!handle) {
+    if (!mandatory && handles_unsupported(handle.error())) {
+      log::warn(
+          "--inode-file-handles=prefer: the shared directory's filesystem has no file handles "
+          "({}); its inodes hold O_PATH fds",
+          errno_name(handle.error().value));
+      return true;
+    }
+    log::error("--inode-file-handles={}: name_to_handle_at on the shared directory: {}", mode,
+               errno_name(handle.error().value));
+    if (mandatory) return tl::unexpected(handle.error());
+    return false;
+  }
+  // open_by_handle_at refuses an O_PATH mount fd: use a real one.
+  UniqueFd mount_fd(::openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!mount_fd) {
+    log::error("--inode-file-handles={}: opening the shared directory: {}", mode,
+               errno_name(errno));
+    return fail_errno();
+  }
+  auto reopened = handle->open(mount_fd.get(), O_PATH);
+  if (!reopened) {
+    if (mandatory) {
+      log::error(
+          "--inode-file-handles=mandatory: open_by_handle_at on the shared directory: {} (needs "
+          "CAP_DAC_READ_SEARCH)",
+          errno_name(reopened.error().value));
+      return tl::unexpected(reopened.error());
+    }
+    log::warn(
+        "--inode-file-handles=prefer: open_by_handle_at on the shared directory: {}; file "
+        "handles turned off",
+        errno_name(reopened.error().value));
+    return false;
+  }
+  return true;
+}
+
+}  // namespace vfsd::passthrough

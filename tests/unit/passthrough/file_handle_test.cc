@@ -1,0 +1,480 @@
+// --inode-file-handles and submounts: FileHandle, the inode store's handle
+// inodes and mount fds, and PassthroughFs in each mode. Host-side checks
+// (fd counts, stat of the host inode, mounts in a private namespace). Runs as
+// root (open_by_handle_at needs CAP_DAC_READ_SEARCH).
+#include "passthrough/file_handle.h"
+
+#include <fcntl.h>
+#include <linux/fuse.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+
+#include "passthrough/inode_store.h"
+#include "passthrough/passthrough_fs.h"
+
+namespace vfsd::passthrough {
+namespace {
+
+using fuse::InodeId;
+using fuse::kRootInode;
+
+int count_open_fds() {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+void touch(const std::string& path, const std::string& data = "") {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+}
+
+struct stat host_lstat(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+  return st;
+}
+
+struct stat fd_stat(int fd) {
+  struct stat st {};
+  EXPECT_EQ(::fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW), 0);
+  return st;
+}
+
+InodeKey key_of(int fd) {
+  struct statx stx {};
+  EXPECT_EQ(
+      ::statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_MNT_ID, &stx),
+      0);
+  return InodeKey{makedev(stx.stx_dev_major, stx.stx_dev_minor), stx.stx_ino, stx.stx_mnt_id};
+}
+
+UniqueFd open_path(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  EXPECT_TRUE(fd) << path << ": " << errno_name(errno);
+  return fd;
+}
+
+// Lowers the soft RLIMIT_NOFILE for one test and puts it back.
+class FdLimit {
+ public:
+  explicit FdLimit(rlim_t soft) {
+    ::getrlimit(RLIMIT_NOFILE, &old_);
+    rlimit lowered = old_;
+    lowered.rlim_cur = soft;
+    ok_ = ::setrlimit(RLIMIT_NOFILE, &lowered) == 0;
+  }
+  ~FdLimit() { ::setrlimit(RLIMIT_NOFILE, &old_); }
+  bool ok() const { return ok_; }
+
+ private:
+  rlimit old_{};
+  bool ok_ = false;
+};
+
+// A private mount namespace, so that test mounts never reach the host. The
+// process is single-threaded here, which unshare(CLONE_NEWNS) needs.
+bool enter_private_mount_namespace() {
+  return ::unshare(CLONE_NEWNS) == 0 &&
+         ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0;
+}
+
+class FileHandleTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(::geteuid(), 0u) << "these tests run as root";
+    old_umask_ = ::umask(0);
+    // /tmp is ext4 here, which has file handles.
+    char tmpl[] = "/tmp/vfsd-fh-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+  }
+  void TearDown() override {
+    fs_.reset();
+    for (auto it = mounts_.rbegin(); it != mounts_.rend(); ++it) ::umount2(it->c_str(), MNT_DETACH);
+    std::filesystem::remove_all(root_);
+    ::umask(old_umask_);
+  }
+
+  std::unique_ptr<PassthroughFs> make_fs(InodeFileHandles mode, std::string dir = "") {
+    PassthroughConfig config;
+    config.shared_dir = dir.empty() ? root_ : dir;
+    config.inode_file_handles = mode;
+    auto fs = PassthroughFs::create(config);
+    if (!fs) return nullptr;
+    EXPECT_TRUE((*fs)->init(fuse::InitRequest{FUSE_SUBMOUNTS}).has_value());
+    return std::move(*fs);
+  }
+
+  bool mount_here(const char* type, const std::string& rel) {
+    if (::mount(type, path(rel).c_str(), type, 0, nullptr) != 0) return false;
+    mounts_.push_back(path(rel));
+    return true;
+  }
+
+  std::string path(const std::string& rel) const { return root_ + "/" + rel; }
+  static fuse::Name name(std::string_view s) { return *fuse::Name::from(s); }
+  Result<fuse::Entry> lookup(InodeId parent, std::string_view n) {
+    return fs_->lookup(ctx_, parent, name(n));
+  }
+
+  mode_t old_umask_ = 0;
+  std::string root_;
+  std::vector<std::string> mounts_;
+  std::unique_ptr<PassthroughFs> fs_;
+  fuse::Context ctx_{};
+};
+
+// --- FileHandle ---------------------------------------------------------------
+
+TEST_F(FileHandleTest, HandleOpensTheSameInodeAndTellsObjectsApart) {
+  touch(path("a"));
+  touch(path("b"));
+  ASSERT_EQ(::symlink("/etc/passwd", path("link").c_str()), 0);
+  auto a = FileHandle::from_fd(open_path(path("a")).get());
+  auto a2 = FileHandle::from_fd(open_path(path("a")).get());
+  auto b = FileHandle::from_fd(open_path(path("b")).get());
+  auto link = FileHandle::from_fd(open_path(path("link")).get());
+  ASSERT_TRUE(a && a2 && b && link) << "ext4 has file handles";
+  EXPECT_TRUE(a->same_object(*a2));
+  EXPECT_FALSE(a->same_object(*b));
+  EXPECT_EQ(a->mount_id(), key_of(open_path(path("a")).get()).mnt_id);
+
+  UniqueFd mount_fd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  // The kernel refuses an O_PATH mount fd.
+  auto refused = a->open(open_path(root_).get(), O_PATH);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().value, EBADF);
+  auto opened = a->open(mount_fd.get(), O_PATH);
+  ASSERT_TRUE(opened) << errno_name(opened.error().value);
+  EXPECT_EQ(fd_stat(opened->get()).st_ino, host_lstat(path("a")).st_ino);
+  // A symlink's handle opens the link itself, not its target.
+  auto opened_link = link->open(mount_fd.get(), O_PATH);
+  ASSERT_TRUE(opened_link);
+  EXPECT_TRUE(S_ISLNK(fd_stat(opened_link->get()).st_mode));
+}
+
+TEST_F(FileHandleTest, HandleOfADeletedInodeAnswersEstale) {
+  touch(path("gone"));
+  auto handle = FileHandle::from_fd(open_path(path("gone")).get());
+  ASSERT_TRUE(handle);
+  ASSERT_EQ(::unlink(path("gone").c_str()), 0);
+  UniqueFd mount_fd(::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  auto opened = handle->open(mount_fd.get(), O_PATH);
+  ASSERT_FALSE(opened);
+  EXPECT_EQ(opened.error().value, ESTALE);
+}
+
+TEST_F(FileHandleTest, ProcHasNoHandles) {
+  UniqueFd proc(::open("/proc/self/status", O_PATH | O_CLOEXEC));
+  ASSERT_TRUE(proc);
+  auto handle = FileHandle::from_fd(proc.get());
+  ASSERT_FALSE(handle);
+  EXPECT_TRUE(handles_unsupported(handle.error())) << errno_name(handle.error().value);
+}
+
+// --- InodeStore ---------------------------------------------------------------
+
+TEST_F(FileHandleTest, StoreKeepsNoFdForAHandleInodeAndEachGetOpensAPrivateOne) {
+  touch(path("f"));
+  InodeStore store;
+  store.set_root(open_path(root_), key_of(open_path(root_).get()));
+  UniqueFd fd = open_path(path("f"));
+  InodeKey key = key_of(fd.get());
+  auto handle = FileHandle::from_fd(fd.get());
+  ASSERT_TRUE(handle);
+  const int fds_before = count_open_fds();
+  auto inserted = store.insert_or_ref(std::move(fd), key, S_IFREG, *handle);
+  ASSERT_TRUE(inserted);
+  EXPECT_FALSE((*inserted)->fd.valid());
+  EXPECT_EQ(count_open_fds(), fds_before - 1) << "the lookup fd is closed, nothing held";
+  const InodeId id = (*inserted)->id;
+
+  auto used = store.get(id);
+  ASSERT_NE(used, nullptr);
+  ASSERT_TRUE(used->fd.valid());
+  EXPECT_EQ(fd_stat(used->fd.get()).st_ino, host_lstat(path("f")).st_ino);
+  // A concurrent FORGET removes the inode, but the running request's fd
+  // stays open until it lets go.
+  store.forget(id, 1);
+  EXPECT_EQ(store.get(id), nullptr);
+  EXPECT_EQ(::fcntl(used->fd.get(), F_GETFD), FD_CLOEXEC);
+  EXPECT_EQ(fd_stat(used->fd.get()).st_ino, host_lstat(path("f")).st_ino);
+  used.reset();
+  EXPECT_EQ(count_open_fds(), fds_before - 1);
+}
+
+TEST_F(FileHandleTest, StoreGivesAReusedInodeNumberANewNodeId) {
+  touch(path("old"));
+  touch(path("new"));
+  InodeStore store;
+  store.set_root(open_path(root_), key_of(open_path(root_).get()));
+  // Two different objects presented under one key: what the host shows when
+  // it deleted an inode and reused its number.
+  InodeKey key = key_of(open_path(path("old")).get());
+  auto old_handle = FileHandle::from_fd(open_path(path("old")).get());
+  auto new_handle = FileHandle::from_fd(open_path(path("new")).get());
+  ASSERT_TRUE(old_handle && new_handle);
+  auto first = store.insert_or_ref(open_path(path("old")), key, S_IFREG, *old_handle);
+  auto again = store.insert_or_ref(open_path(path("old")), key, S_IFREG, *old_handle);
+  auto reused = store.insert_or_ref(open_path(path("new")), key, S_IFREG, *new_handle);
+  ASSERT_TRUE(first && again && reused);
+  EXPECT_EQ((*first)->id, (*again)->id);
+  EXPECT_NE((*reused)->id, (*first)->id);
+  EXPECT_EQ(store.refcount((*first)->id), 2u);
+  // Forgetting the old node id leaves the key with the new inode.
+  store.forget((*first)->id, 2);
+  auto third = store.insert_or_ref(open_path(path("new")), key, S_IFREG, *new_handle);
+  ASSERT_TRUE(third);
+  EXPECT_EQ((*third)->id, (*reused)->id);
+  EXPECT_EQ(store.refcount((*reused)->id), 2u);
+}
+
+// --- PassthroughFs with handles -------------------------------------------------
+
+class ManyFilesTest : public FileHandleTest {
+ protected:
+  static constexpr int kFiles = 100000;
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/vfsd-many-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    shared_ = tmpl;
+    ASSERT_EQ(::mkdir((shared_ + "/d").c_str(), 0755), 0);
+    for (int i = 0; i < kFiles; ++i) {
+      char name[64];
+      std::snprintf(name, sizeof(name), "%s/d/f%d", shared_.c_str(), i);
+      int fd = ::open(name, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+      ASSERT_GE(fd, 0) << name;
+      ::close(fd);
+    }
+  }
+  static void TearDownTestSuite() { std::filesystem::remove_all(shared_); }
+
+  // Looks up every file under d/ with at most 256 fds; returns how many
+  // lookups succeeded and the first error.
+  std::pair<int, int> lookup_all(InodeFileHandles mode, int* fds_added) {
+    fs_ = make_fs(mode, shared_);
+    EXPECT_NE(fs_, nullptr);
+    if (!fs_) return {0, 0};
+    auto dir = fs_->lookup(ctx_, kRootInode, name("d"));
+    EXPECT_TRUE(dir);
+    if (!dir) return {0, 0};
+    const int before = count_open_fds();
+    int done = 0;
+    int error = 0;
+    {
+      FdLimit limit(256);
+      EXPECT_TRUE(limit.ok());
+      for (int i = 0; i < kFiles; ++i) {
+        auto e = fs_->lookup(ctx_, dir->inode, name("f" + std::to_string(i)));
+        if (!e) {
+          error = e.error().value;
+          break;
+        }
+        ++done;
+      }
+    }
+    *fds_added = count_open_fds() - before;
+    return {done, error};
+  }
+
+  static std::string shared_;
+};
+std::string ManyFilesTest::shared_;
+
+TEST_F(ManyFilesTest, HandlesKeepHostFdsBoundedOver100000Lookups) {
+  int fds_added = 0;
+  auto [done, error] = lookup_all(InodeFileHandles::kPrefer, &fds_added);
+  EXPECT_EQ(done, kFiles) << "failed with " << errno_name(error);
+  EXPECT_LE(fds_added, 2);
+  EXPECT_EQ(fs_->inode_count(), size_t{kFiles} + 2);  // root, d, the files
+}
+
+TEST_F(ManyFilesTest, WithoutHandlesTheSameLookupsRunOutOfFds) {
+  int fds_added = 0;
+  auto [done, error] = lookup_all(InodeFileHandles::kNever, &fds_added);
+  EXPECT_LT(done, 256);
+  EXPECT_EQ(error, EMFILE);
+}
+
+TEST_F(FileHandleTest, OperationsWorkOnHandleInodes) {
+  touch(path("f"), "hello");
+  ASSERT_EQ(::symlink("target", path("l").c_str()), 0);
+  ASSERT_EQ(::mkdir(path("d").c_str(), 0755), 0);
+  touch(path("d/inner"), "x");
+  fs_ = make_fs(InodeFileHandles::kMandatory);
+  ASSERT_NE(fs_, nullptr);
+  auto f = lookup(kRootInode, "f");
+  auto l = lookup(kRootInode, "l");
+  auto d = lookup(kRootInode, "d");
+  ASSERT_TRUE(f && l && d);
+  auto inner = lookup(d->inode, "inner");  // parent opened from its handle
+  ASSERT_TRUE(inner);
+  EXPECT_EQ(inner->attr.st_ino, host_lstat(path("d/inner")).st_ino);
+  auto attr = fs_->getattr(ctx_, f->inode, std::nullopt);
+  ASSERT_TRUE(attr);
+  EXPECT_EQ(attr->attr.st_size, 5);
+  auto target = fs_->readlink(ctx_, l->inode);
+  ASSERT_TRUE(target);
+  EXPECT_EQ(*target, "target");
+  auto opened = fs_->open(ctx_, f->inode, O_RDWR);
+  ASSERT_TRUE(opened);
+  EXPECT_TRUE(fs_->release(ctx_, f->inode, opened->handle, 0));
+  fuse::SetattrRequest truncate{};
+  truncate.valid = FATTR_SIZE;
+  truncate.size = 2;
+  ASSERT_TRUE(fs_->setattr(ctx_, f->inode, truncate));
+  EXPECT_EQ(host_lstat(path("f")).st_size, 2);
+  // Same inode, same node id, with handles too.
+  auto again = lookup(kRootInode, "f");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->inode, f->inode);
+}
+
+TEST_F(FileHandleTest, AFileDeletedOnTheHostAnswersEstaleWithHandles) {
+  touch(path("f"));
+  touch(path("g"));
+  fs_ = make_fs(InodeFileHandles::kPrefer);
+  ASSERT_NE(fs_, nullptr);
+  auto f = lookup(kRootInode, "f");
+  ASSERT_TRUE(f);
+  ASSERT_EQ(::unlink(path("f").c_str()), 0);
+  auto attr = fs_->getattr(ctx_, f->inode, std::nullopt);
+  ASSERT_FALSE(attr);
+  EXPECT_EQ(attr.error().value, ESTALE);
+
+  // Without handles the held fd keeps the inode alive.
+  fs_ = make_fs(InodeFileHandles::kNever);
+  auto g = lookup(kRootInode, "g");
+  ASSERT_TRUE(g);
+  ASSERT_EQ(::unlink(path("g").c_str()), 0);
+  auto kept = fs_->getattr(ctx_, g->inode, std::nullopt);
+  ASSERT_TRUE(kept);
+  EXPECT_EQ(kept->attr.st_nlink, 0u);
+}
+
+TEST_F(FileHandleTest, MandatoryRefusesASharedDirWithoutHandlesAndPreferFallsBack) {
+  // procfs has no file handles.
+  auto refused = PassthroughFs::create(
+      PassthroughConfig{.shared_dir = "/proc", .inode_file_handles = InodeFileHandles::kMandatory});
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(handles_unsupported(refused.error()));
+
+  fs_ = make_fs(InodeFileHandles::kPrefer, "/proc");
+  ASSERT_NE(fs_, nullptr);
+  const int before = count_open_fds();
+  auto sys = lookup(kRootInode, "sys");
+  ASSERT_TRUE(sys) << "prefer falls back to an O_PATH fd";
+  EXPECT_EQ(count_open_fds(), before + 1) << "the inode's own fd (its mount is the root's)";
+  auto kernel = lookup(sys->inode, "kernel");
+  EXPECT_TRUE(kernel);
+}
+
+// --- Submounts ------------------------------------------------------------------
+
+TEST_F(FileHandleTest, SubmountsGetTheirFlagTheirDeviceAndTheirOwnFallback) {
+  ASSERT_EQ(::mkdir(path("tmp").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(path("proc").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(path("plain").c_str(), 0755), 0);
+  if (!enter_private_mount_namespace() || !mount_here("tmpfs", "tmp") ||
+      !mount_here("proc", "proc")) {
+    GTEST_SKIP() << "cannot mount here: " << errno_name(errno);
+  }
+  touch(path("tmp/inner"), "abc");
+  // The fs opens its root after the mounts, inside the new namespace.
+  fs_ = make_fs(InodeFileHandles::kPrefer);
+  ASSERT_NE(fs_, nullptr);
+  auto tmp = lookup(kRootInode, "tmp");
+  auto plain = lookup(kRootInode, "plain");
+  ASSERT_TRUE(tmp && plain);
+  EXPECT_EQ(tmp->attr_flags & FUSE_ATTR_SUBMOUNT, FUSE_ATTR_SUBMOUNT);
+  EXPECT_EQ(plain->attr_flags & FUSE_ATTR_SUBMOUNT, 0u);
+  // The device we answer is the submount's own, distinct from the share's.
+  EXPECT_EQ(tmp->attr.st_dev, host_lstat(path("tmp")).st_dev);
+  EXPECT_NE(tmp->attr.st_dev, host_lstat(root_).st_dev);
+  EXPECT_EQ(plain->attr.st_dev, host_lstat(root_).st_dev);
+
+  // tmpfs has handles: lookups under it go through its own mount fd.
+  auto inner = lookup(tmp->inode, "inner");
+  ASSERT_TRUE(inner);
+  EXPECT_EQ(inner->attr.st_ino, host_lstat(path("tmp/inner")).st_ino);
+  EXPECT_EQ(inner->attr.st_dev, host_lstat(path("tmp/inner")).st_dev);
+  // procfs has none: prefer falls back for that filesystem only.
+  auto proc = lookup(kRootInode, "proc");
+  ASSERT_TRUE(proc);
+  EXPECT_EQ(proc->attr_flags & FUSE_ATTR_SUBMOUNT, FUSE_ATTR_SUBMOUNT);
+  EXPECT_TRUE(lookup(proc->inode, "self"));
+
+  // Mandatory refuses the procfs submount, serves the rest.
+  fs_ = make_fs(InodeFileHandles::kMandatory);
+  ASSERT_NE(fs_, nullptr);
+  auto refused = lookup(kRootInode, "proc");
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(handles_unsupported(refused.error()));
+  auto tmp_again = lookup(kRootInode, "tmp");
+  ASSERT_TRUE(tmp_again);
+  EXPECT_TRUE(lookup(tmp_again->inode, "inner"));
+
+  // Once the guest forgot every inode on a submount, we hold nothing on it:
+  // the host can unmount it.
+  fs_->destroy();
+  EXPECT_EQ(::umount(path("tmp").c_str()), 0) << errno_name(errno);
+  mounts_.erase(mounts_.begin());
+}
+
+TEST_F(FileHandleTest, SyncfsReachesEveryMountThroughARealFd) {
+  ASSERT_EQ(::mkdir(path("tmp").c_str(), 0755), 0);
+  touch(path("file"));
+  touch(path("bound"));
+  if (!enter_private_mount_namespace() || !mount_here("tmpfs", "tmp") ||
+      ::mount(path("file").c_str(), path("bound").c_str(), nullptr, MS_BIND, nullptr) != 0) {
+    GTEST_SKIP() << "cannot mount here: " << errno_name(errno);
+  }
+  mounts_.push_back(path("bound"));
+  UniqueFd proc(::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  ASSERT_TRUE(proc);
+
+  InodeStore store;
+  store.set_root(open_path(root_), key_of(open_path(root_).get()));
+  for (const char* rel : {"tmp", "bound"}) {
+    UniqueFd fd = open_path(path(rel));
+    InodeKey key = key_of(fd.get());
+    ASSERT_TRUE(
+        store.insert_or_ref(std::move(fd), key, host_lstat(path(rel)).st_mode, std::nullopt));
+  }
+  // Three mounts: the share's, the tmpfs (a directory), the bind-mounted file.
+  std::set<uint64_t> ids;
+  std::set<mode_t> types;
+  for (const auto& mount : store.mounts()) {
+    ids.insert(mount->mnt_id);
+    types.insert(mount->type);
+    // Directories are held open for real (open_by_handle_at needs that); the
+    // bind-mounted file as O_PATH (nothing else is safe to open blindly).
+    EXPECT_EQ(::fcntl(mount->fd.get(), F_GETFL) & O_PATH, S_ISDIR(mount->type) ? 0 : O_PATH);
+  }
+  EXPECT_EQ(ids, (std::set<uint64_t>{key_of(open_path(root_).get()).mnt_id,
+                                     key_of(open_path(path("tmp")).get()).mnt_id,
+                                     key_of(open_path(path("bound")).get()).mnt_id}));
+  EXPECT_EQ(types, (std::set<mode_t>{S_IFDIR, S_IFREG}));
+  // syncfs() refuses O_PATH fds (EBADF): the file's mount is reached only
+  // when its fd is reopened for real.
+  size_t count = 0;
+  auto synced = store.syncfs_all_mounts(proc.get(), &count);
+  EXPECT_TRUE(synced) << errno_name(synced.error().value);
+  EXPECT_EQ(count, 3u);
+}
+
+}  // namespace
+}  // namespace vfsd::passthrough

@@ -1,0 +1,112 @@
+#include "app/fuse_mount.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+
+#include "fusedev/session.h"
+#include "util/log.h"
+#include "util/unique_fd.h"
+
+namespace vfsd::app {
+namespace {
+
+// Blocks SIGTERM and SIGINT for the calling thread (and the threads it
+// starts) and hands them out through a signalfd instead, so that a stop
+// request is an event of the main loop, never a thread killed mid-request.
+// The previous mask comes back on destruction, after the signals that
+// arrived meanwhile were consumed.
+class SignalGuard {
+ public:
+  SignalGuard() {
+    sigemptyset(&mask_);
+    sigaddset(&mask_, SIGTERM);
+    sigaddset(&mask_, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &mask_, &old_mask_);
+    fd_.reset(::signalfd(-1, &mask_, SFD_CLOEXEC | SFD_NONBLOCK));
+  }
+  SignalGuard(const SignalGuard&) = delete;
+  SignalGuard& operator=(const SignalGuard&) = delete;
+  ~SignalGuard() {
+    if (fd_) {
+      signalfd_siginfo info{};
+      while (::read(fd_.get(), &info, sizeof(info)) == static_cast<ssize_t>(sizeof(info))) {
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
+  }
+
+  int fd() const { return fd_.get(); }
+
+ private:
+  sigset_t mask_{};
+  sigset_t old_mask_{};
+  UniqueFd fd_;
+};
+
+}  // namespace
+
+int run_fuse_mount(fuse::FileSystem& fs, const fuse::ServerOptions& options,
+                   const std::string& mountpoint, unsigned threads) {
+  // Before any reader thread exists, so that they all inherit the mask.
+  SignalGuard signals;
+  if (signals.fd() < 0) {
+    log::error("signalfd: {}", errno_name(errno));
+    return 1;
+  }
+
+  fuse::Server server(fs, options);
+  fusedev::SessionOptions session_options;
+  session_options.mountpoint = mountpoint;
+  session_options.threads = threads;
+  session_options.max_write = options.max_write;
+  session_options.max_pages = options.max_pages;
+  auto session = fusedev::Session::mount(server, session_options);
+  if (!session) {
+    log::error("mounting FUSE on {}: {}", mountpoint, errno_name(session.error().value));
+    return 1;
+  }
+  if (auto started = (*session)->start(); !started) {
+    log::error("starting FUSE readers: {}", errno_name(started.error().value));
+    return 1;
+  }
+  log::info("serving over /dev/fuse on {}", (*session)->mountpoint());
+
+  for (;;) {
+    std::array<pollfd, 2> fds{pollfd{signals.fd(), POLLIN, 0},
+                              pollfd{(*session)->ended_fd(), POLLIN, 0}};
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      log::error("poll: {}", errno_name(errno));
+      break;
+    }
+    if (fds[0].revents != 0) {
+      signalfd_siginfo info{};
+      if (::read(signals.fd(), &info, sizeof(info)) != static_cast<ssize_t>(sizeof(info))) continue;
+      log::info("received {}, unmounting", strsignal(static_cast<int>(info.ssi_signo)));
+      break;
+    }
+    if (fds[1].revents != 0) {
+      log::info("{} was unmounted, exiting", (*session)->mountpoint());
+      break;
+    }
+  }
+
+  int exit_code = 0;
+  if (auto unmounted = (*session)->unmount(); !unmounted) {
+    log::error("unmounting {}: {}", (*session)->mountpoint(), errno_name(unmounted.error().value));
+    exit_code = 1;
+  }
+  (*session)->stop();
+  // The kernel sends no DESTROY over /dev/fuse (only fuseblk gets one): end
+  // the session here, which drops every inode and handle and ends lock waits.
+  if (server.initialized()) fs.destroy();
+  return exit_code;
+}
+
+}  // namespace vfsd::app

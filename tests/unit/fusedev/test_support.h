@@ -1,0 +1,74 @@
+// Shared pieces of the /dev/fuse tests: temporary directories, the skip
+// conditions, and a PassthroughFs mounted in-process on a temp mountpoint.
+#pragma once
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+
+#include "fuse/server.h"
+#include "fusedev/session.h"
+#include "passthrough/passthrough_fs.h"
+
+namespace vfsd::fusedev::testing {
+
+/// A fresh directory under /tmp, removed with its contents afterwards.
+class TempDir {
+ public:
+  explicit TempDir(const char* tag) {
+    std::string pattern = std::string("/tmp/vfsd-fusedev-") + tag + "-XXXXXX";
+    if (char* made = ::mkdtemp(pattern.data())) path_ = made;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
+  }
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+/// Why the host cannot run a FUSE mount, or nullopt if it can.
+inline std::optional<std::string> cannot_mount() {
+  if (::geteuid() != 0) return "mounting FUSE needs root";
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) return "/dev/fuse is missing or not accessible";
+  return std::nullopt;
+}
+
+#define VFSD_SKIP_WITHOUT_FUSE()                                  \
+  do {                                                            \
+    if (auto reason = ::vfsd::fusedev::testing::cannot_mount()) { \
+      GTEST_SKIP() << *reason;                                    \
+    }                                                             \
+  } while (0)
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+inline void write_file(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+}
+
+inline bool is_mounted(const std::string& path) {
+  char resolved[PATH_MAX];
+  if (!::realpath(path.c_str(), resolved)) return false;
+  return find_mount(resolved).has_value();
+}
+
+}  // namespace vfsd::fusedev::testing

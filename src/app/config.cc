@@ -7,14 +7,91 @@ namespace vfsd::app {
 
 namespace {
 
-const std::map<std::string, passthrough::CachePolicy> kCachePolicies = {
-    {"never", passthrough::CachePolicy::kNever},
-    {"metadata", passthrough::CachePolicy::kMetadata},
-    {"auto", passthrough::CachePolicy::kAuto},
-    {"always", passthrough::CachePolicy::kAlways},
+using passthrough::CachePolicy;
+using passthrough::InodeFileHandles;
+
+const std::map<std::string, CachePolicy> kCachePolicies = {
+    {"never", CachePolicy::kNever},
+    {"metadata", CachePolicy::kMetadata},
+    {"auto", CachePolicy::kAuto},
+    {"always", CachePolicy::kAlways},
+};
+
+const std::map<std::string, InodeFileHandles> kFileHandleModes = {
+    {"never", InodeFileHandles::kNever},
+    {"prefer", InodeFileHandles::kPrefer},
+    {"fallback", InodeFileHandles::kPrefer},  // deprecated alias, as in the Rust virtiofsd
+    {"mandatory", InodeFileHandles::kMandatory},
 };
 
 const std::vector<std::string> kLogLevels = {"error", "warn", "info", "debug", "trace", "off"};
+
+// The boolean switches of the command line, by their `-o` names. Each has a
+// long option (`--name-with-dashes`); `-o name` sets it, `-o no_name` clears it.
+struct Switches {
+  bool xattr = false, posix_acl = false, security_label = false, readonly = false;
+  bool writeback = false, allow_direct_io = false, allow_mmap = false, preserve_noatime = false;
+  bool killpriv_v2 = false, no_killpriv_v2 = false, posix_lock = false, flock = false;
+  bool ascii_casefold = false, rewrite_security_xattrs = false;
+  bool no_readdirplus = false, announce_submounts = true, no_announce_submounts = false;
+};
+
+// The legacy `-o a,b=c` form. Returns an error message or "".
+std::string apply_compat_option(const std::string& option, Config& config, Switches& sw,
+                                std::string& cache) {
+  auto eq = option.find('=');
+  if (eq != std::string::npos) {
+    std::string key = option.substr(0, eq), value = option.substr(eq + 1);
+    if (key == "source") {
+      config.fs.shared_dir = value;
+    } else if (key == "cache") {
+      // The legacy daemon called "never" "none".
+      static const std::map<std::string, std::string> names = {
+          {"none", "never"}, {"auto", "auto"}, {"always", "always"}, {"metadata", "metadata"}};
+      auto it = names.find(value);
+      if (it == names.end()) return "Invalid compat value '" + value + "' for '-o cache'";
+      cache = it->second;
+    } else if (key == "loglevel" || key == "log_level") {
+      static const std::map<std::string, std::string> names = {
+          {"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"err", "error"}};
+      auto it = names.find(value);
+      if (it == names.end()) return "Invalid compat value '" + value + "' for '-o " + key + "'";
+      config.log_level = it->second;
+    } else if (key == "xattrmap") {
+      config.fs.xattrmap = value;
+    } else {
+      return "Invalid compat argument '-o " + option + "'";
+    }
+    return "";
+  }
+  const std::map<std::string, std::pair<bool*, bool>> singles = {
+      {"xattr", {&sw.xattr, true}},
+      {"no_xattr", {&sw.xattr, false}},
+      {"readdirplus", {&sw.no_readdirplus, false}},
+      {"no_readdirplus", {&sw.no_readdirplus, true}},
+      {"writeback", {&sw.writeback, true}},
+      {"no_writeback", {&sw.writeback, false}},
+      {"allow_direct_io", {&sw.allow_direct_io, true}},
+      {"no_allow_direct_io", {&sw.allow_direct_io, false}},
+      {"announce_submounts", {&sw.announce_submounts, true}},
+      {"killpriv_v2", {&sw.killpriv_v2, true}},
+      {"no_killpriv_v2", {&sw.killpriv_v2, false}},
+      {"posix_acl", {&sw.posix_acl, true}},
+      {"no_posix_acl", {&sw.posix_acl, false}},
+      {"security_label", {&sw.security_label, true}},
+      {"no_security_label", {&sw.security_label, false}},
+      // The Rust virtiofsd accepts only the no_ forms (it has no remote
+      // locks); we forward locks to the host, so both forms mean something.
+      {"posix_lock", {&sw.posix_lock, true}},
+      {"no_posix_lock", {&sw.posix_lock, false}},
+      {"flock", {&sw.flock, true}},
+      {"no_flock", {&sw.flock, false}},
+  };
+  auto it = singles.find(option);
+  if (it == singles.end()) return "Invalid compat argument '-o " + option + "'";
+  *it->second.first = it->second.second;
+  return "";
+}
 
 }  // namespace
 
@@ -23,48 +100,151 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   cli.set_version_flag("-V,--version", "virtiofsd-cpp 0.1.0");
 
   Config config;
+  Switches sw;
   std::string cache = "auto";
-  bool no_readdirplus = false;
-  bool no_announce_submounts = false;
+  std::string file_handles = "never";
+  std::string deprecated_socket;
+  std::vector<std::string> compat_options;
+  bool compat_debug = false, compat_foreground = false;
   int fd = -1;
 
-  cli.add_option("--shared-dir", config.fs.shared_dir, "Shared directory path")
-      ->required()
-      ->check(CLI::ExistingDirectory);
+  cli.add_option("--shared-dir", config.fs.shared_dir, "Shared directory path");
   auto* socket = cli.add_option("--socket-path", config.socket_path,
                                 "vhost-user socket path (created, replacing a stale one)");
+  auto* old_socket =
+      cli.add_option("--socket", deprecated_socket, "vhost-user socket path [deprecated]");
   auto* fd_option =
       cli.add_option("--fd", fd, "File descriptor of an inherited, listening vhost-user socket")
           ->check(CLI::NonNegativeNumber);
-  socket->excludes(fd_option);
-  cli.add_option("--cache", cache,
-                 "Cache policy: never, metadata, auto or always (default: auto)")
+  auto* mount = cli.add_option("--fuse-mount", config.fuse_mountpoint,
+                               "Serve the shared directory as a FUSE mount on the host at this "
+                               "mount point instead of to a VM");
+  socket->excludes(fd_option)->excludes(old_socket)->excludes(mount);
+  fd_option->excludes(old_socket)->excludes(mount);
+  old_socket->excludes(mount);
+
+  cli.add_option("--cache", cache, "Cache policy: never, metadata, auto or always (default: auto)")
       ->check(CLI::IsMember({"never", "metadata", "auto", "always"}));
-  cli.add_flag("--no-readdirplus", no_readdirplus, "Disable support for READDIRPLUS operations");
-  bool announce_submounts = true;  // the default; the flag exists for compatibility
-  cli.add_flag("--announce-submounts", announce_submounts,
+  cli.add_flag("--no-readdirplus", sw.no_readdirplus, "Disable support for READDIRPLUS operations");
+  cli.add_flag("--writeback", sw.writeback, "Enable writeback cache");
+  cli.add_flag("--allow-direct-io", sw.allow_direct_io,
+               "Honor the O_DIRECT flag passed down by guest applications");
+  cli.add_flag("--allow-mmap", sw.allow_mmap,
+               "With --cache=metadata or never, allow shared files to be mmap'd");
+  cli.add_flag("--preserve-noatime", sw.preserve_noatime,
+               "Preserve O_NOATIME (else it is cleared from the guest's open flags)");
+  cli.add_flag("--readonly", sw.readonly,
+               "Prevent the guest from making modifications to the filesystem");
+  cli.add_flag("--announce-submounts", sw.announce_submounts,
                "Tell the guest which directories are mount points (the default)");
-  cli.add_flag("--no-announce-submounts", no_announce_submounts,
+  cli.add_flag("--no-announce-submounts", sw.no_announce_submounts,
                "Do not tell the guest which directories are mount points");
+  cli.add_option("--inode-file-handles", file_handles,
+                 "Reference inodes by file handles instead of O_PATH fds: never, prefer or "
+                 "mandatory (default: never; the flag alone means prefer)")
+      ->expected(0, 1)
+      ->default_str("prefer")
+      ->check(CLI::IsMember({"never", "prefer", "fallback", "mandatory"}));
+  cli.add_flag("--killpriv-v2", sw.killpriv_v2, "Enable KILLPRIV V2 support");
+  cli.add_flag("--no-killpriv-v2", sw.no_killpriv_v2, "Disable KILLPRIV V2 support (the default)");
+  cli.add_flag("--xattr", sw.xattr, "Enable support for extended attributes");
+  cli.add_flag("--posix-acl", sw.posix_acl, "Enable support for POSIX ACLs (implies --xattr)");
+  cli.add_flag("--security-label", sw.security_label,
+               "Store the security label a guest sends on file creation (implies --xattr)");
+  cli.add_option("--xattrmap", config.fs.xattrmap,
+                 "Rules translating extended attribute names between host and guest "
+                 "(e.g. :map::user.virtiofs.:); implies --xattr");
+  cli.add_flag("--posix-lock", sw.posix_lock,
+               "Forward POSIX record locks to the host (as OFD locks)");
+  cli.add_flag("--flock", sw.flock, "Forward flock() locks to the host (as host flock() locks)");
+  cli.add_flag("--ascii-casefold", sw.ascii_casefold,
+               "Retry failed lookups case-insensitively over ASCII");
+  cli.add_flag("--rewrite-security-xattrs", sw.rewrite_security_xattrs,
+               "Store guest security.* xattrs (but security.selinux) as "
+               "user.virtiofs.security.*");
   cli.add_option("--log-level", config.log_level,
                  "Log level: error, warn, info, debug, trace or off (default: info)")
       ->check(CLI::IsMember(kLogLevels));
+  cli.add_option("-o", compat_options,
+                 "Options in the legacy format (comma separated) [deprecated]")
+      ->allow_extra_args(false);
+  cli.add_flag("-d", compat_debug, "Set log level to debug [deprecated]");
+  cli.add_flag("-f", compat_foreground, "Has no effect [deprecated]");
 
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return {std::nullopt, cli.exit(e)};
   }
-  if (config.socket_path.empty() && fd < 0) {
-    std::fprintf(stderr, "virtiofsd: one of --socket-path or --fd is required\n");
-    return {std::nullopt, 1};
+  auto usage_error = [](const std::string& message) {
+    std::fprintf(stderr, "virtiofsd: %s\n", message.c_str());
+    return ParseOutcome{std::nullopt, 1};
+  };
+
+  for (const auto& line : compat_options) {
+    size_t start = 0;
+    while (start <= line.size()) {
+      size_t comma = line.find(',', start);
+      if (comma == std::string::npos) comma = line.size();
+      std::string error =
+          apply_compat_option(line.substr(start, comma - start), config, sw, cache);
+      if (!error.empty()) return usage_error(error);
+      start = comma + 1;
+    }
+  }
+  if (!compat_options.empty()) {
+    config.warnings.push_back(
+        "Use of deprecated option format '-o': please specify options without it "
+        "(e.g. '--cache auto' instead of '-o cache=auto')");
+  }
+  if (compat_debug) {
+    config.log_level = "debug";
+    config.warnings.push_back("Use of deprecated flag '-d': please use '--log-level debug'");
+  }
+  if (compat_foreground) {
+    config.warnings.push_back("Use of deprecated flag '-f': it has no effect");
+  }
+  if (!deprecated_socket.empty()) {
+    config.socket_path = deprecated_socket;
+    config.warnings.push_back("Use of deprecated option '--socket': please use '--socket-path'");
+  }
+  if (file_handles == "fallback") {
+    config.warnings.push_back(
+        "Use of deprecated value 'fallback' for '--inode-file-handles': please use 'prefer'");
+  }
+
+  if (config.fs.shared_dir.empty()) return usage_error("missing --shared-dir or -o source");
+  if (config.socket_path.empty() && fd < 0 && config.fuse_mountpoint.empty()) {
+    return usage_error("one of --socket-path, --fd or --fuse-mount is required");
   }
   if (fd >= 0) config.listen_fd = fd;
-  config.fs.cache = kCachePolicies.at(cache);
-  config.fs.announce_submounts = !no_announce_submounts;
+
+  auto& fs = config.fs;
+  fs.cache = kCachePolicies.at(cache);
+  fs.inode_file_handles = kFileHandleModes.at(file_handles);
+  fs.announce_submounts = sw.announce_submounts && !sw.no_announce_submounts;
+  fs.readonly = sw.readonly;
+  fs.writeback = sw.writeback;
+  fs.allow_direct_io = sw.allow_direct_io;
+  fs.allow_mmap = sw.allow_mmap;
+  fs.preserve_noatime = sw.preserve_noatime;
+  fs.killpriv_v2 = sw.killpriv_v2 && !sw.no_killpriv_v2;
+  fs.posix_acl = sw.posix_acl;
+  fs.security_label = sw.security_label;
+  // As in the Rust virtiofsd, options that only make sense with xattrs turn
+  // them on.
+  fs.xattr = sw.xattr || sw.posix_acl || sw.security_label || !fs.xattrmap.empty();
+  fs.posix_lock = sw.posix_lock;
+  fs.flock = sw.flock;
+  fs.ascii_casefold = sw.ascii_casefold;
+  fs.rewrite_security_xattrs = sw.rewrite_security_xattrs;
   // As in the Rust virtiofsd: with no cache there is nothing for READDIRPLUS
   // to prefill, so it is not negotiated.
-  config.readdirplus = !no_readdirplus && config.fs.cache != passthrough::CachePolicy::kNever;
+  config.readdirplus = !sw.no_readdirplus && fs.cache != CachePolicy::kNever;
+  // Option values with a grammar of their own (--xattrmap) are checked now,
+  // so that a typo is a usage error naming the rule, not a failed start.
+  std::string message;
+  if (!passthrough::validate_config(fs, message)) return usage_error(message);
   return {std::move(config), 0};
 }
 

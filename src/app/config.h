@@ -1,6 +1,6 @@
 // The command line, parsed into a Config. The option names and meanings are
-// those of the Rust virtiofsd 1.13, so that a libvirt or Kata configuration
-// that starts it can start us instead.
+// those of the Rust virtiofsd 1.13 (and its legacy `-o` form), so that a
+// libvirt or Kata configuration that starts it can start us instead.
 #pragma once
 
 #include <optional>
@@ -13,11 +13,14 @@
 namespace vfsd::app {
 
 struct Config {
-  std::string socket_path;  // --socket-path
-  std::optional<int> listen_fd;  // --fd: an inherited listening socket
-  passthrough::PassthroughConfig fs;  // --shared-dir, --cache, --announce-submounts
-  bool readdirplus = true;  // --no-readdirplus turns it off (so does --cache=never)
-  std::string log_level = "info";  // --log-level
+  std::string socket_path;            // --socket-path (or the deprecated --socket)
+  std::optional<int> listen_fd;       // --fd: an inherited listening socket
+  std::string fuse_mountpoint;        // --fuse-mount: serve over /dev/fuse on the host instead
+  passthrough::PassthroughConfig fs;  // the filesystem options
+  bool readdirplus = true;            // --no-readdirplus turns it off (so does --cache=never)
+  std::string log_level = "info";     // --log-level (or -d, -o loglevel=)
+  /// Deprecation warnings to log once logging is set up.
+  std::vector<std::string> warnings;
 };
 
 /// What parsing decided: run with a config, or exit now with a code (after

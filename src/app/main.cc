@@ -5,19 +5,26 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 
 #include "app/config.h"
+#include "app/fuse_mount.h"
 #include "app/fuse_request_handler.h"
 #include "fuse/server.h"
 #include "passthrough/passthrough_fs.h"
+#include "passthrough/read_only_fs.h"
 #include "util/log.h"
 #include "vhost_user/backend.h"
 
 namespace vfsd::app {
 namespace {
+
+// Reader threads of the host FUSE mount: enough that a slow request does not
+// stall the mount, few enough for a 2-core machine.
+constexpr unsigned kFuseMountThreads = 4;
 
 void setup_logging(const std::string& level) {
   auto logger = spdlog::stderr_color_mt("virtiofsd");
@@ -39,12 +46,24 @@ int run(const Config& config) {
   // passthrough applies it; the daemon's own must not mask the result again.
   umask(0);
 
-  auto fs = passthrough::PassthroughFs::create(config.fs);
-  if (!fs) return fail_step(("opening shared directory " + config.fs.shared_dir).c_str(), fs.error());
+  for (const auto& warning : config.warnings) log::warn("{}", warning);
+
+  auto passthrough = passthrough::PassthroughFs::create(config.fs);
+  if (!passthrough) {
+    return fail_step(("opening shared directory " + config.fs.shared_dir).c_str(),
+                     passthrough.error());
+  }
+  // --readonly puts a decorator in front that refuses every modification.
+  std::optional<passthrough::ReadOnlyFs> read_only;
+  fuse::FileSystem* fs = passthrough->get();
+  if (config.fs.readonly) fs = &read_only.emplace(*fs);
 
   fuse::ServerOptions server_options;
   server_options.readdirplus = config.readdirplus;
-  fuse::Server server(**fs, server_options);
+  if (!config.fuse_mountpoint.empty()) {
+    return run_fuse_mount(*fs, server_options, config.fuse_mountpoint, kFuseMountThreads);
+  }
+  fuse::Server server(*fs, server_options);
   FuseRequestHandler handler(server);
 
   UniqueFd listener;

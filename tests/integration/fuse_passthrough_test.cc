@@ -24,9 +24,13 @@
 #include "fuse/server.h"
 #include "fuse_codec.h"
 #include "passthrough/passthrough_fs.h"
+#include "support/host_files.h"
 
 namespace vfsd::itest {
 namespace {
+
+using test::read_host;
+using test::write_host;
 
 namespace fs = std::filesystem;
 using fuse::kRootInode;
@@ -41,16 +45,6 @@ std::string pattern(size_t n, uint32_t seed) {
     out[i] = static_cast<char>(x >> 16);
   }
   return out;
-}
-
-std::string read_host(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void write_host(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
 }
 
 struct stat lstat_host(const std::string& path) {

@@ -28,12 +28,15 @@
 #include "fuse/server.h"
 #include "fuse_codec.h"
 #include "passthrough/passthrough_fs.h"
+#include "support/host_files.h"
 #include "support/virtq_driver.h"
 #include "vhost_user/backend.h"
 #include "vhost_user/message.h"
 
 namespace vfsd::itest {
 namespace {
+
+using test::read_host;
 
 using test::kVirtqDescFIndirect;
 using test::kVirtqDescFNext;
@@ -68,11 +71,6 @@ std::string pattern(size_t n, uint32_t seed) {
     out[i] = static_cast<char>(x >> 16);
   }
   return out;
-}
-
-std::string read_host(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 std::string as_string(const Bytes& b) {

@@ -3,6 +3,7 @@
 // (fd counts, stat of the host inode, mounts in a private namespace). Runs as
 // root (open_by_handle_at needs CAP_DAC_READ_SEARCH).
 #include "passthrough/file_handle.h"
+#include "support/host_files.h"
 
 #include <fcntl.h>
 #include <linux/fuse.h>
@@ -27,24 +28,15 @@
 namespace vfsd::passthrough {
 namespace {
 
+using test::count_open_fds;
+using test::host_lstat;
+
 using fuse::InodeId;
 using fuse::kRootInode;
-
-int count_open_fds() {
-  int n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
-  return n;
-}
 
 void touch(const std::string& path, const std::string& data = "") {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << data;
-}
-
-struct stat host_lstat(const std::string& path) {
-  struct stat st {};
-  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
-  return st;
 }
 
 struct stat fd_stat(int fd) {

@@ -2,6 +2,7 @@
 // checked on the host side (stat, file contents, readlink, fd counts), not
 // only by its return value. Runs as root.
 #include "passthrough/passthrough_fs.h"
+#include "support/host_files.h"
 
 #include "fuse/abi_ext.h"
 
@@ -31,33 +32,14 @@
 namespace vfsd::passthrough {
 namespace {
 
+using test::count_open_fds;
+using test::host_lstat;
+using test::read_host;
+using test::write_host;
+
 using fuse::Entry;
 using fuse::InodeId;
 using fuse::kRootInode;
-
-int count_open_fds() {
-  int n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
-  return n;
-}
-
-std::string read_host(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void write_host(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-}
-
-struct stat host_lstat(const std::string& path) {
-  struct stat st {};
-  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
-  return st;
-}
 
 // A reply buffer of `budget` bytes, sized like FUSE dirents (24 bytes of
 // header + name, 8-aligned; readdirplus adds 128 bytes of entry).
@@ -107,7 +89,8 @@ class PassthroughFsTest : public ::testing::Test {
     config.announce_submounts = announce;
     auto fs = PassthroughFs::create(config);
     if (!fs) return nullptr;
-    EXPECT_TRUE((*fs)->init(fuse::InitRequest{FUSE_SUBMOUNTS | FUSE_CREATE_SUPP_GROUP}).has_value());
+    EXPECT_TRUE(
+        (*fs)->init(fuse::InitRequest{FUSE_SUBMOUNTS | FUSE_CREATE_SUPP_GROUP}).has_value());
     return std::move(*fs);
   }
 

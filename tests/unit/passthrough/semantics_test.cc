@@ -31,24 +31,16 @@
 #include "passthrough/casefold.h"
 #include "passthrough/credentials.h"
 #include "passthrough/passthrough_fs.h"
+#include "support/host_files.h"
 
 namespace vfsd::passthrough {
 namespace {
 
+using test::read_host;
+using test::write_host;
+
 using fuse::InodeId;
 using fuse::kRootInode;
-
-std::string read_host(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void write_host(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
-}
 
 struct stat host_stat(const std::string& path) {
   struct stat st {};

@@ -56,9 +56,11 @@ class RequestBuilder {
   Bytes finish() const {
     fuse_in_header h = header_;
     h.len = static_cast<uint32_t>(sizeof(h) + body_.size());
-    Bytes out(sizeof(h));
+    // Sized once and filled with memcpy: g++ 12 at -O2 misreads an insert
+    // after a 40-byte vector as out of bounds (-Warray-bounds).
+    Bytes out(sizeof(h) + body_.size());
     std::memcpy(out.data(), &h, sizeof(h));
-    out.insert(out.end(), body_.begin(), body_.end());
+    if (!body_.empty()) std::memcpy(out.data() + sizeof(h), body_.data(), body_.size());
     return out;
   }
 

@@ -21,6 +21,30 @@ std::string owner(const struct stat& st) {
   return std::to_string(st.st_uid) + ":" + std::to_string(st.st_gid);
 }
 
+// A write by someone other than root clears set-user-ID and set-group-ID
+// (POSIX). Without killpriv v2 the guest kernel clears them with a SETATTR
+// of its own; with --killpriv-v2 it leaves that to the daemon (WRITE with
+// FUSE_WRITE_KILL_SUIDGID), so the host must see the same result.
+CONF_CASE(killpriv, write_clears_setuid) {
+  Checker c;
+  const std::string f = dir + "/suid";
+  write_file(f, "x");
+  c.ok("chown", chown(f.c_str(), kUser, kUserGid));
+  c.ok("chmod", chmod(f.c_str(), 06755));
+  int e = errno_as_user(kUser, kUserGid, kGroups, [&] {
+    int fd = open(f.c_str(), O_WRONLY | O_APPEND);
+    if (fd < 0) return -1;
+    ssize_t n = write(fd, "y", 1);
+    close(fd);
+    return n == 1 ? 0 : -1;
+  });
+  c.eq_str("write_as_owner", errno_name(e), "0");
+  struct stat st;
+  c.ok("stat", stat(f.c_str(), &st));
+  c.eq_oct("mode_after_write", st.st_mode & 07777, 0755);
+  return c.done();
+}
+
 }  // namespace
 
 CONF_CASE(perm, create_denied_in_root_dir) {

@@ -56,9 +56,15 @@ struct Profile {
 // The single list of profiles; the runners read it with `profiles`.
 const std::vector<Profile>& profiles() {
   static const std::vector<Profile> list = {
-      {"default", true, "--cache=auto", {"basic", "io", "ioctl", "perm", "xattr_off", "locks"}},
+      {"default",
+       true,
+       "--cache=auto",
+       {"basic", "io", "ioctl", "perm", "xattr_off", "locks", "killpriv"}},
       {"writeback", true, "--cache=always --writeback", {"basic", "io"}},
       {"never", true, "--cache=never", {"io"}},
+      {"mmap", true, "--cache=never --allow-mmap", {"io"}},
+      {"handles", true, "--inode-file-handles=mandatory", {"basic", "perm"}},
+      {"killpriv", true, "--killpriv-v2", {"killpriv"}},
       {"xattr", true, "--xattr", {"xattr"}},
       {"xattrmap",
        true,
@@ -75,7 +81,7 @@ const std::vector<Profile>& profiles() {
       {"rewrite", false, "--xattr --rewrite-security-xattrs", {"rewrite"}},
       // Only with --mode=plain: the groups whose native answers are the
       // reference (a host directory has xattrs, ACLs and real locks).
-      {"plain", false, "", {"basic", "io", "ioctl", "perm", "xattr", "acl", "locks"}},
+      {"plain", false, "", {"basic", "io", "ioctl", "perm", "xattr", "acl", "locks", "killpriv"}},
   };
   return list;
 }

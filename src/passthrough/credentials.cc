@@ -79,7 +79,7 @@ Result<ScopedCredentials> ScopedCredentials::enter(uid_t uid, gid_t gid,
 }
 
 Result<ScopedCredentials> ScopedCredentials::enter_trusting_guest_permission_check(uid_t uid,
-                                                                                  gid_t gid) {
+                                                                                   gid_t gid) {
   auto creds = enter(uid, gid);
   if (!creds) return creds;
   // Changing the effective uid away from 0 cleared the effective set, but the

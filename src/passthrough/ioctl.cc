@@ -51,6 +51,8 @@ Result<fuse::IoctlReply> PassthroughFs::ioctl(const fuse::Context& ctx, fuse::In
     }
     case kSetFlags32:
     case kSetFlags64: {
+      // The setters work on a read-only fd: the share's mode is checked here.
+      if (config_.readonly) return fail(EROFS);
       if (in.size() < sizeof(int)) return fail(EINVAL);
       int flags = 0;
       std::memcpy(&flags, in.data(), sizeof(flags));
@@ -68,6 +70,7 @@ Result<fuse::IoctlReply> PassthroughFs::ioctl(const fuse::Context& ctx, fuse::In
       return reply;
     }
     case FS_IOC_FSSETXATTR: {
+      if (config_.readonly) return fail(EROFS);
       if (in.size() < sizeof(struct fsxattr)) return fail(EINVAL);
       struct fsxattr attr {};
       std::memcpy(&attr, in.data(), sizeof(attr));

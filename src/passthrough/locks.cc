@@ -162,8 +162,10 @@ Result<std::shared_ptr<LockManager::OwnerFd>> LockManager::owner_fd(fuse::InodeI
   char name[16];
   std::snprintf(name, sizeof name, "%d", handle.fd.get());
   auto o = std::make_shared<OwnerFd>();
-  o->fd.reset(::openat(proc_self_fd_, name, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
-  o->mode = O_RDWR;
+  if (!limits_.read_only) {
+    o->fd.reset(::openat(proc_self_fd_, name, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    o->mode = O_RDWR;
+  }
   if (!o->fd) {
     o->fd.reset(::openat(proc_self_fd_, name, *mode | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
     o->mode = *mode;

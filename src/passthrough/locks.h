@@ -64,6 +64,9 @@ struct LockLimits {
   /// Open descriptions for POSIX lock owners; a guest cannot make us hold
   /// more host fds than this through locks (more answer ENOLCK).
   size_t max_owner_fds = 4096;
+  /// A read-only share: a lock owner's description has the handle's own
+  /// access mode, never a wider one (no fd made for the guest can write).
+  bool read_only = false;
 };
 
 class LockManager {

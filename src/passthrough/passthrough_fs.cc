@@ -44,6 +44,11 @@ constexpr uint64_t kMaxOffset = static_cast<uint64_t>(std::numeric_limits<off_t>
 constexpr int kGuestOpenFlags = O_ACCMODE | O_APPEND | O_NONBLOCK | O_SYNC | O_DSYNC | O_NOATIME |
                                 O_TRUNC | O_LARGEFILE | O_DIRECTORY | O_DIRECT;
 
+// O_PATH and O_TMPFILE (without the O_DIRECTORY glibc folds into it) never
+// reach a filesystem's open in a Linux guest, so OPEN and CREATE never carry
+// them; a request that does is not asking for an I/O handle and is refused.
+constexpr uint32_t kNotOpenFlags = O_PATH | (O_TMPFILE & ~O_DIRECTORY);
+
 struct HostStat {
   struct stat st {};
   uint64_t mnt_id = 0;
@@ -274,6 +279,11 @@ Result<UniqueFd> PassthroughFs::reopen(const InodeData& data, int flags) const {
   // directories get a real fd.
   if (S_ISLNK(data.type)) return fail(ELOOP);
   if (!S_ISREG(data.type) && !S_ISDIR(data.type)) return fail(EBADF);
+  // Every fd the guest can use for I/O is made here: on a read-only share
+  // none of them can write or truncate, whatever flags got this far.
+  if (config_.readonly && ((flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_CREAT)))) {
+    return fail(EROFS);
+  }
   // The magic link resolves to exactly the inode the O_PATH fd holds, with no
   // path walk that a concurrent rename could redirect.
   FdName name(data.fd.get());
@@ -659,6 +669,7 @@ Result<Entry> PassthroughFs::link(const fuse::Context&, InodeId ino, InodeId new
 // --- files ----------------------------------------------------------------
 
 Result<fuse::OpenReply> PassthroughFs::open(const fuse::Context& ctx, InodeId ino, uint32_t flags) {
+  if (flags & kNotOpenFlags) return fail(EINVAL);
   auto data = inode(ino);
   if (!data) return tl::unexpected(data.error());
   const int host_flags = io_open_flags(flags);
@@ -680,6 +691,7 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Cont
                                                                 const fuse::Name& name, mode_t mode,
                                                                 uint32_t flags, mode_t umask) {
   VFSD_TRY(check_new_name(name));
+  if (flags & kNotOpenFlags) return fail(EINVAL);
   auto dir = inode(parent);
   if (!dir) return tl::unexpected(dir.error());
   if (!S_ISDIR((*dir)->type)) return fail(ENOTDIR);
@@ -803,7 +815,7 @@ Result<size_t> PassthroughFs::write(const fuse::Context& ctx, InodeId ino, Handl
 }
 
 VoidResult PassthroughFs::flush(const fuse::Context&, InodeId ino, HandleId fh,
-                                 uint64_t lock_owner) {
+                                uint64_t lock_owner) {
   auto h = handle(fh, ino);
   if (!h) return tl::unexpected(h.error());
   // A close() by a process releases all its POSIX locks on the file.
@@ -922,6 +934,9 @@ Result<size_t> PassthroughFs::copy_file_range(const fuse::Context& ctx, InodeId 
 Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::tmpfile(const fuse::Context& ctx,
                                                                  InodeId parent, mode_t mode,
                                                                  uint32_t flags, mode_t umask) {
+  // The file it makes is writable: never on a read-only share.
+  if (config_.readonly) return fail(EROFS);
+  if (flags & O_PATH) return fail(EINVAL);
   auto dir = inode(parent);
   if (!dir) return tl::unexpected(dir.error());
   if (!S_ISDIR((*dir)->type)) return fail(ENOTDIR);

@@ -257,7 +257,7 @@ class PassthroughFs final : public fuse::FileSystem {
   HandleTable handles_;
   // Declared last: destroyed first, ending lock waits while everything they
   // use is still there.
-  LockManager locks_{proc_self_fd_.get()};
+  LockManager locks_{proc_self_fd_.get(), LockLimits{.read_only = config_.readonly}};
 };
 
 }  // namespace vfsd::passthrough

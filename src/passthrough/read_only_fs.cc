@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <linux/fscrypt.h>
 #include <linux/fuse.h>
 #include <unistd.h>
 
@@ -19,10 +20,9 @@ constexpr uint32_t kReadOnly = 00;
 constexpr uint32_t kCreate = 0100;
 constexpr uint32_t kExclusive = 0200;
 constexpr uint32_t kTruncate = 01000;
-constexpr uint32_t kPath = 010000000;
 constexpr uint32_t kTmpfileBit = 020000000;
 static_assert(kAccessModeMask == O_ACCMODE && kCreate == O_CREAT && kExclusive == O_EXCL &&
-              kTruncate == O_TRUNC && kPath == O_PATH && (kTmpfileBit & O_TMPFILE) != 0);
+              kTruncate == O_TRUNC && (kTmpfileBit & O_TMPFILE) != 0);
 
 // What a read-only share does with the open flags a guest sent.
 struct ReadOnlyOpen {
@@ -33,9 +33,9 @@ struct ReadOnlyOpen {
 };
 
 Result<ReadOnlyOpen> read_only_open(uint32_t flags) {
-  // O_PATH ignores every flag but O_CLOEXEC, O_DIRECTORY and O_NOFOLLOW on
-  // the host, so nothing it carries can modify the file.
-  if (flags & kPath) return ReadOnlyOpen{flags, false};
+  // No flag is exempt, O_PATH included: a guest kernel never sends O_PATH in
+  // OPEN or CREATE, so one that does is hostile, and the rules below hold
+  // whatever else the flags carry (the filesystem then refuses O_PATH).
   if ((flags & kAccessModeMask) != kReadOnly) return fail(EROFS);
   // O_EXCL only means something with O_CREAT, which a read-only share never
   // honours.
@@ -59,9 +59,18 @@ Result<fuse::OpenReply> open_read_only(uint32_t flags, OpenFn&& open_fn) {
   return opened;
 }
 
+// The ioctls a read-only share serves: those that only read. An allow-list,
+// so that an ioctl the filesystem learns later is refused here until it is
+// known not to modify anything. The flag ioctls exist in a 32-bit form (an
+// int in the encoding) and a long one; both read or write an int.
+bool is_read_only_ioctl(uint32_t cmd) {
+  return cmd == static_cast<uint32_t>(FS_IOC_GETFLAGS) ||
+         cmd == static_cast<uint32_t>(FS_IOC32_GETFLAGS) ||
+         cmd == static_cast<uint32_t>(FS_IOC_FSGETXATTR) ||
+         cmd == static_cast<uint32_t>(FS_IOC_GET_ENCRYPTION_POLICY_EX);
+}
+
 bool is_modifying_ioctl(uint32_t cmd) {
-  // The flag-setting ioctls take an int (32-bit form) or a long; both carry
-  // the same request type and number, so the two commands are compared.
   return cmd == static_cast<uint32_t>(FS_IOC_SETFLAGS) ||
          cmd == static_cast<uint32_t>(FS_IOC32_SETFLAGS) ||
          cmd == static_cast<uint32_t>(FS_IOC_FSSETXATTR);
@@ -275,7 +284,10 @@ Result<std::pair<fuse::Entry, fuse::OpenReply>> ReadOnlyFs::tmpfile(const fuse::
 Result<fuse::IoctlReply> ReadOnlyFs::ioctl(const fuse::Context& ctx, fuse::InodeId inode,
                                            fuse::HandleId handle, uint32_t ioctl_flags,
                                            uint32_t cmd, std::string_view in, uint32_t out_size) {
+  // A known setter is EROFS, as on a read-only mount; anything else not on
+  // the allow-list is an ioctl this share does not serve.
   if (is_modifying_ioctl(cmd)) return fail(EROFS);
+  if (!is_read_only_ioctl(cmd)) return fail(ENOTTY);
   return inner_.ioctl(ctx, inode, handle, ioctl_flags, cmd, in, out_size);
 }
 

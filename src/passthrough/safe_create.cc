@@ -87,6 +87,8 @@ Result<std::string> make_hidden_temp_dir(int dir_fd, mode_t mode) {
 Result<UniqueFd> PassthroughFs::create_file_safely(const fuse::Context& ctx, const InodeData& dir,
                                                    const fuse::Name& name, mode_t mode,
                                                    int io_flags) {
+  // The new file comes back open read-write: never on a read-only share.
+  if (config_.readonly) return fail(EROFS);
   const int dir_fd = dir.fd.get();
   const int flags = (io_flags & kStatusFlags) | O_RDWR;
   Result<UniqueFd> unnamed = fail(EOPNOTSUPP);

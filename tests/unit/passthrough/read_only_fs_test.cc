@@ -402,6 +402,18 @@ TEST_F(ReadOnlyFsTest, ModifyingIoctlsAreErofsReadingOnesPass) {
   }
 }
 
+// An allow-list: an ioctl not known to only read never reaches the
+// filesystem, whatever its number (a setter renumbered, or one added later).
+TEST_F(ReadOnlyFsTest, IoctlsNotKnownToReadAreNotForwarded) {
+  for (uint32_t cmd : {0u, 0xffffffffu, static_cast<uint32_t>(_IOW('f', 99, int)),
+                       static_cast<uint32_t>(_IOW('X', 1, struct fsxattr))}) {
+    auto reply = ro.ioctl(ctx, 8, 12, 0, cmd, "\0\0\0\0", 4);
+    ASSERT_FALSE(reply) << cmd;
+    EXPECT_EQ(reply.error().value, ENOTTY) << cmd;
+  }
+  EXPECT_FALSE(inner.called("ioctl"));
+}
+
 // The open rules, for open() and opendir() alike.
 class ReadOnlyOpenTest : public ReadOnlyFsTest, public ::testing::WithParamInterface<bool> {
  protected:
@@ -429,10 +441,23 @@ TEST_P(ReadOnlyOpenTest, ReadOnlyOpensPassUnchanged) {
   }
 }
 
-TEST_P(ReadOnlyOpenTest, OPathPassesUnchangedWhateverElseItCarries) {
-  const uint32_t flags = O_PATH | O_WRONLY | O_TRUNC | O_CREAT;
-  ASSERT_TRUE(do_open(flags));
-  EXPECT_EQ(forwarded(), flags);
+// O_PATH exempts nothing: a write access mode or O_TRUNC beside it is
+// refused as without it (the real filesystem then refuses O_PATH itself; the
+// integration test readonly_hostile_test pins that over PassthroughFs).
+TEST_P(ReadOnlyOpenTest, OPathExemptsNothing) {
+  const std::vector<std::pair<uint32_t, int>> cases = {
+      {O_PATH | O_WRONLY, EROFS},
+      {O_PATH | O_RDWR | O_TRUNC, EROFS},
+      {O_PATH | O_WRONLY | O_TRUNC | O_CREAT, EROFS},
+      {O_PATH | O_RDONLY | O_TRUNC, EINVAL},
+      {O_PATH | O_RDONLY | O_EXCL, EROFS},
+  };
+  for (const auto& [flags, error] : cases) {
+    auto r = do_open(flags);
+    ASSERT_FALSE(r) << std::oct << flags;
+    EXPECT_EQ(r.error().value, error) << std::oct << flags;
+  }
+  EXPECT_FALSE(forwarded().has_value());
 }
 
 TEST_P(ReadOnlyOpenTest, RefusedFlags) {

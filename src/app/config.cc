@@ -119,6 +119,10 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   auto* mount = cli.add_option("--fuse-mount", config.fuse_mountpoint,
                                "Serve the shared directory as a FUSE mount on the host at this "
                                "mount point instead of to a VM");
+  auto* socket_group = cli.add_option("--socket-group", config.socket_group,
+                                      "Name of group for the vhost-user socket (its members may "
+                                      "connect; the socket is then 0770 instead of 0700)");
+  socket_group->excludes(fd_option)->excludes(mount);
   socket->excludes(fd_option)->excludes(old_socket)->excludes(mount);
   fd_option->excludes(old_socket)->excludes(mount);
   old_socket->excludes(mount);
@@ -186,8 +190,7 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
     while (start <= line.size()) {
       size_t comma = line.find(',', start);
       if (comma == std::string::npos) comma = line.size();
-      std::string error =
-          apply_compat_option(line.substr(start, comma - start), config, sw, cache);
+      std::string error = apply_compat_option(line.substr(start, comma - start), config, sw, cache);
       if (!error.empty()) return usage_error(error);
       start = comma + 1;
     }

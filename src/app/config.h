@@ -15,6 +15,7 @@ namespace vfsd::app {
 struct Config {
   std::string socket_path;            // --socket-path (or the deprecated --socket)
   std::optional<int> listen_fd;       // --fd: an inherited listening socket
+  std::string socket_group;           // --socket-group: a group that may connect too
   std::string fuse_mountpoint;        // --fuse-mount: serve over /dev/fuse on the host instead
   passthrough::PassthroughConfig fs;  // the filesystem options
   bool readdirplus = true;            // --no-readdirplus turns it off (so does --cache=never)

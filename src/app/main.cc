@@ -1,6 +1,7 @@
 // virtiofsd-cpp entry point. Start-up is a list of explicit steps, each of
 // which names itself when it fails; the sandbox, seccomp and capability steps
 // of later work slot in between them.
+#include <grp.h>
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -13,6 +14,7 @@
 #include "app/config.h"
 #include "app/fuse_mount.h"
 #include "app/fuse_request_handler.h"
+#include "app/startup.h"
 #include "fuse/server.h"
 #include "passthrough/passthrough_fs.h"
 #include "passthrough/read_only_fs.h"
@@ -29,8 +31,19 @@ constexpr unsigned kFuseMountThreads = 4;
 void setup_logging(const std::string& level) {
   auto logger = spdlog::stderr_color_mt("virtiofsd");
   spdlog::set_default_logger(logger);
-  spdlog::set_pattern("[%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ virtiofsd] %v", spdlog::pattern_time_type::utc);
+  spdlog::set_pattern("[%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ virtiofsd] %v",
+                      spdlog::pattern_time_type::utc);
   spdlog::set_level(spdlog::level::from_str(level == "warn" ? "warning" : level));
+}
+
+// A group name, or failing that a numeric gid.
+std::optional<gid_t> resolve_group(const std::string& name) {
+  if (const group* g = ::getgrnam(name.c_str())) return g->gr_gid;
+  if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos &&
+      name.size() < 10) {
+    return static_cast<gid_t>(std::stoul(name));
+  }
+  return std::nullopt;
 }
 
 int fail_step(const char* step, Errno error) {
@@ -47,6 +60,9 @@ int run(const Config& config) {
   umask(0);
 
   for (const auto& warning : config.warnings) log::warn("{}", warning);
+  if (auto dropped = drop_supplementary_groups(); !dropped) {
+    return fail_step("dropping supplementary groups", dropped.error());
+  }
 
   auto passthrough = passthrough::PassthroughFs::create(config.fs);
   if (!passthrough) {
@@ -70,8 +86,17 @@ int run(const Config& config) {
   if (config.listen_fd) {
     listener.reset(*config.listen_fd);
   } else {
-    auto listening = vhost_user::listen_unix(config.socket_path);
-    if (!listening) return fail_step(("listening on " + config.socket_path).c_str(), listening.error());
+    std::optional<gid_t> group;
+    if (!config.socket_group.empty()) {
+      group = resolve_group(config.socket_group);
+      if (!group) {
+        log::error("--socket-group: no group named '{}'", config.socket_group);
+        return 1;
+      }
+    }
+    auto listening = vhost_user::listen_unix(config.socket_path, group);
+    if (!listening)
+      return fail_step(("listening on " + config.socket_path).c_str(), listening.error());
     listener = std::move(*listening);
   }
   log::info("waiting for vhost-user socket connection...");

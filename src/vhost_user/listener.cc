@@ -3,13 +3,14 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
 namespace vfsd::vhost_user {
 
-Result<UniqueFd> listen_unix(const std::string& path) {
+Result<UniqueFd> listen_unix(const std::string& path, std::optional<gid_t> group) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   // Need room for the terminating NUL; an empty path would mean the
@@ -26,8 +27,17 @@ Result<UniqueFd> listen_unix(const std::string& path) {
     // Nobody can be serving it once we are asked to: a leftover.
     if (::unlink(path.c_str()) < 0) return fail_errno();
   }
-  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) < 0) {
-    return fail_errno();
+  // The mode comes from the umask at bind time; there is no way to set it
+  // on the socket before its inode exists.
+  const mode_t old_umask = ::umask(group ? 007 : 077);
+  const int bound = ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+  const int bind_errno = errno;
+  ::umask(old_umask);
+  if (bound < 0) return fail(bind_errno);
+  if (group && ::chown(path.c_str(), static_cast<uid_t>(-1), *group) < 0) {
+    const int error = errno;
+    ::unlink(path.c_str());
+    return fail(error);
   }
   // One front-end at a time; a backlog of 1 is enough.
   if (::listen(fd.get(), 1) < 0) return fail_errno();

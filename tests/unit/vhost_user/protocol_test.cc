@@ -1,11 +1,15 @@
 // The vhost-user message layer against a fake front-end: every message we
 // handle, well-formed and malformed, and what happens to the connection next.
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
+#include <vector>
 
 #include "fake_frontend.h"
 #include "vhost_user/listener.h"
@@ -403,6 +407,61 @@ TEST(Listener, BindsReplacesAStaleSocketAndAccepts) {
   char c = 0;
   EXPECT_EQ(read(conn->get(), &c, 1), 1);
   EXPECT_EQ(c, 'x');
+  unlink(path.c_str());
+  rmdir(dir_template);
+}
+
+// Connects to `path` from a child process running as uid/gid 65534 with
+// `groups`; returns 0 on success or the connect errno.
+int connect_as_other_user(const std::string& path, std::vector<gid_t> groups) {
+  pid_t child = fork();
+  if (child == 0) {
+    if (setgroups(groups.size(), groups.data()) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+        setresuid(65534, 65534, 65534) != 0) {
+      _exit(200);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, path.c_str());
+    _exit(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 ? 0 : errno);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 255;
+}
+
+// Whoever connects first is the frontend and the guest: nobody but the
+// daemon's user (and with --socket-group, that group) may.
+TEST(Listener, OnlyTheOwnerOrTheSocketGroupCanConnect) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to act as another user";
+  char dir_template[] = "/tmp/vfsd-listen-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  ASSERT_EQ(chmod(dir_template, 0755), 0);
+  const std::string path = std::string(dir_template) + "/sock";
+  // The daemon runs with umask 0 (the guest's umask is applied per request).
+  const mode_t old_umask = umask(0);
+  {
+    auto listener = listen_unix(path);
+    ASSERT_TRUE(listener.has_value()) << errno_name(listener.error().value);
+    struct stat st {};
+    ASSERT_EQ(lstat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0700u);
+    EXPECT_EQ(connect_as_other_user(path, {}), EACCES);
+  }
+  constexpr gid_t kGroup = 4242;
+  {
+    auto listener = listen_unix(path, kGroup);
+    ASSERT_TRUE(listener.has_value()) << errno_name(listener.error().value);
+    struct stat st {};
+    ASSERT_EQ(lstat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0770u);
+    EXPECT_EQ(st.st_gid, kGroup);
+    EXPECT_EQ(connect_as_other_user(path, {}), EACCES);
+    EXPECT_EQ(connect_as_other_user(path, {kGroup}), 0);
+  }
+  // The umask of the process is what it was.
+  EXPECT_EQ(umask(old_umask), 0u);
   unlink(path.c_str());
   rmdir(dir_template);
 }

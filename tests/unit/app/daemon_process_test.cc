@@ -1,0 +1,192 @@
+// The daemon binary as a launcher starts it: what its process looks like
+// from outside (the socket it creates, its credentials), read from the
+// file system and /proc while it waits for a frontend.
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/host_files.h"
+
+namespace vfsd::app {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A daemon started with `args`, with the supplementary groups `groups`
+// (empty: as the test's own), stopped with SIGKILL when the test ends.
+class DaemonProcess {
+ public:
+  DaemonProcess(const std::vector<std::string>& args, const std::vector<gid_t>& groups,
+                const std::string& log) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      if (out >= 0) {
+        ::dup2(out, STDOUT_FILENO);
+        ::dup2(out, STDERR_FILENO);
+      }
+      if (!groups.empty() && ::setgroups(groups.size(), groups.data()) != 0) _exit(126);
+      std::vector<char*> argv;
+      std::string binary = VFSD_DAEMON_BINARY;
+      argv.push_back(binary.data());
+      std::vector<std::string> copy = args;
+      for (auto& a : copy) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+  }
+  ~DaemonProcess() {
+    if (pid_ > 0 && !exit_status_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  bool alive() {
+    if (exit_status_) return false;
+    int status = 0;
+    if (pid_ <= 0 || ::waitpid(pid_, &status, WNOHANG) == 0) return pid_ > 0;
+    exit_status_ = status;
+    return false;
+  }
+  /// Waits for the daemon to exit by itself; its wait status.
+  int wait_exit() {
+    if (!exit_status_) {
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+      exit_status_ = status;
+    }
+    return *exit_status_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> exit_status_;
+};
+
+// Waits (bounded, generously: a loaded machine is slow) for `path` to be a
+// socket while the daemon lives.
+bool wait_for_socket(DaemonProcess& d, const std::string& path) {
+  for (int i = 0; i < 3000; ++i) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) return true;
+    if (!d.alive()) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+// connect() to `path` from a child running as uid/gid 65534 with `groups`:
+// 0 or the errno.
+int connect_as_nobody(const std::string& path, const std::vector<gid_t>& groups) {
+  pid_t child = ::fork();
+  if (child == 0) {
+    if (::setgroups(groups.size(), groups.data()) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+        ::setresuid(65534, 65534, 65534) != 0) {
+      _exit(200);
+    }
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+    _exit(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 ? 0 : errno);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 255;
+}
+
+// The numbers after "Groups:" in /proc/PID/status.
+std::string status_groups(pid_t pid) {
+  std::string status = test::read_host("/proc/" + std::to_string(pid) + "/status");
+  auto pos = status.find("Groups:");
+  if (pos == std::string::npos) return "?";
+  auto end = status.find('\n', pos);
+  std::string line = status.substr(pos + 7, end - pos - 7);
+  line.erase(0, line.find_first_not_of(" \t"));
+  line.erase(line.find_last_not_of(" \t") + 1);
+  return line;
+}
+
+class DaemonProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (the daemon's normal user)";
+    char tmpl[] = "/tmp/vfsd-proc-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);
+    share_ = dir_ + "/share";
+    ASSERT_EQ(::mkdir(share_.c_str(), 0755), 0);
+    socket_ = dir_ + "/vhost.sock";
+  }
+  void TearDown() override {
+    std::error_code ec;
+    if (!dir_.empty()) fs::remove_all(dir_, ec);
+  }
+  std::string log() const { return test::read_host(dir_ + "/daemon.log"); }
+
+  std::string dir_, share_, socket_;
+};
+
+TEST_F(DaemonProcessTest, TheSocketIsTheOwnersOnly) {
+  DaemonProcess d({"--socket-path=" + socket_, "--shared-dir=" + share_}, {}, dir_ + "/daemon.log");
+  ASSERT_TRUE(wait_for_socket(d, socket_)) << log();
+  struct stat st {};
+  ASSERT_EQ(::lstat(socket_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  EXPECT_EQ(connect_as_nobody(socket_, {}), EACCES);
+}
+
+TEST_F(DaemonProcessTest, SocketGroupMembersCanConnectOthersCannot) {
+  const group* g = ::getgrnam("daemon");
+  ASSERT_NE(g, nullptr) << "Debian has a 'daemon' group";
+  const gid_t gid = g->gr_gid;
+  DaemonProcess d({"--socket-path=" + socket_, "--shared-dir=" + share_, "--socket-group=daemon"},
+                  {}, dir_ + "/daemon.log");
+  ASSERT_TRUE(wait_for_socket(d, socket_)) << log();
+  struct stat st {};
+  ASSERT_EQ(::lstat(socket_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0770u);
+  EXPECT_EQ(st.st_gid, gid);
+  EXPECT_EQ(connect_as_nobody(socket_, {}), EACCES);
+  EXPECT_EQ(connect_as_nobody(socket_, {gid}), 0);
+}
+
+TEST_F(DaemonProcessTest, AnUnknownSocketGroupIsAnErrorBeforeAnythingIsCreated) {
+  DaemonProcess d(
+      {"--socket-path=" + socket_, "--shared-dir=" + share_, "--socket-group=no-such-group-here"},
+      {}, dir_ + "/daemon.log");
+  const int status = d.wait_exit();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status;
+  EXPECT_NE(log().find("--socket-group"), std::string::npos) << log();
+  EXPECT_FALSE(fs::exists(socket_));
+}
+
+// CVE-2022-0358: groups the daemon was started with must not count for guest
+// operations; the process has none left once it serves.
+TEST_F(DaemonProcessTest, StartsWithoutTheSupplementaryGroupsItWasGiven) {
+  DaemonProcess d({"--socket-path=" + socket_, "--shared-dir=" + share_}, {4242, 4243},
+                  dir_ + "/daemon.log");
+  ASSERT_TRUE(wait_for_socket(d, socket_)) << log();
+  EXPECT_EQ(status_groups(d.pid()), "");
+}
+
+}  // namespace
+}  // namespace vfsd::app

@@ -68,6 +68,8 @@ class Request {
   // A pre-7.38 guest with FUSE_SECURITY_CTX: creating requests carry the
   // security context block in the body, after the name(s).
   bool legacy_secctx = false;
+  // Held while the request uses the session (all but INIT and DESTROY).
+  std::optional<SessionGate::Pass> pass;
 
   size_t body_left() const { return body_left_; }
   size_t ext_len() const { return ext_len_; }
@@ -952,6 +954,9 @@ size_t do_setlkw(FileSystem& fs, Request& req, ReplyDeferrer* deferrer) {
   auto wait = std::make_shared<SyncWait>();
   fs.setlkw(req.ctx, req.in.nodeid, in.fh, in.owner, lock, in.lk_flags, unique,
             [wait](VoidResult result) { wait->complete(std::move(result)); });
+  // A session reset is what ends a wait that nothing else ends: it must not
+  // wait for this request.
+  if (req.pass) req.pass->release();
   return reply_void(req, wait->wait());
 }
 
@@ -1004,6 +1009,8 @@ size_t Server::handle(IovecReader& request, IovecWriter& reply, ReplyDeferrer* d
 size_t Server::dispatch(Request& req, ReplyDeferrer* deferrer) {
   const uint32_t opcode = req.in.opcode;
   if (opcode == FUSE_INIT) return do_init(req);
+  if (opcode == FUSE_DESTROY) return do_destroy(req);
+  req.pass.emplace(gate_.enter());
   if (!initialized()) {
     if (is_no_reply(opcode)) return 0;
     return req.reply_error(EIO);
@@ -1019,8 +1026,6 @@ size_t Server::dispatch(Request& req, ReplyDeferrer* deferrer) {
     }
   }
   switch (opcode) {
-    case FUSE_DESTROY:
-      return do_destroy(req);
     case FUSE_FORGET:
       do_forget(fs_, req);
       return 0;
@@ -1149,6 +1154,13 @@ size_t Server::do_init(Request& req) {
   }
 
   std::lock_guard lock(session_mutex_);
+  // No request of the old session is still running when the filesystem
+  // resets, and none of the new one starts before INIT is answered.
+  gate_.close_and_wait();
+  struct Reopen {
+    SessionGate& gate;
+    ~Reopen() { gate.reopen(); }
+  } reopen{gate_};
   if (initialized_.load(std::memory_order_acquire)) {
     // INIT without DESTROY: the guest was reset and forgot every inode and
     // handle it held; drop them before starting over.
@@ -1196,7 +1208,12 @@ size_t Server::do_init(Request& req) {
 
 size_t Server::do_destroy(Request& req) {
   std::lock_guard lock(session_mutex_);
-  if (initialized_.exchange(false, std::memory_order_acq_rel)) fs_.destroy();
+  // As any request outside a session.
+  if (!initialized()) return req.reply_error(EIO);
+  gate_.close_and_wait();
+  initialized_.store(false, std::memory_order_release);
+  fs_.destroy();
+  gate_.reopen();
   return req.reply_ok();
 }
 

@@ -13,6 +13,7 @@
 #include <mutex>
 
 #include "fuse/filesystem.h"
+#include "fuse/session_gate.h"
 #include "util/deferred_reply.h"
 #include "util/iovec_io.h"
 
@@ -51,6 +52,10 @@ class Server {
   /// the upper half).
   uint64_t agreed_flags() const { return agreed_flags_.load(std::memory_order_acquire); }
 
+  /// A session reset (INIT on an open session, DESTROY) is waiting for the
+  /// requests in flight, or running. For tests and diagnostics.
+  bool resetting() const { return gate_.closing(); }
+
  private:
   size_t dispatch(detail::Request& req, ReplyDeferrer* deferrer);
   size_t do_init(detail::Request& req);
@@ -58,9 +63,11 @@ class Server {
 
   FileSystem& fs_;
   const ServerOptions options_;
-  // Serialises INIT and DESTROY against each other; ordinary requests only
-  // read initialized_.
+  // Serialises INIT and DESTROY against each other.
   std::mutex session_mutex_;
+  // Every other request holds a pass while it runs; INIT and DESTROY close
+  // the gate around the filesystem's destroy()/init().
+  SessionGate gate_;
   std::atomic<bool> initialized_{false};
   // Written by INIT before initialized_ is published; read by requests after
   // they saw initialized_ (acquire), so they see this session's values.

@@ -120,6 +120,10 @@ struct LockManager::WaitState {
   std::list<std::shared_ptr<Waiter>> waiting;  // registered, not yet out of the call
   size_t running = 0;                          // threads whose `done` has not returned
   std::deque<uint64_t> early_interrupts;
+  // Set while reset() ends the session's waits: a SETLKW registering then
+  // (a request racing with DESTROY or INIT on another queue) ends at once
+  // with EINTR instead of starting a wait that nothing would end.
+  bool closing = false;
 };
 
 LockManager::LockManager(int proc_self_fd, LockLimits limits)
@@ -247,23 +251,26 @@ void LockManager::setlkw(fuse::InodeId inode, fuse::HandleId handle_id,
   w->unique = unique;
   w->done = std::move(done);
   std::shared_ptr<WaitState> state = wait_;
+  // Whether the wait may start; else the errno it ends with at once.
+  int refused = 0;
   {
     std::lock_guard guard(state->mu);
     auto early = std::find(state->early_interrupts.begin(), state->early_interrupts.end(), unique);
-    if (early != state->early_interrupts.end()) {
+    if (state->closing) {
+      refused = EINTR;  // the session is ending: as if DESTROY came a moment later
+    } else if (early != state->early_interrupts.end()) {
       state->early_interrupts.erase(early);
-      w->cancelled = true;
+      refused = EINTR;
     } else if (state->waiting.size() >= limits_.max_waiters) {
       log::warn("locks: {} lock waits already; SETLKW answers ENOLCK", limits_.max_waiters);
-      w->cancelled = true;
-      w->unique = 0;  // marks "refused" for the answer below
+      refused = ENOLCK;
     } else {
       state->waiting.push_back(w);
       ++state->running;
     }
   }
-  if (w->cancelled) {
-    w->done(fail(w->unique == 0 ? ENOLCK : EINTR));
+  if (refused != 0) {
+    w->done(fail(refused));
     return;
   }
 
@@ -392,12 +399,24 @@ void LockManager::release(fuse::InodeId inode, fuse::HandleId handle_id) {
 }
 
 void LockManager::reset() {
-  cancel([](const Waiter&) { return true; });
   {
     // Every `done` of this session has returned before the next one starts.
+    // No snapshot of the waiters: one that registers while this runs (from
+    // another queue) would never be woken. New waits are refused instead,
+    // and whoever is registered is woken until nobody runs.
     std::unique_lock guard(wait_->mu);
-    wait_->cv.wait(guard, [&] { return wait_->running == 0; });
+    wait_->closing = true;
+    while (wait_->running > 0) {
+      for (const auto& w : wait_->waiting) {
+        w->cancelled = true;
+        // Registered threads only: a thread leaves `waiting` (under this
+        // lock) before it can exit, so `thread` is still valid.
+        if (w->started) pthread_kill(w->thread, kWakeSignal);
+      }
+      wait_->cv.wait_for(guard, kResignalPeriod);
+    }
     wait_->early_interrupts.clear();
+    wait_->closing = false;
   }
   decltype(owners_) dropped;
   std::lock_guard lock(owners_mu_);

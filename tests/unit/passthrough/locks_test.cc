@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <limits>
 #include <mutex>
 #include <thread>
@@ -490,6 +491,58 @@ TEST(LockManagerLimits, WaitersAndOwnerDescriptionsAreBounded) {
     EXPECT_EQ(c.results(), (std::vector<int>{ENOLCK, EINTR, EINTR}));
     EXPECT_EQ(locks.owner_fd_count(), 0u);
   }
+  std::filesystem::remove_all(tmpl);
+}
+
+// A SETLKW that registers while reset() is ending the session's waits (a
+// request on another queue, racing with DESTROY on hiprio) must end too, and
+// reset() must return: it used to wait forever for a waiter its snapshot had
+// missed, holding the worker that carried DESTROY. Made deterministic by
+// registering the second wait from inside the first one's `done`, which runs
+// while reset() waits for the waiters to finish.
+TEST(LockManagerReset, AWaitRegisteringDuringAResetEndsAndResetReturns) {
+  char tmpl[] = "/tmp/vfsd-locks-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string file = std::string(tmpl) + "/f";
+  std::ofstream(file) << "x";
+  UniqueFd proc(::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  auto handle = std::make_shared<HandleData>();
+  handle->inode = 2;
+  handle->fd.reset(::open(file.c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(handle->fd);
+  auto locks = std::make_shared<LockManager>(proc.get());
+  ASSERT_TRUE(locks->setlk(2, 1, handle, /*owner=*/1, lk(F_WRLCK), false));
+  Completions c;
+  auto second = c.callback();
+  locks->setlkw(2, 1, handle, /*owner=*/2, lk(F_WRLCK), false, /*unique=*/10,
+                [locks, handle, second, first = c.callback()](VoidResult r) {
+                  first(r);
+                  locks->setlkw(2, 1, handle, /*owner=*/3, lk(F_WRLCK), false, /*unique=*/12,
+                                second);
+                });
+  ASSERT_EQ(locks->waiter_count(), 1u);
+  std::promise<void> reset_done;
+  std::thread resetter([&] {
+    locks->reset();
+    reset_done.set_value();
+  });
+  if (reset_done.get_future().wait_for(20s) != std::future_status::ready) {
+    ADD_FAILURE() << "reset() did not return; waiters: " << locks->waiter_count();
+    std::_Exit(1);  // the thread cannot be joined: do not hang the suite
+  }
+  resetter.join();
+  ASSERT_TRUE(c.wait_for(2));
+  EXPECT_EQ(c.results(), (std::vector<int>{EINTR, EINTR}));
+  EXPECT_EQ(locks->waiter_count(), 0u);
+  // The next session waits normally again (the reset dropped owner 1's
+  // lock with the rest: take it again).
+  ASSERT_TRUE(locks->setlk(2, 1, handle, /*owner=*/1, lk(F_WRLCK), false));
+  Completions after;
+  locks->setlkw(2, 1, handle, /*owner=*/4, lk(F_WRLCK), false, /*unique=*/14, after.callback());
+  EXPECT_EQ(locks->waiter_count(), 1u);
+  locks->interrupt(14);
+  ASSERT_TRUE(after.wait_for(1));
+  EXPECT_EQ(after.results(), std::vector<int>{EINTR});
   std::filesystem::remove_all(tmpl);
 }
 

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <exception>
 #include <optional>
 #include <string>
 
@@ -122,5 +123,12 @@ int main(int argc, char** argv) {
   auto parsed = vfsd::app::parse_command_line(argc, argv);
   if (!parsed.config) return parsed.exit_code;
   vfsd::app::setup_logging(parsed.config->log_level);
-  return vfsd::app::run(*parsed.config);
+  try {
+    return vfsd::app::run(*parsed.config);
+  } catch (const std::exception& e) {
+    // Start-up and the vhost-user thread report errors as values; this is
+    // the last line, so that even then the exit is an error message.
+    vfsd::log::error("fatal: {}", e.what());
+    return 1;
+  }
 }

@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -23,6 +24,7 @@
 #include "fuse/abi_ext.h"
 #include "fuse/wire.h"
 #include "util/log.h"
+#include "util/rate_limit.h"
 
 // Reply policy, in the order the checks happen:
 //  - fewer bytes readable than a fuse_in_header: nothing to answer to, no reply;
@@ -181,6 +183,9 @@ constexpr uint64_t kServerFlags = FUSE_ASYNC_READ | FUSE_PARALLEL_DIROPS | FUSE_
 // fuse_out_header.len is 32 bits: data replies stay below that whatever room
 // the guest offers.
 constexpr size_t kMaxPayload = std::numeric_limits<uint32_t>::max() - kOutHeader;
+
+// The largest in/out size of a restricted ioctl (_IOC_SIZEMASK).
+constexpr uint32_t kMaxIoctlSize = (1u << 14) - 1;
 
 // The longest name (with its NUL) read off the wire: the guest kernel sends
 // up to FUSE_NAME_MAX (1024) bytes, so that a name longer than the host's
@@ -855,6 +860,10 @@ size_t do_ioctl(FileSystem& fs, Request& req) {
   // virtio-fs guest never sends them (only CUSE does). The kernel turns
   // ENOSYS into ENOTTY for the caller.
   if (in.flags & FUSE_IOCTL_UNRESTRICTED) return req.reply_error(ENOSYS);
+  // A restricted ioctl's sizes come from its number (_IOC_SIZE, 14 bits):
+  // anything larger is not one the kernel forwarded, and must not become an
+  // allocation of the guest's choosing.
+  if (in.in_size > kMaxIoctlSize || in.out_size > kMaxIoctlSize) return req.reply_error(EINVAL);
   std::string data;
   req.read_rest(data, in.in_size);  // cannot fail: in_size == body_left()
   constexpr size_t kFixed = kOutHeader + sizeof(fuse_ioctl_out);
@@ -971,7 +980,20 @@ void do_interrupt(FileSystem& fs, Request& req) {
 
 }  // namespace
 
-Server::Server(FileSystem& fs, ServerOptions options) : fs_(fs), options_(options) {}
+namespace {
+// The longest request a guest kernel sends: a WRITE of max_write bytes, or
+// the largest other body (a SETXATTR value of XATTR_SIZE_MAX plus its name,
+// a symlink's two names, a security context), plus the request extensions
+// (total_extlen is 16 bits of 8-byte units). Anything longer is refused
+// before a byte of it is looked at.
+size_t max_request_len(uint32_t max_write) {
+  const size_t body = std::max<size_t>(max_write, 2 * XATTR_SIZE_MAX + PATH_MAX + 2 * 1025);
+  return sizeof(fuse_in_header) + sizeof(fuse_write_in) + body + 8 * size_t{UINT16_MAX};
+}
+}  // namespace
+
+Server::Server(FileSystem& fs, ServerOptions options)
+    : fs_(fs), options_(options), max_request_len_(max_request_len(options.max_write)) {}
 
 size_t Server::handle(IovecReader& request, IovecWriter& reply, ReplyDeferrer* deferrer) {
   const size_t available = request.remaining();
@@ -989,7 +1011,7 @@ size_t Server::handle(IovecReader& request, IovecWriter& reply, ReplyDeferrer* d
 
   size_t body_len = 0;
   size_t ext_len = 0;
-  bool framed = in.len >= sizeof(in) && in.len <= available;
+  bool framed = in.len >= sizeof(in) && in.len <= available && in.len <= max_request_len_;
   if (framed) {
     body_len = in.len - sizeof(in);
     // Extensions (7.38+) sit after the body, inside in.len.
@@ -1003,7 +1025,21 @@ size_t Server::handle(IovecReader& request, IovecWriter& reply, ReplyDeferrer* d
                available);
     return no_reply ? 0 : req.reply_error(EINVAL);
   }
-  return dispatch(req, deferrer);
+  // The request path reports errors as values; what still throws (an
+  // allocation that failed, a bug) costs this request, never the daemon.
+  const size_t reply_start = reply.consumed();
+  try {
+    return dispatch(req, deferrer);
+  } catch (const std::exception& e) {
+    log::guest_fault(log::GuestFault::kRequestFailed, "fuse: opcode {} failed: {}; answered EIO",
+                     in.opcode, e.what());
+  } catch (...) {
+    log::guest_fault(log::GuestFault::kRequestFailed, "fuse: opcode {} failed; answered EIO",
+                     in.opcode);
+  }
+  // Answer unless the reply was already (partly) written or none is due.
+  if (no_reply || reply.consumed() != reply_start) return 0;
+  return req.reply_error(EIO);
 }
 
 size_t Server::dispatch(Request& req, ReplyDeferrer* deferrer) {

@@ -63,6 +63,7 @@ class Server {
 
   FileSystem& fs_;
   const ServerOptions options_;
+  const size_t max_request_len_;  // longer requests are refused (EINVAL)
   // Serialises INIT and DESTROY against each other.
   std::mutex session_mutex_;
   // Every other request holds a pass while it runs; INIT and DESTROY close

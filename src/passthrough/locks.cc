@@ -309,7 +309,13 @@ void LockManager::setlkw(fuse::InodeId inode, fuse::HandleId handle_id,
       state->waiting.remove(w);  // no signal is sent to this thread after this
       state->cv.notify_all();
     }
-    w->done(result);
+    try {
+      w->done(result);
+    } catch (...) {
+      // Nothing may escape a detached thread (std::terminate); the reply
+      // is the transport's to lose.
+      log::error("locks: completing a lock wait failed");
+    }
     w->done = nullptr;
     std::lock_guard guard(state->mu);
     --state->running;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <exception>
 
 #include "util/log.h"
 
@@ -73,7 +74,14 @@ VoidResult Backend::dispatch(Message& m) {
 
   Result<Reply> out = [&]() -> Result<Reply> {
     if (auto v = validate(m); !v) return tl::unexpected(v.error());
-    return handle(m);
+    // A message that throws (an allocation that failed) is refused like
+    // any other; the connection and the rings go on.
+    try {
+      return handle(m);
+    } catch (const std::exception& e) {
+      log::error("vhost-user: {} failed: {}", name, e.what());
+      return fail(ENOMEM);
+    }
   }();
   // The fds of a message are used (moved out) by its handler or closed here.
   m.fds.clear();

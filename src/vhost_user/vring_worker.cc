@@ -12,6 +12,7 @@
 
 #include "util/deferred_reply.h"
 #include "util/log.h"
+#include "util/rate_limit.h"
 
 namespace vfsd::vhost_user {
 
@@ -279,10 +280,12 @@ void VringWorker::process() {
     while (auto p = queue_.pop(*memory)) {
       ++popped;
       if (!p->head_valid) {
-        log::warn("vring {}: invalid head {} skipped", index_, p->head);
+        log::guest_fault(log::GuestFault::kInvalidHead, "vring {}: invalid head {} skipped", index_,
+                         p->head);
       } else if (!p->chain) {
-        log::warn("vring {}: malformed chain at head {}: {}", index_, p->head,
-                  p->error ? virtio::to_string(*p->error) : "?");
+        log::guest_fault(log::GuestFault::kMalformedChain,
+                         "vring {}: malformed chain at head {}: {}", index_, p->head,
+                         p->error ? virtio::to_string(*p->error) : "?");
         queue_.add_used(p->head, 0);
         added = true;
       } else {
@@ -291,7 +294,16 @@ void VringWorker::process() {
         IovecWriter reply(p->chain->writable);
         const size_t room = reply.remaining();
         ChainDeferrer deferrer(deferred_, memory, p->head, p->chain->writable, room);
-        uint32_t len = handler_.handle(index_, request, reply, &deferrer);
+        uint32_t len = 0;
+        try {
+          len = handler_.handle(index_, request, reply, &deferrer);
+        } catch (...) {
+          // The handler answers errors itself; this is the last line: the
+          // chain goes back empty and the queue serves on.
+          log::guest_fault(log::GuestFault::kRequestFailed,
+                           "vring {}: request at head {} threw; returned empty", index_, p->head);
+          len = 0;
+        }
         if (!deferrer.deferred()) {
           // Never report more than the chain can hold.
           len = static_cast<uint32_t>(std::min<size_t>(len, room));

@@ -95,8 +95,9 @@ class Frontend {
     }
   };
 
-  /// Reads one reply; nullopt if none arrives within `timeout_ms`.
-  std::optional<Reply> receive(int timeout_ms = 5000) {
+  /// Reads one reply; nullopt if none arrives within `timeout_ms` (a bound
+  /// against a hang, far above what a slow ASan build on a loaded machine needs).
+  std::optional<Reply> receive(int timeout_ms = 30000) {
     Reply r;
     if (!read_full(&r.header, sizeof(r.header), timeout_ms)) return std::nullopt;
     r.payload.resize(r.header.size);

@@ -245,6 +245,18 @@ TEST_F(DataPath, MalformedChainsAreReturnedEmptyAndTheQueueGoesOn) {
   EXPECT_EQ(reply_of(1, again, 5), "AGAIN");
 }
 
+// Nothing a request does may end the worker: one that throws goes back
+// empty, and the queue serves the next.
+TEST_F(DataPath, ARequestThatThrowsIsReturnedEmptyAndTheQueueGoesOn) {
+  boot();
+  uint16_t bad = submit(1, "throw");
+  ASSERT_TRUE(wait_used(1, 1));
+  EXPECT_EQ(driver_[1]->used_elem(0), (std::pair<uint32_t, uint32_t>(bad, 0)));
+  uint16_t good = submit(1, "after");
+  ASSERT_TRUE(wait_used(1, 2));
+  EXPECT_EQ(reply_of(1, good, 5), "AFTER");
+}
+
 TEST_F(DataPath, EventIdxSuppressedNotificationIsNotSignalled) {
   boot();  // EVENT_IDX negotiated
   VirtqDriver& d = *driver_[1];

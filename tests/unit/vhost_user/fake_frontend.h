@@ -51,9 +51,10 @@ inline uint64_t drain_eventfd(int fd) {
   return v;
 }
 
-/// Polls `pred` until true or ~5 s passed.
+/// Polls `pred` until true or at least 30 s passed: a bound against a hang,
+/// far above what a slow (ASan, loaded) machine needs, never a speed test.
 template <class Pred>
-bool wait_until(Pred pred, int timeout_ms = 5000) {
+bool wait_until(Pred pred, int timeout_ms = 30000) {
   for (int waited = 0; waited < timeout_ms; waited += 2) {
     if (pred()) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -97,6 +98,8 @@ class UpperHandler : public virtio::RequestHandler {
     }
     std::string in(request.remaining(), '\0');
     request.read(in.data(), in.size());
+    // A handler that fails by throwing (the worker must survive it).
+    if (in == "throw") throw std::runtime_error("test handler throws");
     for (char& c : in) c = static_cast<char>(toupper(static_cast<unsigned char>(c)));
     size_t n = std::min(in.size(), reply.remaining());
     reply.write(in.data(), n);
@@ -184,7 +187,7 @@ class FakeFrontend {
   }
 
   /// The next reply, or nullopt after `timeout_ms` without one (or on EOF).
-  std::optional<Reply> recv(int timeout_ms = 5000) {
+  std::optional<Reply> recv(int timeout_ms = 30000) {
     Reply r;
     if (!read_exact(&r.header, sizeof r.header, timeout_ms)) return std::nullopt;
     r.payload.resize(r.header.size);

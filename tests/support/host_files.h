@@ -2,8 +2,12 @@
 // the shared directory: read and write host files, stat them, count our fds.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -37,6 +41,34 @@ inline int count_open_fds() {
   int n = 0;
   for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
   return n;
+}
+
+/// Whether the filesystem of `dir` itself takes fallocate(`mode`) (e.g.
+/// FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_COLLAPSE_RANGE,
+/// FALLOC_FL_INSERT_RANGE): a probe on a plain file of its own there, four
+/// blocks long with the first block as the range, removed afterwards. A
+/// test may skip on the host's inability, never on the daemon's answer.
+inline bool host_fallocate_supported(const std::string& dir, int mode) {
+  std::string probe = dir + "/.vfsd-fallocate-probe";
+  int fd = ::open(probe.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    ADD_FAILURE() << "cannot create the probe " << probe << ": " << std::strerror(errno);
+    return false;
+  }
+  struct stat st {};
+  ::fstat(fd, &st);
+  off_t block = st.st_blksize > 0 ? st.st_blksize : 4096;
+  std::string data(static_cast<size_t>(4 * block), 'p');
+  bool wrote = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size());
+  int rc = wrote ? ::fallocate(fd, mode, 0, block) : -1;
+  int error = errno;
+  ::close(fd);
+  ::unlink(probe.c_str());
+  EXPECT_TRUE(wrote) << "writing the probe " << probe;
+  if (rc == 0) return true;
+  EXPECT_TRUE(error == EOPNOTSUPP || error == ENOSYS)
+      << "fallocate probe, mode " << mode << ": " << std::strerror(error);
+  return false;
 }
 
 }  // namespace vfsd::test

@@ -15,6 +15,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -64,19 +66,37 @@ class Watcher {
  public:
   explicit Watcher(std::string dir) : dir_(std::move(dir)) {
     fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    ::inotify_add_watch(fd_, dir_.c_str(), IN_CREATE | IN_MOVED_TO);
+    EXPECT_GE(::inotify_add_watch(fd_, dir_.c_str(), IN_CREATE | IN_MOVED_TO), 0);
+    // A private directory on the same inotify instance marks the end of the
+    // queue: one instance's events are read in the order they happened.
+    char tmpl[] = "/tmp/vfsd-watch-end-XXXXXX";
+    if (::mkdtemp(tmpl)) end_dir_ = tmpl;
+    end_wd_ = ::inotify_add_watch(fd_, end_dir_.c_str(), IN_CREATE);
+    EXPECT_GE(end_wd_, 0);
     thread_ = std::thread([this] { run(); });
   }
   ~Watcher() {
     stop();
     ::close(fd_);
   }
+  // Returns once the watcher has handled every event of what the test did
+  // before: those were queued before the end marker's, which it waits for.
   void stop() {
     if (!thread_.joinable()) return;
-    // Let the last events arrive before stopping.
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::string marker = end_dir_ + "/end";
+    int fd = ::open(marker.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    EXPECT_GE(fd, 0);
+    if (fd >= 0) ::close(fd);
+    {
+      std::unique_lock lock(mutex_);
+      // The bound only turns a lost event into a failure instead of a hang.
+      EXPECT_TRUE(end_cv_.wait_for(lock, std::chrono::seconds(30), [&] { return end_seen_; }))
+          << "the watcher never saw its end marker";
+    }
     stop_ = true;
     thread_.join();
+    ::unlink(marker.c_str());
+    ::rmdir(end_dir_.c_str());
   }
   std::multimap<std::string, Seen> seen;
 
@@ -90,6 +110,12 @@ class Watcher {
       for (ssize_t pos = 0; pos < n;) {
         auto* ev = reinterpret_cast<inotify_event*>(buf + pos);
         pos += static_cast<ssize_t>(sizeof(inotify_event) + ev->len);
+        if (ev->wd == end_wd_) {
+          std::lock_guard lock(mutex_);
+          end_seen_ = true;
+          end_cv_.notify_all();
+          continue;
+        }
         if (ev->len == 0) continue;
         std::string name(ev->name);
         Seen s;
@@ -103,7 +129,12 @@ class Watcher {
     }
   }
   std::string dir_;
+  std::string end_dir_;
   int fd_ = -1;
+  int end_wd_ = -1;
+  std::mutex mutex_;
+  std::condition_variable end_cv_;
+  bool end_seen_ = false;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

@@ -1,5 +1,5 @@
-// Shared pieces of the /dev/fuse tests: temporary directories, the skip
-// conditions, and a PassthroughFs mounted in-process on a temp mountpoint.
+// Shared pieces of the /dev/fuse tests: temporary directories and the skip
+// conditions (a failure instead under CI).
 #pragma once
 
 #include <sys/stat.h>
@@ -46,10 +46,31 @@ inline std::optional<std::string> cannot_mount() {
   return std::nullopt;
 }
 
+/// True when the environment variable CI is set ("0" and "false" count as
+/// unset), as .ci/run does. The CI machine runs as root with /dev/fuse, so
+/// there a fusedev test that would skip has found a broken setup, and
+/// ctest would count the skip as a pass.
+inline bool in_ci() {
+  const char* ci = std::getenv("CI");
+  if (!ci || !*ci) return false;
+  std::string v = ci;
+  return v != "0" && v != "false";
+}
+
+/// Skips the current test for `reason` (a std::string), or fails it under CI.
+#define VFSD_SKIP_OR_FAIL_IN_CI(reason)                                                  \
+  do {                                                                                   \
+    const std::string vfsd_reason_ = (reason);                                           \
+    if (::vfsd::fusedev::testing::in_ci()) {                                             \
+      FAIL() << "CI is set, so this test must run, but it would skip: " << vfsd_reason_; \
+    }                                                                                    \
+    GTEST_SKIP() << vfsd_reason_;                                                        \
+  } while (0)
+
 #define VFSD_SKIP_WITHOUT_FUSE()                                  \
   do {                                                            \
     if (auto reason = ::vfsd::fusedev::testing::cannot_mount()) { \
-      GTEST_SKIP() << *reason;                                    \
+      VFSD_SKIP_OR_FAIL_IN_CI(*reason);                           \
     }                                                             \
   } while (0)
 

@@ -61,7 +61,12 @@ run_one() { # daemon column
   vfsd_stop_daemon 5 || true
   if ((rc != 0)) || ! grep -q 'BENCH done' "$work/console-$d.log"; then
     echo "  $d: guest failed (QEMU status $rc); console tail:" >&2
-    tail -n 15 "$work/console-$d.log" | cut -d' ' -f2- >&2
+    grep -v ' VFSD-KMSG' "$work/console-$d.log" | tail -n 15 | cut -d' ' -f2- >&2
+    return 1
+  fi
+  # Numbers from a guest whose kernel warned are not worth printing.
+  if vfsd_kernel_checks "$work/console-$d.log" 1 | grep ' FAIL ' >&2; then
+    echo "  $d: the guest kernel reported a problem (console: $work/console-$d.log)" >&2
     return 1
   fi
   local ts key val

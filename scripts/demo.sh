@@ -85,11 +85,15 @@ echo
 rc=0
 VFSD_VERBOSE=0 vfsd_boot_guest "$work/vhost.sock" "$work/initrd" "$work/console.log" 180 || rc=$?
 # Show the guest's own output (the init's, not the kernel's).
-sed -n 's/^[0-9.]* //p' "$work/console.log" | grep -vE '^\[ *[0-9]+\.[0-9]+\]|^VFSD-INIT|^DEMO ' |
+sed -n 's/^[0-9.]* //p' "$work/console.log" | grep -vE '^\[ *[0-9]+\.[0-9]+\]|^VFSD-INIT|^VFSD-KMSG|^DEMO ' |
   sed 's/^/  guest| /'
 vfsd_stop_daemon 10 || echo "note: the daemon did not exit by itself; stopped it"
 ((rc == 0)) || fail "QEMU ended with status $rc (124 = time limit; console: $work/console.log)"
 grep -q '^[0-9.]* DEMO OK' "$work/console.log" || fail "the guest did not finish (console: $work/console.log)"
+# A kernel warning, BUG or oops in the guest fails the demo too.
+if vfsd_kernel_checks "$work/console.log" 1 | grep ' FAIL '; then
+  fail "the guest kernel reported a problem (console: $work/console.log)"
+fi
 
 section "Back on the host: the file the guest wrote"
 [[ -f $work/share/from-guest.txt ]] || fail "$work/share/from-guest.txt is missing"

@@ -17,6 +17,63 @@ vfsd_die() {
   exit 1
 }
 
+# True when CI is set (CI=true, as .ci/run exports; "0" and "false" count as unset).
+vfsd_ci() {
+  [[ -n ${CI:-} && ${CI:-} != 0 && ${CI:-} != false ]]
+}
+
+# vfsd_skip MESSAGE: a suite that cannot run here. Exits 77 (ctest's SKIP), or,
+# under CI, 1: the CI machine has everything these suites need, and a skip
+# would count as a pass in ctest's tally.
+vfsd_skip() {
+  if vfsd_ci; then
+    echo "FAIL: $* (CI=$CI: this suite must run in CI, so a skip is a failure)"
+    exit 1
+  fi
+  echo "SKIP: $*"
+  exit 77
+}
+
+# What a kernel prints when something is wrong in it: WARN(), BUG(), oopses,
+# panics, sanitizer and lockup reports. Matched against the guest console,
+# which shows KERN_WARNING and above (loglevel=5 in vfsd_boot_guest), and
+# against the guest's dmesg dump (VFSD-KMSG lines, guest/init).
+VFSD_KERNEL_PROBLEM_RE='Kernel panic|Oops|BUG:|kernel BUG at|WARNING:|Call Trace:|general protection fault|UBSAN:|KASAN:|refcount_t:|list_(add|del) corruption|soft lockup|hard LOCKUP|blocked for more than|rcu_(sched|preempt) (self-)?detected stall'
+
+# vfsd_kernel_problems CONSOLE_LOG console|dmesg: prints the lines (timestamps
+# stripped) that report a kernel problem, either on the live console (every
+# line but the dmesg dump) or in the dmesg dump; returns 0 if there are any.
+vfsd_kernel_problems() {
+  local log=$1 where=$2
+  if [[ $where == dmesg ]]; then
+    sed -n 's/^[0-9.]* VFSD-KMSG \(.*\)$/\1/p' "$log" | grep -E "$VFSD_KERNEL_PROBLEM_RE"
+  else
+    sed 's/^[0-9.]* //' "$log" | grep -v '^VFSD-KMSG' | grep -E "$VFSD_KERNEL_PROBLEM_RE"
+  fi
+}
+
+# vfsd_kernel_checks CONSOLE_LOG BOOTS: the verdicts of the two kernel checks
+# as lines "NAME PASS|FAIL DETAIL" for the callers' reports:
+#   kernel_console_clean  no kernel problem on the live console
+#   kernel_log_clean      the guest dumped its dmesg BOOTS times (guest/init
+#                         vfsd_kmsg_report) and no dump reports a problem
+vfsd_kernel_checks() {
+  local log=$1 boots=$2 lines n
+  if lines=$(vfsd_kernel_problems "$log" console); then
+    echo "kernel_console_clean FAIL $(wc -l <<<"$lines") line(s), first: $(head -n 1 <<<"$lines")"
+  else
+    echo "kernel_console_clean PASS"
+  fi
+  n=$(grep -c '^[0-9.]* VFSD-KMSG-CHECKED ' "$log" || true)
+  if lines=$(vfsd_kernel_problems "$log" dmesg); then
+    echo "kernel_log_clean FAIL $(wc -l <<<"$lines") dmesg line(s), first: $(head -n 1 <<<"$lines")"
+  elif ((n != boots)); then
+    echo "kernel_log_clean FAIL the guest dumped its dmesg $n times, expected $boots (VFSD-KMSG-CHECKED)"
+  else
+    echo "kernel_log_clean PASS"
+  fi
+}
+
 # Prints the guest kernel image of the cached Debian kernel package.
 vfsd_kernel_image() {
   local kroot=${VFSD_KERNEL_ROOT:-$VFSD_ROOT/.cache/kernel-6.1/root} k
@@ -34,6 +91,23 @@ vfsd_rust_command() {
   echo "$d/lib64/ld-linux-x86-64.so.2 --library-path $d/lib/x86_64-linux-gnu:$d/usr/lib/x86_64-linux-gnu $d/usr/libexec/virtiofsd"
 }
 
+# What AddressSanitizer, LeakSanitizer and UndefinedBehaviorSanitizer print
+# when they find something (a build with VFSD_SANITIZE=ON).
+VFSD_SANITIZER_RE='ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: (AddressSanitizer|UndefinedBehaviorSanitizer|LeakSanitizer)'
+
+# vfsd_sanitizer_reports LOG: prints a daemon log's sanitizer report lines;
+# returns 0 if there are any.
+vfsd_sanitizer_reports() {
+  grep -E "$VFSD_SANITIZER_RE" "$1"
+}
+
+# Our daemon runs with these unless the caller set its own: any sanitizer
+# report ends the process with a non-zero status (and is in its log).
+vfsd_sanitizer_env() {
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:halt_on_error=1:detect_leaks=1}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+}
+
 # vfsd_start_daemon KIND SOCKET DIR LOG [BINARY]
 # KIND is ours (BINARY = our virtiofsd), c (QEMU 7.2's C virtiofsd) or rust.
 # Starts it in the background (VFSD_DAEMON_PID) and waits for its socket.
@@ -44,6 +118,7 @@ vfsd_start_daemon() {
   case $kind in
     ours)
       [[ -x $bin ]] || vfsd_die "our daemon binary '$bin' is not executable"
+      vfsd_sanitizer_env
       cmd=("$bin" "--socket-path=$sock" "--shared-dir=$dir")
       ;;
     c)
@@ -106,8 +181,10 @@ vfsd_build_initramfs() {
 
 # vfsd_boot_guest SOCKET INITRD CONSOLE_LOG TIMEOUT_S [reboot]
 # Boots the guest; returns QEMU's exit status (124 = killed by the time limit).
-# If the daemon (VFSD_DAEMON_PID) dies first, QEMU is stopped 5 s later and
-# CONSOLE_LOG.daemon-died is written.
+# If the daemon (VFSD_DAEMON_PID, or any of VFSD_DAEMON_PIDS) dies first,
+# QEMU is stopped 5 s later and CONSOLE_LOG.daemon-died is written.
+# The console shows kernel messages up to KERN_WARNING (loglevel=5), so
+# WARN()s, BUGs and oopses are visible to vfsd_kernel_problems.
 # Each console line is logged as "<host epoch seconds> <line>" so callers can
 # time events; with VFSD_VERBOSE=1 the console is also echoed to stderr.
 vfsd_boot_guest() {
@@ -131,7 +208,7 @@ vfsd_boot_guest() {
     -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem
     "${devices[@]}"
     -kernel "$kernel" -initrd "$initrd"
-    -append "console=ttyS0 quiet loglevel=3 panic=-1 vfsdtag=$VFSD_TAG"
+    -append "console=ttyS0 loglevel=5 panic=-1 vfsdtag=$VFSD_TAG"
     -display none -serial stdio -monitor none)
   # The reboot check needs QEMU to reset the VM on a guest reboot; every other
   # run treats a reboot (e.g. after a panic) as the end.
@@ -143,13 +220,18 @@ vfsd_boot_guest() {
   VFSD_BOOT_START=$EPOCHREALTIME
   # A daemon that dies leaves the guest waiting for replies forever: stop
   # QEMU a few seconds later instead of waiting for the time limit.
-  local watcher=""
-  if [[ -n $VFSD_DAEMON_PID ]]; then
+  # VFSD_DAEMON_PIDS lists several daemons (one per device); any one dying counts.
+  local watcher="" watched=${VFSD_DAEMON_PIDS:-$VFSD_DAEMON_PID}
+  if [[ -n $watched ]]; then
     (
-      while kill -0 "$VFSD_DAEMON_PID" 2>/dev/null; do sleep 1; done
+      dead=""
+      while [[ -z $dead ]]; do
+        for p in $watched; do kill -0 "$p" 2>/dev/null || dead=$p; done
+        [[ -n $dead ]] || sleep 1
+      done
       sleep 5
       if [[ -s $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-        echo "daemon exited while the guest was running" >"$log.daemon-died"
+        echo "daemon $dead exited while the guest was running" >"$log.daemon-died"
         kill "$(cat "$pidfile")" 2>/dev/null
       fi
     ) &

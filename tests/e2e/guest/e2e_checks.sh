@@ -50,6 +50,14 @@ fi
 
 # ---- boot 1 -----------------------------------------------------------------
 
+# The sabotage run proves the kernel checks: a line at KERN_WARNING must show
+# on the console (its loglevel lets warnings through), and one at KERN_INFO,
+# below the console's level, must still be found in the dmesg dump.
+if [ "${E2E_INJECT_KERNEL_PROBLEMS:-0}" = 1 ]; then
+  echo "<4>WARNING: CPU: 0 PID: $$ at vfsd-e2e-sabotage (injected, KERN_WARNING)" >/dev/kmsg
+  echo "<6>BUG: vfsd-e2e-sabotage (injected, KERN_INFO: only in dmesg)" >/dev/kmsg
+fi
+
 # listing: what the host put there before boot
 names=$(ls -1 "$M" | tr '\n' ' ')
 ok=1
@@ -234,5 +242,6 @@ echo 2 >"$M/reboot/phase"
 sync
 mark reboot_write PASS
 echo "E2E-INFO rebooting uptime_cs=$(uptime_cs)"
+vfsd_kmsg_report
 reboot -f
 sleep 60

@@ -220,6 +220,12 @@ bool InodeStore::first_report_for_mount(uint64_t mnt_id) {
   return reported_mounts_.insert(mnt_id).second;
 }
 
+InodeKey InodeStore::root_key() const {
+  std::shared_lock lock(mutex_);
+  auto it = by_id_.find(fuse::kRootInode);
+  return it == by_id_.end() ? InodeKey{} : it->second.data->key;
+}
+
 size_t InodeStore::size() const {
   std::shared_lock lock(mutex_);
   return by_id_.size();

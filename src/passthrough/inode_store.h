@@ -111,6 +111,9 @@ class InodeStore {
   /// per-filesystem condition (no file handles) once.
   bool first_report_for_mount(uint64_t mnt_id);
 
+  /// The root's key (set_root()).
+  InodeKey root_key() const;
+
   size_t size() const;
   /// Lookup references held on `id` (0 if unknown). For tests and diagnostics.
   uint64_t refcount(fuse::InodeId id) const;

@@ -37,6 +37,10 @@ namespace {
 
 constexpr uint64_t kMaxOffset = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
 
+// How far check_inside_share() walks up before it gives up (PATH_MAX / 2:
+// deeper than any path the host can name).
+constexpr int kMaxWalkUp = PATH_MAX / 2;
+
 // What OPEN may pass on to the host (io_open_flags() then applies the
 // options). Everything else is dropped: O_CREAT and O_EXCL (OPEN never
 // creates), O_NOFOLLOW (the /proc magic link must be followed), O_PATH and
@@ -218,7 +222,8 @@ Entry PassthroughFs::entry_for(const InodeData& data, const struct stat& st,
   return entry;
 }
 
-Result<Entry> PassthroughFs::register_inode(const InodeData& parent, UniqueFd path_fd) {
+Result<Entry> PassthroughFs::register_inode(const InodeData& parent, UniqueFd path_fd,
+                                            bool parent_lookup) {
   auto st = stat_fd(path_fd.get());
   if (!st) return tl::unexpected(st.error());
   InodeKey key{st->st.st_dev, st->st.st_ino, st->mnt_id};
@@ -256,7 +261,7 @@ Result<Entry> PassthroughFs::register_inode(const InodeData& parent, UniqueFd pa
   // guest then gives it a superblock and st_dev of its own, so that st_ino
   // values of different host filesystems cannot collide. (The st_dev we
   // return is the host's, already distinct; the guest uses its own.)
-  const bool mount_root = S_ISDIR(st->st.st_mode) &&
+  const bool mount_root = S_ISDIR(st->st.st_mode) && !parent_lookup &&
                           (st->mnt_id != parent.key.mnt_id || st->st.st_dev != parent.key.dev);
   if (mount_root) note_mount_root((*data)->id, st->mnt_id);
   if (submounts_active_.load(std::memory_order_relaxed) && mount_root) {
@@ -271,6 +276,45 @@ Result<Entry> PassthroughFs::lookup_child(const InodeData& parent, const char* n
   UniqueFd fd(::openat(parent.fd.get(), name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
   if (!fd) return fail_errno();
   return register_inode(parent, std::move(fd));
+}
+
+Result<Entry> PassthroughFs::lookup_parent(const InodeData& dir) {
+  if (!S_ISDIR(dir.type)) return fail(ENOTDIR);
+  UniqueFd parent(::openat(dir.fd.get(), "..", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!parent) return fail_errno();
+  VFSD_TRY(check_inside_share(parent.get()));
+  // The parent of a directory is never a submount root as seen from it.
+  return register_inode(dir, std::move(parent), /*parent_lookup=*/true);
+}
+
+VoidResult PassthroughFs::check_inside_share(int dir_fd) const {
+  // A directory the guest holds may have been moved out of the share by the
+  // host; its ".." then names something the guest must never see. Walk up
+  // until the share's root is met (inside) or the walk stops moving (the
+  // top of the host's tree: outside). ".." crosses mount boundaries, so
+  // submounts are walked through.
+  const InodeKey root = inodes_.root_key();
+  UniqueFd cur(::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0));
+  if (!cur) return fail_errno();
+  auto st = stat_fd(cur.get());
+  if (!st) return tl::unexpected(st.error());
+  for (int depth = 0; depth < kMaxWalkUp; ++depth) {
+    if (st->st.st_dev == root.dev && st->st.st_ino == root.ino && st->mnt_id == root.mnt_id) {
+      return ok();
+    }
+    UniqueFd up(::openat(cur.get(), "..", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!up) return fail_errno();
+    auto up_st = stat_fd(up.get());
+    if (!up_st) return tl::unexpected(up_st.error());
+    if (up_st->st.st_dev == st->st.st_dev && up_st->st.st_ino == st->st.st_ino &&
+        up_st->mnt_id == st->mnt_id) {
+      break;  // "/" of the host (or of our mount namespace)
+    }
+    cur = std::move(up);
+    st = std::move(up_st);
+  }
+  log::warn("lookup: the parent of a directory is outside the shared directory; refused");
+  return fail(ENOENT);
 }
 
 Result<UniqueFd> PassthroughFs::reopen(const InodeData& data, int flags) const {
@@ -466,10 +510,11 @@ Result<Entry> PassthroughFs::lookup(const fuse::Context&, InodeId parent, const 
     if (!inodes_.add_ref(parent)) return fail(EBADF);
     return entry_for(**dir, st->st, 0);
   }
+  if (name.is_dotdot()) return lookup_parent(**dir);
   // Half-made directories of a crash-safe mkdir do not exist for the guest.
   if (is_hidden_temp_name(name.view())) return fail(ENOENT);
   auto found = lookup_child(**dir, name.c_str());
-  if (!found && found.error().value == ENOENT && config_.ascii_casefold && !name.is_dotdot()) {
+  if (!found && found.error().value == ENOENT && config_.ascii_casefold) {
     return lookup_casefold(**dir, name.view());
   }
   return found;

@@ -182,9 +182,15 @@ class PassthroughFs final : public fuse::FileSystem {
 
   Result<std::shared_ptr<const InodeData>> inode(fuse::InodeId id) const;
   Result<std::shared_ptr<HandleData>> handle(fuse::HandleId id, fuse::InodeId inode) const;
-  // Registers an O_PATH fd found under `parent` and answers its entry (one
-  // lookup reference taken).
-  Result<fuse::Entry> register_inode(const InodeData& parent, UniqueFd path_fd);
+  // Registers an O_PATH fd found under `parent` (or, with `parent_lookup`,
+  // found as the parent of `parent`) and answers its entry (one lookup
+  // reference taken).
+  Result<fuse::Entry> register_inode(const InodeData& parent, UniqueFd path_fd,
+                                     bool parent_lookup = false);
+  // LOOKUP of ".." below the root: the real parent, if it is inside the share.
+  Result<fuse::Entry> lookup_parent(const InodeData& dir);
+  // ENOENT unless the directory `dir_fd` is the share's root or below it.
+  VoidResult check_inside_share(int dir_fd) const;
   // Opens `name` under `parent` with O_PATH|O_NOFOLLOW and registers it.
   Result<fuse::Entry> lookup_child(const InodeData& parent, const char* name);
   fuse::Entry entry_for(const InodeData& data, const struct stat& st, uint32_t attr_flags) const;

@@ -19,8 +19,10 @@
 namespace vfsd::conformance {
 namespace {
 
+// The names, sorted; "error:<errno>" if listxattr failed (never "(none)").
 std::string sorted_list(const std::string& path, int* err) {
   auto names = list_xattrs(path, err);
+  if (*err) return "error:" + errno_name(*err);
   std::sort(names.begin(), names.end());
   return join(names);
 }

@@ -167,9 +167,17 @@ inline constexpr gid_t kOtherGid = 1001;
 
 /// getxattr/lgetxattr as a string; `err` receives the errno (0 on success).
 std::string get_xattr(const std::string& path, const std::string& name, int* err);
-/// llistxattr as a list of names; `err` receives the errno.
+/// llistxattr as a list of names; `err` receives the errno. A reply of one
+/// NUL byte is one empty name, an empty reply no name.
 std::vector<std::string> list_xattrs(const std::string& path, int* err);
+/// The names in a listxattr reply of `n` bytes (what list_xattrs parses).
+std::vector<std::string> split_xattr_list(const char* buf, size_t n);
+/// "a,b"; "(none)" for no item, and an empty item shows as "" (so an empty
+/// list, one empty name and "a" after an empty name all differ).
 std::string join(const std::vector<std::string>& items, char sep = ',');
+/// The xattr names of `path` (llistxattr) as join() shows them, or
+/// "error:<errno>" when the call fails, so an error never reads as "(none)".
+std::string xattr_names(const std::string& path, bool sorted = false);
 
 /// Waits up to `ms` for a byte on `fd`; false on timeout.
 bool wait_readable(int fd, int ms);

@@ -10,6 +10,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -169,27 +170,44 @@ std::string get_xattr(const std::string& path, const std::string& name, int* err
 std::vector<std::string> list_xattrs(const std::string& path, int* err) {
   char buf[65536];
   ssize_t n = llistxattr(path.c_str(), buf, sizeof buf);
-  std::vector<std::string> names;
   if (n < 0) {
     *err = errno;
-    return names;
+    return {};
   }
   *err = 0;
-  for (ssize_t i = 0; i < n;) {
-    std::string name(buf + i);
-    i += static_cast<ssize_t>(name.size()) + 1;
+  return split_xattr_list(buf, static_cast<size_t>(n));
+}
+
+std::vector<std::string> split_xattr_list(const char* buf, size_t n) {
+  std::vector<std::string> names;
+  // Every name ends with a NUL: one NUL byte is one empty name, not an
+  // empty list; a last name without its NUL is shown as such.
+  for (size_t i = 0; i < n;) {
+    size_t len = strnlen(buf + i, n - i);
+    std::string name(buf + i, len);
+    if (len == n - i) name += "(no_NUL)";
+    i += len + 1;
     names.push_back(std::move(name));
   }
   return names;
 }
 
 std::string join(const std::vector<std::string>& items, char sep) {
+  if (items.empty()) return "(none)";
   std::string out;
-  for (const auto& s : items) {
-    if (!out.empty()) out += sep;
-    out += s;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i) out += sep;
+    out += items[i].empty() ? "\"\"" : items[i];
   }
-  return out.empty() ? "(none)" : out;
+  return out;
+}
+
+std::string xattr_names(const std::string& path, bool sorted) {
+  int e = 0;
+  auto names = list_xattrs(path, &e);
+  if (e) return "error:" + errno_name(e);
+  if (sorted) std::sort(names.begin(), names.end());
+  return join(names);
 }
 
 bool wait_readable(int fd, int ms) {

@@ -3,6 +3,9 @@
 //   vfsd_conformance profiles
 //       one line per profile: NAME <TAB> ours|both <TAB> daemon options
 //       ("both": the Rust virtiofsd has these options too)
+//   vfsd_conformance groups [PROFILE]     PROFILE group/case: what `run` runs
+//   vfsd_conformance checks [PROFILE]     PROFILE host.PROFILE/name: what `check` runs
+//   vfsd_conformance selftest             checks the helpers the verdicts rest on
 //   vfsd_conformance prepare PROFILE SHARED_DIR      (host, before the daemon starts)
 //   vfsd_conformance run --mode=plain|host|guest --profile=PROFILE
 //                        [--backing=SHARED_DIR] [--only=GROUP[/CASE]] DIR
@@ -220,6 +223,31 @@ int cmd_check(const std::string& profile, const std::string& backing) {
   return finish(t);
 }
 
+// The helpers the verdicts rest on (ctest conformance_selftest): the
+// rendering of name lists must tell every list apart.
+int cmd_selftest() {
+  int bad = 0;
+  auto expect = [&](const char* what, const std::string& got, const std::string& want) {
+    if (got != want) {
+      std::printf("SELFTEST FAIL %s: got %s, want %s\n", what, got.c_str(), want.c_str());
+      ++bad;
+    }
+  };
+  expect("join_empty", join({}), "(none)");
+  expect("join_one_empty_name", join({""}), "\"\"");
+  expect("join_empty_then_a", join({"", "a"}), "\"\",a");
+  expect("join_a_then_empty", join({"a", ""}), "a,\"\"");
+  expect("join_two", join({"a", "b"}), "a,b");
+  expect("split_nothing", join(split_xattr_list("", 0)), "(none)");
+  expect("split_one_nul", join(split_xattr_list("\0", 1)), "\"\"");
+  expect("split_two", join(split_xattr_list("user.a\0user.b\0", 14)), "user.a,user.b");
+  expect("split_unterminated", join(split_xattr_list("user.a\0user.b", 13)),
+         "user.a,user.b(no_NUL)");
+  expect("xattr_names_error", xattr_names("/nonexistent/vfsd-selftest"), "error:ENOENT");
+  std::printf("SELFTEST %s\n", bad ? "FAIL" : "PASS");
+  return bad ? 1 : 0;
+}
+
 }  // namespace
 }  // namespace vfsd::conformance
 
@@ -233,8 +261,22 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  if (cmd == "groups") {  // which cases a profile runs, for docs and debugging
+  // The runners compare what ran with these lists: a case missing from a
+  // run's output fails the run.
+  if ((cmd == "groups" || cmd == "checks") && argc <= 3) {
+    std::string only = argc == 3 ? argv[2] : "";
+    if (!only.empty() && !find_profile(only)) {
+      std::fprintf(stderr, "%s: no profile %s\n", cmd.c_str(), only.c_str());
+      return 2;
+    }
     for (const auto& p : profiles()) {
+      if (!only.empty() && only != p.name) continue;
+      if (cmd == "checks") {
+        for (const auto& c : host_check_registry()) {
+          if (c.group == p.name) std::printf("%s host.%s/%s\n", p.name, p.name, c.name.c_str());
+        }
+        continue;
+      }
       for (const auto& g : p.groups) {
         for (const auto& c : registry()) {
           if (c.group == g) std::printf("%s %s/%s\n", p.name, g.c_str(), c.name.c_str());
@@ -243,13 +285,15 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+  if (cmd == "selftest") return cmd_selftest();
   if (cmd == "run") return cmd_run(argc - 2, argv + 2);
   if ((cmd == "prepare" || cmd == "check") && argc == 4) {
     return cmd == "prepare" ? cmd_prepare(argv[2], argv[3]) : cmd_check(argv[2], argv[3]);
   }
   std::fprintf(
       stderr,
-      "usage: vfsd_conformance profiles | groups | prepare PROFILE DIR | check PROFILE DIR |\n"
+      "usage: vfsd_conformance profiles | groups [PROFILE] | checks [PROFILE] | selftest |\n"
+      "       prepare PROFILE DIR | check PROFILE DIR |\n"
       "       run --mode=plain|host|guest --profile=P [--backing=DIR] [--only=G[/C]] DIR\n");
   return 2;
 }

@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -89,7 +90,7 @@ CONF_CASE(readonly, reads_allowed) {
   c.ok("statfs", statfs(dir.c_str(), &sf));
   int e;
   c.eq_str("getxattr", get_xattr(dir + "/xfile", "user.x", &e), "1");
-  c.eq_str("listxattr", join(list_xattrs(dir + "/xfile", &e)), "user.x");
+  c.eq_str("listxattr", xattr_names(dir + "/xfile"), "user.x");
   int fd = open((dir + "/sparse").c_str(), O_RDONLY);
   c.ok("open_rdonly", fd);
   c.eq("lseek_data", lseek(fd, 8192, SEEK_DATA), 1 << 20);
@@ -224,7 +225,7 @@ CONF_HOST_CHECK(readonly, share_untouched) {
   c.eq_str("content", read_file(d + "/file"), "readonly-data");
   int e;
   c.eq_str("xattr", get_xattr(d + "/xfile", "user.x", &e), "1");
-  c.eq_str("xattr_names", join(list_xattrs(d + "/xfile", &e)), "user.x");
+  c.eq_str("xattr_names", xattr_names(d + "/xfile"), "user.x");
   struct stat st;
   lstat((d + "/file").c_str(), &st);
   c.eq_oct("mode", st.st_mode & 07777, 0644);
@@ -243,7 +244,9 @@ struct Holder {
   int release = -1;  // write a byte to release
 };
 
-Holder start_holder(const std::string& path, char kind, off_t start, off_t len, int hold_ms = 0) {
+// `notice`, if not -1: the holder writes 'R' there right before it drops
+// its lock, so that a waiter granted the lock can tell it came after.
+Holder start_holder(const std::string& path, char kind, off_t start, off_t len, int notice = -1) {
   int up[2], down[2];
   Holder h;
   if (pipe(up) != 0 || pipe(down) != 0) return h;
@@ -267,13 +270,10 @@ Holder start_holder(const std::string& path, char kind, off_t start, off_t len, 
     }
     char r = rc == 0 ? 'L' : 'E';
     if (write(up[1], &r, 1) != 1) _exit(1);
-    if (hold_ms) {
-      usleep(static_cast<useconds_t>(hold_ms) * 1000);
-    } else {
-      char b;
-      ssize_t n = read(down[0], &b, 1);
-      (void)n;
-    }
+    char b;
+    ssize_t n = read(down[0], &b, 1);
+    (void)n;
+    if (notice >= 0 && write(notice, "R", 1) != 1) _exit(1);
     // Closing any fd of the file drops the process's POSIX locks on it.
     close(fd);
     r = 'U';
@@ -375,20 +375,70 @@ CONF_CASE(locks, getlk_reports_holder) {
   return c.done();
 }
 
+// Whether `pid` sleeps in fcntl(fd, F_SETLKW, ...): /proc/PID/syscall names
+// the call a blocked task is in ("NR arg0 arg1 ..."), /proc/PID/stat its state.
+bool sleeps_in_setlkw(pid_t pid) {
+  std::string base = "/proc/" + std::to_string(pid);
+  bool ok = false;
+  std::string sc = read_file(base + "/syscall", &ok);
+  long nr = -1;
+  unsigned long arg0 = 0, arg1 = 0;
+  if (!ok || std::sscanf(sc.c_str(), "%ld %lx %lx", &nr, &arg0, &arg1) != 3) return false;
+  if (nr != SYS_fcntl || arg1 != F_SETLKW) return false;
+  std::string st = read_file(base + "/stat", &ok);
+  size_t paren = st.rfind(')');
+  return ok && paren != std::string::npos && paren + 2 < st.size() && st[paren + 2] == 'S';
+}
+
+// A handshake, no timing: the holder keeps its lock until an observer has
+// seen this process asleep in F_SETLKW, and writes 'R' (notice pipe) just
+// before it releases; the lock granted, this process checks that it was
+// seen blocked and that the release came first.
 CONF_CASE(locks, setlkw_waits) {
   Checker c;
   std::string f = dir + "/f";
   write_file(f, "w");
-  Holder h = start_holder(f, 'W', 0, 0, 700);
+  int notice[2], seen[2];
+  if (pipe2(notice, O_CLOEXEC) != 0 || pipe2(seen, O_CLOEXEC) != 0) return c.skip("pipe");
+  Holder h = start_holder(f, 'W', 0, 0, notice[1]);
+  close(notice[1]);
   c.truth("holder_locked", holder_locked(h), "L", "E");
+  pid_t waiter = getpid();
+  fflush(nullptr);
+  pid_t observer = fork();
+  if (observer == 0) {
+    close(seen[0]);
+    // Polls the waiter's state (bounded: a waiter that never blocks must
+    // not leave the holder holding), then reports and lets the holder go.
+    char verdict = 'N';
+    for (int i = 0; i < 20000; ++i) {
+      if (sleeps_in_setlkw(waiter)) {
+        verdict = 'B';
+        break;
+      }
+      usleep(1000);
+    }
+    if (write(seen[1], &verdict, 1) != 1) _exit(1);
+    if (write(h.release, "x", 1) != 1) _exit(1);
+    _exit(0);
+  }
+  close(seen[1]);
   int fd = open(f.c_str(), O_RDWR);
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
   struct flock fl = make_lock(F_WRLCK, 0, 0);
   c.ok("setlkw", fcntl(fd, F_SETLKW, &fl));
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-  c.truth("waited_for_release", ms >= 300, ">=300ms", std::to_string(ms) + "ms");
+  // Both bytes were written before the release, so before the grant: they
+  // are there now, or the lock was granted while the holder still held it.
+  char b = 0;
+  bool was_seen = wait_readable(seen[0], 0) && read(seen[0], &b, 1) == 1 && b == 'B';
+  char r = 0;
+  bool released_first = wait_readable(notice[0], 0) && read(notice[0], &r, 1) == 1 && r == 'R';
+  c.truth("seen_blocked_in_setlkw", was_seen, "B", b ? std::string(1, b) : "granted_first");
+  c.truth("released_before_granted", released_first, "R", "granted_while_held");
+  if (!was_seen) {  // granted without waiting: end the observer's watch now
+    kill(observer, SIGKILL);
+    if (write(h.release, "x", 1) != 1) c.truth("release_holder", false, "1", "0");
+  }
+  waitpid(observer, nullptr, 0);
   c.truth("holder_released", holder_released(h), "U", "none");
   // Another process now meets our lock.
   int e = errno_as_user(0, 0, {0}, [&] {
@@ -399,6 +449,8 @@ CONF_CASE(locks, setlkw_waits) {
   c.eq_str("now_held_by_us", errno_name(e), "EAGAIN");
   waitpid(h.pid, nullptr, 0);
   close(fd);
+  close(notice[0]);
+  close(seen[0]);
   return c.done();
 }
 

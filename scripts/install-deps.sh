@@ -51,3 +51,19 @@ if [[ "${WITH_KERNEL_612:-1}" == 1 ]]; then
   if [[ -z "$kpkg612" ]]; then apt-get update -qq; kpkg612=$(resolve_kernel linux-image-6.12-amd64); fi
   fetch_kernel "$kpkg612" kernel-6.12
 fi
+
+# The Rust virtiofsd 1.13 from Debian trixie, the reference the conformance
+# suite compares with (ctest conformance_vs_rust) and a peer of the e2e test
+# and the benchmark: unpacked into .cache/rust-virtiofsd through a private
+# apt list under .cache (this system's apt sources are not touched).
+# Idempotent. WITH_RUST_VIRTIOFSD=0 skips it (then those tests skip, or fail
+# under CI).
+if [[ "${WITH_RUST_VIRTIOFSD:-1}" == 1 ]]; then
+  rust_line=$(bash "$ROOT/scripts/fetch-rust-virtiofsd.sh" | tail -n 1)
+  rust_version=$("$ROOT/.cache/rust-virtiofsd/lib64/ld-linux-x86-64.so.2" \
+    --library-path "$ROOT/.cache/rust-virtiofsd/lib/x86_64-linux-gnu:$ROOT/.cache/rust-virtiofsd/usr/lib/x86_64-linux-gnu" \
+    "$ROOT/.cache/rust-virtiofsd/usr/libexec/virtiofsd" --version 2>&1 | head -n 1)
+  [[ $rust_version == "virtiofsd 1.13."* ]] ||
+    { echo "install-deps: expected the Rust virtiofsd 1.13.x, got '$rust_version' ($rust_line)" >&2; exit 1; }
+  echo "install-deps: Rust virtiofsd: $rust_version ($ROOT/.cache/rust-virtiofsd)"
+fi

@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what is missing, builds, runs the unit tests
-# under ASan+UBSan, then every test (unit + end-to-end guest) of the normal
-# build. The last thing printed is ctest's tally of the full suite.
+# The whole test suite, what CI runs (.ci/run, with CI=true):
+#  1. scripts/install-deps.sh: packages, the 6.1 and 6.12 guest kernels and
+#     the Rust virtiofsd 1.13 (into .cache/).
+#  2. build-asan (ASan + UBSan): the unit and cross-layer tests (label unit)
+#     and the e2e guest test against the sanitized daemon (label sanitized:
+#     a sanitizer report in the daemon fails it).
+#  3. build (the normal build): every test, with ctest: unit, integration,
+#     e2e (ours, QEMU's C virtiofsd, the two sabotage runs) and conformance
+#     (host FUSE mount, 6.1 and 6.12 guests, the runner's sabotage run, the
+#     comparison with the Rust virtiofsd).
+# With CI set, a suite that must run here fails instead of skipping. The
+# last thing printed is ctest's tally of the full suite (step 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
 bash scripts/install-deps.sh
 
-echo "=== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+echo "=== ASan + UBSan: unit tests, and the e2e guest test against the sanitized daemon"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DVFSD_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-  ctest --test-dir build-asan -L unit --output-on-failure -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan -L 'unit|sanitized' --output-on-failure -j"$jobs"
 
-echo "=== full suite (unit + end-to-end guest)"
+echo "=== full suite (unit, integration, end-to-end guest, conformance)"
 cmake -S . -B build -G Ninja >/dev/null
 cmake --build build -j"$jobs"
 ctest --test-dir build --output-on-failure

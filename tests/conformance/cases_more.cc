@@ -255,7 +255,7 @@ Holder start_holder(const std::string& path, char kind, off_t start, off_t len, 
   if (h.pid == 0) {
     close(up[0]);
     close(down[1]);
-    alarm(20);
+    alarm(50);  // above the setlkw_waits observer's 20 s bound
     int fd = open(path.c_str(), O_RDWR);
     int rc = -1;
     if (fd >= 0 && (kind == 'W' || kind == 'R')) {

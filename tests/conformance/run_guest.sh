@@ -117,7 +117,7 @@ for profile in "${profiles[@]}"; do
   "${cmd[@]}" >>"$p/daemon.log" 2>&1 &
   pids+=($!)
   pid_of[$profile]=$!
-  for ((i = 0; i < 100; i++)); do
+  for ((i = 0; i < 300; i++)); do
     [[ -S $sock ]] && break
     kill -0 "${pids[-1]}" 2>/dev/null || break
     sleep 0.1
@@ -148,7 +148,7 @@ VFSD_DAEMON_PID="" VFSD_DAEMON_PIDS="${pids[*]}" VFSD_FS_DEVICES=$devices \
 
 # Each daemon must exit by itself, status 0, once QEMU has disconnected.
 declare -A status_of=()
-for ((i = 0; i < 100; i++)); do
+for ((i = 0; i < 300; i++)); do
   alive=0
   for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
   ((alive)) || break
@@ -159,7 +159,7 @@ for profile in "${profiles[@]}"; do
   if kill -0 "$pid" 2>/dev/null; then
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    status_of[$profile]=still_running_10s_after_qemu
+    status_of[$profile]=still_running_30s_after_qemu
   else
     rc=0
     wait "$pid" 2>/dev/null || rc=$?

@@ -80,7 +80,7 @@ while IFS=$'\t' read -r profile _ options; do
   }
   "$daemon" --shared-dir="$p/share" --fuse-mount="$p/mnt" "${opts[@]}" >"$p/daemon.log" 2>&1 &
   pid=$!
-  for ((i = 0; i < 100; i++)); do
+  for ((i = 0; i < 300; i++)); do
     is_mounted "$p/mnt" && break
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
@@ -114,7 +114,7 @@ while IFS=$'\t' read -r profile _ options; do
   fi
   kill -TERM "$pid" 2>/dev/null || true
   stop_rc=0
-  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$pid" 2>/dev/null; then
     kill -KILL "$pid" 2>/dev/null || true
     stop_rc=timeout

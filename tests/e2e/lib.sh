@@ -138,7 +138,7 @@ vfsd_start_daemon() {
   "${cmd[@]}" >>"$log" 2>&1 &
   VFSD_DAEMON_PID=$!
   local i
-  for ((i = 0; i < 100; i++)); do
+  for ((i = 0; i < 300; i++)); do
     [[ -S $sock ]] && return 0
     kill -0 "$VFSD_DAEMON_PID" 2>/dev/null || break
     sleep 0.1

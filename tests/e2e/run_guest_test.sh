@@ -105,7 +105,7 @@ qemu_rc=0
 vfsd_boot_guest "$work/vhost.sock" "$work/initrd" "$work/console.log" "$limit" reboot || qemu_rc=$?
 elapsed=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}')
 daemon_self_exit=0
-vfsd_stop_daemon 10 || daemon_self_exit=1
+vfsd_stop_daemon 30 || daemon_self_exit=1
 
 # ---- results --------------------------------------------------------------------
 declare -A result detail
@@ -195,7 +195,7 @@ sanitizer=$(vfsd_sanitizer_reports "$work/daemon.log" || true)
 hcheck daemon_sanitizers "the daemon log has sanitizer reports: $(head -n 1 <<<"$sanitizer")" \
   test -z "$sanitizer"
 if ((daemon_self_exit)); then
-  record daemon_exit FAIL "the daemon did not exit by itself within 10s of QEMU quitting"
+  record daemon_exit FAIL "the daemon did not exit by itself within 30s of QEMU quitting"
 else
   hcheck daemon_exit "the daemon exited with status ${VFSD_DAEMON_EXIT:-?}, not 0" test "${VFSD_DAEMON_EXIT:-}" = 0
 fi

@@ -58,6 +58,15 @@ bool write_caps(CapSets& caps) {
 
 Result<ScopedCredentials> ScopedCredentials::enter(uid_t uid, gid_t gid,
                                                    std::span<const gid_t> groups) {
+  // -1 means "leave unchanged" to setresuid/setresgid: the operation would
+  // run as root. A guest kernel never sends it (it refuses unmappable ids
+  // itself, with EOVERFLOW), so only a hostile one does.
+  constexpr uid_t kNoUid = static_cast<uid_t>(-1);
+  constexpr gid_t kNoGid = static_cast<gid_t>(-1);
+  if (uid == kNoUid || gid == kNoGid) return fail(EOVERFLOW);
+  for (gid_t g : groups) {
+    if (g == kNoGid) return fail(EOVERFLOW);
+  }
   ScopedCredentials creds;
   if (!groups.empty()) {
     auto saved = get_groups();

@@ -27,6 +27,7 @@ class ScopedCredentials {
   /// Switches to (uid, gid, groups): groups and gid first, because after the
   /// uid change the thread no longer has CAP_SETGID. Ids equal to 0 are left
   /// as they are; an empty `groups` leaves the thread's groups unchanged.
+  /// EOVERFLOW for an id of -1 (which the syscalls take as "unchanged").
   static Result<ScopedCredentials> enter(uid_t uid, gid_t gid, std::span<const gid_t> groups = {});
 
   /// Like enter(), then raises CAP_DAC_OVERRIDE in the thread's effective set.

@@ -539,6 +539,12 @@ Result<fuse::AttrReply> PassthroughFs::getattr(const fuse::Context&, InodeId ino
 
 Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId ino,
                                                const fuse::SetattrRequest& req) {
+  // -1 is fchownat's "leave unchanged", never an owner the guest can mean
+  // (checked before anything changes).
+  if (((req.valid & FATTR_UID) && req.uid == static_cast<uid_t>(-1)) ||
+      ((req.valid & FATTR_GID) && req.gid == static_cast<gid_t>(-1))) {
+    return fail(EINVAL);
+  }
   auto found = inode(ino);
   if (!found) return tl::unexpected(found.error());
   const InodeData& data = **found;

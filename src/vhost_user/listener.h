@@ -12,10 +12,11 @@
 
 namespace vfsd::vhost_user {
 
-/// socket + bind + listen on `path`. A stale socket left at `path` (by a
-/// daemon that died) is unlinked first; any other kind of file there is left
-/// alone and the bind fails with EADDRINUSE. ENAMETOOLONG if `path` does not
-/// fit in sockaddr_un.
+/// socket + bind + listen on `path`. The socket appears at `path` only once
+/// it listens, with its final mode and group (it is made as `path`.new and
+/// renamed), replacing a stale socket left by a daemon that died; any other
+/// kind of file at `path` is left alone: EADDRINUSE. ENAMETOOLONG if `path`
+/// does not fit in sockaddr_un.
 ///
 /// Whoever connects first becomes the frontend and, through it, the guest:
 /// the socket is created 0700 (umask 077 around the bind, as the Rust

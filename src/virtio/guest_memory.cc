@@ -1,6 +1,7 @@
 #include "virtio/guest_memory.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,6 +55,14 @@ Result<std::shared_ptr<MappedRegion>> MappedRegion::map(int fd, uint64_t guest_p
       size + delta > std::numeric_limits<size_t>::max()) {
     return fail(EINVAL);
   }
+  // Guest RAM is a regular file (memfd, hugetlbfs, a file backend). A
+  // mapping that runs past its end maps fine and then kills us with SIGBUS
+  // on the first access to the missing part: refuse it now.
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return fail_errno();
+  if (!S_ISREG(st.st_mode)) return fail(EINVAL);
+  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  if (mmap_offset > file_size || size > file_size - mmap_offset) return fail(EINVAL);
   const size_t mapped_len = static_cast<size_t>(size + delta);
   void* p = ::mmap(nullptr, mapped_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd,
                    static_cast<off_t>(aligned));

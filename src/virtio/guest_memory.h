@@ -16,6 +16,8 @@ namespace vfsd::virtio {
 class MappedRegion {
  public:
   /// mmap()s `size` bytes of `fd` from `mmap_offset` (MAP_SHARED, RW).
+  /// EINVAL unless `fd` is a regular file holding the whole range (a range
+  /// past its end would SIGBUS on first access).
   /// The fd may be closed afterwards; the mapping lives as long as this object.
   static Result<std::shared_ptr<MappedRegion>> map(int fd, uint64_t guest_phys_addr, uint64_t size,
                                                    uint64_t user_addr, uint64_t mmap_offset);

@@ -361,6 +361,12 @@ TEST_F(Protocol, MemoryTableMessages) {
             0u);
   EXPECT_NE(fe.acked(Request::kAddMemReg, bytes(SingleMemoryRegion{0, overlap}), {ram.fd.get()}),
             0u);
+  // Past the end of the memfd (1 MiB): would SIGBUS on first access.
+  MemoryRegion past_end{1 << 23, 1 << 20, 0x50000000, 1 << 19};
+  EXPECT_NE(fe.acked(Request::kAddMemReg, bytes(SingleMemoryRegion{0, past_end}), {ram.fd.get()}),
+            0u);
+  EXPECT_NE(fe.acked(Request::kSetMemTable, table({lo, past_end}), {ram.fd.get(), ram.fd.get()}),
+            0u);
   // Zero size.
   MemoryRegion empty{1 << 22, 0, 0x40000000, 0};
   EXPECT_NE(fe.acked(Request::kAddMemReg, bytes(SingleMemoryRegion{0, empty}), {ram.fd.get()}), 0u);

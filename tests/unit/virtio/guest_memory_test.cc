@@ -170,5 +170,30 @@ TEST(GuestMemory, MapRejectsBadArguments) {
   EXPECT_FALSE(MappedRegion::map(fd.get(), 0, 4096, 0, kMax - 10));
 }
 
+// A region that runs past the end of its file would map, then SIGBUS on the
+// first access to the missing part: refused up front.
+TEST(GuestMemory, RegionsMustLieWithinTheirFile) {
+  const long page = sysconf(_SC_PAGESIZE);
+  UniqueFd fd(memfd_create("vfsd-guest-mem-test", MFD_CLOEXEC));
+  ASSERT_TRUE(fd.valid());
+  ASSERT_EQ(ftruncate(fd.get(), 4 * page), 0);
+  EXPECT_TRUE(MappedRegion::map(fd.get(), 0, 4 * page, 0, 0));
+  EXPECT_TRUE(MappedRegion::map(fd.get(), 0, 2 * page, 0, 2 * page));
+  EXPECT_TRUE(MappedRegion::map(fd.get(), 0, page - 1, 0, 3 * page + 1));
+  auto past = MappedRegion::map(fd.get(), 0, 4 * page + 1, 0, 0);
+  ASSERT_FALSE(past);
+  EXPECT_EQ(past.error().value, EINVAL);
+  EXPECT_FALSE(MappedRegion::map(fd.get(), 0, 2 * page, 0, 3 * page));
+  EXPECT_FALSE(MappedRegion::map(fd.get(), 0, page, 0, 4 * page));
+  EXPECT_FALSE(MappedRegion::map(fd.get(), 0, page, 0, 5 * page));
+  // Not a file at all.
+  UniqueFd pipe_ends[2];
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  pipe_ends[0].reset(p[0]);
+  pipe_ends[1].reset(p[1]);
+  EXPECT_FALSE(MappedRegion::map(p[0], 0, page, 0, 0));
+}
+
 }  // namespace
 }  // namespace vfsd::virtio

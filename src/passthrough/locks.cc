@@ -19,6 +19,7 @@
 
 #include "passthrough/passthrough_fs.h"
 #include "util/log.h"
+#include "util/rate_limit.h"
 
 namespace vfsd::passthrough {
 
@@ -262,7 +263,8 @@ void LockManager::setlkw(fuse::InodeId inode, fuse::HandleId handle_id,
       state->early_interrupts.erase(early);
       refused = EINTR;
     } else if (state->waiting.size() >= limits_.max_waiters) {
-      log::warn("locks: {} lock waits already; SETLKW answers ENOLCK", limits_.max_waiters);
+      log::guest_fault(log::GuestFault::kLimitReached,
+                       "locks: {} lock waits already; SETLKW answers ENOLCK", limits_.max_waiters);
       refused = ENOLCK;
     } else {
       state->waiting.push_back(w);
@@ -330,7 +332,8 @@ void LockManager::setlkw(fuse::InodeId inode, fuse::HandleId handle_id,
       --state->running;
       state->cv.notify_all();
     }
-    log::warn("locks: cannot start a lock waiter thread; SETLKW answers ENOLCK");
+    log::guest_fault(log::GuestFault::kLimitReached,
+                     "locks: cannot start a lock waiter thread; SETLKW answers ENOLCK");
     w->done(fail(ENOLCK));
   }
 }

@@ -26,6 +26,7 @@
 #include "passthrough/file_handle.h"
 #include "passthrough/safe_create.h"
 #include "util/log.h"
+#include "util/rate_limit.h"
 
 namespace vfsd::passthrough {
 
@@ -313,7 +314,8 @@ VoidResult PassthroughFs::check_inside_share(int dir_fd) const {
     cur = std::move(up);
     st = std::move(up_st);
   }
-  log::warn("lookup: the parent of a directory is outside the shared directory; refused");
+  log::guest_fault(log::GuestFault::kEscapeAttempt,
+                   "lookup: the parent of a directory is outside the shared directory; refused");
   return fail(ENOENT);
 }
 

@@ -51,6 +51,8 @@ enum class GuestFault : size_t {
   kInvalidHead,       // an avail ring entry naming no descriptor
   kMalformedRequest,  // a FUSE request that cannot be parsed
   kRequestFailed,     // a request that threw inside the daemon (answered EIO)
+  kLimitReached,      // a per-guest bound was hit (lock waits, lock descriptions, fds)
+  kEscapeAttempt,     // a lookup that would have left the shared directory
   kCount,
 };
 
@@ -58,12 +60,14 @@ enum class GuestFault : size_t {
 inline constexpr auto kGuestFaultInterval = std::chrono::seconds(10);
 
 namespace detail {
+template <size_t... I>
+std::array<RateLimiter, sizeof...(I)> make_limiters(std::index_sequence<I...>) {
+  return {((void)I, RateLimiter(kGuestFaultInterval))...};
+}
 inline RateLimiter& guest_fault_limiter(GuestFault kind) {
-  static std::array<RateLimiter, static_cast<size_t>(GuestFault::kCount)> limiters = [] {
-    return std::array<RateLimiter, static_cast<size_t>(GuestFault::kCount)>{
-        RateLimiter(kGuestFaultInterval), RateLimiter(kGuestFaultInterval),
-        RateLimiter(kGuestFaultInterval), RateLimiter(kGuestFaultInterval)};
-  }();
+  constexpr size_t kKinds = static_cast<size_t>(GuestFault::kCount);
+  static std::array<RateLimiter, kKinds> limiters =
+      make_limiters(std::make_index_sequence<kKinds>());
   return limiters[static_cast<size_t>(kind)];
 }
 }  // namespace detail

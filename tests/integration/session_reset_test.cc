@@ -314,7 +314,9 @@ TEST(SessionReset, LockWaitsRacingWithResetsAllEndAndNoResetHangs) {
       shared->cv.wait_for(lock, kResetBound, [&] { return shared->finished == shared->deferred; }))
       << shared->finished << " of " << shared->deferred << " lock waits ended";
   for (int error : shared->errors) {
-    EXPECT_TRUE(error == EINTR || error == EBADF) << error;
+    // Ended by a reset, a handle the reset closed, or the cap on waits in
+    // one session when resets come slowly.
+    EXPECT_TRUE(error == EINTR || error == EBADF || error == ENOLCK) << error;
   }
   EXPECT_EQ(passthrough.lock_waiter_count(), 0u);
   std::printf("%zu lock waits over 300 resets; slowest reset %lld us\n", shared->deferred,

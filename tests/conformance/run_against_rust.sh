@@ -33,6 +33,7 @@ while (($#)); do
     --out) out=$2; shift ;;
     --known) known=$2; shift ;;
     --timeout=*) limit=${1#*=} ;;
+    --timeout) limit=$2; shift ;;
     -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac

@@ -50,6 +50,7 @@ while (($#)); do
     --suite) suite=$2; shift ;;
     --profile=*) only+=("${1#*=}") ;;
     --timeout=*) limit=${1#*=} ;;
+    --timeout) limit=$2; shift ;;
     --results=*) results_out=${1#*=} ;;
     --sabotage) sabotage=1 ;;
     --keep) keep=1 ;;

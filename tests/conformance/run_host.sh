@@ -35,6 +35,7 @@ while (($#)); do
     --profile=*) only+=("${1#*=}") ;;
     --profile) only+=("$2"); shift ;;
     --timeout=*) limit=${1#*=} ;;
+    --timeout) limit=$2; shift ;;
     --keep) keep=1 ;;
     --verbose) verbose=1 ;;
     -h | --help) sed -n '2,19p' "$0"; exit 0 ;;

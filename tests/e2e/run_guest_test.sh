@@ -33,6 +33,7 @@ while (($#)); do
     --binary=*) binary=${1#*=} ;;
     --binary) binary=${2:-}; shift ;;
     --timeout=*) limit=${1#*=} ;;
+    --timeout) limit=${2:-}; shift ;;
     --sabotage) sabotage=1 ;;
     --keep) keep=1 ;;
     --verbose) export VFSD_VERBOSE=1 ;;

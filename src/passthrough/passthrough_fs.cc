@@ -129,8 +129,10 @@ VoidResult label_or_remove(int dir_fd, const char* name, Apply&& apply) {
   return labelled;
 }
 
-// Drops CAP_FSETID for a write or truncate the guest marked with a kill
-// flag (killpriv v2), so that the host kernel clears setuid/setgid itself.
+// Drops CAP_FSETID for a write, truncate or fallocate that must clear
+// setuid/setgid, so that the host kernel clears them as it would for the
+// guest's unprivileged caller. The daemon runs with CAP_FSETID, which would
+// keep the bits: Linux clears them for every writer without it.
 Result<std::optional<ScopedCapabilityDrop>> drop_fsetid_if(bool kill) {
   std::optional<ScopedCapabilityDrop> guard;
   if (!kill) return guard;
@@ -138,6 +140,15 @@ Result<std::optional<ScopedCapabilityDrop>> drop_fsetid_if(bool kill) {
   if (!dropped) return tl::unexpected(dropped.error());
   guard.emplace(std::move(*dropped));
   return guard;
+}
+
+// Whether a truncating OPEN must clear setuid/setgid. With killpriv v2 the
+// guest says so (FUSE_OPEN_KILL_SUIDGID: its caller lacks CAP_FSETID).
+// Without it the guest sends the truncation inside OPEN (atomic O_TRUNC) and
+// clears nothing itself: then every caller but root is taken to lack it.
+bool truncating_open_kills_priv(const fuse::Context& ctx, int host_flags, bool killpriv_v2) {
+  if (!(host_flags & O_TRUNC)) return false;
+  return killpriv_v2 ? (ctx.fuse_open_flags & FUSE_OPEN_KILL_SUIDGID) != 0 : ctx.uid != 0;
 }
 
 // A raw linux_dirent64 record as getdents64 writes it.
@@ -566,10 +577,10 @@ Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId
     VFSD_TRY(check(open_file ? ::fchmod(open_file->fd.get(), mode)
                              : ::fchmodat(proc, proc_name.text, mode, 0)));
   }
-  // killpriv v2: a chown or truncate the guest marked clears setuid/setgid
-  // as it would for a caller without CAP_FSETID.
-  auto no_fsetid = drop_fsetid_if(killpriv_v2_active_.load(std::memory_order_relaxed) &&
-                                  (req.valid & FATTR_KILL_SUIDGID) != 0);
+  // A chown or truncate the guest marked (killpriv v2 sends the flag;
+  // without it the guest puts the new mode in the same request) clears
+  // setuid/setgid as it would for a caller without CAP_FSETID.
+  auto no_fsetid = drop_fsetid_if((req.valid & FATTR_KILL_SUIDGID) != 0);
   if (!no_fsetid) return tl::unexpected(no_fsetid.error());
   if (req.valid & (FATTR_UID | FATTR_GID)) {
     uid_t uid = (req.valid & FATTR_UID) ? req.uid : static_cast<uid_t>(-1);
@@ -728,10 +739,8 @@ Result<fuse::OpenReply> PassthroughFs::open(const fuse::Context& ctx, InodeId in
   const int host_flags = io_open_flags(flags);
   Result<UniqueFd> fd = fail(EBADF);
   {
-    // killpriv v2: a truncating open the guest marked clears setuid/setgid.
-    auto no_fsetid =
-        drop_fsetid_if(killpriv_v2_active_.load(std::memory_order_relaxed) &&
-                       (ctx.fuse_open_flags & FUSE_OPEN_KILL_SUIDGID) && (host_flags & O_TRUNC));
+    auto no_fsetid = drop_fsetid_if(truncating_open_kills_priv(
+        ctx, host_flags, killpriv_v2_active_.load(std::memory_order_relaxed)));
     if (!no_fsetid) return tl::unexpected(no_fsetid.error());
     fd = reopen_io(**data, host_flags);
   }
@@ -765,9 +774,8 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Cont
       reopened = fail(EISDIR);
     } else if (data) {
       // reopen() refuses symlinks (ELOOP) and special files (EBADF).
-      auto no_fsetid =
-          drop_fsetid_if(killpriv_v2_active_.load(std::memory_order_relaxed) &&
-                         (ctx.fuse_open_flags & FUSE_OPEN_KILL_SUIDGID) && (open_flags & O_TRUNC));
+      auto no_fsetid = drop_fsetid_if(truncating_open_kills_priv(
+          ctx, open_flags, killpriv_v2_active_.load(std::memory_order_relaxed)));
       auto creds = no_fsetid ? guest_credentials(ctx)
                              : Result<ScopedCredentials>(tl::unexpected(no_fsetid.error()));
       reopened = creds ? reopen(**data, open_flags) : tl::unexpected(creds.error());
@@ -844,8 +852,10 @@ Result<size_t> PassthroughFs::write(const fuse::Context& ctx, InodeId ino, Handl
   // of the guest page cache (writeback, mmap) carry their own offsets.
   const bool guest_append = ctx.file_flags ? (*ctx.file_flags & O_APPEND) != 0 : (*h)->append;
   const int rwf = (guest_append && !(write_flags & FUSE_WRITE_CACHE)) ? RWF_APPEND : 0;
-  auto no_fsetid = drop_fsetid_if(killpriv_v2_active_.load(std::memory_order_relaxed) &&
-                                  (write_flags & FUSE_WRITE_KILL_SUIDGID) != 0);
+  // The guest marks a write whose caller lacks CAP_FSETID, with killpriv v2
+  // and without it (its direct-I/O path, --cache=never, does; its cached
+  // path clears the bits itself first, with a SETATTR).
+  auto no_fsetid = drop_fsetid_if((write_flags & FUSE_WRITE_KILL_SUIDGID) != 0);
   if (!no_fsetid) return tl::unexpected(no_fsetid.error());
   size_t done = 0;
   while (done < size) {
@@ -943,11 +953,15 @@ Result<uint64_t> PassthroughFs::lseek(const fuse::Context&, InodeId ino, HandleI
   return static_cast<uint64_t>(pos);
 }
 
-VoidResult PassthroughFs::fallocate(const fuse::Context&, InodeId ino, HandleId fh, uint32_t mode,
-                                    uint64_t offset, uint64_t length) {
+VoidResult PassthroughFs::fallocate(const fuse::Context& ctx, InodeId ino, HandleId fh,
+                                    uint32_t mode, uint64_t offset, uint64_t length) {
   if (offset > kMaxOffset || length > kMaxOffset - offset) return fail(EFBIG);
   auto h = handle(fh, ino);
   if (!h) return tl::unexpected(h.error());
+  // FALLOCATE carries no kill flag: as on Linux, it clears setuid/setgid
+  // unless the caller is privileged, which for a guest means root.
+  auto no_fsetid = drop_fsetid_if(ctx.uid != 0);
+  if (!no_fsetid) return tl::unexpected(no_fsetid.error());
   return check(::fallocate((*h)->fd.get(), static_cast<int>(mode), static_cast<off_t>(offset),
                            static_cast<off_t>(length)));
 }

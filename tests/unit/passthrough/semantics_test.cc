@@ -304,13 +304,24 @@ TEST_F(KillprivTest, MarkedWritesTruncatesAndOpensClearSetuidSetgid) {
   EXPECT_TRUE(thread_has_capability(CAP_FSETID));
 }
 
-TEST_F(KillprivTest, WithoutTheOptionKillFlagsAreIgnored) {
+// Without killpriv v2 the guest still marks direct-I/O writes by callers
+// without CAP_FSETID (--cache=never), and a truncating OPEN carries no
+// mark at all: both clear the bits as on Linux, for anyone but root.
+TEST_F(KillprivTest, WithoutTheOptionMarkedWritesAndUserTruncationsStillClear) {
   start(FUSE_HANDLE_KILLPRIV_V2);  // offered by the guest but not enabled
   make("w", 04755);
   InodeId w = must_lookup(kRootInode, "w");
   fuse::HandleId wh = must_open(w, O_RDWR);
-  ASSERT_TRUE(write(writer_, w, wh, "a", 0, FUSE_WRITE_KILL_SUIDGID));
+  ASSERT_TRUE(write(writer_, w, wh, "a", 0));
   EXPECT_EQ(mode_of("w"), 04755u);
+  ASSERT_TRUE(write(writer_, w, wh, "a", 0, FUSE_WRITE_KILL_SUIDGID));
+  EXPECT_EQ(mode_of("w"), 0755u);
+  make("o", 02775);
+  InodeId o = must_lookup(kRootInode, "o");
+  must_open(o, O_RDWR | O_TRUNC, root_ctx_);
+  EXPECT_EQ(mode_of("o"), 02775u);
+  must_open(o, O_RDWR | O_TRUNC, writer_);
+  EXPECT_EQ(mode_of("o"), 0775u);
 }
 
 TEST(CapabilityDropTest, DropsOnlyThisThreadsCapabilityAndRestoresIt) {

@@ -573,14 +573,17 @@ CONF_CASE(io, mmap_shared) {
   int fd = open((dir + "/f").c_str(), O_RDWR);
   c.ok("open", fd);
   void* p = mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  // --cache=never opens files with DIRECT_IO; a shared mapping of such a
-  // file is refused unless --allow-mmap is negotiated (FUSE 7.39+).
+  // --cache=never and --cache=metadata open files with DIRECT_IO; a shared
+  // mapping of such a file is refused unless --allow-mmap is negotiated
+  // (FUSE 7.39+).
   // With --allow-mmap the daemon offers FUSE_DIRECT_IO_ALLOW_MMAP (7.39):
   // a kernel that knows it (6.6 and later) maps; 6.1 still refuses.
   const bool allow_mmap_known = env.profile == "mmap" && env.kernel_at_least(6, 6);
-  if (env.fuse() && (env.profile == "never" || env.profile == "mmap") && !allow_mmap_known) {
+  const bool direct_io =
+      env.profile == "never" || env.profile == "metadata" || env.profile == "mmap";
+  if (env.fuse() && direct_io && !allow_mmap_known) {
     c.note(env.profile == "mmap" ? "kernel_before_6.6_ignores_allow_mmap:ENODEV"
-                                 : "cache_never_without_allow_mmap:ENODEV");
+                                 : "direct_io_without_allow_mmap:ENODEV");
     c.truth("mmap_shared", p == MAP_FAILED && errno == ENODEV, "ENODEV",
             p == MAP_FAILED ? errno_name(errno) : "0");
     if (p != MAP_FAILED) munmap(p, 8192);

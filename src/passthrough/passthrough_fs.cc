@@ -176,12 +176,14 @@ std::chrono::nanoseconds cache_timeout(CachePolicy policy) {
   return seconds(0);
 }
 
-Result<std::unique_ptr<PassthroughFs>> PassthroughFs::create(PassthroughConfig config) {
+Result<std::unique_ptr<PassthroughFs>> PassthroughFs::create(PassthroughConfig config,
+                                                             UniqueFd proc_self_fd) {
   // The shared directory itself is configured by the host operator, so its
   // path may contain symlinks; everything below it is resolved by us.
   UniqueFd root(::open(config.shared_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!root) return fail_errno();
-  UniqueFd proc(::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd proc = std::move(proc_self_fd);
+  if (!proc) proc.reset(::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!proc) return fail_errno();
   auto st = stat_fd(root.get());
   if (!st) return tl::unexpected(st.error());

@@ -76,8 +76,12 @@ VoidResult validate_config(const PassthroughConfig& config, std::string& message
 class PassthroughFs final : public fuse::FileSystem {
  public:
   /// Opens the shared directory (O_PATH); fails with ENOTDIR if it is not a
-  /// directory, or the open's errno.
-  static Result<std::unique_ptr<PassthroughFs>> create(PassthroughConfig config);
+  /// directory, or the open's errno. `proc_self_fd` is an fd of the
+  /// process's /proc/self/fd directory that stays usable for reopening
+  /// (the sandbox provides one that works after pivot_root); without it
+  /// /proc/self/fd is opened here.
+  static Result<std::unique_ptr<PassthroughFs>> create(PassthroughConfig config,
+                                                       UniqueFd proc_self_fd = UniqueFd());
 
   Result<fuse::InitReply> init(const fuse::InitRequest&) override;
   void destroy() override;

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "passthrough/safe_open.h"
 #include "util/log.h"
 
 namespace vfsd::passthrough {
@@ -69,13 +70,13 @@ Result<bool> check_file_handles(int root_fd, bool mandatory) {
     return false;
   }
   // open_by_handle_at refuses an O_PATH mount fd: use a real one.
-  UniqueFd mount_fd(::openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  auto mount_fd = open_beneath(root_fd, ".", O_RDONLY | O_DIRECTORY);
   if (!mount_fd) {
     log::error("--inode-file-handles={}: opening the shared directory: {}", mode,
-               errno_name(errno));
-    return fail_errno();
+               errno_name(mount_fd.error().value));
+    return tl::unexpected(mount_fd.error());
   }
-  auto reopened = handle->open(mount_fd.get(), O_PATH);
+  auto reopened = handle->open(mount_fd->get(), O_PATH);
   if (!reopened) {
     if (mandatory) {
       log::error(

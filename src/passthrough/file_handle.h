@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "passthrough/budget.h"
 #include "util/result.h"
 #include "util/unique_fd.h"
 
@@ -33,6 +34,9 @@ struct MountFd {
   /// non-directory (a bind-mounted file), an O_PATH fd of that file.
   UniqueFd fd;
   mode_t type = 0;  // S_IFMT bits of that inode
+  /// `fd` counted in the guest's fd budget (none for the shared root's mount,
+  /// which the daemon holds anyway).
+  Budget::Charge charge;
   /// Whether `fd` can open the mount's handles (and be synced as it is).
   bool opens_handles() const { return S_ISDIR(type); }
 };

@@ -8,13 +8,15 @@
 #include <vector>
 
 #include "fuse/filesystem.h"
+#include "passthrough/budget.h"
 #include "util/unique_fd.h"
 
 namespace vfsd::passthrough {
 
 struct HandleData {
   fuse::InodeId inode = 0;
-  UniqueFd fd;  // opened for I/O (never O_PATH)
+  UniqueFd fd;            // opened for I/O (never O_PATH)
+  Budget::Charge charge;  // `fd` in the guest's fd budget
   bool is_dir = false;
   // The guest opened the file with O_APPEND. The host fd never has O_APPEND
   // (the guest may mmap the file or change the flag with fcntl); WRITE

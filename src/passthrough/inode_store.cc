@@ -8,13 +8,17 @@
 #include <cstdio>
 #include <mutex>
 
+#include "passthrough/safe_open.h"
+
 namespace vfsd::passthrough {
 
 void InodeStore::set_root(UniqueFd fd, InodeKey key) {
   auto data = std::make_shared<InodeData>();
   data->id = fuse::kRootInode;
   // The root keeps its fd in every mode: one fd, and the anchor of the share.
-  if (auto mount = mount_for(key.mnt_id, fd.get(), S_IFDIR)) data->mount = std::move(*mount);
+  if (auto mount = mount_for(key.mnt_id, fd.get(), S_IFDIR, /*charged=*/false)) {
+    data->mount = std::move(*mount);
+  }
   data->fd = std::move(fd);
   data->key = key;
   data->type = S_IFDIR;
@@ -55,7 +59,7 @@ Result<std::shared_ptr<const InodeData>> InodeStore::open(fuse::InodeId id) cons
 }
 
 Result<std::shared_ptr<const MountFd>> InodeStore::mount_for(uint64_t mnt_id, int fd_on_mount,
-                                                             mode_t type) {
+                                                             mode_t type, bool charged) {
   {
     std::shared_lock lock(mounts_mutex_);
     auto it = mounts_.find(mnt_id);
@@ -68,11 +72,21 @@ Result<std::shared_ptr<const MountFd>> InodeStore::mount_for(uint64_t mnt_id, in
   if (auto live = slot.lock()) return live;  // made by another thread meanwhile
   auto mount = std::make_shared<MountFd>();
   mount->mnt_id = mnt_id;
+  if (charged && fd_budget_ != nullptr) {
+    auto charge = fd_budget_->acquire();
+    if (!charge) {
+      mounts_.erase(mnt_id);
+      return tl::unexpected(charge.error());
+    }
+    mount->charge = std::move(*charge);
+  }
   // open_by_handle_at and syncfs both refuse O_PATH fds (EBADF): a directory
   // is opened for real (reading it has no side effects); anything else (a
   // bind-mounted file) stays O_PATH and only serves syncfs_all_mounts().
   if (S_ISDIR(type)) {
-    mount->fd.reset(::openat(fd_on_mount, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    auto opened = open_beneath(fd_on_mount, ".", O_RDONLY | O_DIRECTORY);
+    if (opened) mount->fd = std::move(*opened);
+    errno = opened ? 0 : opened.error().value;
   } else {
     mount->fd.reset(::fcntl(fd_on_mount, F_DUPFD_CLOEXEC, 0));
   }
@@ -91,11 +105,13 @@ Result<std::shared_ptr<const MountFd>> InodeStore::mount_for(uint64_t mnt_id, in
 
 std::shared_ptr<const InodeData> InodeStore::insert_or_ref(UniqueFd fd, InodeKey key, mode_t type) {
   auto data = insert_or_ref(std::move(fd), key, type, std::nullopt);
-  return data ? std::move(*data) : nullptr;  // an fd inode cannot fail
+  return data ? std::move(*data) : nullptr;  // an fd inode fails only past the budget
 }
 
-Result<std::shared_ptr<const InodeData>> InodeStore::insert_or_ref(
-    UniqueFd fd, InodeKey key, mode_t type, std::optional<FileHandle> handle) {
+Result<std::shared_ptr<const InodeData>> InodeStore::insert_or_ref(UniqueFd fd, InodeKey key,
+                                                                   mode_t type,
+                                                                   std::optional<FileHandle> handle,
+                                                                   Budget::Charge* prepaid) {
   std::shared_ptr<const MountFd> mount;
   {
     // Found before the store's lock (the two locks are never held together).
@@ -126,6 +142,14 @@ Result<std::shared_ptr<const InodeData>> InodeStore::insert_or_ref(
     }
   }
   auto data = std::make_shared<InodeData>();
+  // A new inode: its unit first, so that one past the budget changes nothing.
+  if (!handle && prepaid != nullptr && prepaid->units() > 0) {
+    data->charge = prepaid->take(1);
+  } else if (Budget* budget = handle ? handle_budget_ : fd_budget_) {
+    auto charge = budget->acquire();
+    if (!charge) return tl::unexpected(charge.error());
+    data->charge = std::move(*charge);
+  }
   data->id = next_id_++;
   if (handle) {
     data->handle = std::make_shared<const FileHandle>(*handle);
@@ -199,9 +223,11 @@ VoidResult InodeStore::syncfs_all_mounts(int proc_self_fd, size_t* synced) const
       // Already a real fd.
     } else if (S_ISREG(mount->type) && proc_self_fd >= 0) {
       // A bind-mounted file: reopened through its magic link (no path walk).
-      char name[16];
-      std::snprintf(name, sizeof(name), "%d", mount->fd.get());
-      real.reset(::openat(proc_self_fd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+      if (auto opened = reopen_own_fd(proc_self_fd, mount->fd, O_RDONLY | O_NONBLOCK)) {
+        real = std::move(*opened);
+      } else {
+        errno = opened.error().value;
+      }
       fd = real.get();
     } else {
       continue;  // opening a FIFO or device could block or have side effects

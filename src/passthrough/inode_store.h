@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "fuse/filesystem.h"
+#include "passthrough/budget.h"
 #include "passthrough/file_handle.h"
 #include "util/result.h"
 #include "util/unique_fd.h"
@@ -45,6 +46,11 @@ struct InodeData {
   /// be spared for a new mount): opens the handle, and reaches the mount for
   /// syncfs.
   std::shared_ptr<const MountFd> mount;
+  /// The unit this inode holds in a budget: one fd of the guest's fd budget
+  /// for an fd inode, one of the handle-inode budget for a handle inode; none
+  /// for the root and for the per-request copies open() hands out (those fds
+  /// live for one request and are covered by the daemon's reserve).
+  Budget::Charge charge;
 };
 
 /// Thread-safe map of node ids to inodes, with the reverse key -> id map so
@@ -57,8 +63,21 @@ struct InodeData {
 /// shared by those inodes): mounts are few and host-made, so this stays
 /// bounded, and a mount's fd closes once the guest has forgotten every inode
 /// on it (the host can unmount it again).
+///
+/// Bounded: with budgets set (set_budgets), every inode but the root costs one
+/// unit, of `fds` when it holds an O_PATH fd and of `handle_inodes` when it
+/// is kept as a file handle, and every MountFd but the root's one unit of
+/// `fds`; a new inode past its budget is refused with ENFILE. Lookups of
+/// inodes already known take no unit, so they keep working at the limit.
 class InodeStore {
  public:
+  /// Charges new inodes and mount fds to these budgets (null: not counted).
+  /// Call before set_root; both must outlive the store.
+  void set_budgets(Budget* fds, Budget* handle_inodes) {
+    fd_budget_ = fds;
+    handle_budget_ = handle_inodes;
+  }
+
   /// Installs the root (node id 1), held as an fd. It is never freed by
   /// forget or clear. Also records the root's mount.
   void set_root(UniqueFd fd, InodeKey key);
@@ -74,17 +93,22 @@ class InodeStore {
   Result<std::shared_ptr<const InodeData>> open(fuse::InodeId id) const;
 
   /// Takes one lookup reference on the inode with `key`, creating it from
-  /// `fd` when it is not known yet (else `fd` is closed). Returns the inode.
+  /// `fd` when it is not known yet (else `fd` is closed). Returns the inode,
+  /// or null when a new one is past the fd budget.
   std::shared_ptr<const InodeData> insert_or_ref(UniqueFd fd, InodeKey key, mode_t type);
 
   /// As above; with `handle`, a new inode keeps the handle and no fd (`fd`,
   /// an O_PATH fd of the inode, only serves to find a mount fd and then
   /// closes). A known key whose stored handle is a different object is an
   /// inode the host deleted and whose number it reused: the new inode gets a
-  /// new node id (the old one answers ESTALE until forgotten). Fails only
-  /// when a new mount's fd cannot be duplicated.
+  /// new node id (the old one answers ESTALE until forgotten). Fails when a
+  /// new mount's fd cannot be duplicated, and with ENFILE when a new inode
+  /// (or the fd of its new mount) is past its budget. A new fd inode takes
+  /// its unit from `prepaid` when that has one left (a creating request
+  /// reserves its units before it changes the host).
   Result<std::shared_ptr<const InodeData>> insert_or_ref(UniqueFd fd, InodeKey key, mode_t type,
-                                                         std::optional<FileHandle> handle);
+                                                         std::optional<FileHandle> handle,
+                                                         Budget::Charge* prepaid = nullptr);
 
   /// Takes one more lookup reference on a known inode; false if unknown.
   bool add_ref(fuse::InodeId id);
@@ -126,13 +150,17 @@ class InodeStore {
 
   // The MountFd of `mnt_id`, made from a duplicate of `fd_on_mount` (an fd on
   // that mount, of type `type`) when the mount has none yet.
-  Result<std::shared_ptr<const MountFd>> mount_for(uint64_t mnt_id, int fd_on_mount, mode_t type);
+  // Charged to the fd budget unless `charged` is false (the root's mount).
+  Result<std::shared_ptr<const MountFd>> mount_for(uint64_t mnt_id, int fd_on_mount, mode_t type,
+                                                   bool charged = true);
   std::shared_ptr<const InodeData> stored(fuse::InodeId id) const;
 
   mutable std::shared_mutex mutex_;
   std::unordered_map<fuse::InodeId, Slot> by_id_;
   std::map<InodeKey, fuse::InodeId> by_key_;
   fuse::InodeId next_id_ = fuse::kRootInode + 1;
+  Budget* fd_budget_ = nullptr;
+  Budget* handle_budget_ = nullptr;
 
   // Never held together with mutex_.
   mutable std::shared_mutex mounts_mutex_;

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "passthrough/passthrough_fs.h"
+#include "passthrough/safe_open.h"
 #include "util/log.h"
 #include "util/rate_limit.h"
 
@@ -103,6 +104,7 @@ bool mode_allows(int mode, uint32_t type) {
 
 struct LockManager::OwnerFd {
   UniqueFd fd;
+  Budget::Charge charge;                // `fd` in the guest's fd budget
   int mode = O_RDONLY;                  // its access mode
   std::vector<fuse::HandleId> handles;  // used through these (guarded by owners_mu_)
 };
@@ -159,23 +161,38 @@ Result<std::shared_ptr<LockManager::OwnerFd>> LockManager::owner_fd(fuse::InodeI
     return it->second;
   }
   if (!create) return std::shared_ptr<OwnerFd>();
-  if (owners_.size() >= limits_.max_owner_fds) return fail(ENOLCK);
+  if (owners_.size() >= limits_.max_owner_fds) {
+    log::guest_fault(log::GuestFault::kLimitReached,
+                     "locks: {} lock owner descriptions already; the lock answers ENOLCK",
+                     limits_.max_owner_fds);
+    return fail(ENOLCK);
+  }
+  Budget::Charge charge;
+  if (limits_.fd_budget != nullptr) {
+    // Past the guest's fd budget: "lock table full" is the lock's errno.
+    auto taken = limits_.fd_budget->acquire();
+    if (!taken) return fail(ENOLCK);
+    charge = std::move(*taken);
+  }
   // A new description of the same file: the magic link names exactly the
   // handle's file. Read-write when the host allows it, so that one owner's
   // read and write locks taken through differently opened guest fds share
   // it; else the handle's own mode. O_NONBLOCK: never wait for a lease break.
-  char name[16];
-  std::snprintf(name, sizeof name, "%d", handle.fd.get());
+  // (The handle's fd is a regular file's: reopen() made it.)
   auto o = std::make_shared<OwnerFd>();
   if (!limits_.read_only) {
-    o->fd.reset(::openat(proc_self_fd_, name, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
-    o->mode = O_RDWR;
+    if (auto fd = reopen_own_fd(proc_self_fd_, handle.fd, O_RDWR | O_NONBLOCK | O_NOCTTY)) {
+      o->fd = std::move(*fd);
+      o->mode = O_RDWR;
+    }
   }
   if (!o->fd) {
-    o->fd.reset(::openat(proc_self_fd_, name, *mode | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+    auto fd = reopen_own_fd(proc_self_fd_, handle.fd, *mode | O_NONBLOCK | O_NOCTTY);
+    if (!fd) return tl::unexpected(fd.error());
+    o->fd = std::move(*fd);
     o->mode = *mode;
   }
-  if (!o->fd) return fail_errno();
+  o->charge = std::move(charge);
   o->handles.push_back(handle_id);
   owners_.emplace(key, o);
   return o;
@@ -319,6 +336,11 @@ void LockManager::setlkw(fuse::InodeId inode, fuse::HandleId handle_id,
       log::error("locks: completing a lock wait failed");
     }
     w->done = nullptr;
+    // The description and the handle (and their fd budget units) go before
+    // `running` says this thread is done: reset() and the destructor wait for
+    // that, and the budget may go with the filesystem right after.
+    o.reset();
+    handle.reset();
     std::lock_guard guard(state->mu);
     --state->running;
     state->cv.notify_all();

@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "fuse/filesystem.h"
+#include "passthrough/budget.h"
 #include "passthrough/handle_table.h"
 #include "util/result.h"
 #include "util/unique_fd.h"
@@ -67,6 +68,10 @@ struct LockLimits {
   /// A read-only share: a lock owner's description has the handle's own
   /// access mode, never a wider one (no fd made for the guest can write).
   bool read_only = false;
+  /// The guest's fd budget: each description is one unit of it (null: not
+  /// counted). Past it SETLK/SETLKW answer ENOLCK, fcntl's errno for "lock
+  /// table full". Must outlive the LockManager and every waiter thread.
+  Budget* fd_budget = nullptr;
 };
 
 class LockManager {

@@ -25,6 +25,7 @@
 #include "passthrough/credentials.h"
 #include "passthrough/file_handle.h"
 #include "passthrough/safe_create.h"
+#include "passthrough/safe_open.h"
 #include "util/log.h"
 #include "util/rate_limit.h"
 
@@ -85,37 +86,30 @@ Result<HostStat> stat_fd(int fd) {
   return out;
 }
 
-// The name of an fd inside /proc/self/fd.
-struct FdName {
-  explicit FdName(int fd) { std::snprintf(text, sizeof(text), "%d", fd); }
-  char text[16];
-};
-
 VoidResult check(int rc) {
   return rc == 0 ? ok() : VoidResult(fail_errno());
 }
 
-// Creating and removing operations take a real name only: the server already
-// refuses "." and "..", this is the second line.
+// Creating and removing operations take a real name only: one component,
+// not "." or "..". The server already refuses the rest (fuse::Name), this is
+// the second line for the *at() calls that take the name directly (mkdirat,
+// mknodat, symlinkat, linkat, renameat2, unlinkat; see safe_open.h).
 // The hidden names of crash-safe creation are not the guest's to make.
 VoidResult check_new_name(const fuse::Name& name) {
-  return name.is_dot_or_dotdot() || is_hidden_temp_name(name.view()) ? VoidResult(fail(EINVAL))
-                                                                     : ok();
+  return !is_single_component(name.view()) || is_hidden_temp_name(name.view())
+             ? VoidResult(fail(EINVAL))
+             : ok();
 }
 
 // Removing operations: a hidden name does not exist for the guest.
 VoidResult check_existing_name(const fuse::Name& name) {
   if (is_hidden_temp_name(name.view())) return fail(ENOENT);
-  return name.is_dot_or_dotdot() ? VoidResult(fail(EINVAL)) : ok();
+  return is_single_component(name.view()) ? ok() : VoidResult(fail(EINVAL));
 }
 
-// An O_PATH fd of the inode a real fd is open on (for registering it).
-Result<UniqueFd> path_fd_of(int proc_self_fd, int fd) {
-  char name[16];
-  std::snprintf(name, sizeof(name), "%d", fd);
-  UniqueFd path_fd(::openat(proc_self_fd, name, O_PATH | O_CLOEXEC));
-  if (!path_fd) return fail_errno();
-  return path_fd;
+// An O_PATH fd of the inode a real fd of ours is open on (for registering it).
+Result<UniqueFd> path_fd_of(int proc_self_fd, const UniqueFd& fd) {
+  return reopen_own_fd(proc_self_fd, fd, O_PATH);
 }
 
 // Labels a node just made by name in `dir_fd` (symlink, device, FIFO,
@@ -123,8 +117,8 @@ Result<UniqueFd> path_fd_of(int proc_self_fd, int fd) {
 // again if that fails, so that no unlabelled node stays behind.
 template <class Apply>
 VoidResult label_or_remove(int dir_fd, const char* name, Apply&& apply) {
-  UniqueFd fd(::openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
-  VoidResult labelled = fd ? apply(fd.get()) : VoidResult(fail_errno());
+  auto fd = open_beneath(dir_fd, name, O_PATH);
+  VoidResult labelled = fd ? apply(*fd) : VoidResult(tl::unexpected(fd.error()));
   if (!labelled) ::unlinkat(dir_fd, name, 0);
   return labelled;
 }
@@ -202,14 +196,27 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::create(PassthroughConfig c
   }
   std::unique_ptr<PassthroughFs> fs(new PassthroughFs(std::move(config), std::move(proc)));
   fs->xattr_map_ = std::move(xattr_map);
+  // CVE-2021-20263: where the guest's security.capability really lives. The
+  // host kernel clears a real security.capability on write, truncate and
+  // chown; a renamed one is ours to clear (clear_remapped_capability).
+  constexpr std::string_view kCapability = "security.capability";
+  if (auto host = fs->xattr_name_to_host(kCapability); host && *host != kCapability) {
+    fs->capability_xattr_ = std::move(*host);
+  }
   fs->inodes_.set_root(std::move(root), InodeKey{st->st.st_dev, st->st.st_ino, st->mnt_id});
   return fs;
 }
 
 PassthroughFs::PassthroughFs(PassthroughConfig config, UniqueFd proc_self_fd)
     : config_(std::move(config)),
+      fd_budget_(config_.guest_fd_limit, "file descriptors (see --rlimit-nofile)"),
+      handle_inode_budget_(
+          config_.handle_inode_limit != 0 ? config_.handle_inode_limit : kDefaultHandleInodeLimit,
+          "inodes kept as file handles"),
       proc_self_fd_(std::move(proc_self_fd)),
-      timeout_(cache_timeout(config_.cache)) {}
+      timeout_(cache_timeout(config_.cache)) {
+  inodes_.set_budgets(&fd_budget_, &handle_inode_budget_);
+}
 
 // --- helpers -------------------------------------------------------------
 
@@ -237,7 +244,7 @@ Entry PassthroughFs::entry_for(const InodeData& data, const struct stat& st,
 }
 
 Result<Entry> PassthroughFs::register_inode(const InodeData& parent, UniqueFd path_fd,
-                                            bool parent_lookup) {
+                                            bool parent_lookup, Budget::Charge* prepaid) {
   auto st = stat_fd(path_fd.get());
   if (!st) return tl::unexpected(st.error());
   InodeKey key{st->st.st_dev, st->st.st_ino, st->mnt_id};
@@ -268,7 +275,8 @@ Result<Entry> PassthroughFs::register_inode(const InodeData& parent, UniqueFd pa
       if (mandatory) return tl::unexpected(made.error());
     }
   }
-  auto data = inodes_.insert_or_ref(std::move(path_fd), key, st->st.st_mode, std::move(handle));
+  auto data =
+      inodes_.insert_or_ref(std::move(path_fd), key, st->st.st_mode, std::move(handle), prepaid);
   if (!data) return tl::unexpected(data.error());
   uint32_t flags = 0;
   // A directory on another mount than its parent is a submount root; the
@@ -284,21 +292,23 @@ Result<Entry> PassthroughFs::register_inode(const InodeData& parent, UniqueFd pa
   return entry_for(**data, st->st, flags);
 }
 
-Result<Entry> PassthroughFs::lookup_child(const InodeData& parent, const char* name) {
+Result<Entry> PassthroughFs::lookup_child(const InodeData& parent, const char* name,
+                                          Budget::Charge* prepaid) {
   if (!S_ISDIR(parent.type)) return fail(ENOTDIR);
-  // O_NOFOLLOW: a symlink becomes an inode of its own, never its target.
-  UniqueFd fd(::openat(parent.fd.get(), name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) return fail_errno();
-  return register_inode(parent, std::move(fd));
+  // One component, beneath `parent`; never followed: a symlink becomes an
+  // inode of its own, never its target.
+  auto fd = open_beneath(parent.fd.get(), name, O_PATH);
+  if (!fd) return tl::unexpected(fd.error());
+  return register_inode(parent, std::move(*fd), /*parent_lookup=*/false, prepaid);
 }
 
 Result<Entry> PassthroughFs::lookup_parent(const InodeData& dir) {
   if (!S_ISDIR(dir.type)) return fail(ENOTDIR);
-  UniqueFd parent(::openat(dir.fd.get(), "..", O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!parent) return fail_errno();
-  VFSD_TRY(check_inside_share(parent.get()));
+  auto parent = open_parent(dir.fd.get());
+  if (!parent) return tl::unexpected(parent.error());
+  VFSD_TRY(check_inside_share(parent->get()));
   // The parent of a directory is never a submount root as seen from it.
-  return register_inode(dir, std::move(parent), /*parent_lookup=*/true);
+  return register_inode(dir, std::move(*parent), /*parent_lookup=*/true);
 }
 
 VoidResult PassthroughFs::check_inside_share(int dir_fd) const {
@@ -316,8 +326,9 @@ VoidResult PassthroughFs::check_inside_share(int dir_fd) const {
     if (st->st.st_dev == root.dev && st->st.st_ino == root.ino && st->mnt_id == root.mnt_id) {
       return ok();
     }
-    UniqueFd up(::openat(cur.get(), "..", O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!up) return fail_errno();
+    auto opened = open_parent(cur.get());
+    if (!opened) return tl::unexpected(opened.error());
+    UniqueFd up = std::move(*opened);
     auto up_st = stat_fd(up.get());
     if (!up_st) return tl::unexpected(up_st.error());
     if (up_st->st.st_dev == st->st.st_dev && up_st->st.st_ino == st->st.st_ino &&
@@ -345,11 +356,7 @@ Result<UniqueFd> PassthroughFs::reopen(const InodeData& data, int flags) const {
   }
   // The magic link resolves to exactly the inode the O_PATH fd holds, with no
   // path walk that a concurrent rename could redirect.
-  FdName name(data.fd.get());
-  UniqueFd fd(
-      ::openat(proc_self_fd_.get(), name.text, (flags & ~(O_NOFOLLOW | O_CREAT)) | O_CLOEXEC));
-  if (!fd) return fail_errno();
-  return fd;
+  return reopen_own_fd(proc_self_fd_.get(), data.fd, flags);
 }
 
 uint32_t PassthroughFs::open_reply_flags(bool directory) const {
@@ -409,10 +416,11 @@ Result<UniqueFd> PassthroughFs::reopen_io(const InodeData& data, int flags) cons
 }
 
 fuse::OpenReply PassthroughFs::insert_handle(InodeId inode, UniqueFd fd, bool is_dir,
-                                             uint32_t guest_flags) {
+                                             uint32_t guest_flags, Budget::Charge charge) {
   auto h = std::make_shared<HandleData>();
   h->inode = inode;
   h->fd = std::move(fd);
+  h->charge = std::move(charge);
   h->is_dir = is_dir;
   h->append = (guest_flags & O_APPEND) != 0;
   return fuse::OpenReply{handles_.insert(std::move(h)), open_reply_flags(is_dir)};
@@ -526,6 +534,9 @@ Result<Entry> PassthroughFs::lookup(const fuse::Context&, InodeId parent, const 
     return entry_for(**dir, st->st, 0);
   }
   if (name.is_dotdot()) return lookup_parent(**dir);
+  // One component (the server's fuse::Name says so already; this holds
+  // without it, e.g. a NUL inside would cut the name short for the host).
+  if (!is_single_component(name.view())) return fail(EINVAL);
   // Half-made directories of a crash-safe mkdir do not exist for the guest.
   if (is_hidden_temp_name(name.view())) return fail(ENOENT);
   auto found = lookup_child(**dir, name.c_str());
@@ -571,13 +582,13 @@ Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId
   }
   // Without a handle, path-based calls go through the /proc magic link of the
   // O_PATH fd: it names the inode itself (a symlink stays the symlink).
-  FdName proc_name(data.fd.get());
+  ProcFdName proc_name(data.fd);
   const int proc = proc_self_fd_.get();
 
   if (req.valid & FATTR_MODE) {
     mode_t mode = req.mode & 07777;
     VFSD_TRY(check(open_file ? ::fchmod(open_file->fd.get(), mode)
-                             : ::fchmodat(proc, proc_name.text, mode, 0)));
+                             : ::fchmodat(proc, proc_name.c_str(), mode, 0)));
   }
   // A chown or truncate the guest marked (killpriv v2 sends the flag;
   // without it the guest puts the new mode in the same request) clears
@@ -587,18 +598,23 @@ Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId
   if (req.valid & (FATTR_UID | FATTR_GID)) {
     uid_t uid = (req.valid & FATTR_UID) ? req.uid : static_cast<uid_t>(-1);
     gid_t gid = (req.valid & FATTR_GID) ? req.gid : static_cast<gid_t>(-1);
+    // A chown of anything but a directory drops file capabilities.
+    if (!S_ISDIR(data.type)) VFSD_TRY(clear_remapped_capability(data));
     VFSD_TRY(check(::fchownat(data.fd.get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)));
   }
   if (req.valid & FATTR_SIZE) {
     if (req.size > kMaxOffset) return fail(EINVAL);
     if (open_file) {
+      VFSD_TRY(clear_remapped_capability(open_file->fd.get()));
       VFSD_TRY(check(::ftruncate(open_file->fd.get(), static_cast<off_t>(req.size))));
     } else {
-      // There is no ftruncateat: open the file for writing just for this.
+      // There is no ftruncateat: open the file for writing just for this
+      // (regular files only: nothing else is opened for the guest).
       if (S_ISDIR(data.type)) return fail(EISDIR);
       if (!S_ISREG(data.type)) return fail(EINVAL);
       auto fd = reopen(data, O_WRONLY | O_NONBLOCK);
       if (!fd) return tl::unexpected(fd.error());
+      VFSD_TRY(clear_remapped_capability(fd->get()));
       VFSD_TRY(check(::ftruncate(fd->get(), static_cast<off_t>(req.size))));
     }
   }
@@ -611,7 +627,7 @@ Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId
     timespec times[2] = {pick(FATTR_ATIME, FATTR_ATIME_NOW, req.atime),
                          pick(FATTR_MTIME, FATTR_MTIME_NOW, req.mtime)};
     VFSD_TRY(check(open_file ? ::futimens(open_file->fd.get(), times)
-                             : ::utimensat(proc, proc_name.text, times, 0)));
+                             : ::utimensat(proc, proc_name.c_str(), times, 0)));
   }
   return getattr(ctx, ino, std::nullopt);
 }
@@ -636,16 +652,22 @@ Result<Entry> PassthroughFs::symlink(const fuse::Context& ctx, InodeId parent,
   if (!dir) return tl::unexpected(dir.error());
   std::string target_z(target);
   const int dir_fd = (*dir)->fd.get();
+  // The new inode's fd unit is reserved before anything is created.
+  auto charge = fd_budget_.acquire();
+  if (!charge) return tl::unexpected(charge.error());
   {
     auto creds = guest_credentials(ctx);
     if (!creds) return tl::unexpected(creds.error());
+    // The target is stored, never resolved by us: an absolute or ".." target
+    // only means something to the guest, which resolves it in its own tree
+    // (every later open of the link is refused: reopen, open_beneath).
     VFSD_TRY(check(::symlinkat(target_z.c_str(), dir_fd, name.c_str())));
   }
   if (ctx.security_context) {
     VFSD_TRY(label_or_remove(dir_fd, name.c_str(),
-                             [&](int fd) { return apply_security_context(fd, ctx); }));
+                             [&](const UniqueFd& fd) { return apply_security_context(fd, ctx); }));
   }
-  return lookup_child(**dir, name.c_str());
+  return lookup_child(**dir, name.c_str(), &*charge);
 }
 
 Result<Entry> PassthroughFs::mknod(const fuse::Context& ctx, InodeId parent, const fuse::Name& name,
@@ -655,26 +677,30 @@ Result<Entry> PassthroughFs::mknod(const fuse::Context& ctx, InodeId parent, con
   if (!dir) return tl::unexpected(dir.error());
   const int dir_fd = (*dir)->fd.get();
   const mode_t type = mode & S_IFMT;
-  const mode_t host_mode = effective_create_mode(dir_fd, type | (mode & 07777), umask);
+  const mode_t host_mode = effective_create_mode((*dir)->fd, type | (mode & 07777), umask);
+  auto charge = fd_budget_.acquire();
+  if (!charge) return tl::unexpected(charge.error());
   if (type == S_IFREG || type == 0) {
     // A regular file is made unnamed and linked in complete.
     if (!S_ISDIR((*dir)->type)) return fail(ENOTDIR);
     auto fd = create_file_safely(ctx, **dir, name, host_mode & 07777, O_RDWR);
     if (!fd) return tl::unexpected(fd.error());
-    auto path_fd = path_fd_of(proc_self_fd_.get(), fd->get());
+    auto path_fd = path_fd_of(proc_self_fd_.get(), *fd);
     if (!path_fd) return tl::unexpected(path_fd.error());
-    return register_inode(**dir, std::move(*path_fd));
+    return register_inode(**dir, std::move(*path_fd), /*parent_lookup=*/false, &*charge);
   }
   {
     auto creds = guest_credentials(ctx);
     if (!creds) return tl::unexpected(creds.error());
+    // A device, FIFO or socket node is made, never opened (it is looked up
+    // O_PATH, and reopen() refuses it).
     VFSD_TRY(check(::mknodat(dir_fd, name.c_str(), host_mode, rdev)));
   }
   if (ctx.security_context) {
     VFSD_TRY(label_or_remove(dir_fd, name.c_str(),
-                             [&](int fd) { return apply_security_context(fd, ctx); }));
+                             [&](const UniqueFd& fd) { return apply_security_context(fd, ctx); }));
   }
-  return lookup_child(**dir, name.c_str());
+  return lookup_child(**dir, name.c_str(), &*charge);
 }
 
 Result<Entry> PassthroughFs::mkdir(const fuse::Context& ctx, InodeId parent, const fuse::Name& name,
@@ -683,10 +709,12 @@ Result<Entry> PassthroughFs::mkdir(const fuse::Context& ctx, InodeId parent, con
   auto dir = inode(parent);
   if (!dir) return tl::unexpected(dir.error());
   if (!S_ISDIR((*dir)->type)) return fail(ENOTDIR);
-  const mode_t host_mode = effective_create_mode((*dir)->fd.get(), mode & 07777, umask) & 07777;
+  const mode_t host_mode = effective_create_mode((*dir)->fd, mode & 07777, umask) & 07777;
+  auto charge = fd_budget_.acquire();
+  if (!charge) return tl::unexpected(charge.error());
   auto path_fd = mkdir_safely(ctx, **dir, name, host_mode);
   if (!path_fd) return tl::unexpected(path_fd.error());
-  return register_inode(**dir, std::move(*path_fd));
+  return register_inode(**dir, std::move(*path_fd), /*parent_lookup=*/false, &*charge);
 }
 
 VoidResult PassthroughFs::unlink(const fuse::Context&, InodeId parent, const fuse::Name& name) {
@@ -726,8 +754,8 @@ Result<Entry> PassthroughFs::link(const fuse::Context&, InodeId ino, InodeId new
   if (!dir) return tl::unexpected(dir.error());
   // AT_SYMLINK_FOLLOW follows only the /proc magic link, to the inode itself
   // (a symlink inode is linked as the symlink, not its target).
-  FdName proc_name((*data)->fd.get());
-  VFSD_TRY(check(::linkat(proc_self_fd_.get(), proc_name.text, (*dir)->fd.get(), name.c_str(),
+  ProcFdName proc_name((*data)->fd);
+  VFSD_TRY(check(::linkat(proc_self_fd_.get(), proc_name.c_str(), (*dir)->fd.get(), name.c_str(),
                           AT_SYMLINK_FOLLOW)));
   return lookup_child(**dir, name.c_str());
 }
@@ -739,6 +767,9 @@ Result<fuse::OpenReply> PassthroughFs::open(const fuse::Context& ctx, InodeId in
   auto data = inode(ino);
   if (!data) return tl::unexpected(data.error());
   const int host_flags = io_open_flags(flags);
+  // The handle's unit of the fd budget before its fd exists.
+  auto charge = fd_budget_.acquire();
+  if (!charge) return tl::unexpected(charge.error());
   Result<UniqueFd> fd = fail(EBADF);
   {
     auto no_fsetid = drop_fsetid_if(truncating_open_kills_priv(
@@ -747,7 +778,8 @@ Result<fuse::OpenReply> PassthroughFs::open(const fuse::Context& ctx, InodeId in
     fd = reopen_io(**data, host_flags);
   }
   if (!fd) return tl::unexpected(fd.error());
-  return insert_handle(ino, std::move(*fd), S_ISDIR((*data)->type), flags);
+  if (host_flags & O_TRUNC) VFSD_TRY(clear_remapped_capability(fd->get()));
+  return insert_handle(ino, std::move(*fd), S_ISDIR((*data)->type), flags, std::move(*charge));
 }
 
 Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Context& ctx,
@@ -760,7 +792,12 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Cont
   if (!dir) return tl::unexpected(dir.error());
   if (!S_ISDIR((*dir)->type)) return fail(ENOTDIR);
   const int open_flags = io_open_flags(flags) & ~O_DIRECTORY;
-  const mode_t host_mode = effective_create_mode((*dir)->fd.get(), mode & 07777, umask) & 07777;
+  const mode_t host_mode = effective_create_mode((*dir)->fd, mode & 07777, umask) & 07777;
+  // Two units of the fd budget (the new inode's and the handle's), before
+  // anything is created.
+  auto charge = fd_budget_.acquire(2);
+  if (!charge) return tl::unexpected(charge.error());
+  Budget::Charge handle_charge = charge->take(1);
   auto created = create_file_safely(ctx, **dir, name, host_mode, open_flags);
   if (!created && (created.error().value != EEXIST || (flags & O_EXCL))) {
     return tl::unexpected(created.error());
@@ -768,7 +805,7 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Cont
   if (!created) {
     // The name exists and the guest did not ask for O_EXCL: open it as OPEN
     // would (regular files only), with the caller's permission checks.
-    auto existing = lookup_child(**dir, name.c_str());
+    auto existing = lookup_child(**dir, name.c_str(), &*charge);
     if (!existing) return tl::unexpected(existing.error());
     auto data = inode(existing->inode);
     Result<UniqueFd> reopened = fail(EBADF);
@@ -782,34 +819,38 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Cont
                              : Result<ScopedCredentials>(tl::unexpected(no_fsetid.error()));
       reopened = creds ? reopen(**data, open_flags) : tl::unexpected(creds.error());
     }
+    if (reopened && (open_flags & O_TRUNC)) {
+      if (auto cleared = clear_remapped_capability(reopened->get()); !cleared) {
+        reopened = tl::unexpected(cleared.error());
+      }
+    }
     if (!reopened) {
       inodes_.forget(existing->inode, 1);
       return tl::unexpected(reopened.error());
     }
-    return std::pair{*existing, insert_handle(existing->inode, std::move(*reopened), false, flags)};
+    return std::pair{*existing, insert_handle(existing->inode, std::move(*reopened), false, flags,
+                                              std::move(handle_charge))};
   }
   // Register the inode that was really created, not whatever has the name by
   // the time a second lookup would run.
   UniqueFd fd = std::move(*created);
-  auto path_fd = path_fd_of(proc_self_fd_.get(), fd.get());
+  auto path_fd = path_fd_of(proc_self_fd_.get(), fd);
   if (!path_fd) return tl::unexpected(path_fd.error());
-  auto entry = register_inode(**dir, std::move(*path_fd));
+  auto entry = register_inode(**dir, std::move(*path_fd), /*parent_lookup=*/false, &*charge);
   if (!entry) return tl::unexpected(entry.error());
   if ((open_flags & O_ACCMODE) != O_RDWR) {
     // The new file is open O_RDWR; the guest asked for another access mode,
     // which its creation grants whatever the new mode says, so the daemon
     // (not the guest) reopens it.
-    FdName proc_name(fd.get());
-    UniqueFd narrowed(::openat(proc_self_fd_.get(), proc_name.text,
-                               (open_flags & ~(O_TRUNC | O_CREAT | O_EXCL)) | O_CLOEXEC));
+    auto narrowed = reopen_own_fd(proc_self_fd_.get(), fd, open_flags & ~(O_TRUNC | O_EXCL));
     if (!narrowed) {
-      int error = errno;
       inodes_.forget(entry->inode, 1);
-      return fail(error);
+      return tl::unexpected(narrowed.error());
     }
-    fd = std::move(narrowed);
+    fd = std::move(*narrowed);
   }
-  return std::pair{*entry, insert_handle(entry->inode, std::move(fd), false, flags)};
+  return std::pair{
+      *entry, insert_handle(entry->inode, std::move(fd), false, flags, std::move(handle_charge))};
 }
 
 Result<size_t> PassthroughFs::read(const fuse::Context&, InodeId ino, HandleId fh, IovecWriter& out,
@@ -859,6 +900,10 @@ Result<size_t> PassthroughFs::write(const fuse::Context& ctx, InodeId ino, Handl
   // path clears the bits itself first, with a SETATTR).
   auto no_fsetid = drop_fsetid_if((write_flags & FUSE_WRITE_KILL_SUIDGID) != 0);
   if (!no_fsetid) return tl::unexpected(no_fsetid.error());
+  // As Linux before any write: file capabilities go (CVE-2021-20263).
+  if (!capability_xattr_.empty() && !(*h)->is_dir) {
+    VFSD_TRY(clear_remapped_capability((*h)->fd.get()));
+  }
   size_t done = 0;
   while (done < size) {
     IovecList iov = in.iovecs(size - done);
@@ -964,6 +1009,10 @@ VoidResult PassthroughFs::fallocate(const fuse::Context& ctx, InodeId ino, Handl
   // unless the caller is privileged, which for a guest means root.
   auto no_fsetid = drop_fsetid_if(ctx.uid != 0);
   if (!no_fsetid) return tl::unexpected(no_fsetid.error());
+  // Linux drops file capabilities on fallocate too (file_modified()).
+  if (!capability_xattr_.empty()) {
+    VFSD_TRY(clear_remapped_capability((*h)->fd.get()));
+  }
   return check(::fallocate((*h)->fd.get(), static_cast<int>(mode), static_cast<off_t>(offset),
                            static_cast<off_t>(length)));
 }
@@ -990,6 +1039,10 @@ Result<size_t> PassthroughFs::copy_file_range(const fuse::Context& ctx, InodeId 
   const size_t len = static_cast<size_t>(std::min<uint64_t>(length, 0xfffff000u));
   loff_t off_in = static_cast<loff_t>(in_offset);
   loff_t off_out = static_cast<loff_t>(out_offset);
+  // The destination is written: its file capabilities go, as on Linux.
+  if (!capability_xattr_.empty()) {
+    VFSD_TRY(clear_remapped_capability((*dst)->fd.get()));
+  }
   // As the guest: quotas and the setuid clearing of the destination follow
   // the caller, not the daemon.
   auto creds = guest_credentials(ctx);
@@ -1013,7 +1066,10 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::tmpfile(const fuse::Con
   const int open_flags = io_open_flags(flags) & ~(O_DIRECTORY | O_TRUNC | O_CLOEXEC);
   // open(2) refuses a read-only O_TMPFILE the same way.
   if ((open_flags & O_ACCMODE) == O_RDONLY) return fail(EINVAL);
-  const mode_t host_mode = effective_create_mode(dir_fd, mode & 07777, umask) & 07777;
+  const mode_t host_mode = effective_create_mode((*dir)->fd, mode & 07777, umask) & 07777;
+  auto charge = fd_budget_.acquire(2);  // the inode's and the handle's
+  if (!charge) return tl::unexpected(charge.error());
+  Budget::Charge handle_charge = charge->take(1);
   Result<UniqueFd> fd = fail(EBADF);
   {
     auto creds = guest_credentials(ctx);
@@ -1021,12 +1077,13 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::tmpfile(const fuse::Con
     fd = open_unnamed_file(dir_fd, open_flags, host_mode);
   }
   if (!fd) return tl::unexpected(fd.error());
-  VFSD_TRY(apply_security_context(fd->get(), ctx));
-  auto path_fd = path_fd_of(proc_self_fd_.get(), fd->get());
+  VFSD_TRY(apply_security_context(*fd, ctx));
+  auto path_fd = path_fd_of(proc_self_fd_.get(), *fd);
   if (!path_fd) return tl::unexpected(path_fd.error());
-  auto entry = register_inode(**dir, std::move(*path_fd));
+  auto entry = register_inode(**dir, std::move(*path_fd), /*parent_lookup=*/false, &*charge);
   if (!entry) return tl::unexpected(entry.error());
-  return std::pair{*entry, insert_handle(entry->inode, std::move(*fd), false, flags)};
+  return std::pair{
+      *entry, insert_handle(entry->inode, std::move(*fd), false, flags, std::move(handle_charge))};
 }
 
 // --- directories ------------------------------------------------------------
@@ -1035,9 +1092,11 @@ Result<fuse::OpenReply> PassthroughFs::opendir(const fuse::Context&, InodeId ino
   auto data = inode(ino);
   if (!data) return tl::unexpected(data.error());
   if (!S_ISDIR((*data)->type)) return fail(ENOTDIR);
+  auto charge = fd_budget_.acquire();
+  if (!charge) return tl::unexpected(charge.error());
   auto fd = reopen_io(**data, O_RDONLY | O_DIRECTORY);
   if (!fd) return tl::unexpected(fd.error());
-  return insert_handle(ino, std::move(*fd), true, 0);
+  return insert_handle(ino, std::move(*fd), true, 0, std::move(*charge));
 }
 
 VoidResult PassthroughFs::readdir(const fuse::Context&, InodeId ino, HandleId fh, uint64_t offset,

@@ -2,9 +2,15 @@
 // fuse::FileSystem interface.
 //
 // Every host access is relative to an O_PATH fd of an inode the guest looked
-// up, never by a path built from guest input; host symlinks are never
-// followed. Unknown node ids and handles answer EBADF, like the Rust
-// virtiofsd.
+// up, never by a path built from guest input; every name is one component,
+// opened through open_beneath() (openat2 with RESOLVE_BENEATH and no symlinks
+// or magic links, or its checked openat equivalent: safe_open.h), so host
+// symlinks are never followed and lookups stay in the share with or without
+// a sandbox. Only regular files and directories are ever opened for I/O
+// (reopen()). Unknown node ids and handles answer EBADF, like the Rust
+// virtiofsd. What the guest can make the daemon hold is bounded: host fds by
+// guest_fd_limit, inodes kept as file handles by handle_inode_limit (ENFILE
+// past either).
 //
 // Process requirements: the daemon runs as root with a process umask of 0
 // (the guest's umask is applied by us; a host umask would apply on top), and
@@ -20,6 +26,7 @@
 #include <string>
 
 #include "fuse/filesystem.h"
+#include "passthrough/budget.h"
 #include "passthrough/credentials.h"
 #include "passthrough/handle_table.h"
 #include "passthrough/inode_store.h"
@@ -35,6 +42,23 @@ enum class CachePolicy { kNever, kMetadata, kAuto, kAlways };
 
 /// --inode-file-handles=never|prefer|mandatory
 enum class InodeFileHandles { kNever, kPrefer, kMandatory };
+
+/// The cap on inodes kept as file handles when PassthroughConfig leaves it at
+/// 0. Such an inode holds no fd, only memory. Heap bytes measured on x86_64
+/// (glibc 2.36, release build; MemoryTest in tests/unit/passthrough/
+/// budget_test.cc prints them): 441 per inode kept as a file handle (its
+/// 128-byte handle buffer included), 266 per inode that holds an O_PATH fd,
+/// 169 per open handle (plus, for fds, the kernel's struct file and the
+/// dentry and inode it pins). A million is the Rust virtiofsd's default
+/// RLIMIT_NOFILE target, so the guest can hold as many inodes with handles as
+/// it could with fds, in about 420 MiB of heap.
+///
+/// The ceiling on what a guest can make the daemon hold, then: guest_fd_limit
+/// x 266 bytes (fd inodes, handles, lock owners, mount fds: each at most that)
+/// + handle_inode_limit x 441 bytes + lock waiters (LockLimits::max_waiters
+/// threads) + in-flight requests (bounded by the queues). With the app's
+/// defaults (RLIMIT_NOFILE 1,000,000) about 250 MiB + 420 MiB.
+inline constexpr uint64_t kDefaultHandleInodeLimit = 1'000'000;
 
 /// Everything the command line decides about the filesystem. Option names
 /// are the Rust virtiofsd's (crosvm's for the last group).
@@ -62,6 +86,24 @@ struct PassthroughConfig {
   // From crosvm's passthrough:
   bool ascii_casefold = false;           // --ascii-casefold
   bool rewrite_security_xattrs = false;  // --rewrite-security-xattrs
+
+  // Bounded resources.
+  /// How many host fds the guest can make the daemon hold at once: the O_PATH
+  /// fd of each inode it looked up (the root excepted), each open file or
+  /// directory handle, each lock owner's description and each fd of a host
+  /// mount it reached. Past it the request that needs one more answers
+  /// ENFILE (ENOLCK for a lock) and everything else goes on. 0: unlimited.
+  /// The app sets it to RLIMIT_NOFILE minus an internal reserve, as the Rust
+  /// virtiofsd does (INTERNAL_FD_RESERVE: one fd per memory slot plus 100,
+  /// plus one per worker thread): the reserve keeps room for the daemon's
+  /// own fds (vhost-user socket, eventfds, memory regions, the per-request
+  /// fds a request opens and closes again, which are not charged).
+  uint64_t guest_fd_limit = 0;
+  /// How many inodes kept as file handles (--inode-file-handles) the guest
+  /// can make the daemon remember; they hold no fd, so this bounds memory.
+  /// Past it a LOOKUP of a new inode answers ENFILE. 0: the default,
+  /// kDefaultHandleInodeLimit.
+  uint64_t handle_inode_limit = 0;
 };
 
 /// Entry/attr timeout for a cache policy (the Rust virtiofsd's values).
@@ -179,6 +221,17 @@ class PassthroughFs final : public fuse::FileSystem {
   uint64_t lookup_count(fuse::InodeId inode) const { return inodes_.refcount(inode); }
   /// Open handles. For tests and diagnostics.
   size_t handle_count() const { return handles_.size(); }
+  /// Host fds held for the guest now, and their limit (0: unlimited); see
+  /// PassthroughConfig::guest_fd_limit. For tests and diagnostics.
+  uint64_t fd_budget_used() const { return fd_budget_.used(); }
+  uint64_t fd_budget_limit() const { return fd_budget_.limit(); }
+  /// Inodes kept as file handles now, and their limit.
+  uint64_t handle_inodes_used() const { return handle_inode_budget_.used(); }
+  uint64_t handle_inodes_limit() const { return handle_inode_budget_.limit(); }
+  /// The host name a guest's security.capability is stored under when the
+  /// xattr options move it (empty when they do not: the host kernel then
+  /// clears it itself). For tests and diagnostics.
+  const std::string& remapped_capability_xattr() const { return capability_xattr_; }
 
  private:
   friend class XattrTestPeer;  // tests of the xattr.cc creation helpers
@@ -188,18 +241,25 @@ class PassthroughFs final : public fuse::FileSystem {
   Result<std::shared_ptr<HandleData>> handle(fuse::HandleId id, fuse::InodeId inode) const;
   // Registers an O_PATH fd found under `parent` (or, with `parent_lookup`,
   // found as the parent of `parent`) and answers its entry (one lookup
-  // reference taken).
+  // reference taken). A new fd inode takes its budget unit from `prepaid`
+  // if that has one, else from the fd budget (ENFILE past it).
   Result<fuse::Entry> register_inode(const InodeData& parent, UniqueFd path_fd,
-                                     bool parent_lookup = false);
+                                     bool parent_lookup = false, Budget::Charge* prepaid = nullptr);
   // LOOKUP of ".." below the root: the real parent, if it is inside the share.
   Result<fuse::Entry> lookup_parent(const InodeData& dir);
   // ENOENT unless the directory `dir_fd` is the share's root or below it.
   VoidResult check_inside_share(int dir_fd) const;
-  // Opens `name` under `parent` with O_PATH|O_NOFOLLOW and registers it.
-  Result<fuse::Entry> lookup_child(const InodeData& parent, const char* name);
+  // Opens `name` under `parent` with O_PATH|O_NOFOLLOW (open_beneath) and
+  // registers it.
+  Result<fuse::Entry> lookup_child(const InodeData& parent, const char* name,
+                                   Budget::Charge* prepaid = nullptr);
   fuse::Entry entry_for(const InodeData& data, const struct stat& st, uint32_t attr_flags) const;
-  // Reopens an inode for I/O through /proc/self/fd (regular files and
-  // directories only).
+  // Reopens an inode for I/O through /proc/self/fd. Regular files and
+  // directories only (CVE-2020-35517): opening a FIFO blocks, a device acts
+  // on the host, a socket cannot be opened, a symlink must not be followed.
+  // Every real fd of an inode the passthrough makes on the guest's behalf
+  // comes from here, or from a reopen of an fd made here (lock owners), or
+  // from a creation that can only make a regular file or a directory.
   Result<UniqueFd> reopen(const InodeData& data, int flags) const;
   uint32_t open_reply_flags(bool directory) const;
 
@@ -213,9 +273,19 @@ class PassthroughFs final : public fuse::FileSystem {
   // reopen() for a handle the guest gets: in read-only mode reads leave the
   // host's access times alone (O_NOATIME, dropped again where refused).
   Result<UniqueFd> reopen_io(const InodeData& data, int flags) const;
-  // A handle for `inode` around `fd`, remembering the guest's O_APPEND.
-  fuse::OpenReply insert_handle(fuse::InodeId inode, UniqueFd fd, bool is_dir,
-                                uint32_t guest_flags);
+  // A handle for `inode` around `fd`, remembering the guest's O_APPEND;
+  // `charge` is its unit of the fd budget (taken before `fd` was opened).
+  fuse::OpenReply insert_handle(fuse::InodeId inode, UniqueFd fd, bool is_dir, uint32_t guest_flags,
+                                Budget::Charge charge);
+  // xattr.cc. CVE-2021-20263: when the xattr options store the guest's
+  // security.capability under another host name, the host kernel no longer
+  // clears it on a write, truncation or chown, so we do, as Linux would
+  // (before the change, as Linux does). On `io_fd`, a real fd of the inode;
+  // or on `data` by its magic link, path-based, so that nothing is opened
+  // (for chown, of any type). No-op without such a mapping, and when the
+  // inode has no such xattr.
+  VoidResult clear_remapped_capability(int io_fd) const;
+  VoidResult clear_remapped_capability(const InodeData& data) const;
   // --ascii-casefold: `name` in `parent` by a case-insensitive scan.
   Result<fuse::Entry> lookup_casefold(const InodeData& parent, std::string_view name);
   // Remembers a directory that is the root of a mount other than its
@@ -239,12 +309,12 @@ class PassthroughFs final : public fuse::FileSystem {
   // xattr.cc. Stores ctx.security_context (if any) as an xattr of the new
   // node `fd` (O_PATH or real), through the xattr map; no-op without one.
   // On failure the caller removes the node again.
-  VoidResult apply_security_context(int fd, const fuse::Context& ctx);
+  VoidResult apply_security_context(const UniqueFd& fd, const fuse::Context& ctx);
   // The mode bits a new node gets: `umask` applied unless --posix-acl is on
   // and the parent directory `parent_fd` has a default ACL (with DONT_MASK
   // the guest kernel left the umask to us, and a default ACL replaces it).
   // Call it with the daemon's credentials, before switching to the guest's.
-  mode_t effective_create_mode(int parent_fd, mode_t mode, mode_t umask) const;
+  mode_t effective_create_mode(const UniqueFd& parent_fd, mode_t mode, mode_t umask) const;
   // xattr.cc. init() part for --posix-acl and --security-label.
   void init_xattr(const fuse::InitRequest& request, fuse::InitReply& reply);
   // Guest xattr name -> host name (ACL gate, --rewrite-security-xattrs,
@@ -253,8 +323,15 @@ class PassthroughFs final : public fuse::FileSystem {
   std::optional<std::string> xattr_name_to_guest(std::string_view host_name) const;
 
   PassthroughConfig config_;
+  // Declared before everything that holds charges (inodes, handles, lock
+  // owners, mount fds), so destroyed after them.
+  Budget fd_budget_;
+  Budget handle_inode_budget_;
   UniqueFd proc_self_fd_;  // O_PATH of /proc/self/fd
-  XattrMap xattr_map_;     // parsed config_.xattrmap (empty: names pass unchanged)
+  // The host name of the guest's security.capability if the xattr options
+  // move it elsewhere (see clear_remapped_capability); empty otherwise.
+  std::string capability_xattr_;
+  XattrMap xattr_map_;  // parsed config_.xattrmap (empty: names pass unchanged)
   std::atomic<bool> posix_acl_active_{false};  // --posix-acl and the guest agreed
   std::chrono::nanoseconds timeout_;
   std::atomic<bool> submounts_active_{false};
@@ -267,7 +344,8 @@ class PassthroughFs final : public fuse::FileSystem {
   HandleTable handles_;
   // Declared last: destroyed first, ending lock waits while everything they
   // use is still there.
-  LockManager locks_{proc_self_fd_.get(), LockLimits{.read_only = config_.readonly}};
+  LockManager locks_{proc_self_fd_.get(),
+                     LockLimits{.read_only = config_.readonly, .fd_budget = &fd_budget_}};
 };
 
 }  // namespace vfsd::passthrough

@@ -9,6 +9,7 @@
 
 #include "passthrough/credentials.h"
 #include "passthrough/passthrough_fs.h"
+#include "passthrough/safe_open.h"
 
 namespace vfsd::passthrough {
 namespace {
@@ -49,19 +50,19 @@ std::function<VoidResult(std::string_view)>& safe_create_test_hook() {
 }
 
 Result<UniqueFd> open_unnamed_file(int dir_fd, int flags, mode_t mode) {
-  UniqueFd fd(::openat(dir_fd, ".", flags | O_TMPFILE | O_CLOEXEC, mode));
+  // O_TMPFILE can only make a regular file, never open an existing node.
+  auto fd = open_beneath(dir_fd, ".", flags | O_TMPFILE, mode);
   if (fd) return fd;
   // EISDIR: a kernel that predates O_TMPFILE saw only O_DIRECTORY.
-  if (errno == EOPNOTSUPP || errno == EISDIR) return fail(EOPNOTSUPP);
-  return fail_errno();
+  if (fd.error().value == EOPNOTSUPP || fd.error().value == EISDIR) return fail(EOPNOTSUPP);
+  return fd;
 }
 
-VoidResult link_unnamed_file(int proc_self_fd, int fd, int dir_fd, const char* name) {
-  char proc_name[16];
-  std::snprintf(proc_name, sizeof(proc_name), "%d", fd);
+VoidResult link_unnamed_file(int proc_self_fd, const UniqueFd& fd, int dir_fd, const char* name) {
+  ProcFdName proc_name(fd);
   // AT_SYMLINK_FOLLOW follows the magic link to the unnamed inode itself;
   // AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH.
-  if (::linkat(proc_self_fd, proc_name, dir_fd, name, AT_SYMLINK_FOLLOW) != 0) {
+  if (::linkat(proc_self_fd, proc_name.c_str(), dir_fd, name, AT_SYMLINK_FOLLOW) != 0) {
     return fail_errno();
   }
   return ok();
@@ -109,11 +110,13 @@ Result<UniqueFd> PassthroughFs::create_file_safely(const fuse::Context& ctx, con
     {
       auto creds = guest_credentials(ctx);
       if (!creds) return tl::unexpected(creds.error());
-      fd.reset(
-          ::openat(dir_fd, name.c_str(), flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode));
-      if (!fd) return fail_errno();
+      // O_EXCL: an existing name (a FIFO, a device, a symlink to anywhere)
+      // is never opened, only refused.
+      auto made = open_beneath(dir_fd, name.c_str(), flags | O_CREAT | O_EXCL, mode);
+      if (!made) return tl::unexpected(made.error());
+      fd = std::move(*made);
     }
-    if (auto labelled = apply_security_context(fd.get(), ctx); !labelled) {
+    if (auto labelled = apply_security_context(fd, ctx); !labelled) {
       ::unlinkat(dir_fd, name.c_str(), 0);
       return tl::unexpected(labelled.error());
     }
@@ -121,13 +124,13 @@ Result<UniqueFd> PassthroughFs::create_file_safely(const fuse::Context& ctx, con
   }
 
   // The label is set while the file has no name: nobody can see it unlabelled.
-  VFSD_TRY(apply_security_context(unnamed->get(), ctx));
+  VFSD_TRY(apply_security_context(*unnamed, ctx));
   VFSD_TRY(run_hook("link"));
   {
     // Linking is a creation in `dir`: the guest's permission on it counts.
     auto creds = guest_credentials(ctx);
     if (!creds) return tl::unexpected(creds.error());
-    VFSD_TRY(link_unnamed_file(proc_self_fd_.get(), unnamed->get(), dir_fd, name.c_str()));
+    VFSD_TRY(link_unnamed_file(proc_self_fd_.get(), *unnamed, dir_fd, name.c_str()));
   }
   return std::move(*unnamed);
 }
@@ -147,19 +150,20 @@ Result<UniqueFd> PassthroughFs::mkdir_safely(const fuse::Context& ctx, const Ino
     temp = std::move(*made);
   }
   auto finish = [&]() -> Result<UniqueFd> {
-    UniqueFd path_fd(::openat(dir_fd, temp.c_str(), O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC));
-    if (!path_fd) return fail_errno();
+    // O_DIRECTORY: if the host put something else under the hidden name,
+    // it is refused, never opened.
+    auto path_fd = open_beneath(dir_fd, temp.c_str(), O_PATH | O_DIRECTORY);
+    if (!path_fd) return tl::unexpected(path_fd.error());
     if (ctx.security_context) {
-      UniqueFd real(
-          ::openat(dir_fd, temp.c_str(), O_RDONLY | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC));
-      if (!real) return fail_errno();
-      VFSD_TRY(apply_security_context(real.get(), ctx));
+      auto real = open_beneath(dir_fd, temp.c_str(), O_RDONLY | O_DIRECTORY);
+      if (!real) return tl::unexpected(real.error());
+      VFSD_TRY(apply_security_context(*real, ctx));
     }
     VFSD_TRY(run_hook("rename"));
     if (::renameat2(dir_fd, temp.c_str(), dir_fd, name.c_str(), RENAME_NOREPLACE) != 0) {
       return fail_errno();
     }
-    return path_fd;
+    return std::move(*path_fd);
   };
   auto done = finish();
   // Whatever failed, the half-made directory goes (it is empty: nobody could

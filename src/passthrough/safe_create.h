@@ -42,7 +42,7 @@ Result<UniqueFd> open_unnamed_file(int dir_fd, int flags, mode_t mode);
 /// Gives the unnamed file `fd` the name `name` in `dir_fd`, through its
 /// /proc/self/fd magic link (`proc_self_fd` is an fd of /proc/self/fd).
 /// EEXIST if the name is taken.
-VoidResult link_unnamed_file(int proc_self_fd, int fd, int dir_fd, const char* name);
+VoidResult link_unnamed_file(int proc_self_fd, const UniqueFd& fd, int dir_fd, const char* name);
 
 /// Creates a directory with `mode` under a fresh hidden temporary name in
 /// `dir_fd` and returns that name. The final mode is used from the start: with

@@ -16,6 +16,7 @@
 
 #include "fuse/abi_ext.h"
 #include "passthrough/passthrough_fs.h"
+#include "passthrough/safe_open.h"
 
 namespace vfsd::passthrough {
 
@@ -66,13 +67,14 @@ VoidResult unshare_working_directory() {
 // to /proc/self/fd for the call and back afterwards.
 class XattrTarget {
  public:
-  static Result<XattrTarget> open(int proc_self_fd, int path_fd, mode_t type) {
+  static Result<XattrTarget> open(int proc_self_fd, const UniqueFd& path_fd, mode_t type) {
     XattrTarget target;
-    std::snprintf(target.name_, sizeof(target.name_), "%d", path_fd);
+    ProcFdName name(path_fd);
+    std::snprintf(target.name_, sizeof(target.name_), "%s", name.c_str());
     if (S_ISREG(type) || S_ISDIR(type)) {
-      target.fd_.reset(
-          ::openat(proc_self_fd, target.name_, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
-      if (!target.fd_) return fail_errno();
+      auto fd = reopen_own_fd(proc_self_fd, path_fd, O_RDONLY | O_NONBLOCK | O_NOCTTY);
+      if (!fd) return tl::unexpected(fd.error());
+      target.fd_ = std::move(*fd);
       return target;
     }
     VFSD_TRY(unshare_working_directory());
@@ -218,7 +220,7 @@ Result<fuse::XattrReply> PassthroughFs::getxattr(const fuse::Context&, fuse::Ino
   }
   auto data = inode(ino);
   if (!data) return tl::unexpected(data.error());
-  auto target = XattrTarget::open(proc_self_fd_.get(), (*data)->fd.get(), (*data)->type);
+  auto target = XattrTarget::open(proc_self_fd_.get(), (*data)->fd, (*data)->type);
   if (!target) return tl::unexpected(target.error());
   const size_t want = std::min<size_t>(size, kMaxValueSize);
   std::string buffer(want, '\0');
@@ -238,7 +240,7 @@ Result<fuse::XattrReply> PassthroughFs::listxattr(const fuse::Context&, fuse::In
   if (!config_.xattr) return fail(ENOSYS);
   auto data = inode(ino);
   if (!data) return tl::unexpected(data.error());
-  auto target = XattrTarget::open(proc_self_fd_.get(), (*data)->fd.get(), (*data)->type);
+  auto target = XattrTarget::open(proc_self_fd_.get(), (*data)->fd, (*data)->type);
   if (!target) return tl::unexpected(target.error());
   const size_t want = std::min<size_t>(size, kMaxListSize);
   std::string host_list(want, '\0');
@@ -277,7 +279,7 @@ VoidResult PassthroughFs::setxattr(const fuse::Context&, fuse::InodeId ino, std:
   if (!host_name) return tl::unexpected(host_name.error());
   auto data = inode(ino);
   if (!data) return tl::unexpected(data.error());
-  auto target = XattrTarget::open(proc_self_fd_.get(), (*data)->fd.get(), (*data)->type);
+  auto target = XattrTarget::open(proc_self_fd_.get(), (*data)->fd, (*data)->type);
   if (!target) return tl::unexpected(target.error());
   // The guest kernel asks for this when the caller is neither in the file's
   // group nor holds CAP_FSETID; the host kernel would not clear the bit for
@@ -303,7 +305,7 @@ VoidResult PassthroughFs::removexattr(const fuse::Context&, fuse::InodeId ino,
   if (!host_name) return tl::unexpected(host_name.error());
   auto data = inode(ino);
   if (!data) return tl::unexpected(data.error());
-  auto target = XattrTarget::open(proc_self_fd_.get(), (*data)->fd.get(), (*data)->type);
+  auto target = XattrTarget::open(proc_self_fd_.get(), (*data)->fd, (*data)->type);
   if (!target) return tl::unexpected(target.error());
   if (target->remove(host_name->c_str()) != 0) return fail_errno();
   return ok();
@@ -311,36 +313,71 @@ VoidResult PassthroughFs::removexattr(const fuse::Context&, fuse::InodeId ino,
 
 // --- creation helpers -------------------------------------------------------------
 
-VoidResult PassthroughFs::apply_security_context(int fd, const fuse::Context& ctx) {
+VoidResult PassthroughFs::apply_security_context(const UniqueFd& fd, const fuse::Context& ctx) {
   if (!ctx.security_context) return ok();
   const fuse::SecurityContext& label = *ctx.security_context;
   if (label.value.size() > kMaxValueSize) return fail(E2BIG);
   auto host_name = xattr_name_to_host(label.name);
   if (!host_name) return tl::unexpected(host_name.error());
-  int fl = ::fcntl(fd, F_GETFL);
+  int fl = ::fcntl(fd.get(), F_GETFL);
   if (fl < 0) return fail_errno();
   // An O_PATH fd of any type goes the path-based way: the node may be a
   // device or FIFO that must not be opened.
   auto target = (fl & O_PATH) ? XattrTarget::open(proc_self_fd_.get(), fd, S_IFLNK)
-                              : Result<XattrTarget>(XattrTarget::borrow(fd));
+                              : Result<XattrTarget>(XattrTarget::borrow(fd.get()));
   if (!target) return tl::unexpected(target.error());
   if (target->set(host_name->c_str(), label.value, 0) != 0) return fail_errno();
   return ok();
 }
 
-mode_t PassthroughFs::effective_create_mode(int parent_fd, mode_t mode, mode_t umask) const {
+mode_t PassthroughFs::effective_create_mode(const UniqueFd& parent_fd, mode_t mode,
+                                            mode_t umask) const {
   const mode_t type = mode & S_IFMT;
   const mode_t perms = mode & 07777;
   if (posix_acl_active_.load(std::memory_order_relaxed)) {
     // With DONT_MASK the guest left the umask to us; the host applies a
     // default ACL of the parent instead of any umask, so pass the bits
     // unmasked then (the daemon's own umask is 0).
-    char name[16];
-    std::snprintf(name, sizeof(name), "%d", parent_fd);
-    UniqueFd dir(::openat(proc_self_fd_.get(), name, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (dir && ::fgetxattr(dir.get(), kAclDefault.data(), nullptr, 0) >= 0) return type | perms;
+    // O_DIRECTORY: whatever the parent is, only a directory is opened.
+    auto dir = reopen_own_fd(proc_self_fd_.get(), parent_fd, O_RDONLY | O_DIRECTORY);
+    if (dir && ::fgetxattr(dir->get(), kAclDefault.data(), nullptr, 0) >= 0) return type | perms;
   }
   return type | (perms & ~umask & 07777);
+}
+
+}  // namespace vfsd::passthrough
+
+namespace vfsd::passthrough {
+
+// --- CVE-2021-20263 ----------------------------------------------------------------
+
+namespace {
+// What a removal of the remapped capability may answer when there is none to
+// remove: ENODATA (absent), ENOTSUP (no xattrs of that namespace here).
+bool nothing_to_clear(int error) {
+  return error == ENODATA || error == ENOTSUP || error == EOPNOTSUPP;
+}
+}  // namespace
+
+VoidResult PassthroughFs::clear_remapped_capability(int io_fd) const {
+  if (capability_xattr_.empty()) return ok();
+  if (::fremovexattr(io_fd, capability_xattr_.c_str()) == 0 || nothing_to_clear(errno)) {
+    return ok();
+  }
+  return fail_errno();
+}
+
+VoidResult PassthroughFs::clear_remapped_capability(const InodeData& data) const {
+  if (capability_xattr_.empty()) return ok();
+  // Path-based through the magic link for every type: a special file is
+  // never opened, a symlink is the symlink itself.
+  auto target = XattrTarget::open(proc_self_fd_.get(), data.fd, S_IFLNK);
+  if (!target) return tl::unexpected(target.error());
+  if (target->remove(capability_xattr_.c_str()) == 0 || nothing_to_clear(errno)) return ok();
+  // user.* xattrs exist on regular files and directories only: on anything
+  // else the host refuses the name (EPERM), so there is nothing to clear.
+  if (errno == EPERM && !S_ISREG(data.type)) return ok();
+  return fail_errno();
 }
 
 }  // namespace vfsd::passthrough

@@ -340,11 +340,11 @@ TEST_F(SafeCreateTest, UnnamedFileHelpers) {
   auto fd = open_unnamed_file(dir.get(), O_RDWR, 0600);
   ASSERT_TRUE(fd);
   EXPECT_TRUE(host_names(path("d")).empty());
-  ASSERT_TRUE(link_unnamed_file(proc.get(), fd->get(), dir.get(), "a"));
+  ASSERT_TRUE(link_unnamed_file(proc.get(), *fd, dir.get(), "a"));
   EXPECT_EQ(host_names(path("d")), std::set<std::string>{"a"});
   auto again = open_unnamed_file(dir.get(), O_RDWR, 0600);
   ASSERT_TRUE(again);
-  EXPECT_EQ(link_unnamed_file(proc.get(), again->get(), dir.get(), "a").error(), Errno{EEXIST});
+  EXPECT_EQ(link_unnamed_file(proc.get(), *again, dir.get(), "a").error(), Errno{EEXIST});
   auto temp = make_hidden_temp_dir(dir.get(), 0700);
   ASSERT_TRUE(temp);
   EXPECT_TRUE(is_hidden_temp_name(*temp));

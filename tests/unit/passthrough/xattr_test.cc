@@ -24,11 +24,12 @@ namespace vfsd::passthrough {
 // Reaches the private creation helpers that the creating operations call.
 class XattrTestPeer {
  public:
-  static VoidResult apply_security_context(PassthroughFs& fs, int fd, const fuse::Context& ctx) {
+  static VoidResult apply_security_context(PassthroughFs& fs, const UniqueFd& fd,
+                                           const fuse::Context& ctx) {
     return fs.apply_security_context(fd, ctx);
   }
-  static mode_t effective_create_mode(const PassthroughFs& fs, int parent_fd, mode_t mode,
-                                      mode_t umask) {
+  static mode_t effective_create_mode(const PassthroughFs& fs, const UniqueFd& parent_fd,
+                                      mode_t mode, mode_t umask) {
     return fs.effective_create_mode(parent_fd, mode, umask);
   }
 };
@@ -482,9 +483,9 @@ TEST_F(XattrTest, SecurityContextStoredThroughTheMap) {
   UniqueFd dir(::open(path("dir").c_str(), O_PATH | O_CLOEXEC));
   UniqueFd link(::open(path("link").c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
   UniqueFd fifo(::open(path("fifo").c_str(), O_PATH | O_CLOEXEC));
-  for (const auto& [fd, rel] : {std::pair{file.get(), "file"}, std::pair{dir.get(), "dir"},
-                                std::pair{link.get(), "link"}, std::pair{fifo.get(), "fifo"}}) {
-    ASSERT_TRUE(XattrTestPeer::apply_security_context(*fs_, fd, ctx)) << rel;
+  for (const auto& [fd, rel] : {std::pair{&file, "file"}, std::pair{&dir, "dir"},
+                                std::pair{&link, "link"}, std::pair{&fifo, "fifo"}}) {
+    ASSERT_TRUE(XattrTestPeer::apply_security_context(*fs_, *fd, ctx)) << rel;
     EXPECT_EQ(host_get(path(rel), "trusted.virtiofs.security.selinux").value_or("<none>"), label)
         << rel;
     EXPECT_FALSE(host_get(path(rel), "security.selinux")) << rel;
@@ -495,7 +496,7 @@ TEST_F(XattrTest, SecurityContextAbsentIsANoOp) {
   config_.xattrmap = ":map:security.selinux:trusted.virtiofs.:";
   start();
   UniqueFd file(::open(path("file").c_str(), O_RDWR | O_CLOEXEC));
-  ASSERT_TRUE(XattrTestPeer::apply_security_context(*fs_, file.get(), fuse::Context{}));
+  ASSERT_TRUE(XattrTestPeer::apply_security_context(*fs_, file, fuse::Context{}));
   char names[1024];
   EXPECT_EQ(::llistxattr(path("file").c_str(), names, sizeof(names)), 0);
 }
@@ -508,13 +509,13 @@ TEST_F(XattrTest, SecurityContextFailureIsReported) {
   fuse::Context ctx;
   ctx.security_context = fuse::SecurityContext{"security.selinux", "l"};
   UniqueFd link(::open(path("link").c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-  auto r = XattrTestPeer::apply_security_context(*fs_, link.get(), ctx);
+  auto r = XattrTestPeer::apply_security_context(*fs_, link, ctx);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().value, EPERM);
   // A name the map refuses is refused too.
   ctx.security_context = fuse::SecurityContext{"user.guest.x", "l"};
   UniqueFd file(::open(path("file").c_str(), O_RDWR | O_CLOEXEC));
-  EXPECT_EQ(XattrTestPeer::apply_security_context(*fs_, file.get(), ctx).error().value, EPERM);
+  EXPECT_EQ(XattrTestPeer::apply_security_context(*fs_, file, ctx).error().value, EPERM);
   EXPECT_FALSE(host_get(path("file"), "user.guest.user.guest.x"));
 }
 
@@ -522,20 +523,19 @@ TEST_F(XattrTest, CreateModeAppliesUmaskUnlessParentHasDefaultAcl) {
   UniqueFd dir(::open(path("dir").c_str(), O_PATH | O_CLOEXEC));
   // ACLs off: the umask always applies; the type bits stay.
   start();
-  EXPECT_EQ(XattrTestPeer::effective_create_mode(*fs_, dir.get(), S_IFREG | 0666, 022),
-            S_IFREG | 0644u);
+  EXPECT_EQ(XattrTestPeer::effective_create_mode(*fs_, dir, S_IFREG | 0666, 022), S_IFREG | 0644u);
   config_.posix_acl = true;
   start(kAclFlags);
-  EXPECT_EQ(XattrTestPeer::effective_create_mode(*fs_, dir.get(), 0777, 027), 0750u);
+  EXPECT_EQ(XattrTestPeer::effective_create_mode(*fs_, dir, 0777, 027), 0750u);
   ASSERT_EQ(std::system(("setfacl -d -m u::rwx,g::rwx,o::rwx '" + path("dir") + "'").c_str()), 0);
   // A default ACL replaces the umask: the host applies the ACL to the bits.
-  EXPECT_EQ(XattrTestPeer::effective_create_mode(*fs_, dir.get(), 0777, 027), 0777u);
-  EXPECT_EQ(XattrTestPeer::effective_create_mode(*fs_, dir.get(), S_IFCHR | 04777, 027),
+  EXPECT_EQ(XattrTestPeer::effective_create_mode(*fs_, dir, 0777, 027), 0777u);
+  EXPECT_EQ(XattrTestPeer::effective_create_mode(*fs_, dir, S_IFCHR | 04777, 027),
             S_IFCHR | 04777u);
   // Without negotiated ACLs the parent's ACL does not matter.
   config_.posix_acl = false;
   start();
-  EXPECT_EQ(XattrTestPeer::effective_create_mode(*fs_, dir.get(), 0777, 027), 0750u);
+  EXPECT_EQ(XattrTestPeer::effective_create_mode(*fs_, dir, 0777, 027), 0750u);
 }
 
 }  // namespace

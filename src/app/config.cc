@@ -37,8 +37,16 @@ struct Switches {
 };
 
 // The legacy `-o a,b=c` form. Returns an error message or "".
+// The `-o key=value` items that set an option value (the rest set fields of
+// Config directly).
+struct CompatValues {
+  std::string& cache;
+  std::string& sandbox;
+  std::string& modcaps;
+};
+
 std::string apply_compat_option(const std::string& option, Config& config, Switches& sw,
-                                std::string& cache) {
+                                const CompatValues& values) {
   auto eq = option.find('=');
   if (eq != std::string::npos) {
     std::string key = option.substr(0, eq), value = option.substr(eq + 1);
@@ -50,7 +58,15 @@ std::string apply_compat_option(const std::string& option, Config& config, Switc
           {"none", "never"}, {"auto", "auto"}, {"always", "always"}, {"metadata", "metadata"}};
       auto it = names.find(value);
       if (it == names.end()) return "Invalid compat value '" + value + "' for '-o cache'";
-      cache = it->second;
+      values.cache = it->second;
+    } else if (key == "sandbox") {
+      // The legacy form knows the two sandboxes only, as in the Rust virtiofsd.
+      if (value != "namespace" && value != "chroot") {
+        return "Invalid compat value '" + value + "' for '-o sandbox'";
+      }
+      values.sandbox = value;
+    } else if (key == "modcaps") {
+      values.modcaps = value;
     } else if (key == "loglevel" || key == "log_level") {
       static const std::map<std::string, std::string> names = {
           {"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"err", "error"}};
@@ -166,6 +182,19 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   cli.add_flag("--rewrite-security-xattrs", sw.rewrite_security_xattrs,
                "Store guest security.* xattrs (but security.selinux) as "
                "user.virtiofs.security.*");
+  std::string sandbox_mode = "namespace", seccomp_action = "kill", modcaps;
+  std::optional<uint64_t> rlimit_nofile;
+  cli.add_option("--sandbox", sandbox_mode,
+                 "Sandbox mechanism to isolate the daemon process (namespace, chroot, none) "
+                 "[default: namespace]");
+  cli.add_option("--seccomp", seccomp_action,
+                 "Action to take when seccomp finds a not allowed syscall (none, kill, log, trap) "
+                 "[default: kill]");
+  cli.add_option("--modcaps", modcaps,
+                 "Modify the list of capabilities, e.g., --modcaps=+sys_admin:-chown");
+  cli.add_option("--rlimit-nofile", rlimit_nofile,
+                 "Set maximum number of file descriptors (0 leaves rlimit unchanged) "
+                 "[default: min(1000000, '/proc/sys/fs/nr_open')]");
   cli.add_option("--log-level", config.log_level,
                  "Log level: error, warn, info, debug, trace or off (default: info)")
       ->check(CLI::IsMember(kLogLevels));
@@ -190,7 +219,8 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
     while (start <= line.size()) {
       size_t comma = line.find(',', start);
       if (comma == std::string::npos) comma = line.size();
-      std::string error = apply_compat_option(line.substr(start, comma - start), config, sw, cache);
+      std::string error = apply_compat_option(line.substr(start, comma - start), config, sw,
+                                              CompatValues{cache, sandbox_mode, modcaps});
       if (!error.empty()) return usage_error(error);
       start = comma + 1;
     }
@@ -215,6 +245,16 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
     config.warnings.push_back(
         "Use of deprecated value 'fallback' for '--inode-file-handles': please use 'prefer'");
   }
+
+  auto mode = sandbox::parse_mode(sandbox_mode);
+  if (!mode)
+    return usage_error("--sandbox: invalid value '" + sandbox_mode + "' (namespace, chroot, none)");
+  config.sandbox = *mode;
+  auto action = sandbox::parse_seccomp_action(seccomp_action);
+  if (!action)
+    return usage_error("--seccomp: invalid value '" + seccomp_action + "' (none, kill, log, trap)");
+  config.seccomp = *action;
+  config.rlimit_nofile = rlimit_nofile;
 
   if (config.fs.shared_dir.empty()) return usage_error("missing --shared-dir or -o source");
   if (config.socket_path.empty() && fd < 0 && config.fuse_mountpoint.empty()) {
@@ -248,6 +288,10 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   // so that a typo is a usage error naming the rule, not a failed start.
   std::string message;
   if (!passthrough::validate_config(fs, message)) return usage_error(message);
+  auto caps =
+      sandbox::capability_set(modcaps, fs.inode_file_handles != InodeFileHandles::kNever, message);
+  if (!caps) return usage_error(message);
+  config.capabilities = std::move(*caps);
   return {std::move(config), 0};
 }
 

@@ -8,6 +8,9 @@
 #include <vector>
 
 #include "passthrough/passthrough_fs.h"
+#include "sandbox/capabilities.h"
+#include "sandbox/sandbox.h"
+#include "sandbox/seccomp.h"
 #include "util/result.h"
 
 namespace vfsd::app {
@@ -20,6 +23,10 @@ struct Config {
   passthrough::PassthroughConfig fs;  // the filesystem options
   bool readdirplus = true;            // --no-readdirplus turns it off (so does --cache=never)
   std::string log_level = "info";     // --log-level (or -d, -o loglevel=)
+  sandbox::Mode sandbox = sandbox::Mode::kNamespace;               // --sandbox
+  sandbox::SeccompAction seccomp = sandbox::SeccompAction::kKill;  // --seccomp
+  sandbox::CapabilitySet capabilities;    // the defaults edited by --modcaps
+  std::optional<uint64_t> rlimit_nofile;  // --rlimit-nofile (unset: the Rust default)
   /// Deprecation warnings to log once logging is set up.
   std::vector<std::string> warnings;
 };

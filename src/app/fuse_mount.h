@@ -3,6 +3,7 @@
 // passthrough can be mounted and tested on the host without a VM.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "fuse/filesystem.h"
@@ -10,13 +11,28 @@
 
 namespace vfsd::app {
 
-/// Mounts `fs` on `mountpoint` and serves it with `threads` reader threads
-/// until SIGTERM or SIGINT (then unmounts, lazily if the mount is busy) or
-/// until the mount goes away from outside (umount). Returns the process exit
-/// code: 0 after a clean stop, 1 if the mount could not be set up.
-/// Blocks SIGTERM and SIGINT in the calling thread while it runs; call it
-/// before starting other threads that should not see those signals.
-int run_fuse_mount(fuse::FileSystem& fs, const fuse::ServerOptions& options,
-                   const std::string& mountpoint, unsigned threads);
+struct FuseMountOptions {
+  std::string mountpoint;
+  unsigned threads = 1;  // reader threads
+  fuse::ServerOptions server;
+  /// The mount is made in this process, in the host's mount namespace, and
+  /// served by a forked child that enters the sandbox (in `prepare`); this
+  /// process waits for it, forwarding SIGTERM/SIGINT/SIGHUP, and unmounts
+  /// when it ends. Without it, this process mounts, serves and unmounts.
+  bool supervise = false;
+};
+
+/// Builds, in the process that will serve and once the mount exists, the
+/// filesystem to serve (entering the sandbox, applying seccomp and dropping
+/// capabilities on the way). nullptr: give up with `exit_code`.
+using PrepareServing = std::function<fuse::FileSystem*(int& exit_code)>;
+
+/// Mounts and serves until SIGTERM or SIGINT (then unmounts, lazily if the
+/// mount is busy) or until the mount goes away from outside (umount).
+/// Returns the process exit code: 0 after a clean stop, 1 if the mount
+/// could not be set up (or what `prepare` said). Blocks SIGTERM and SIGINT
+/// in the calling thread while it runs; call it before starting other
+/// threads that should not see those signals.
+int run_fuse_mount(const FuseMountOptions& options, const PrepareServing& prepare);
 
 }  // namespace vfsd::app

@@ -1,12 +1,20 @@
-// virtiofsd-cpp entry point. Start-up is a list of explicit steps, each of
-// which names itself when it fails; the sandbox, seccomp and capability steps
-// of later work slot in between them.
+// virtiofsd-cpp entry point. Start-up is the Rust virtiofsd's order of
+// explicit steps, each of which names itself when it fails:
+//   1. the process itself: signals, umask, supplementary groups;
+//   2. the listening socket (or the FUSE mount), in the host's namespaces;
+//   3. the file limit, then the sandbox (namespaces + pivot_root, or chroot);
+//   4. the filesystem, opened from inside the sandbox;
+//   5. the capabilities dropped, then seccomp: both before any other thread
+//      exists, so that every worker inherits them;
+//   6. serve.
 #include <grp.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -19,6 +27,10 @@
 #include "fuse/server.h"
 #include "passthrough/passthrough_fs.h"
 #include "passthrough/read_only_fs.h"
+#include "sandbox/capabilities.h"
+#include "sandbox/rlimit.h"
+#include "sandbox/sandbox.h"
+#include "sandbox/seccomp.h"
 #include "util/log.h"
 #include "vhost_user/backend.h"
 
@@ -47,73 +59,196 @@ std::optional<gid_t> resolve_group(const std::string& name) {
   return std::nullopt;
 }
 
-int fail_step(const char* step, Errno error) {
+int fail_step(const std::string& step, Errno error) {
   log::error("{}: {}", step, errno_name(error.value));
   return 1;
 }
 
-int run(const Config& config) {
+// SIGTERM and SIGHUP end the daemon at once with status 1, as the Rust
+// virtiofsd's handler does (a frontend disconnect is the clean exit, 0).
+// Installed as handlers rather than left at their default: in a new pid
+// namespace the daemon is that namespace's init, which ignores every signal
+// it has no handler for (the parent forwards them).
+void exit_on_stop_signal(int) {
+  ::_exit(1);
+}
+
+// Step 1.
+int set_up_process(const Config& config) {
   // A frontend that vanishes mid-reply must not kill us with SIGPIPE; the
   // write reports EPIPE instead.
-  signal(SIGPIPE, SIG_IGN);
+  ::signal(SIGPIPE, SIG_IGN);
+  if (config.fuse_mountpoint.empty()) {
+    for (int sig : {SIGTERM, SIGHUP, SIGINT}) ::signal(sig, exit_on_stop_signal);
+  }
   // The guest sends its own umask with every creating request and the
   // passthrough applies it; the daemon's own must not mask the result again.
-  umask(0);
-
+  ::umask(0);
   for (const auto& warning : config.warnings) log::warn("{}", warning);
   if (auto dropped = drop_supplementary_groups(); !dropped) {
     return fail_step("dropping supplementary groups", dropped.error());
   }
+  return 0;
+}
 
-  auto passthrough = passthrough::PassthroughFs::create(config.fs);
-  if (!passthrough) {
-    return fail_step(("opening shared directory " + config.fs.shared_dir).c_str(),
-                     passthrough.error());
-  }
-  // --readonly puts a decorator in front that refuses every modification.
-  std::optional<passthrough::ReadOnlyFs> read_only;
-  fuse::FileSystem* fs = passthrough->get();
-  if (config.fs.readonly) fs = &read_only.emplace(*fs);
-
-  fuse::ServerOptions server_options;
-  server_options.readdirplus = config.readdirplus;
-  if (!config.fuse_mountpoint.empty()) {
-    return run_fuse_mount(*fs, server_options, config.fuse_mountpoint, kFuseMountThreads);
-  }
-  fuse::Server server(*fs, server_options);
-  FuseRequestHandler handler(server);
-
-  UniqueFd listener;
-  if (config.listen_fd) {
-    listener.reset(*config.listen_fd);
-  } else {
-    std::optional<gid_t> group;
-    if (!config.socket_group.empty()) {
-      group = resolve_group(config.socket_group);
-      if (!group) {
-        log::error("--socket-group: no group named '{}'", config.socket_group);
-        return 1;
-      }
+// Step 2 (vhost-user): the listening socket.
+Result<UniqueFd> open_listener(const Config& config) {
+  if (config.listen_fd) return UniqueFd(*config.listen_fd);
+  std::optional<gid_t> group;
+  if (!config.socket_group.empty()) {
+    group = resolve_group(config.socket_group);
+    if (!group) {
+      log::error("--socket-group: no group named '{}'", config.socket_group);
+      return fail(EINVAL);
     }
-    auto listening = vhost_user::listen_unix(config.socket_path, group);
-    if (!listening)
-      return fail_step(("listening on " + config.socket_path).c_str(), listening.error());
-    listener = std::move(*listening);
   }
-  log::info("waiting for vhost-user socket connection...");
-  auto connection = vhost_user::accept_one(listener.get());
+  auto listening = vhost_user::listen_unix(config.socket_path, group);
+  if (!listening) fail_step("listening on " + config.socket_path, listening.error());
+  return listening;
+}
+
+// Step 3. Returns the guest's fd budget: the open file limit minus what
+// the daemon keeps for itself (sandbox::guest_fd_budget), or nothing when
+// the limit cannot be set as asked.
+std::optional<uint64_t> set_up_fd_limit(const Config& config) {
+  std::string message;
+  auto limit = sandbox::set_up_rlimit_nofile(config.rlimit_nofile, message);
+  if (!limit) {
+    log::error("{}", message);
+    return std::nullopt;
+  }
+  const uint64_t budget = sandbox::guest_fd_budget(*limit);
+  log::debug("open file limit: {}; the guest may hold {} of them", *limit, budget);
+  return budget;
+}
+
+Result<sandbox::Inside> enter_sandbox(const Config& config, int listen_fd, bool in_forked_child) {
+  if (config.sandbox == sandbox::Mode::kNone) {
+    log::warn(
+        "--sandbox=none: the daemon is not isolated from the host; only its own checks "
+        "keep the guest inside the shared directory");
+  }
+  sandbox::Options options;
+  options.mode = config.sandbox;
+  options.shared_dir = config.fs.shared_dir;
+  options.close_in_parent = listen_fd;
+  options.in_forked_child = in_forked_child;
+  std::string step;
+  auto inside = sandbox::enter(options, step);
+  if (!inside) fail_step("sandbox: " + step, inside.error());
+  return inside;
+}
+
+// The filesystem the server dispatches to: the passthrough, behind the
+// read-only decorator with --readonly.
+struct Filesystem {
+  std::unique_ptr<passthrough::PassthroughFs> passthrough;
+  std::optional<passthrough::ReadOnlyFs> read_only;
+  fuse::FileSystem* top() {
+    return read_only ? static_cast<fuse::FileSystem*>(&*read_only) : passthrough.get();
+  }
+};
+
+// Step 4.
+Result<Filesystem> open_filesystem(const Config& config, sandbox::Inside inside,
+                                   uint64_t guest_fd_limit) {
+  passthrough::PassthroughConfig fs_config = config.fs;
+  fs_config.shared_dir = inside.shared_dir;
+  fs_config.guest_fd_limit = guest_fd_limit;
+  auto passthrough =
+      passthrough::PassthroughFs::create(std::move(fs_config), std::move(inside.proc_self_fd));
+  if (!passthrough) {
+    fail_step("opening shared directory " + config.fs.shared_dir, passthrough.error());
+    return tl::unexpected(passthrough.error());
+  }
+  Filesystem fs;
+  fs.passthrough = std::move(*passthrough);
+  if (config.fs.readonly) fs.read_only.emplace(*fs.passthrough);
+  return fs;
+}
+
+// Step 5. The capabilities go first: dropping them takes prctl calls
+// (libcap-ng's bounding-set and ambient steps) that the filter then refuses.
+int confine(const Config& config, bool may_unmount) {
+  // Unprivileged (--sandbox=none as a user): there is nothing to drop.
+  if (::geteuid() == 0) {
+    if (auto dropped = sandbox::drop_capabilities(config.capabilities); !dropped) {
+      return fail_step("dropping capabilities", dropped.error());
+    }
+  }
+  sandbox::SeccompOptions seccomp;
+  seccomp.action = config.seccomp;
+  seccomp.allow_umount = may_unmount;
+  if (auto loaded = sandbox::enable_seccomp(seccomp); !loaded) {
+    return fail_step("loading the seccomp filter", loaded.error());
+  }
+  return 0;
+}
+
+fuse::ServerOptions server_options(const Config& config) {
+  fuse::ServerOptions options;
+  options.readdirplus = config.readdirplus;
+  return options;
+}
+
+int run_vhost_user(const Config& config) {
+  auto listener = open_listener(config);
+  if (!listener) return 1;
+  auto fd_budget = set_up_fd_limit(config);
+  if (!fd_budget) return 1;
+  auto inside = enter_sandbox(config, listener->get(), /*in_forked_child=*/false);
+  if (!inside) return 1;
+  auto fs = open_filesystem(config, std::move(*inside), *fd_budget);
+  if (!fs) return 1;
+  if (int rc = confine(config, /*may_unmount=*/false); rc != 0) return rc;
+
+  fuse::Server server(*fs->top(), server_options(config));
+  FuseRequestHandler handler(server);
+  log::info("Waiting for vhost-user socket connection...");
+  auto connection = vhost_user::accept_one(listener->get());
   if (!connection) return fail_step("accepting the vhost-user connection", connection.error());
-  // One frontend per daemon, as in the Rust virtiofsd: stop listening and
-  // remove the socket so that a second frontend cannot queue up behind it.
-  listener.reset();
-  if (!config.listen_fd) ::unlink(config.socket_path.c_str());
-  log::info("client connected, servicing requests");
+  // One frontend per daemon, as in the Rust virtiofsd: stop listening so
+  // that a second frontend cannot queue up behind it, and remove the socket
+  // file where it is still in reach (not from inside a sandbox).
+  listener->reset();
+  if (!config.listen_fd && config.sandbox == sandbox::Mode::kNone) {
+    ::unlink(config.socket_path.c_str());
+  }
+  log::info("Client connected, servicing requests");
 
   vhost_user::Backend backend(handler, vhost_user::BackendOptions{});
   auto served = backend.serve(std::move(*connection));
   if (!served) return fail_step("serving the vhost-user connection", served.error());
-  log::info("client disconnected, exiting");
+  log::info("Client disconnected, shutting down");
   return 0;
+}
+
+int run_host_mount(const Config& config) {
+  auto fd_budget = set_up_fd_limit(config);
+  if (!fd_budget) return 1;
+  FuseMountOptions options;
+  options.mountpoint = config.fuse_mountpoint;
+  options.threads = kFuseMountThreads;
+  options.server = server_options(config);
+  // With a sandbox, the mount stays with a supervisor in the host's mount
+  // namespace, which unmounts it; the sandboxed child serves.
+  options.supervise = config.sandbox != sandbox::Mode::kNone;
+  std::optional<Filesystem> fs;
+  return run_fuse_mount(options, [&](int& exit_code) -> fuse::FileSystem* {
+    exit_code = 1;
+    auto inside = enter_sandbox(config, -1, /*in_forked_child=*/true);
+    if (!inside) return nullptr;
+    auto opened = open_filesystem(config, std::move(*inside), *fd_budget);
+    if (!opened) return nullptr;
+    fs.emplace(std::move(*opened));
+    if (confine(config, /*may_unmount=*/!options.supervise) != 0) return nullptr;
+    return fs->top();
+  });
+}
+
+int run(const Config& config) {
+  if (int rc = set_up_process(config); rc != 0) return rc;
+  return config.fuse_mountpoint.empty() ? run_vhost_user(config) : run_host_mount(config);
 }
 
 }  // namespace

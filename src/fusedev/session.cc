@@ -143,7 +143,7 @@ std::optional<MountEntry> find_mount(const std::string& mountpoint) {
   return found;
 }
 
-Result<std::unique_ptr<Session>> Session::mount(fuse::Server& server, SessionOptions options) {
+Result<std::unique_ptr<Session>> Session::mount(SessionOptions options) {
   options.threads = std::max(options.threads, 1u);
   // The mount table names the canonical path; keep it to recognise our
   // mount later.
@@ -179,17 +179,16 @@ Result<std::unique_ptr<Session>> Session::mount(fuse::Server& server, SessionOpt
   // mount that replaced ours.
   auto mounted = find_mount(options.mountpoint);
   auto channel = std::make_shared<Channel>(std::move(dev));
-  std::unique_ptr<Session> session(new Session(server, std::move(options), std::move(channel),
-                                               std::move(stop_fd), std::move(ended_fd)));
+  std::unique_ptr<Session> session(
+      new Session(std::move(options), std::move(channel), std::move(stop_fd), std::move(ended_fd)));
   if (mounted) session->device_ = mounted->device;
   log::info("fusedev: mounted on {}", session->options_.mountpoint);
   return session;
 }
 
-Session::Session(fuse::Server& server, SessionOptions options, std::shared_ptr<Channel> channel,
-                 UniqueFd stop_fd, UniqueFd ended_fd)
-    : server_(server),
-      options_(std::move(options)),
+Session::Session(SessionOptions options, std::shared_ptr<Channel> channel, UniqueFd stop_fd,
+                 UniqueFd ended_fd)
+    : options_(std::move(options)),
       channel_(std::move(channel)),
       stop_fd_(std::move(stop_fd)),
       ended_fd_(std::move(ended_fd)) {}
@@ -199,8 +198,9 @@ Session::~Session() {
   stop();
 }
 
-VoidResult Session::start() {
+VoidResult Session::start(fuse::Server& server) {
   if (stopped_ || !readers_.empty()) return fail(EINVAL);
+  server_ = &server;
   for (unsigned i = 0; i < options_.threads; ++i) readers_.emplace_back([this] { reader_loop(); });
   return ok();
 }
@@ -242,7 +242,7 @@ void Session::reader_loop() {
     }
     IovecReader in(IovecList{iovec{request.data(), static_cast<size_t>(n)}});
     IovecWriter out(IovecList{iovec{reply.data(), reply.size()}});
-    const size_t len = server_.handle(in, out, &deferrer);
+    const size_t len = server_->handle(in, out, &deferrer);
     if (len > 0) channel_->send(reply.data(), len);
   }
 }

@@ -59,16 +59,19 @@ class Channel;
 class Session {
  public:
   /// Opens /dev/fuse and mounts it on `options.mountpoint` (needs root).
-  /// Nothing is served until start().
-  static Result<std::unique_ptr<Session>> mount(fuse::Server& server, SessionOptions options);
+  /// Nothing is served until start(). The mount and the server are apart so
+  /// that a supervisor can mount in the host's mount namespace and a
+  /// sandboxed child (which inherits the session) can serve it.
+  static Result<std::unique_ptr<Session>> mount(SessionOptions options);
 
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
   /// Stops and joins the readers, unmounts if still mounted, closes /dev/fuse.
   ~Session();
 
-  /// Starts the reader threads.
-  VoidResult start();
+  /// Starts the reader threads, which hand each request to `server` (it
+  /// must outlive the session's stop()).
+  VoidResult start(fuse::Server& server);
   /// Readable (an eventfd) once the kernel ended the connection, e.g. after
   /// an external umount: the caller's cue to call stop().
   int ended_fd() const { return ended_fd_.get(); }
@@ -84,14 +87,16 @@ class Session {
   void stop();
 
   const std::string& mountpoint() const { return options_.mountpoint; }
+  /// Whether the mount is still ours to unmount (unmount() not done yet).
+  bool mounted() const { return mounted_; }
 
  private:
-  Session(fuse::Server& server, SessionOptions options, std::shared_ptr<Channel> channel,
-          UniqueFd stop_fd, UniqueFd ended_fd);
+  Session(SessionOptions options, std::shared_ptr<Channel> channel, UniqueFd stop_fd,
+          UniqueFd ended_fd);
   void reader_loop();
   void mark_ended();
 
-  fuse::Server& server_;
+  fuse::Server* server_ = nullptr;  // set by start()
   const SessionOptions options_;
   std::shared_ptr<Channel> channel_;
   UniqueFd stop_fd_;   // eventfd: readers leave their loop once it is readable

@@ -101,9 +101,36 @@ vfsd_build_initramfs "$work/initrd" "$HERE/guest/e2e_checks.sh" "$work/env.sh:/g
 
 if ((sabotage)); then echo "== e2e: daemon=$daemon (SABOTAGE run: must FAIL)"; else echo "== e2e: daemon=$daemon"; fi
 vfsd_start_daemon "$daemon" "$work/vhost.sock" "$share" "$work/daemon.log" "$binary" || exit 1
+# Our daemon's confinement, read on the host while the guest has the share
+# mounted (docs/security.md says what it must be): the pid the harness holds
+# is the waiting parent, its child serves.
+sampler=""
+if [[ $daemon == ours ]]; then
+  (
+    for ((i = 0; i < 3000; i++)); do
+      grep -q 'E2E mount PASS' "$work/console.log" 2>/dev/null && break
+      sleep 0.1
+    done
+    p=$VFSD_DAEMON_PID
+    c=$(awk '{print $1}' "/proc/$p/task/$p/children" 2>/dev/null)
+    field() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null; }
+    {
+      echo "parent_capeff $(field "$p" CapEff)"
+      echo "child_capeff $(field "$c" CapEff)"
+      echo "child_capbnd $(field "$c" CapBnd)"
+      echo "child_seccomp $(field "$c" Seccomp)"
+      echo "child_nonewprivs $(field "$c" NoNewPrivs)"
+      for ns in mnt pid net; do
+        [[ $(readlink "/proc/$c/ns/$ns") != "$(readlink "/proc/self/ns/$ns")" ]] && echo "child_new_$ns yes"
+      done
+    } >"$work/confinement.txt"
+  ) &
+  sampler=$!
+fi
 t0=$EPOCHREALTIME
 qemu_rc=0
 vfsd_boot_guest "$work/vhost.sock" "$work/initrd" "$work/console.log" "$limit" reboot || qemu_rc=$?
+[[ -n $sampler ]] && wait "$sampler" 2>/dev/null
 elapsed=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}')
 daemon_self_exit=0
 vfsd_stop_daemon 30 || daemon_self_exit=1
@@ -192,6 +219,20 @@ hcheck host_tree_copy "diff -r tree tree-cpa / untar/tree differs" \
 hcheck host_reboot "reboot/data or reboot/after wrong, or phase file left" \
   test "$(cat "$s/reboot/data" 2>/dev/null)" = "$reboot_token" \
   -a "$(cat "$s/reboot/after" 2>/dev/null)" = "after-reboot $reboot_token" -a ! -e "$s/reboot/phase"
+if [[ $daemon == ours ]]; then
+  # CHOWN DAC_OVERRIDE FOWNER FSETID SETGID SETUID MKNOD SETFCAP (docs/security.md).
+  confinement_want="parent_capeff 0000000000000000
+child_capeff 00000000880000db
+child_capbnd 00000000880000db
+child_seccomp 2
+child_nonewprivs 1
+child_new_mnt yes
+child_new_pid yes
+child_new_net yes"
+  confinement_got=$(cat "$work/confinement.txt" 2>/dev/null || true)
+  hcheck daemon_confinement "while mounted: $(tr '\n' ' ' <<<"$confinement_got")" \
+    test "$confinement_got" = "$confinement_want"
+fi
 sanitizer=$(vfsd_sanitizer_reports "$work/daemon.log" || true)
 hcheck daemon_sanitizers "the daemon log has sanitizer reports: $(head -n 1 <<<"$sanitizer")" \
   test -z "$sanitizer"

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -186,6 +187,177 @@ TEST_F(DaemonProcessTest, StartsWithoutTheSupplementaryGroupsItWasGiven) {
                   dir_ + "/daemon.log");
   ASSERT_TRUE(wait_for_socket(d, socket_)) << log();
   EXPECT_EQ(status_groups(d.pid()), "");
+}
+
+// A "Key:\tvalue" line of /proc/PID/status.
+std::string status_line(pid_t pid, const std::string& key) {
+  std::string status = test::read_host("/proc/" + std::to_string(pid) + "/status");
+  auto pos = status.find("\n" + key + ":");
+  if (pos == std::string::npos) return "?";
+  auto start = status.find_first_not_of(" \t", pos + key.size() + 2);
+  return status.substr(start, status.find('\n', start) - start);
+}
+
+pid_t only_child_of(pid_t pid) {
+  std::string children = test::read_host("/proc/" + std::to_string(pid) + "/task/" +
+                                         std::to_string(pid) + "/children");
+  return children.empty() ? 0 : static_cast<pid_t>(std::stol(children));
+}
+
+std::string ns_link(pid_t pid, const char* ns) {
+  return fs::read_symlink("/proc/" + std::to_string(pid) + "/ns/" + ns).string();
+}
+
+// What docs/security.md promises of the default start-up (--sandbox=namespace,
+// --seccomp=kill), read while the daemon waits for its frontend: the pid the
+// launcher holds is a parent without capabilities; the serving child is in
+// new mount, pid and net namespaces, keeps exactly the Rust virtiofsd's
+// capabilities, and runs under a seccomp filter with no_new_privs.
+TEST_F(DaemonProcessTest, DefaultSandboxSeccompAndCapabilitiesAsDocumented) {
+  DaemonProcess d({"--socket-path=" + socket_, "--shared-dir=" + share_}, {}, dir_ + "/daemon.log");
+  ASSERT_TRUE(wait_for_socket(d, socket_)) << log();
+  // The socket exists before confinement ends; the log line comes after.
+  for (int i = 0; i < 3000 && log().find("Waiting for vhost-user") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_NE(log().find("Waiting for vhost-user socket connection..."), std::string::npos) << log();
+  const pid_t child = only_child_of(d.pid());
+  ASSERT_GT(child, 0) << "no serving child";
+  EXPECT_EQ(status_line(d.pid(), "CapEff"), "0000000000000000");
+  EXPECT_EQ(status_line(d.pid(), "CapPrm"), "0000000000000000");
+  // CHOWN DAC_OVERRIDE FOWNER FSETID SETGID SETUID MKNOD SETFCAP.
+  EXPECT_EQ(status_line(child, "CapEff"), "00000000880000db");
+  EXPECT_EQ(status_line(child, "CapPrm"), "00000000880000db");
+  EXPECT_EQ(status_line(child, "CapBnd"), "00000000880000db");
+  EXPECT_EQ(status_line(child, "Seccomp"), "2");
+  EXPECT_EQ(status_line(child, "NoNewPrivs"), "1");
+  const pid_t self = ::getpid();
+  for (const char* ns : {"mnt", "net", "pid"}) {
+    EXPECT_NE(ns_link(child, ns), ns_link(self, ns)) << ns;
+  }
+  // Its root is the shared directory.
+  struct stat root {
+  }, share{};
+  ASSERT_EQ(::stat(("/proc/" + std::to_string(child) + "/root/.").c_str(), &root), 0);
+  ASSERT_EQ(::stat(share_.c_str(), &share), 0);
+  EXPECT_EQ(root.st_ino, share.st_ino);
+  EXPECT_EQ(root.st_dev, share.st_dev);
+}
+
+// --modcaps edits the kept set; file handles add DAC_READ_SEARCH.
+TEST_F(DaemonProcessTest, ModcapsAndFileHandlesChangeTheKeptCapabilities) {
+  DaemonProcess d({"--socket-path=" + socket_, "--shared-dir=" + share_,
+                   "--modcaps=-mknod:+sys_admin", "--inode-file-handles=prefer"},
+                  {}, dir_ + "/daemon.log");
+  ASSERT_TRUE(wait_for_socket(d, socket_)) << log();
+  for (int i = 0; i < 3000 && log().find("Waiting for vhost-user") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const pid_t child = only_child_of(d.pid());
+  ASSERT_GT(child, 0);
+  // The default set minus MKNOD (27), plus SYS_ADMIN (21) and DAC_READ_SEARCH (2).
+  EXPECT_EQ(status_line(child, "CapEff"), "00000000802000df");
+}
+
+TEST_F(DaemonProcessTest, SeccompNoneAndSandboxNoneAreWhatTheySay) {
+  DaemonProcess d(
+      {"--socket-path=" + socket_, "--shared-dir=" + share_, "--sandbox=none", "--seccomp=none"},
+      {}, dir_ + "/daemon.log");
+  ASSERT_TRUE(wait_for_socket(d, socket_)) << log();
+  for (int i = 0; i < 3000 && log().find("Waiting for vhost-user") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(only_child_of(d.pid()), 0) << "no sandbox, no child";
+  EXPECT_EQ(status_line(d.pid(), "Seccomp"), "0");
+  EXPECT_EQ(ns_link(d.pid(), "mnt"), ns_link(::getpid(), "mnt"));
+  EXPECT_NE(log().find("--sandbox=none"), std::string::npos) << "the warning is missing";
+}
+
+// --sandbox=chroot: no new namespaces and no serving child, but the root is
+// the shared directory and the filter and capabilities are as by default.
+TEST_F(DaemonProcessTest, ChrootSandboxChangesTheRootOnly) {
+  DaemonProcess d({"--socket-path=" + socket_, "--shared-dir=" + share_, "--sandbox=chroot"}, {},
+                  dir_ + "/daemon.log");
+  ASSERT_TRUE(wait_for_socket(d, socket_)) << log();
+  for (int i = 0; i < 3000 && log().find("Waiting for vhost-user") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_NE(log().find("Waiting for vhost-user socket connection..."), std::string::npos) << log();
+  EXPECT_EQ(only_child_of(d.pid()), 0);
+  EXPECT_EQ(ns_link(d.pid(), "mnt"), ns_link(::getpid(), "mnt"));
+  EXPECT_EQ(status_line(d.pid(), "CapEff"), "00000000880000db");
+  EXPECT_EQ(status_line(d.pid(), "Seccomp"), "2");
+  struct stat root {
+  }, share{};
+  ASSERT_EQ(::stat(("/proc/" + std::to_string(d.pid()) + "/root/.").c_str(), &root), 0);
+  ASSERT_EQ(::stat(share_.c_str(), &share), 0);
+  EXPECT_EQ(root.st_ino, share.st_ino);
+}
+
+// --rlimit-nofile sets the guest's fd budget: the limit minus the daemon's
+// reserve. Through the host FUSE mount (sandboxed and filtered as by default),
+// files held open past the budget answer ENFILE; the daemon keeps serving,
+// and closing them gives the budget back.
+TEST_F(DaemonProcessTest, RlimitNofileBoundsWhatTheGuestCanHoldAndTheDaemonServesOn) {
+  constexpr int kFiles = 400;
+  for (int i = 0; i < kFiles; ++i) {
+    test::write_host(share_ + "/f" + std::to_string(i), "x");
+  }
+  const std::string mnt = dir_ + "/mnt";
+  ASSERT_EQ(::mkdir(mnt.c_str(), 0755), 0);
+  struct stat before {};
+  ASSERT_EQ(::stat(mnt.c_str(), &before), 0);
+  // 1000 - the reserve (609 + 64) = 327 fds: about 163 files (an inode and a
+  // handle each).
+  DaemonProcess d(
+      {"--shared-dir=" + share_, "--fuse-mount=" + mnt, "--rlimit-nofile=1000", "--cache=never"},
+      {}, dir_ + "/daemon.log");
+  bool mounted = false;
+  for (int i = 0; i < 3000 && !mounted && d.alive(); ++i) {
+    struct stat now {};
+    mounted = ::stat((mnt + "/f0").c_str(), &now) == 0 && now.st_dev != before.st_dev;
+    if (!mounted) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(mounted) << log();
+  struct Unmount {
+    std::string path;
+    ~Unmount() { ::umount2(path.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+
+  std::vector<int> held;
+  int refused = 0;
+  for (int i = 0; i < kFiles; ++i) {
+    int fd = ::open((mnt + "/f" + std::to_string(i)).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      held.push_back(fd);
+      continue;
+    }
+    refused = errno;
+    break;
+  }
+  EXPECT_EQ(refused, ENFILE) << "opened " << held.size() << " of " << kFiles;
+  EXPECT_GE(held.size(), 100u);
+  EXPECT_LE(held.size(), 330u);
+  // Serving goes on: what needs no new fd works, and reads on held files too.
+  struct stat st {};
+  EXPECT_EQ(::stat(mnt.c_str(), &st), 0);
+  char byte = 0;
+  ASSERT_FALSE(held.empty());
+  EXPECT_EQ(::pread(held.front(), &byte, 1, 0), 1);
+  EXPECT_EQ(byte, 'x');
+  for (int fd : held) ::close(fd);
+  // Released handles are back in the budget.
+  int again = -1;
+  for (int i = 0; i < 300 && again < 0; ++i) {
+    again = ::open((mnt + "/f0").c_str(), O_RDONLY | O_CLOEXEC);
+    if (again < 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_GE(again, 0) << std::strerror(errno);
+  if (again >= 0) ::close(again);
+  EXPECT_TRUE(d.alive()) << log();
+  ::kill(d.pid(), SIGTERM);
+  const int status = d.wait_exit();
+  EXPECT_TRUE(WIFEXITED(status)) << status;
 }
 
 }  // namespace

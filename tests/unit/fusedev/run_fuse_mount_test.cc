@@ -29,6 +29,13 @@ class RunFuseMountTest : public ::testing::Test {
  protected:
   void SetUp() override { VFSD_SKIP_WITHOUT_FUSE(); }
 
+  FuseMountOptions options() const {
+    FuseMountOptions o;
+    o.mountpoint = mnt.path();
+    o.threads = 2;
+    return o;
+  }
+
   // Forks a child that serves `backing` on `mnt` until stopped; waits for
   // the mount to appear.
   void start() {
@@ -40,7 +47,7 @@ class RunFuseMountTest : public ::testing::Test {
       config.shared_dir = backing.path();
       auto fs = passthrough::PassthroughFs::create(config);
       if (!fs) ::_exit(2);
-      ::_exit(run_fuse_mount(**fs, fuse::ServerOptions{}, mnt.path(), 2));
+      ::_exit(run_fuse_mount(options(), [&](int&) -> fuse::FileSystem* { return fs->get(); }));
     }
     // Bounds against a hang, not a speed requirement: 30 s (ASan, a loaded machine).
     for (int i = 0; i < 3000 && !is_mounted(mnt.path()); ++i) {
@@ -116,7 +123,16 @@ TEST_F(RunFuseMountTest, MissingMountpointFails) {
   config.shared_dir = backing.path();
   auto fs = passthrough::PassthroughFs::create(config);
   ASSERT_TRUE(fs);
-  EXPECT_EQ(run_fuse_mount(**fs, fuse::ServerOptions{}, mnt / "does-not-exist", 1), 1);
+  FuseMountOptions o = options();
+  o.mountpoint = mnt / "does-not-exist";
+  bool prepared = false;
+  EXPECT_EQ(run_fuse_mount(o,
+                           [&](int&) -> fuse::FileSystem* {
+                             prepared = true;
+                             return fs->get();
+                           }),
+            1);
+  EXPECT_FALSE(prepared) << "nothing is prepared for a mount that failed";
 }
 
 }  // namespace

@@ -68,11 +68,11 @@ class SessionTest : public ::testing::Test {
     SessionOptions options;
     options.mountpoint = mnt.path();
     options.threads = threads;
-    auto mounted = Session::mount(*server, options);
+    auto mounted = Session::mount(options);
     if (!mounted && mounted.error().value == EPERM) VFSD_SKIP_OR_FAIL_IN_CI("mount(fuse): EPERM");
     ASSERT_TRUE(mounted) << errno_name(mounted.error().value);
     session = std::move(*mounted);
-    ASSERT_TRUE(session->start());
+    ASSERT_TRUE(session->start(*server));
     watchdog_ = std::thread([this] { watch(); });
   }
 

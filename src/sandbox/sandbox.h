@@ -1,0 +1,67 @@
+// Isolation of the daemon from the host (--sandbox), as the Rust virtiofsd
+// does it:
+//  - namespace (the default): new mount, pid and net namespaces (and a user
+//    namespace when not root); the shared directory bind-mounted and made
+//    the root with pivot_root, the old root detached; a fresh /proc whose
+//    self/fd is bind-mounted over /proc, so that the fd the passthrough
+//    reopens through is the only part of /proc left. The process that
+//    called enter() stays outside as a parent that forwards signals to the
+//    serving child and exits with its status.
+//  - chroot: chroot(2) into the shared directory, for containers that cannot
+//    create namespaces (root only).
+//  - none: nothing; the passthrough's own checks are the only confinement.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "util/result.h"
+#include "util/unique_fd.h"
+
+namespace vfsd::sandbox {
+
+enum class Mode { kNamespace, kChroot, kNone };
+
+/// "namespace", "chroot", "none" (any case, as the Rust virtiofsd).
+std::optional<Mode> parse_mode(std::string_view text);
+const char* mode_name(Mode mode);
+
+/// What the filesystem needs from inside the sandbox.
+struct Inside {
+  /// The shared directory as this process sees it now ("/" when it is the
+  /// root, else the path given).
+  std::string shared_dir;
+  /// /proc/self/fd of the serving process, usable for reopening.
+  UniqueFd proc_self_fd;
+};
+
+struct Options {
+  Mode mode = Mode::kNamespace;
+  std::string shared_dir;
+  /// Closed in the parent once the child is running (the listening socket:
+  /// only the child accepts on it).
+  int close_in_parent = -1;
+  /// Namespace mode without a pid namespace and with the caller as the
+  /// serving process: the parent of the split stays in the host's mount
+  /// namespace, which a --fuse-mount supervisor needs to unmount.
+  bool in_forked_child = false;
+};
+
+/// Enters the sandbox. In namespace mode the calling process forks: the
+/// parent never returns (it waits for the child, forwarding SIGTERM, SIGINT
+/// and SIGHUP, and exits with the child's status) unless
+/// `options.in_forked_child` says the caller already is the child. A
+/// failure names its step in `step`.
+Result<Inside> enter(const Options& options, std::string& step);
+
+/// Forwards SIGTERM, SIGINT and SIGHUP to `child` and waits for it; returns
+/// the exit code to leave with (the child's, or as the Rust virtiofsd for a
+/// child killed by a signal). Drops every capability first (a parent that
+/// only waits needs none) but CAP_SYS_ADMIN with `keep_unmount` (a FUSE
+/// mount's supervisor unmounts afterwards).
+int wait_for_child(pid_t child, bool keep_unmount = false);
+
+}  // namespace vfsd::sandbox

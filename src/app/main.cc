@@ -7,6 +7,7 @@
 //   5. the capabilities dropped, then seccomp: both before any other thread
 //      exists, so that every worker inherits them;
 //   6. serve.
+#include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -212,7 +213,9 @@ int run_vhost_user(const Config& config) {
   // file where it is still in reach (not from inside a sandbox).
   listener->reset();
   if (!config.listen_fd && config.sandbox == sandbox::Mode::kNone) {
-    ::unlink(config.socket_path.c_str());
+    // unlinkat, not unlink: the filter allows the one syscall the
+    // passthrough uses.
+    ::unlinkat(AT_FDCWD, config.socket_path.c_str(), 0);
   }
   log::info("Client connected, servicing requests");
 
@@ -230,9 +233,11 @@ int run_host_mount(const Config& config) {
   options.mountpoint = config.fuse_mountpoint;
   options.threads = kFuseMountThreads;
   options.server = server_options(config);
-  // With a sandbox, the mount stays with a supervisor in the host's mount
-  // namespace, which unmounts it; the sandboxed child serves.
-  options.supervise = config.sandbox != sandbox::Mode::kNone;
+  // The mount stays with a supervisor in the host's mount namespace, which
+  // keeps only CAP_SYS_ADMIN to unmount it; the confined child serves. Also
+  // with --sandbox=none: the child drops CAP_SYS_ADMIN like every other
+  // daemon, so it could not unmount by itself.
+  options.supervise = true;
   std::optional<Filesystem> fs;
   return run_fuse_mount(options, [&](int& exit_code) -> fuse::FileSystem* {
     exit_code = 1;

@@ -124,6 +124,9 @@ vfsd_start_daemon() {
       [[ -x $bin ]] || vfsd_die "our daemon binary '$bin' is not executable"
       vfsd_sanitizer_env
       cmd=("$bin" "--socket-path=$sock" "--shared-dir=$dir")
+      # VFSD_DAEMON_ARGS: more options for our daemon (e.g. --sandbox=chroot).
+      # shellcheck disable=SC2206
+      [[ -n ${VFSD_DAEMON_ARGS:-} ]] && cmd+=($VFSD_DAEMON_ARGS)
       ;;
     c)
       [[ -x $VFSD_C_DAEMON ]] || vfsd_die "$VFSD_C_DAEMON is missing (apt-get install qemu-system-common)"

@@ -21,65 +21,17 @@
 #include <thread>
 #include <vector>
 
+#include "support/daemon_process.h"
 #include "support/host_files.h"
 
 namespace vfsd::app {
 namespace {
 
+using test::DaemonProcess;
+using test::only_child_of;
+using test::status_line;
+
 namespace fs = std::filesystem;
-
-// A daemon started with `args`, with the supplementary groups `groups`
-// (empty: as the test's own), stopped with SIGKILL when the test ends.
-class DaemonProcess {
- public:
-  DaemonProcess(const std::vector<std::string>& args, const std::vector<gid_t>& groups,
-                const std::string& log) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-      if (out >= 0) {
-        ::dup2(out, STDOUT_FILENO);
-        ::dup2(out, STDERR_FILENO);
-      }
-      if (!groups.empty() && ::setgroups(groups.size(), groups.data()) != 0) _exit(126);
-      std::vector<char*> argv;
-      std::string binary = VFSD_DAEMON_BINARY;
-      argv.push_back(binary.data());
-      std::vector<std::string> copy = args;
-      for (auto& a : copy) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(binary.c_str(), argv.data());
-      _exit(127);
-    }
-  }
-  ~DaemonProcess() {
-    if (pid_ > 0 && !exit_status_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-  }
-  pid_t pid() const { return pid_; }
-  bool alive() {
-    if (exit_status_) return false;
-    int status = 0;
-    if (pid_ <= 0 || ::waitpid(pid_, &status, WNOHANG) == 0) return pid_ > 0;
-    exit_status_ = status;
-    return false;
-  }
-  /// Waits for the daemon to exit by itself; its wait status.
-  int wait_exit() {
-    if (!exit_status_) {
-      int status = 0;
-      ::waitpid(pid_, &status, 0);
-      exit_status_ = status;
-    }
-    return *exit_status_;
-  }
-
- private:
-  pid_t pid_ = -1;
-  std::optional<int> exit_status_;
-};
 
 // Waits (bounded, generously: a loaded machine is slow) for `path` to be a
 // socket while the daemon lives.
@@ -190,20 +142,6 @@ TEST_F(DaemonProcessTest, StartsWithoutTheSupplementaryGroupsItWasGiven) {
 }
 
 // A "Key:\tvalue" line of /proc/PID/status.
-std::string status_line(pid_t pid, const std::string& key) {
-  std::string status = test::read_host("/proc/" + std::to_string(pid) + "/status");
-  auto pos = status.find("\n" + key + ":");
-  if (pos == std::string::npos) return "?";
-  auto start = status.find_first_not_of(" \t", pos + key.size() + 2);
-  return status.substr(start, status.find('\n', start) - start);
-}
-
-pid_t only_child_of(pid_t pid) {
-  std::string children = test::read_host("/proc/" + std::to_string(pid) + "/task/" +
-                                         std::to_string(pid) + "/children");
-  return children.empty() ? 0 : static_cast<pid_t>(std::stol(children));
-}
-
 std::string ns_link(pid_t pid, const char* ns) {
   return fs::read_symlink("/proc/" + std::to_string(pid) + "/ns/" + ns).string();
 }

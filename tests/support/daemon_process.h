@@ -21,8 +21,9 @@ namespace vfsd::test {
 // (empty: as the test's own), stopped with SIGKILL when the test ends.
 class DaemonProcess {
  public:
+  /// `run_as`: a uid (and gid) to drop to before the exec; 0 stays root.
   DaemonProcess(const std::vector<std::string>& args, const std::vector<gid_t>& groups,
-                const std::string& log) {
+                const std::string& log, uid_t run_as = 0) {
     pid_ = ::fork();
     if (pid_ == 0) {
       int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -31,6 +32,11 @@ class DaemonProcess {
         ::dup2(out, STDERR_FILENO);
       }
       if (!groups.empty() && ::setgroups(groups.size(), groups.data()) != 0) _exit(126);
+      if (run_as != 0 &&
+          (::setgroups(0, nullptr) != 0 || ::setresgid(run_as, run_as, run_as) != 0 ||
+           ::setresuid(run_as, run_as, run_as) != 0)) {
+        _exit(126);
+      }
       std::vector<char*> argv;
       std::string binary = VFSD_DAEMON_BINARY;
       argv.push_back(binary.data());

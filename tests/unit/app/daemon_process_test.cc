@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -296,6 +297,41 @@ TEST_F(DaemonProcessTest, RlimitNofileBoundsWhatTheGuestCanHoldAndTheDaemonServe
   ::kill(d.pid(), SIGTERM);
   const int status = d.wait_exit();
   EXPECT_TRUE(WIFEXITED(status)) << status;
+}
+
+// Started by a user without privileges, --sandbox=namespace adds a user
+// namespace (mapping that user to root in there) and serves as before: the
+// share is the root, the filter is on.
+TEST_F(DaemonProcessTest, AnUnprivilegedUserGetsAUserNamespace) {
+  constexpr uid_t kNobody = 65534;
+  ASSERT_EQ(::chown(dir_.c_str(), kNobody, kNobody), 0);
+  ASSERT_EQ(::chown(share_.c_str(), kNobody, kNobody), 0);
+  DaemonProcess d({"--socket-path=" + socket_, "--shared-dir=" + share_}, {}, dir_ + "/daemon.log",
+                  kNobody);
+  ASSERT_TRUE(wait_for_socket(d, socket_)) << log();
+  for (int i = 0; i < 3000 && log().find("Waiting for vhost-user") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_NE(log().find("Waiting for vhost-user socket connection..."), std::string::npos) << log();
+  const pid_t child = only_child_of(d.pid());
+  ASSERT_GT(child, 0) << log();
+  for (const char* ns : {"user", "mnt", "net", "pid"}) {
+    EXPECT_NE(ns_link(child, ns), ns_link(::getpid(), ns)) << ns;
+  }
+  EXPECT_EQ(status_line(child, "Seccomp"), "2");
+  EXPECT_EQ(status_line(child, "NoNewPrivs"), "1");
+  // Its one mapping: root in there is the user outside.
+  std::istringstream map(test::read_host("/proc/" + std::to_string(child) + "/uid_map"));
+  uint64_t inside = 1, outside = 0, count = 0;
+  map >> inside >> outside >> count;
+  EXPECT_EQ(inside, 0u);
+  EXPECT_EQ(outside, kNobody);
+  EXPECT_EQ(count, 1u);
+  struct stat root {
+  }, share{};
+  ASSERT_EQ(::stat(("/proc/" + std::to_string(child) + "/root/.").c_str(), &root), 0);
+  ASSERT_EQ(::stat(share_.c_str(), &share), 0);
+  EXPECT_EQ(root.st_ino, share.st_ino);
 }
 
 }  // namespace

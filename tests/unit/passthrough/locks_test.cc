@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -460,6 +461,40 @@ TEST_F(LocksTest, DestroyingTheFilesystemEndsWaits) {
   setlkw(h2_, 2, lk(F_WRLCK), 9, c);
   fs_.reset();
   EXPECT_EQ(c.results(), std::vector<int>{EINTR});
+}
+
+// The fds this process has open, by number.
+std::vector<int> open_fds() {
+  std::vector<int> fds;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    fds.push_back(std::stoi(entry.path().filename().string()));
+  }
+  std::sort(fds.begin(), fds.end());
+  return fds;
+}
+
+// Fuzzing finding (tests/fuzz/regressions/fuse_passthrough/
+// lock-waiter-fd-outlives-filesystem): waits still pending when the
+// filesystem goes used to release their handle and lock-owner fds a moment
+// after the destructor returned, from the detached waiter thread. Every fd of
+// the filesystem is closed when the destructor returns, every time.
+TEST_F(LocksTest, NoFdOfAWaiterOutlivesTheFilesystem) {
+  fs_.reset();
+  const std::vector<int> baseline = open_fds();
+  for (int round = 0; round < 200; ++round) {
+    fs_ = make_fs(true, true);
+    ASSERT_NE(fs_, nullptr);
+    file_ = lookup("f");
+    h1_ = open(O_RDWR);
+    h2_ = open(O_RDWR);
+    ASSERT_EQ(setlk(h1_, 1, lk(F_WRLCK)), 0);
+    Completions c;
+    setlkw(h2_, 2, lk(F_WRLCK), 10, c);
+    setlkw(h2_, 3, lk(F_RDLCK), 11, c);
+    fs_.reset();
+    ASSERT_EQ(open_fds(), baseline) << "round " << round;
+    ASSERT_EQ(c.results(), (std::vector<int>{EINTR, EINTR}));
+  }
 }
 
 // The cap on waiters and lock descriptions, on a LockManager directly.

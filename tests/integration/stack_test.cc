@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <linux/fuse.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -96,7 +97,9 @@ class StackTest : public ::testing::TestWithParam<MemSetup> {
     char tmpl[] = "/tmp/vfsd-stack-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     root_ = tmpl;
-    auto created = passthrough::PassthroughFs::create({.shared_dir = root_});
+    prepare_share();
+    auto created = passthrough::PassthroughFs::create(
+        {.shared_dir = root_, .guest_fd_limit = guest_fd_limit()});
     ASSERT_TRUE(created.has_value());
     fs_ = std::move(*created);
     server_ = std::make_unique<fuse::Server>(*fs_, fuse::ServerOptions{});
@@ -245,6 +248,11 @@ class StackTest : public ::testing::TestWithParam<MemSetup> {
       ASSERT_EQ(fe.acked(Request::kSetVringEnable, vhost_user::VringState{q, 1}), 0);
     }
   }
+
+  /// The passthrough's guest_fd_limit (0: unlimited), and what the share
+  /// holds before the filesystem opens it: for fixtures that derive.
+  virtual uint64_t guest_fd_limit() const { return 0; }
+  virtual void prepare_share() {}
 
   static uint64_t uva(uint64_t gpa) { return kUvaBase + (gpa - kGpaBase); }
   uint64_t next_unique() { return unique_ += 2; }
@@ -627,6 +635,91 @@ TEST_P(StackTest, ClosingTheFrontendEndsServeCleanly) {
   serve_thread_.join();
   EXPECT_TRUE(serve_result_.has_value());
 }
+
+// The guest's fd budget against the daemon's own fds: with RLIMIT_NOFILE
+// just above what is open plus the budget plus a small reserve, a guest that
+// looks up more files than the budget allows gets ENFILE, and the front-end
+// can still hand the daemon new eventfds and a new memory region, which the
+// daemon keeps using.
+constexpr uint64_t kBudget = 24;
+constexpr int kFiles = 64;
+
+class StackBudgetTest : public StackTest {
+ protected:
+  uint64_t guest_fd_limit() const override { return kBudget; }
+  void prepare_share() override {
+    for (int i = 0; i < kFiles; ++i) test::write_host(root_ + "/f" + std::to_string(i), "x");
+  }
+  void TearDown() override {
+    if (lowered_) ::setrlimit(RLIMIT_NOFILE, &saved_);
+    StackTest::TearDown();
+  }
+  void lower_fd_limit(rlim_t reserve) {
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved_), 0);
+    rlimit low = saved_;
+    low.rlim_cur = static_cast<rlim_t>(count_fds()) + kBudget + reserve;
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+    lowered_ = true;
+  }
+  rlimit saved_{};
+  bool lowered_ = false;
+};
+
+TEST_P(StackBudgetTest, PastTheBudgetTheGuestGetsEnfileAndTheFrontEndStillWorks) {
+  // Reserve: the front-end's new eventfds and memfd, the daemon's copies of
+  // them and its per-request opens.
+  ASSERT_NO_FATAL_FAILURE(lower_fd_limit(16));
+  int found = 0, refused_errno = 0;
+  for (int i = 0; i < kFiles; ++i) {
+    Reply r = fuse(1, req(FUSE_LOOKUP, fuse::kRootInode).add_name("f" + std::to_string(i)).finish(),
+                   sizeof(fuse_out_header) + sizeof(fuse_entry_out));
+    if (r.ok()) {
+      ++found;
+    } else {
+      refused_errno = r.error();
+      break;
+    }
+  }
+  EXPECT_EQ(found, static_cast<int>(kBudget));
+  EXPECT_EQ(refused_errno, ENFILE);
+  EXPECT_EQ(fs_->fd_budget_used(), kBudget);
+
+  // A new call eventfd is taken and signalled.
+  UniqueFd old_call = std::move(call_[1]);
+  call_[1] = make_eventfd();
+  ASSERT_TRUE(call_[1].valid()) << "the test's own eventfd: " << errno_name(errno);
+  ASSERT_EQ(frontend_->acked(Request::kSetVringCall, uint64_t{1}, {call_[1].get()}), 0);
+  // A new memory region is mapped, and a request whose reply lands there is
+  // served.
+  constexpr uint64_t kExtraGpa = kGpaBase + kMemSize + (1 << 20);
+  constexpr size_t kExtraSize = 1 << 20;
+  UniqueFd extra(::memfd_create("guest-ram-2", MFD_CLOEXEC));
+  ASSERT_TRUE(extra.valid());
+  ASSERT_EQ(::ftruncate(extra.get(), kExtraSize), 0);
+  vhost_user::SingleMemoryRegion reg{};
+  reg.region = {kExtraGpa, kExtraSize, kUvaBase + kMemSize + (1 << 20), 0};
+  ASSERT_EQ(frontend_->acked(Request::kAddMemReg, reg, {extra.get()}), 0);
+  void* map = ::mmap(nullptr, kExtraSize, PROT_READ | PROT_WRITE, MAP_SHARED, extra.get(), 0);
+  ASSERT_NE(map, MAP_FAILED);
+  Bytes getattr = req(FUSE_GETATTR, fuse::kRootInode).add(fuse_getattr_in{}).finish();
+  const uint16_t head = driver(1).add_chain({as_string(getattr)}, {256});
+  // Point the reply buffer into the new region.
+  driver(1).desc(driver(1).desc(head).next).addr = kExtraGpa;
+  auto used = submit(1, head);
+  ASSERT_TRUE(used.has_value());
+  const auto* out = static_cast<const fuse_out_header*>(map);
+  EXPECT_EQ(out->error, 0);
+  EXPECT_EQ(out->len, sizeof(fuse_out_header) + sizeof(fuse_attr_out));
+  ::munmap(map, kExtraSize);
+
+  // What needs no new fd goes on: a LOOKUP of an inode already held.
+  Reply again = fuse(1, req(FUSE_LOOKUP, fuse::kRootInode).add_name("f0").finish(),
+                     sizeof(fuse_out_header) + sizeof(fuse_entry_out));
+  EXPECT_TRUE(again.ok()) << again.error();
+}
+
+INSTANTIATE_TEST_SUITE_P(Memory, StackBudgetTest, ::testing::Values(MemSetup::kAddMemReg),
+                         [](const auto&) { return std::string("AddMemReg"); });
 
 INSTANTIATE_TEST_SUITE_P(Memory, StackTest,
                          ::testing::Values(MemSetup::kAddMemReg, MemSetup::kSetMemTable,

@@ -1,6 +1,10 @@
 #include "app/config.h"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 
 namespace vfsd::app {
@@ -111,6 +115,38 @@ std::string apply_compat_option(const std::string& option, Config& config, Switc
 
 }  // namespace
 
+std::string capabilities_json() {
+  // "separate-options": libvirt then passes --shared-dir etc. instead of -o.
+  // "migrate-precopy" only once migration works.
+  return "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"separate-options\"\n  ]\n}\n";
+}
+
+std::optional<std::string> log_level_from_rust_log(std::string_view spec) {
+  std::optional<std::string> level;
+  size_t start = 0;
+  while (start <= spec.size()) {
+    size_t comma = spec.find(',', start);
+    if (comma == std::string_view::npos) comma = spec.size();
+    std::string_view directive = spec.substr(start, comma - start);
+    start = comma + 1;
+    // "level" applies to every module; "module=level" to that module: ours
+    // is virtiofsd (a bare module name means trace, as env_logger has it).
+    std::string_view name = directive;
+    std::string value;
+    if (auto eq = directive.find('='); eq != std::string_view::npos) {
+      if (directive.substr(0, eq) != "virtiofsd") continue;
+      name = directive.substr(eq + 1);
+    } else if (directive == "virtiofsd") {
+      level = "trace";
+      continue;
+    }
+    for (char c : name) value += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (value == "warning") value = "warn";
+    if (std::find(kLogLevels.begin(), kLogLevels.end(), value) != kLogLevels.end()) level = value;
+  }
+  return level;
+}
+
 ParseOutcome parse_command_line(int argc, const char* const* argv) {
   CLI::App cli{"virtiofsd-cpp: a vhost-user virtio-fs device backend", "virtiofsd"};
   cli.set_version_flag("-V,--version", "virtiofsd-cpp 0.1.0");
@@ -123,6 +159,13 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   std::vector<std::string> compat_options;
   bool compat_debug = false, compat_foreground = false;
   int fd = -1;
+  bool print_capabilities = false;
+  std::string migration_mode = "find-paths", migration_on_error = "abort";
+  bool migration_verify_handles = false, migration_confirm_paths = false;
+
+  // As clap's args_override_self in the Rust virtiofsd: a repeated option's
+  // last value wins (launchers append their users' arguments after their own).
+  cli.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 
   cli.add_option("--shared-dir", config.fs.shared_dir, "Shared directory path");
   auto* socket = cli.add_option("--socket-path", config.socket_path,
@@ -198,9 +241,26 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   cli.add_option("--log-level", config.log_level,
                  "Log level: error, warn, info, debug, trace or off (default: info)")
       ->check(CLI::IsMember(kLogLevels));
+  cli.add_flag("--print-capabilities", print_capabilities,
+               "Print vhost-user.json backend program capabilities and exit");
+  cli.add_option("--migration-mode", migration_mode,
+                 "How to represent the internal state for migration: find-paths or file-handles "
+                 "[default: find-paths] (migration is not offered to front-ends yet)")
+      ->check(CLI::IsMember({"find-paths", "file-handles"}));
+  cli.add_option("--migration-on-error", migration_on_error,
+                 "How to respond to errors during migration: abort or guest-error "
+                 "[default: abort]")
+      ->check(CLI::IsMember({"abort", "guest-error"}));
+  cli.add_flag("--migration-verify-handles", migration_verify_handles,
+               "Only for find-paths migration mode: ensure that the destination opens the very "
+               "same inodes as the source");
+  cli.add_flag("--migration-confirm-paths", migration_confirm_paths,
+               "Only for find-paths migration mode: double-check the identity of inodes right "
+               "before switching over to the destination");
   cli.add_option("-o", compat_options,
                  "Options in the legacy format (comma separated) [deprecated]")
-      ->allow_extra_args(false);
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cli.add_flag("-d", compat_debug, "Set log level to debug [deprecated]");
   cli.add_flag("-f", compat_foreground, "Has no effect [deprecated]");
 
@@ -213,6 +273,13 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
     std::fprintf(stderr, "virtiofsd: %s\n", message.c_str());
     return ParseOutcome{std::nullopt, 1};
   };
+  // Before anything else is required: libvirt runs `BINARY
+  // --print-capabilities`, wrappers add their own options to it.
+  if (print_capabilities) {
+    std::fputs(capabilities_json().c_str(), stdout);
+    std::fflush(stdout);
+    return {std::nullopt, 0};
+  }
 
   for (const auto& line : compat_options) {
     size_t start = 0;
@@ -245,6 +312,27 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
     config.warnings.push_back(
         "Use of deprecated value 'fallback' for '--inode-file-handles': please use 'prefer'");
   }
+
+  // RUST_LOG overrides --log-level, as for the Rust virtiofsd (whose
+  // env_logger reads it): podman and coreos-assembler pass RUST_LOG=ERROR.
+  if (const char* rust_log = std::getenv("RUST_LOG"); rust_log != nullptr && *rust_log != 0) {
+    if (auto level = log_level_from_rust_log(rust_log)) {
+      config.log_level = *level;
+    } else {
+      config.warnings.push_back(std::string("RUST_LOG='") + rust_log +
+                                "' names no log level for virtiofsd; using --log-level");
+    }
+  }
+  if (migration_mode == "file-handles" && (migration_verify_handles || migration_confirm_paths)) {
+    return usage_error(
+        std::string("Cannot use ") +
+        (migration_confirm_paths ? "--migration-confirm-paths" : "--migration-verify-handles") +
+        " with --migration-mode=file-handles (because it is unnecessary)");
+  }
+  config.migration.mode = migration_mode;
+  config.migration.on_error = migration_on_error;
+  config.migration.verify_handles = migration_verify_handles;
+  config.migration.confirm_paths = migration_confirm_paths;
 
   auto mode = sandbox::parse_mode(sandbox_mode);
   if (!mode)

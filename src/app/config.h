@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "passthrough/passthrough_fs.h"
@@ -27,6 +28,14 @@ struct Config {
   sandbox::SeccompAction seccomp = sandbox::SeccompAction::kKill;  // --seccomp
   sandbox::CapabilitySet capabilities;    // the defaults edited by --modcaps
   std::optional<uint64_t> rlimit_nofile;  // --rlimit-nofile (unset: the Rust default)
+  /// --migration-*: accepted and validated; migration itself is not offered
+  /// to front-ends yet (no LOG_ALL or DEVICE_STATE feature).
+  struct Migration {
+    std::string mode = "find-paths";  // find-paths | file-handles
+    std::string on_error = "abort";   // abort | guest-error
+    bool verify_handles = false;
+    bool confirm_paths = false;
+  } migration;
   /// Deprecation warnings to log once logging is set up.
   std::vector<std::string> warnings;
 };
@@ -39,5 +48,13 @@ struct ParseOutcome {
 };
 
 ParseOutcome parse_command_line(int argc, const char* const* argv);
+
+/// What --print-capabilities prints: the vhost-user.json "type" and
+/// "features" of this backend.
+std::string capabilities_json();
+
+/// The log level an env_logger RUST_LOG spec sets for virtiofsd ("error",
+/// "ERROR", "info,virtiofsd=debug", ...), or nothing if it sets none.
+std::optional<std::string> log_level_from_rust_log(std::string_view spec);
 
 }  // namespace vfsd::app

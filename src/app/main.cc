@@ -103,6 +103,21 @@ Result<UniqueFd> open_listener(const Config& config) {
       return fail(EINVAL);
     }
   }
+  // The pid file first: a second daemon on the same socket stops here,
+  // before it replaces the first one's socket. Its lock lasts as long as the
+  // process (and its sandboxed child, which inherits the fd).
+  static UniqueFd pid_file;
+  const std::string pid_path = config.socket_path + ".pid";
+  auto locked = write_pid_file(pid_path);
+  if (!locked) {
+    if (locked.error().value == EWOULDBLOCK) {
+      log::error("{} is locked: another daemon serves {}", pid_path, config.socket_path);
+    } else {
+      log::error("Error creating pid file '{}': {}", pid_path, errno_name(locked.error().value));
+    }
+    return tl::unexpected(locked.error());
+  }
+  pid_file = std::move(*locked);
   auto listening = vhost_user::listen_unix(config.socket_path, group);
   if (!listening) fail_step("listening on " + config.socket_path, listening.error());
   return listening;

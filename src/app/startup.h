@@ -2,7 +2,10 @@
 // that main() reads as the ordered list of them and a test can run one alone.
 #pragma once
 
+#include <string>
+
 #include "util/result.h"
+#include "util/unique_fd.h"
 
 namespace vfsd::app {
 
@@ -13,5 +16,13 @@ namespace vfsd::app {
 /// are started (glibc's setgroups applies to every thread, but a thread
 /// started later inherits whatever is set then).
 VoidResult drop_supplementary_groups();
+
+/// The pid file of a daemon started with --socket-path=P: P.pid, as the Rust
+/// virtiofsd writes it (virtme-ng waits for it and signals that pid).
+/// Created 0600 if missing, locked with flock(LOCK_EX | LOCK_NB) for as long
+/// as the returned fd stays open (the whole run: a second daemon on the same
+/// socket fails here, before it touches the socket), then truncated and
+/// filled with "<pid>\n". EWOULDBLOCK: another process holds the lock.
+Result<UniqueFd> write_pid_file(const std::string& path);
 
 }  // namespace vfsd::app

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <vector>
 
 namespace vfsd::app {
@@ -47,8 +48,8 @@ TEST(CommandLine, CacheNeverDisablesReaddirplus) {
   ASSERT_TRUE(never.config);
   EXPECT_EQ(never.config->fs.cache, passthrough::CachePolicy::kNever);
   EXPECT_FALSE(never.config->readdirplus);
-  auto off = parse({"--socket-path=/s", "--shared-dir=/tmp", "--no-readdirplus",
-                    "--no-announce-submounts"});
+  auto off = parse(
+      {"--socket-path=/s", "--shared-dir=/tmp", "--no-readdirplus", "--no-announce-submounts"});
   ASSERT_TRUE(off.config);
   EXPECT_FALSE(off.config->readdirplus);
   EXPECT_FALSE(off.config->fs.announce_submounts);
@@ -92,8 +93,8 @@ TEST(CommandLine, XattrImpliedByAclLabelAndMap) {
 }
 
 TEST(CommandLine, LegacyOptionForm) {
-  auto out = parse({"--socket-path=/s", "-o", "source=/tmp,cache=none,xattr,posix_lock",
-                    "-o", "flock,no_readdirplus,loglevel=debug"});
+  auto out = parse({"--socket-path=/s", "-o", "source=/tmp,cache=none,xattr,posix_lock", "-o",
+                    "flock,no_readdirplus,loglevel=debug"});
   ASSERT_TRUE(out.config);
   const auto& c = *out.config;
   EXPECT_EQ(c.fs.shared_dir, "/tmp");
@@ -126,6 +127,81 @@ TEST(CommandLine, FuseMountReplacesTheSocket) {
   ASSERT_TRUE(out.config);
   EXPECT_EQ(out.config->fuse_mountpoint, "/mnt");
   EXPECT_FALSE(parse({"--shared-dir=/tmp", "--fuse-mount=/mnt", "--socket-path=/s"}).config);
+}
+
+// Launchers append their users' arguments after their own (Kata,
+// microvm.nix): the last value of a repeated option wins, as with clap's
+// args_override_self in the Rust virtiofsd.
+TEST(CommandLine, ARepeatedOptionsLastValueWins) {
+  auto out = parse({"--socket-path=/s", "--shared-dir=/a", "--cache=auto", "--cache", "never",
+                    "--shared-dir", "/b", "--log-level=debug", "--log-level=error"});
+  ASSERT_TRUE(out.config);
+  EXPECT_EQ(out.config->fs.cache, passthrough::CachePolicy::kNever);
+  EXPECT_EQ(out.config->fs.shared_dir, "/b");
+  EXPECT_EQ(out.config->log_level, "error");
+  // -o still collects every occurrence.
+  auto compat = parse({"--socket-path=/s", "-o", "source=/c", "-o", "cache=always,xattr"});
+  ASSERT_TRUE(compat.config);
+  EXPECT_EQ(compat.config->fs.shared_dir, "/c");
+  EXPECT_EQ(compat.config->fs.cache, passthrough::CachePolicy::kAlways);
+  EXPECT_TRUE(compat.config->fs.xattr);
+}
+
+TEST(CommandLine, RustLogOverridesLogLevel) {
+  EXPECT_EQ(log_level_from_rust_log("ERROR"), "error");
+  EXPECT_EQ(log_level_from_rust_log("warn"), "warn");
+  EXPECT_EQ(log_level_from_rust_log("info,virtiofsd=trace"), "trace");
+  EXPECT_EQ(log_level_from_rust_log("virtiofsd=debug,other=error"), "debug");
+  EXPECT_EQ(log_level_from_rust_log("other=debug"), std::nullopt);
+  EXPECT_EQ(log_level_from_rust_log("virtiofsd"), "trace");
+  EXPECT_EQ(log_level_from_rust_log("loud"), std::nullopt);
+
+  ::setenv("RUST_LOG", "ERROR", 1);
+  auto out = parse({"--socket-path=/s", "--shared-dir=/tmp", "--log-level=debug"});
+  ::unsetenv("RUST_LOG");
+  ASSERT_TRUE(out.config);
+  EXPECT_EQ(out.config->log_level, "error");
+  ::setenv("RUST_LOG", "nonsense", 1);
+  auto ignored = parse({"--socket-path=/s", "--shared-dir=/tmp", "--log-level=debug"});
+  ::unsetenv("RUST_LOG");
+  ASSERT_TRUE(ignored.config);
+  EXPECT_EQ(ignored.config->log_level, "debug");
+  EXPECT_FALSE(ignored.config->warnings.empty());
+}
+
+TEST(CommandLine, MigrationOptionsAreValidated) {
+  auto out = parse({"--socket-path=/s", "--shared-dir=/tmp", "--migration-mode=find-paths",
+                    "--migration-on-error=guest-error", "--migration-verify-handles",
+                    "--migration-confirm-paths"});
+  ASSERT_TRUE(out.config);
+  EXPECT_EQ(out.config->migration.mode, "find-paths");
+  EXPECT_EQ(out.config->migration.on_error, "guest-error");
+  EXPECT_TRUE(out.config->migration.verify_handles);
+  EXPECT_TRUE(out.config->migration.confirm_paths);
+  auto def = parse({"--socket-path=/s", "--shared-dir=/tmp"});
+  ASSERT_TRUE(def.config);
+  EXPECT_EQ(def.config->migration.mode, "find-paths");
+  EXPECT_EQ(def.config->migration.on_error, "abort");
+  EXPECT_NE(parse({"--socket-path=/s", "--shared-dir=/tmp", "--migration-mode=file-handles",
+                   "--migration-verify-handles"})
+                .exit_code,
+            0);
+  EXPECT_NE(parse({"--socket-path=/s", "--shared-dir=/tmp", "--migration-mode=teleport"}).exit_code,
+            0);
+  EXPECT_NE(
+      parse({"--socket-path=/s", "--shared-dir=/tmp", "--migration-on-error=ignore"}).exit_code, 0);
+}
+
+TEST(CommandLine, PrintCapabilitiesNeedsNothingElseAndExitsZero) {
+  auto alone = parse({"--print-capabilities"});
+  EXPECT_FALSE(alone.config);
+  EXPECT_EQ(alone.exit_code, 0);
+  // A wrapper's options come along (crun-vm: --modcaps=... "$@").
+  auto wrapped = parse({"--modcaps=-mknod:-setfcap", "--print-capabilities"});
+  EXPECT_FALSE(wrapped.config);
+  EXPECT_EQ(wrapped.exit_code, 0);
+  EXPECT_EQ(capabilities_json(),
+            "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"separate-options\"\n  ]\n}\n");
 }
 
 }  // namespace

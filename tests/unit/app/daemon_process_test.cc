@@ -334,5 +334,55 @@ TEST_F(DaemonProcessTest, AnUnprivilegedUserGetsAUserNamespace) {
   EXPECT_EQ(root.st_ino, share.st_ino);
 }
 
+// --socket-path=P writes P.pid with the pid the launcher holds (virtme-ng
+// waits for it and signals that pid) and keeps it locked: a second daemon on
+// the same socket fails with a clear error and leaves the first one's socket
+// alone.
+TEST_F(DaemonProcessTest, PidFileNamesTheDaemonAndLocksOutASecondOne) {
+  DaemonProcess first({"--socket-path=" + socket_, "--shared-dir=" + share_}, {},
+                      dir_ + "/daemon.log");
+  ASSERT_TRUE(wait_for_socket(first, socket_)) << log();
+  const std::string pid_path = socket_ + ".pid";
+  EXPECT_EQ(test::read_host(pid_path), std::to_string(first.pid()) + "\n");
+  struct stat pid_st {
+  }, sock_before{}, sock_after{};
+  ASSERT_EQ(::stat(pid_path.c_str(), &pid_st), 0);
+  EXPECT_EQ(pid_st.st_mode & 07777, 0600u);
+  ASSERT_EQ(::stat(socket_.c_str(), &sock_before), 0);
+
+  DaemonProcess second({"--socket-path=" + socket_, "--shared-dir=" + share_}, {},
+                       dir_ + "/second.log");
+  const int status = second.wait_exit();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status;
+  const std::string second_log = test::read_host(dir_ + "/second.log");
+  EXPECT_NE(second_log.find(pid_path + " is locked"), std::string::npos) << second_log;
+  ASSERT_EQ(::stat(socket_.c_str(), &sock_after), 0);
+  EXPECT_EQ(sock_after.st_ino, sock_before.st_ino) << "the first daemon's socket was replaced";
+  EXPECT_EQ(test::read_host(pid_path), std::to_string(first.pid()) + "\n");
+  EXPECT_TRUE(first.alive());
+}
+
+// The probes launchers make: libvirt's --print-capabilities (also with a
+// wrapper's options), lima's and virtme-ng's --version, virtme-ng's --help
+// (which must mention --readonly); each exits 0 without a shared dir.
+TEST_F(DaemonProcessTest, ProbesExitZeroAndSayWhatLaunchersLookFor) {
+  auto run = [&](const std::vector<std::string>& args, const std::string& out) {
+    DaemonProcess p(args, {}, out);
+    return p.wait_exit();
+  };
+  const std::string caps = dir_ + "/caps.out";
+  int status = run({"--modcaps=-mknod", "--print-capabilities"}, caps);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  const std::string json = test::read_host(caps);
+  EXPECT_NE(json.find("\"type\": \"fs\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"separate-options\""), std::string::npos) << json;
+  EXPECT_EQ(json.find("migrate-precopy"), std::string::npos) << "migration does not work yet";
+  status = run({"--version"}, dir_ + "/version.out");
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  status = run({"--help"}, dir_ + "/help.out");
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_NE(test::read_host(dir_ + "/help.out").find("--readonly"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace vfsd::app

@@ -241,6 +241,9 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   cli.add_option("--log-level", config.log_level,
                  "Log level: error, warn, info, debug, trace or off (default: info)")
       ->check(CLI::IsMember(kLogLevels));
+  cli.add_option("--tag", config.tag,
+                 "The tag that the virtio device advertises (1 to 36 bytes; offers the "
+                 "CONFIG protocol feature, which crosvm needs and QEMU 7.1-8.0 cannot take)");
   cli.add_flag("--print-capabilities", print_capabilities,
                "Print vhost-user.json backend program capabilities and exit");
   cli.add_option("--migration-mode", migration_mode,
@@ -333,6 +336,11 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   config.migration.on_error = migration_on_error;
   config.migration.verify_handles = migration_verify_handles;
   config.migration.confirm_paths = migration_confirm_paths;
+
+  if (cli.count("--tag") > 0 && (config.tag.empty() || config.tag.size() > 36)) {
+    return usage_error("--tag: the tag must be 1 to 36 bytes long, not " +
+                       std::to_string(config.tag.size()));
+  }
 
   auto mode = sandbox::parse_mode(sandbox_mode);
   if (!mode)

@@ -21,6 +21,7 @@ struct Config {
   std::optional<int> listen_fd;       // --fd: an inherited listening socket
   std::string socket_group;           // --socket-group: a group that may connect too
   std::string fuse_mountpoint;        // --fuse-mount: serve over /dev/fuse on the host instead
+  std::string tag;                    // --tag: served in the config space (empty: none)
   passthrough::PassthroughConfig fs;  // the filesystem options
   bool readdirplus = true;            // --no-readdirplus turns it off (so does --cache=never)
   std::string log_level = "info";     // --log-level (or -d, -o loglevel=)

@@ -234,7 +234,7 @@ int run_vhost_user(const Config& config) {
   }
   log::info("Client connected, servicing requests");
 
-  vhost_user::Backend backend(handler, vhost_user::BackendOptions{});
+  vhost_user::Backend backend(handler, vhost_user::BackendOptions{.tag = config.tag});
   auto served = backend.serve(std::move(*connection));
   if (!served) return fail_step("serving the vhost-user connection", served.error());
   log::info("Client disconnected, shutting down");

@@ -109,7 +109,12 @@ Result<Backend::Reply> Backend::handle(Message& m) {
     case Request::kSetFeatures:
       return set_features(m);
     case Request::kGetProtocolFeatures:
-      return bytes_of(kOfferedProtocolFeatures);
+      return bytes_of(offered_protocol_features());
+    case Request::kGetConfig:
+      return get_config(m);
+    case Request::kSetConfig:
+      // The config space of virtio-fs is read-only for the driver.
+      return fail(EPERM);
     case Request::kSetProtocolFeatures:
       return set_protocol_features(m);
     case Request::kGetQueueNum:
@@ -177,9 +182,29 @@ Result<Backend::Reply> Backend::set_features(const Message& m) {
 
 Result<Backend::Reply> Backend::set_protocol_features(const Message& m) {
   const uint64_t features = m.payload_as<uint64_t>();
-  if (features & ~kOfferedProtocolFeatures) return fail(EINVAL);
+  if (features & ~offered_protocol_features()) return fail(EINVAL);
   acked_protocol_features_ = features;
   return Reply();
+}
+
+uint64_t Backend::offered_protocol_features() const {
+  return kOfferedProtocolFeatures | (options_.tag.empty() ? 0 : kProtocolConfig);
+}
+
+Result<Backend::Reply> Backend::get_config(const Message& m) {
+  if (!(acked_protocol_features_ & kProtocolConfig)) return fail(EINVAL);
+  // struct virtio_fs_config: the tag, NUL-padded, then the number of request
+  // queues (little-endian, as everything on x86 and arm64 hosts).
+  uint8_t space[kMaxTagLength + sizeof(uint32_t)] = {};
+  std::memcpy(space, options_.tag.data(), std::min(options_.tag.size(), kMaxTagLength));
+  const uint32_t request_queues = static_cast<uint32_t>(vrings_.size() - 1);
+  std::memcpy(space + kMaxTagLength, &request_queues, sizeof request_queues);
+  const auto head = m.payload_as<ConfigHead>();
+  if (head.offset > sizeof space || head.size > sizeof space - head.offset) return fail(EINVAL);
+  std::vector<uint8_t> reply(sizeof(ConfigHead) + head.size);
+  std::memcpy(reply.data(), &head, sizeof head);
+  std::memcpy(reply.data() + sizeof head, space + head.offset, head.size);
+  return reply;
 }
 
 Result<Backend::Reply> Backend::set_mem_table(const Message& m) {

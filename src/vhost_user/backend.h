@@ -25,8 +25,10 @@
 #include <optional>
 #include <vector>
 
+#include <string>
 #include "util/result.h"
 #include "util/unique_fd.h"
+
 #include "vhost_user/listener.h"
 #include "vhost_user/message.h"
 #include "vhost_user/vring_worker.h"
@@ -38,7 +40,8 @@ namespace vfsd::vhost_user {
 /// What GET_FEATURES offers.
 inline constexpr uint64_t kOfferedFeatures =
     kFeatureVersion1 | kFeatureIndirectDesc | kFeatureEventIdx | kFeatureProtocolFeatures;
-/// What GET_PROTOCOL_FEATURES offers (never CONFIG: see message.h).
+/// What GET_PROTOCOL_FEATURES offers; CONFIG is added only with a tag (see
+/// message.h).
 inline constexpr uint64_t kOfferedProtocolFeatures =
     kProtocolMq | kProtocolReplyAck | kProtocolBackendReq | kProtocolConfigureMemSlots;
 /// GET_MAX_MEM_SLOTS; also bounds the regions we map.
@@ -48,7 +51,14 @@ struct BackendOptions {
   /// 1 hiprio + request queues; what GET_QUEUE_NUM reports. Indexes at or
   /// above it are refused. At most 256 (the vring index field is 8 bits).
   uint32_t num_queues = 2;
+  /// --tag: the mount tag served in the virtio-fs config space (struct
+  /// virtio_fs_config: tag[36], num_request_queues), with the CONFIG
+  /// protocol feature. Empty: no config space, CONFIG not offered.
+  std::string tag;
 };
+
+/// The longest tag virtio_fs_config holds.
+inline constexpr size_t kMaxTagLength = 36;
 
 class Backend {
  public:
@@ -87,6 +97,8 @@ class Backend {
 
   Result<Reply> set_features(const Message& m);
   Result<Reply> set_protocol_features(const Message& m);
+  uint64_t offered_protocol_features() const;
+  Result<Reply> get_config(const Message& m);
   Result<Reply> set_mem_table(const Message& m);
   Result<Reply> add_mem_reg(const Message& m);
   Result<Reply> rem_mem_reg(const Message& m);

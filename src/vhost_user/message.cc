@@ -43,6 +43,10 @@ constexpr Rule kRules[] = {
     {Request::kGetQueueNum, "GET_QUEUE_NUM", 0, 0, 0, 0},
     {Request::kSetVringEnable, "SET_VRING_ENABLE", kState, kState, 0, 0},
     {Request::kSetBackendReqFd, "SET_BACKEND_REQ_FD", 0, 0, 1, 1},
+    {Request::kGetConfig, "GET_CONFIG", sizeof(ConfigHead), sizeof(ConfigHead) + kMaxConfigSize, 0,
+     0},
+    {Request::kSetConfig, "SET_CONFIG", sizeof(ConfigHead), sizeof(ConfigHead) + kMaxConfigSize, 0,
+     0},
     {Request::kResetDevice, "RESET_DEVICE", 0, 0, 0, 0},
     {Request::kGetMaxMemSlots, "GET_MAX_MEM_SLOTS", 0, 0, 0, 0},
     {Request::kAddMemReg, "ADD_MEM_REG", sizeof(SingleMemoryRegion), sizeof(SingleMemoryRegion), 1,
@@ -99,6 +103,15 @@ VoidResult validate(const Message& m) {
       // regions it counts.
       if (m.fds.size() != head.nregions) return fail(EINVAL);
       if (m.header.size < sizeof(MemoryTableHead) + head.nregions * sizeof(MemoryRegion)) {
+        return fail(EINVAL);
+      }
+      break;
+    }
+    case Request::kGetConfig:
+    case Request::kSetConfig: {
+      // The window's bytes follow its head, exactly.
+      auto head = m.payload_as<ConfigHead>();
+      if (head.size > kMaxConfigSize || m.header.size != sizeof(ConfigHead) + head.size) {
         return fail(EINVAL);
       }
       break;

@@ -37,6 +37,8 @@ enum class Request : uint32_t {
   kSetProtocolFeatures = 16,
   kGetQueueNum = 17,
   kSetVringEnable = 18,
+  kGetConfig = 24,
+  kSetConfig = 25,
   kSetBackendReqFd = 21,  // a.k.a. SET_SLAVE_REQ_FD
   kResetDevice = 34,
   kGetMaxMemSlots = 36,
@@ -59,11 +61,13 @@ inline constexpr uint64_t kFeatureEventIdx = 1ull << 29;
 inline constexpr uint64_t kFeatureProtocolFeatures = 1ull << 30;
 inline constexpr uint64_t kFeatureVersion1 = 1ull << 32;
 
-// Protocol feature bits (GET_PROTOCOL_FEATURES). CONFIG (9) is deliberately
-// absent: QEMU 7.1-8.0 crash when a vhost-user-fs back-end offers it.
+// Protocol feature bits (GET_PROTOCOL_FEATURES). CONFIG (9) is offered only
+// with --tag: QEMU 7.1-8.0 crash when a vhost-user-fs back-end offers it,
+// while crosvm needs it (it has no tag of its own).
 inline constexpr uint64_t kProtocolMq = 1ull << 0;
 inline constexpr uint64_t kProtocolReplyAck = 1ull << 3;
 inline constexpr uint64_t kProtocolBackendReq = 1ull << 5;
+inline constexpr uint64_t kProtocolConfig = 1ull << 9;
 inline constexpr uint64_t kProtocolConfigureMemSlots = 1ull << 15;
 
 /// Bits 0-7 of a KICK/CALL/ERR payload are the vring index; bit 8 says that
@@ -120,6 +124,17 @@ struct MemoryTableHead {
   uint32_t padding = 0;
 };
 static_assert(sizeof(MemoryTableHead) == 8);
+
+/// GET_CONFIG / SET_CONFIG: a window of the device's config space, followed
+/// by `size` bytes of it.
+struct ConfigHead {
+  uint32_t offset = 0;
+  uint32_t size = 0;
+  uint32_t flags = 0;
+};
+static_assert(sizeof(ConfigHead) == 12);
+/// The largest window (the spec's VHOST_USER_MAX_CONFIG_SIZE).
+inline constexpr uint32_t kMaxConfigSize = 256;
 
 /// ADD_MEM_REG / REM_MEM_REG.
 struct SingleMemoryRegion {

@@ -204,5 +204,19 @@ TEST(CommandLine, PrintCapabilitiesNeedsNothingElseAndExitsZero) {
             "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"separate-options\"\n  ]\n}\n");
 }
 
+TEST(CommandLine, TagIsOneTo36Bytes) {
+  auto out = parse({"--socket-path=/s", "--shared-dir=/tmp", "--tag", "myfs"});
+  ASSERT_TRUE(out.config);
+  EXPECT_EQ(out.config->tag, "myfs");
+  auto none = parse({"--socket-path=/s", "--shared-dir=/tmp"});
+  ASSERT_TRUE(none.config);
+  EXPECT_TRUE(none.config->tag.empty());
+  const std::string longest(36, 't'), too_long(37, 't');
+  EXPECT_TRUE(parse({"--socket-path=/s", "--shared-dir=/tmp", "--tag", longest.c_str()}).config);
+  EXPECT_NE(parse({"--socket-path=/s", "--shared-dir=/tmp", "--tag", too_long.c_str()}).exit_code,
+            0);
+  EXPECT_NE(parse({"--socket-path=/s", "--shared-dir=/tmp", "--tag="}).exit_code, 0);
+}
+
 }  // namespace
 }  // namespace vfsd::app

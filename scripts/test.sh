@@ -5,12 +5,16 @@
 #  2. build-asan (ASan + UBSan): the unit and cross-layer tests (label unit)
 #     and the e2e guest test against the sanitized daemon (label sanitized:
 #     a sanitizer report in the daemon fails it).
-#  3. build (the normal build): every test, with ctest: unit, integration,
+#  3. build-fuzz (clang, libFuzzer + ASan + UBSan, tests/fuzz): every fuzz
+#     target replays its regression inputs and committed corpus, then fuzzes
+#     for VFSD_FUZZ_SECONDS (default 60) s each (ctest label fuzz); a crash,
+#     leak, sanitizer report or broken invariant fails.
+#  4. build (the normal build): every test, with ctest: unit, integration,
 #     e2e (ours, QEMU's C virtiofsd, the two sabotage runs) and conformance
 #     (host FUSE mount, 6.1 and 6.12 guests, the runner's sabotage run, the
 #     comparison with the Rust virtiofsd).
 # With CI set, a suite that must run here fails instead of skipping. The
-# last thing printed is ctest's tally of the full suite (step 3).
+# last thing printed is ctest's tally of the full suite (step 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -22,6 +26,12 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DVFSD_SANITIZE=ON >/
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan -L 'unit|sanitized' --output-on-failure -j"$jobs"
+
+echo "=== libFuzzer targets (clang): regression inputs, then ${VFSD_FUZZ_SECONDS:-60} s of fuzzing each"
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DVFSD_FUZZ=ON -DVFSD_BUILD_TESTS=OFF -DVFSD_FUZZ_SECONDS="${VFSD_FUZZ_SECONDS:-60}" >/dev/null
+cmake --build build-fuzz -j"$jobs" --target vfsd_fuzzers
+ctest --test-dir build-fuzz -L fuzz --output-on-failure
 
 echo "=== full suite (unit, integration, end-to-end guest, conformance)"
 cmake -S . -B build -G Ninja >/dev/null

@@ -8,7 +8,7 @@ CACHE="$ROOT/.cache"
 
 PACKAGES=(
   build-essential g++ cmake ninja-build pkg-config clang-format
-  clang libclang-rt-14-dev llvm
+  clang libclang-rt-14-dev llvm jq
   libgtest-dev libgmock-dev libbenchmark-dev
   libexpected-dev libcli11-dev libspdlog-dev libfmt-dev
   libseccomp-dev libcap-ng-dev

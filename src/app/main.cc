@@ -10,16 +10,21 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <optional>
 #include <string>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
 
 #include "app/config.h"
 #include "app/fuse_mount.h"
@@ -42,12 +47,39 @@ namespace {
 // stall the mount, few enough for a 2-core machine.
 constexpr unsigned kFuseMountThreads = 4;
 
-void setup_logging(const std::string& level) {
-  auto logger = spdlog::stderr_color_mt("virtiofsd");
+// Whether a syslog daemon listens on /dev/log (a datagram or stream socket
+// there that takes a connection).
+bool syslog_listening() {
+  for (int type : {SOCK_DGRAM, SOCK_STREAM}) {
+    UniqueFd probe(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, "/dev/log", sizeof(addr.sun_path) - 1);
+    if (probe && ::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// stderr, or with --syslog the LOG_USER facility, as the Rust virtiofsd logs.
+// The syslog connection is made now (LOG_NDELAY), before the sandbox hides
+// /dev/log; without a syslog daemon the log stays on stderr, with a warning.
+void setup_logging(const std::string& level, bool use_syslog) {
+  std::shared_ptr<spdlog::logger> logger;
+  bool syslog_missing = false;
+  if (use_syslog && syslog_listening()) {
+    logger = spdlog::syslog_logger_mt("virtiofsd", "virtiofsd", LOG_PID | LOG_NDELAY, LOG_USER);
+    logger->set_pattern("%v");
+  } else {
+    syslog_missing = use_syslog;
+    logger = spdlog::stderr_color_mt("virtiofsd");
+    logger->set_pattern("[%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ virtiofsd] %v",
+                        spdlog::pattern_time_type::utc);
+  }
   spdlog::set_default_logger(logger);
-  spdlog::set_pattern("[%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ virtiofsd] %v",
-                      spdlog::pattern_time_type::utc);
   spdlog::set_level(spdlog::level::from_str(level == "warn" ? "warning" : level));
+  if (syslog_missing) log::warn("--syslog: nothing listens on /dev/log; logging to stderr");
 }
 
 // A group name, or failing that a numeric gid.
@@ -195,6 +227,8 @@ int confine(const Config& config, bool may_unmount) {
   sandbox::SeccompOptions seccomp;
   seccomp.action = config.seccomp;
   seccomp.allow_umount = may_unmount;
+  // glibc's syslog() reconnects (socket, connect) when the daemon restarts.
+  seccomp.allow_syslog = config.syslog;
   if (auto loaded = sandbox::enable_seccomp(seccomp); !loaded) {
     return fail_step("loading the seccomp filter", loaded.error());
   }
@@ -277,7 +311,7 @@ int run(const Config& config) {
 int main(int argc, char** argv) {
   auto parsed = vfsd::app::parse_command_line(argc, argv);
   if (!parsed.config) return parsed.exit_code;
-  vfsd::app::setup_logging(parsed.config->log_level);
+  vfsd::app::setup_logging(parsed.config->log_level, parsed.config->syslog);
   try {
     return vfsd::app::run(*parsed.config);
   } catch (const std::exception& e) {

@@ -3,10 +3,13 @@
 // file system and /proc while it waits for a frontend.
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -382,6 +385,86 @@ TEST_F(DaemonProcessTest, ProbesExitZeroAndSayWhatLaunchersLookFor) {
   status = run({"--help"}, dir_ + "/help.out");
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   EXPECT_NE(test::read_host(dir_ + "/help.out").find("--readonly"), std::string::npos);
+}
+
+// --syslog: the log goes to the LOG_USER facility through /dev/log, not to
+// stderr. Run in a private mount namespace with a /dev of its own, where the
+// test listens as the syslog daemon and writes what arrives to a file.
+TEST_F(DaemonProcessTest, SyslogSendsTheLogToLogUserNotStderr) {
+  const std::string received = dir_ + "/syslog.txt", daemon_log = dir_ + "/daemon.log";
+  pid_t harness = ::fork();
+  if (harness == 0) {
+    if (::unshare(CLONE_NEWNS) != 0) _exit(10);
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(11);
+    if (::mount("tmpfs", "/dev", "tmpfs", 0, "mode=0755") != 0) _exit(12);
+    ::mknod("/dev/null", S_IFCHR | 0666, makedev(1, 3));
+    int sock = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, "/dev/log", sizeof(addr.sun_path) - 1);
+    if (::bind(sock, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) _exit(13);
+    ::chmod("/dev/log", 0666);
+    const bool seen = [&] {
+      // Killed when this scope ends (_exit runs no destructors).
+      DaemonProcess d({"--socket-path=" + socket_, "--shared-dir=" + share_, "--syslog"}, {},
+                      daemon_log);
+      int out = ::open(received.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      for (int i = 0; i < 300; ++i) {
+        pollfd p{sock, POLLIN, 0};
+        if (::poll(&p, 1, 100) != 1) continue;
+        char buf[2048];
+        ssize_t n = ::recv(sock, buf, sizeof buf, 0);
+        if (n <= 0) continue;
+        std::string line(buf, static_cast<size_t>(n));
+        line += '\n';
+        (void)!::write(out, line.data(), line.size());
+        if (line.find("Waiting for vhost-user socket connection...") != std::string::npos) {
+          return true;
+        }
+      }
+      return false;
+    }();
+    _exit(seen ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(harness, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  const std::string got = test::read_host(received);
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "syslog received: " << got << "\ndaemon stderr: " << test::read_host(daemon_log);
+  // LOG_USER | LOG_INFO = <14>, the ident with the pid.
+  EXPECT_NE(got.find("<14>"), std::string::npos) << got;
+  EXPECT_NE(got.find("virtiofsd["), std::string::npos) << got;
+  EXPECT_EQ(test::read_host(daemon_log).find("Waiting for vhost-user"), std::string::npos)
+      << "the log went to stderr too";
+}
+
+// Without a syslog daemon, --syslog logs to stderr and says so.
+TEST_F(DaemonProcessTest, SyslogWithoutASyslogDaemonFallsBackToStderr) {
+  const std::string daemon_log = dir_ + "/daemon.log";
+  pid_t harness = ::fork();
+  if (harness == 0) {
+    if (::unshare(CLONE_NEWNS) != 0) _exit(10);
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) _exit(11);
+    if (::mount("tmpfs", "/dev", "tmpfs", 0, "mode=0755") != 0) _exit(12);
+    const bool seen = [&] {
+      DaemonProcess d({"--socket-path=" + socket_, "--shared-dir=" + share_, "--syslog"}, {},
+                      daemon_log);
+      for (int i = 0; i < 300; ++i) {
+        if (test::read_host(daemon_log).find("Waiting for vhost-user") != std::string::npos) {
+          return true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      return false;
+    }();
+    _exit(seen ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(harness, &status, 0);
+  const std::string log_text = test::read_host(daemon_log);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log_text;
+  EXPECT_NE(log_text.find("--syslog: nothing listens on /dev/log"), std::string::npos) << log_text;
 }
 
 }  // namespace

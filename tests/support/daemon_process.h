@@ -76,20 +76,4 @@ class DaemonProcess {
   std::optional<int> exit_status_;
 };
 
-/// The value of `key` in /proc/PID/status ("?" if absent).
-inline std::string status_line(pid_t pid, const std::string& key) {
-  std::string status = test::read_host("/proc/" + std::to_string(pid) + "/status");
-  auto pos = status.find("\n" + key + ":");
-  if (pos == std::string::npos) return "?";
-  auto start = status.find_first_not_of(" \t", pos + key.size() + 2);
-  return status.substr(start, status.find('\n', start) - start);
-}
-
-/// The one child of `pid` (0 if none).
-inline pid_t only_child_of(pid_t pid) {
-  std::string children = test::read_host("/proc/" + std::to_string(pid) + "/task/" +
-                                         std::to_string(pid) + "/children");
-  return children.empty() ? 0 : static_cast<pid_t>(std::stol(children));
-}
-
 }  // namespace vfsd::test

@@ -22,6 +22,8 @@
 #include <string>
 #include <thread>
 
+#include "support/host_files.h"
+
 namespace vfsd::sandbox {
 namespace {
 
@@ -79,6 +81,39 @@ class SandboxTest : public ::testing::Test {
     return status;
   }
 
+  // Forks a child that enters the namespace sandbox; its serving grandchild
+  // exits with `exit_on_term` on SIGTERM (a namespace init ignores signals
+  // it has no handler for) and otherwise waits. Returns the child once the
+  // grandchild is ready. With `ready_fd`, the caller gets the read end of a
+  // pipe whose write end only the grandchild still holds.
+  pid_t start_serving(int exit_on_term, int* ready_fd = nullptr) {
+    int ready[2];
+    if (::pipe(ready) != 0) return -1;
+    pid_t child = ::fork();
+    if (child == 0) {
+      ::close(ready[0]);
+      Options options;
+      options.shared_dir = share_;
+      std::string step;
+      auto inside = enter(options, step);
+      if (!inside) _exit(200);
+      g_exit_on_term = exit_on_term;
+      ::signal(SIGTERM, [](int) { ::_exit(g_exit_on_term); });
+      (void)!::write(ready[1], "r", 1);
+      for (;;) ::pause();
+    }
+    ::close(ready[1]);
+    char c = 0;
+    const bool up = ::read(ready[0], &c, 1) == 1;
+    if (ready_fd != nullptr && up) {
+      *ready_fd = ready[0];
+    } else {
+      ::close(ready[0]);
+    }
+    return up ? child : -1;
+  }
+
+  static inline int g_exit_on_term = 0;
   std::string top_, share_;
 };
 
@@ -111,40 +146,16 @@ TEST_F(SandboxTest, NamespaceMakesTheShareTheRootAndHidesTheHost) {
 // Seen from the host: the serving grandchild's mount, net and pid
 // namespaces are not ours; the waiting parent holds no capability.
 TEST_F(SandboxTest, NamespaceChildIsInNewMountNetAndPidNamespaces) {
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  pid_t child = ::fork();
-  if (child == 0) {
-    ::close(ready[0]);
-    Options options;
-    options.shared_dir = share_;
-    std::string step;
-    auto inside = enter(options, step);
-    if (!inside) _exit(200);
-    ::signal(SIGTERM, [](int) { ::_exit(0); });
-    (void)!::write(ready[1], "r", 1);
-    for (;;) ::pause();
-  }
-  ::close(ready[1]);
-  char c = 0;
-  ASSERT_EQ(::read(ready[0], &c, 1), 1);
-  ::close(ready[0]);
-  std::ifstream children("/proc/" + std::to_string(child) + "/task/" + std::to_string(child) +
-                         "/children");
-  pid_t grandchild = 0;
-  children >> grandchild;
+  const pid_t child = start_serving(0);
+  ASSERT_GT(child, 0);
+  const pid_t grandchild = test::only_child_of(child);
   ASSERT_GT(grandchild, 0);
   const pid_t self = ::getpid();
   for (const char* ns : {"mnt", "net", "pid"}) {
     EXPECT_NE(ns_of(grandchild, ns), ns_of(self, ns)) << ns;
   }
-  std::ifstream status_file("/proc/" + std::to_string(child) + "/status");
-  std::string line, cap_eff;
-  while (std::getline(status_file, line)) {
-    if (line.rfind("CapEff:", 0) == 0) cap_eff = line.substr(7);
-  }
-  cap_eff.erase(0, cap_eff.find_first_not_of(" \t"));
-  EXPECT_EQ(cap_eff, "0000000000000000") << "the waiting parent keeps capabilities";
+  EXPECT_EQ(test::status_line(child, "CapEff"), "0000000000000000")
+      << "the waiting parent keeps capabilities";
   ::kill(child, SIGTERM);
   int status = 0;
   ::waitpid(child, &status, 0);
@@ -155,24 +166,8 @@ TEST_F(SandboxTest, NamespaceChildIsInNewMountNetAndPidNamespaces) {
 // sent to it reach the grandchild (which, as init of its pid namespace,
 // receives only signals it has a handler for).
 TEST_F(SandboxTest, TheParentForwardsSignalsAndReturnsTheChildsStatus) {
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  pid_t child = ::fork();
-  if (child == 0) {
-    ::close(ready[0]);
-    Options options;
-    options.shared_dir = share_;
-    std::string step;
-    auto inside = enter(options, step);
-    if (!inside) _exit(200);
-    ::signal(SIGTERM, [](int) { ::_exit(42); });
-    (void)!::write(ready[1], "r", 1);
-    for (;;) ::pause();
-  }
-  ::close(ready[1]);
-  char c = 0;
-  ASSERT_EQ(::read(ready[0], &c, 1), 1);
-  ::close(ready[0]);
+  const pid_t child = start_serving(42);
+  ASSERT_GT(child, 0);
   ASSERT_EQ(::kill(child, SIGTERM), 0);
   int status = 0;
   ::waitpid(child, &status, 0);
@@ -182,33 +177,17 @@ TEST_F(SandboxTest, TheParentForwardsSignalsAndReturnsTheChildsStatus) {
 
 // Killing the parent (SIGKILL, as Kata and lima do) takes the child along.
 TEST_F(SandboxTest, TheChildDiesWithItsParent) {
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  pid_t child = ::fork();
-  if (child == 0) {
-    ::close(ready[0]);
-    Options options;
-    options.shared_dir = share_;
-    std::string step;
-    auto inside = enter(options, step);
-    if (!inside) _exit(200);
-    // SIGTERM's default would be ignored by a namespace init: handle it.
-    ::signal(SIGTERM, [](int) { ::_exit(0); });
-    std::ofstream("/alive") << "1";
-    (void)!::write(ready[1], "r", 1);
-    for (;;) ::pause();
-  }
-  ::close(ready[1]);
-  char c = 0;
-  ASSERT_EQ(::read(ready[0], &c, 1), 1);
-  // The write end is also held by the grandchild: its death closes it.
+  int ready = -1;
+  const pid_t child = start_serving(0, &ready);
+  ASSERT_GT(child, 0);
   ASSERT_EQ(::kill(child, SIGKILL), 0);
   ::waitpid(child, nullptr, 0);
   // Bounded wait for the grandchild to be gone (EOF on the pipe).
-  pollfd p{ready[0], POLLIN, 0};
+  pollfd p{ready, POLLIN, 0};
   ASSERT_EQ(::poll(&p, 1, 30000), 1);
-  EXPECT_EQ(::read(ready[0], &c, 1), 0) << "the serving child outlived its parent";
-  ::close(ready[0]);
+  char c = 0;
+  EXPECT_EQ(::read(ready, &c, 1), 0) << "the serving child outlived its parent";
+  ::close(ready);
 }
 
 TEST_F(SandboxTest, ChrootMakesTheShareTheRoot) {

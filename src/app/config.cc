@@ -244,6 +244,9 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   cli.add_option("--tag", config.tag,
                  "The tag that the virtio device advertises (1 to 36 bytes; offers the "
                  "CONFIG protocol feature, which crosvm needs and QEMU 7.1-8.0 cannot take)");
+  cli.add_option("--thread-pool-size", config.thread_pool_size,
+                 "Maximum thread pool size. A value of \"0\" disables the pool (requests are "
+                 "served on their queue's thread) [default: 0]");
   cli.add_flag("--syslog", config.syslog, "Log to syslog (LOG_USER) [default: stderr]");
   cli.add_flag("--print-capabilities", print_capabilities,
                "Print vhost-user.json backend program capabilities and exit");

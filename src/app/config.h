@@ -25,6 +25,7 @@ struct Config {
   passthrough::PassthroughConfig fs;  // the filesystem options
   bool readdirplus = true;            // --no-readdirplus turns it off (so does --cache=never)
   std::string log_level = "info";     // --log-level (or -d, -o loglevel=)
+  uint32_t thread_pool_size = 0;      // --thread-pool-size: 0 serves on the queue threads
   bool syslog = false;                // --syslog: log to LOG_USER instead of stderr
   sandbox::Mode sandbox = sandbox::Mode::kNamespace;               // --sandbox
   sandbox::SeccompAction seccomp = sandbox::SeccompAction::kKill;  // --seccomp

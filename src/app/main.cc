@@ -268,7 +268,10 @@ int run_vhost_user(const Config& config) {
   }
   log::info("Client connected, servicing requests");
 
-  vhost_user::Backend backend(handler, vhost_user::BackendOptions{.tag = config.tag});
+  vhost_user::Backend backend(handler, vhost_user::BackendOptions{
+                                           .tag = config.tag,
+                                           .thread_pool_size = config.thread_pool_size,
+                                       });
   auto served = backend.serve(std::move(*connection));
   if (!served) return fail_step("serving the vhost-user connection", served.error());
   log::info("Client disconnected, shutting down");

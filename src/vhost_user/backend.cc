@@ -35,6 +35,8 @@ Backend::Backend(virtio::RequestHandler& handler, BackendOptions options)
   if (n != options_.num_queues)
     log::warn("vhost-user: num_queues {} clamped to {}", options_.num_queues, n);
   for (uint32_t i = 0; i < n; ++i) vrings_.push_back(std::make_unique<Vring>());
+  if (options_.thread_pool_size > 0)
+    pool_ = std::make_unique<ThreadPool>(options_.thread_pool_size);
 }
 
 Backend::~Backend() {
@@ -379,8 +381,10 @@ VoidResult Backend::maybe_start(uint32_t index) {
               errno_name(queue.error().value));
     return tl::unexpected(queue.error());
   }
-  auto worker =
-      VringWorker::start(index, std::move(*queue), ring.kick.get(), memory_, ring.call, handler_);
+  // Queue 0 is virtio-fs's hiprio queue (see BackendOptions::thread_pool_size).
+  ThreadPool* pool = index == 0 ? nullptr : pool_.get();
+  auto worker = VringWorker::start(index, std::move(*queue), ring.kick.get(), memory_, ring.call,
+                                   handler_, pool);
   if (!worker) {
     log::error("vring {}: cannot start its worker: {}", index, errno_name(worker.error().value));
     return tl::unexpected(worker.error());

@@ -23,12 +23,12 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
-#include <string>
 #include "util/result.h"
+#include "util/thread_pool.h"
 #include "util/unique_fd.h"
-
 #include "vhost_user/listener.h"
 #include "vhost_user/message.h"
 #include "vhost_user/vring_worker.h"
@@ -55,6 +55,11 @@ struct BackendOptions {
   /// virtio_fs_config: tag[36], num_request_queues), with the CONFIG
   /// protocol feature. Empty: no config space, CONFIG not offered.
   std::string tag;
+  /// --thread-pool-size: the request queues' chains are served by a pool of
+  /// at most this many threads, shared by all queues; 0 serves each chain on
+  /// its queue's thread. The hiprio queue (FORGET, INTERRUPT: short, and
+  /// kept in order) is always served on its own thread.
+  uint32_t thread_pool_size = 0;
 };
 
 /// The longest tag virtio_fs_config holds.
@@ -125,6 +130,7 @@ class Backend {
 
   virtio::RequestHandler& handler_;
   const BackendOptions options_;
+  std::unique_ptr<ThreadPool> pool_;  // with thread_pool_size > 0; outlives the workers
   UniqueFd conn_;
   uint64_t acked_features_ = 0;
   uint64_t acked_protocol_features_ = 0;

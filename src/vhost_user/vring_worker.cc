@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <optional>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -13,12 +15,14 @@
 #include "util/deferred_reply.h"
 #include "util/log.h"
 #include "util/rate_limit.h"
+#include "util/thread_pool.h"
 
 namespace vfsd::vhost_user {
 
 namespace detail {
 
-// What a worker shares with the deferred replies it handed out.
+// What a worker shares with the deferred replies it handed out and with the
+// requests it gave to the thread pool.
 struct DeferredState {
   std::mutex mu;
   // False once the worker stopped: finish() then drops its chain. Guarded by mu.
@@ -27,9 +31,21 @@ struct DeferredState {
   std::vector<std::pair<uint16_t, uint32_t>> finished;
   // Deferred and not finished yet. Guarded by mu.
   size_t outstanding = 0;
+  // Handed to the pool and not answered yet. They write their reply straight
+  // into the chain, so stop() waits for them (pooled_done). Guarded by mu.
+  size_t pooled = 0;
+  std::condition_variable pooled_done;
   // Written by finish(), polled by the worker. Owned here (not by the
   // worker) so that a late finish() never writes to a closed fd number.
   UniqueFd event;
+
+  // Queues an answered chain for the worker and wakes it. Needs mu held.
+  void push_finished(uint16_t head, uint32_t len) {
+    finished.emplace_back(head, len);
+    const uint64_t one = 1;
+    while (::write(event.get(), &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
 };
 
 }  // namespace detail
@@ -78,10 +94,7 @@ class ChainReply final : public DeferredReply {
     // and stay mapped through memory_).
     IovecWriter out(std::move(writable_));
     out.write(buffer_.data(), len);
-    state_->finished.emplace_back(head_, static_cast<uint32_t>(len));
-    const uint64_t one = 1;
-    while (::write(state_->event.get(), &one, sizeof one) < 0 && errno == EINTR) {
-    }
+    state_->push_finished(head_, static_cast<uint32_t>(len));
   }
 
  private:
@@ -123,6 +136,31 @@ class ChainDeferrer final : public ReplyDeferrer {
   bool deferred_ = false;
 };
 
+// Runs one request through the handler, writing the reply straight into the
+// chain. Returns the reply length (never more than the chain holds), or
+// nullopt when the handler deferred the chain.
+std::optional<uint32_t> serve_chain(virtio::RequestHandler& handler, uint32_t queue_index,
+                                    uint16_t head, IovecList readable, const IovecList& writable,
+                                    const std::shared_ptr<detail::DeferredState>& state,
+                                    const std::shared_ptr<const virtio::GuestMemory>& memory) {
+  IovecReader request(std::move(readable));
+  IovecWriter reply(writable);
+  const size_t room = reply.remaining();
+  ChainDeferrer deferrer(state, memory, head, writable, room);
+  uint32_t len = 0;
+  try {
+    len = handler.handle(queue_index, request, reply, &deferrer);
+  } catch (...) {
+    // The handler answers errors itself; this is the last line: the chain
+    // goes back empty and the queue serves on.
+    log::guest_fault(log::GuestFault::kRequestFailed,
+                     "vring {}: request at head {} threw; returned empty", queue_index, head);
+    len = 0;
+  }
+  if (deferrer.deferred()) return std::nullopt;
+  return static_cast<uint32_t>(std::min<size_t>(len, room));
+}
+
 }  // namespace
 
 void CallFd::replace(UniqueFd fd) {
@@ -157,7 +195,7 @@ void MemorySnapshot::set(std::shared_ptr<const virtio::GuestMemory> memory) {
 
 VringWorker::VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kick_fd,
                          UniqueFd stop_fd, const MemorySnapshot& memory, CallFd& call,
-                         virtio::RequestHandler& handler,
+                         virtio::RequestHandler& handler, ThreadPool* pool,
                          std::shared_ptr<detail::DeferredState> deferred)
     : index_(queue_index),
       queue_(std::move(queue)),
@@ -166,19 +204,21 @@ VringWorker::VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kic
       memory_(memory),
       call_(call),
       handler_(handler),
+      pool_(pool),
       deferred_(std::move(deferred)) {}
 
 Result<std::unique_ptr<VringWorker>> VringWorker::start(uint32_t queue_index,
                                                         virtio::SplitQueue queue, int kick_fd,
                                                         const MemorySnapshot& memory, CallFd& call,
-                                                        virtio::RequestHandler& handler) {
+                                                        virtio::RequestHandler& handler,
+                                                        ThreadPool* pool) {
   UniqueFd stop_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop_fd) return fail_errno();
   auto deferred = std::make_shared<detail::DeferredState>();
   deferred->event.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!deferred->event) return fail_errno();
   std::unique_ptr<VringWorker> w(new VringWorker(queue_index, std::move(queue), kick_fd,
-                                                 std::move(stop_fd), memory, call, handler,
+                                                 std::move(stop_fd), memory, call, handler, pool,
                                                  std::move(deferred)));
   try {
     w->thread_ = std::thread([p = w.get()] { p->run(); });
@@ -201,10 +241,14 @@ uint16_t VringWorker::stop() {
     }
     thread_.join();
   }
-  // Joined: the queue is ours alone again. From here on finish() drops its
-  // chain; what finished before still goes on the used ring.
+  // Joined: nothing is popped any more. The pool's chains write into guest
+  // memory directly, so the ring stays the device's until they are answered
+  // (each is one request's syscalls: a lock wait is deferred, not pooled).
+  // Then the queue is ours alone again; from here on finish() drops its
+  // chain, and what finished before still goes on the used ring.
   {
-    std::lock_guard lock(deferred_->mu);
+    std::unique_lock lock(deferred_->mu);
+    deferred_->pooled_done.wait(lock, [this] { return deferred_->pooled == 0; });
     deferred_->alive = false;
   }
   if (add_finished() && queue_.should_notify()) call_.signal();
@@ -214,6 +258,28 @@ uint16_t VringWorker::stop() {
 size_t VringWorker::deferred_outstanding() const {
   std::lock_guard lock(deferred_->mu);
   return deferred_->outstanding;
+}
+
+bool VringWorker::pool_is_full() const {
+  std::lock_guard lock(deferred_->mu);
+  return deferred_->pooled >= queue_.size();
+}
+
+void VringWorker::dispatch_to_pool(uint16_t head, virtio::DescriptorChain chain,
+                                   const std::shared_ptr<const virtio::GuestMemory>& memory) {
+  {
+    std::lock_guard lock(deferred_->mu);
+    ++deferred_->pooled;
+  }
+  pool_->submit([state = deferred_, memory, head, index = index_, &handler = handler_,
+                 readable = std::move(chain.readable),
+                 writable = std::move(chain.writable)]() mutable {
+    auto len = serve_chain(handler, index, head, std::move(readable), writable, state, memory);
+    std::lock_guard lock(state->mu);
+    if (len) state->push_finished(head, *len);
+    --state->pooled;
+    state->pooled_done.notify_all();
+  });
 }
 
 bool VringWorker::add_finished() {
@@ -241,13 +307,16 @@ void VringWorker::run() {
       break;
     }
     if (fds[1].revents != 0) break;
+    bool serve = false;
     if (fds[2].revents & POLLIN) {
       uint64_t count;
       // Drained before the list is taken: a finish() after this read writes
       // the eventfd again, so nothing it queues is left unseen.
       (void)!::read(deferred_->event.get(), &count, sizeof count);
       if (add_finished() && queue_.should_notify()) call_.signal();
-      if (!(fds[0].revents & (POLLIN | POLLERR | POLLHUP | POLLNVAL))) continue;
+      // A full pool has room again: go on popping without a kick (the
+      // driver was told not to send one).
+      serve = std::exchange(pool_was_full_, false);
     }
     if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
       // Not a working eventfd: waiting again would spin.
@@ -262,8 +331,9 @@ void VringWorker::run() {
         break;
       }
       // r < 0 (EAGAIN: someone else drained it) is harmless: process anyway.
+      serve = true;
     }
-    process();
+    if (serve) process();
   }
   log::debug("vring {}: worker stopped at avail index {}", index_, queue_.next_avail());
 }
@@ -277,7 +347,15 @@ void VringWorker::process() {
   for (;;) {
     queue_.disable_notification();
     int popped = 0;
-    while (auto p = queue_.pop(*memory)) {
+    for (;;) {
+      // A pool holds at most a queue's worth of chains: a driver that
+      // republishes heads cannot make us queue without bound.
+      if (pool_ != nullptr && pool_is_full()) {
+        pool_was_full_ = true;
+        break;
+      }
+      auto p = queue_.pop(*memory);
+      if (!p) break;
       ++popped;
       if (!p->head_valid) {
         log::guest_fault(log::GuestFault::kInvalidHead, "vring {}: invalid head {} skipped", index_,
@@ -288,34 +366,19 @@ void VringWorker::process() {
                          p->error ? virtio::to_string(*p->error) : "?");
         queue_.add_used(p->head, 0);
         added = true;
-      } else {
-        IovecReader request(std::move(p->chain->readable));
-        // The chain keeps its segment list for a possible deferral.
-        IovecWriter reply(p->chain->writable);
-        const size_t room = reply.remaining();
-        ChainDeferrer deferrer(deferred_, memory, p->head, p->chain->writable, room);
-        uint32_t len = 0;
-        try {
-          len = handler_.handle(index_, request, reply, &deferrer);
-        } catch (...) {
-          // The handler answers errors itself; this is the last line: the
-          // chain goes back empty and the queue serves on.
-          log::guest_fault(log::GuestFault::kRequestFailed,
-                           "vring {}: request at head {} threw; returned empty", index_, p->head);
-          len = 0;
-        }
-        if (!deferrer.deferred()) {
-          // Never report more than the chain can hold.
-          len = static_cast<uint32_t>(std::min<size_t>(len, room));
-          queue_.add_used(p->head, len);
-          added = true;
-        }
+      } else if (pool_ != nullptr) {
+        dispatch_to_pool(p->head, std::move(*p->chain), memory);
+      } else if (auto len = serve_chain(handler_, index_, p->head, std::move(p->chain->readable),
+                                        p->chain->writable, deferred_, memory)) {
+        queue_.add_used(p->head, *len);
+        added = true;
       }
       served_.fetch_add(1, std::memory_order_relaxed);
       // stop(): finish the chain in hand, leave the rest for the next start.
       if (stopping_.load(std::memory_order_relaxed)) break;
     }
-    if (stopping_.load(std::memory_order_relaxed)) break;
+    // Stopping, or the pool is full: its next answer resumes us.
+    if (stopping_.load(std::memory_order_relaxed) || pool_was_full_) break;
     if (!queue_.enable_notification()) break;
     // More is announced but nothing could be popped twice in a row: the
     // driver's avail index is broken (pop() refuses it). Wait for a kick

@@ -21,6 +21,16 @@
 // chain goes on the used ring during stop()). Each worker has its own shared
 // state, so a ring that is stopped and started again never sees completions
 // of chains popped by an earlier worker (the "generation" is the state).
+//
+// Pooled chains (--thread-pool-size). With a ThreadPool the worker only pops:
+// each chain goes to a pool thread that runs the handler and writes the reply
+// straight into the chain (no copy), then queues (head, length) the same way
+// a finished deferred reply does. Because those writes reach guest memory,
+// stop() waits until every pooled chain is answered before the ring is
+// handed back; a pooled request that must wait for a lock defers itself as
+// above, so stop() never waits on a guest's lock. At most a queue's worth of
+// chains is in the pool at a time; beyond that the worker waits for answers
+// before it pops more.
 #pragma once
 
 #include <atomic>
@@ -33,6 +43,10 @@
 #include "util/unique_fd.h"
 #include "virtio/guest_memory.h"
 #include "virtio/queue.h"
+
+namespace vfsd {
+class ThreadPool;
+}
 
 namespace vfsd::vhost_user {
 
@@ -75,9 +89,12 @@ class VringWorker {
   /// Starts the thread. `kick_fd`, `memory`, `call` and `handler` must
   /// outlive the worker (the Backend owns them and stops the worker first).
   /// The worker serves what is already available before waiting for a kick.
+  /// With a `pool` (which must outlive the worker too), the chains are served
+  /// by its threads.
   static Result<std::unique_ptr<VringWorker>> start(uint32_t queue_index, virtio::SplitQueue queue,
                                                     int kick_fd, const MemorySnapshot& memory,
-                                                    CallFd& call, virtio::RequestHandler& handler);
+                                                    CallFd& call, virtio::RequestHandler& handler,
+                                                    ThreadPool* pool = nullptr);
   ~VringWorker();
   VringWorker(const VringWorker&) = delete;
   VringWorker& operator=(const VringWorker&) = delete;
@@ -96,13 +113,17 @@ class VringWorker {
  private:
   VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kick_fd, UniqueFd stop_fd,
               const MemorySnapshot& memory, CallFd& call, virtio::RequestHandler& handler,
-              std::shared_ptr<detail::DeferredState> deferred);
+              ThreadPool* pool, std::shared_ptr<detail::DeferredState> deferred);
   void run();
   // Serves everything available; false when stopping was requested midway.
   void process();
   // Puts the chains whose deferred reply finished on the used ring; true if
   // any was added.
   bool add_finished();
+  // Whether the pool holds a queue's worth of this worker's chains.
+  bool pool_is_full() const;
+  void dispatch_to_pool(uint16_t head, virtio::DescriptorChain chain,
+                        const std::shared_ptr<const virtio::GuestMemory>& memory);
 
   const uint32_t index_;
   virtio::SplitQueue queue_;
@@ -111,6 +132,10 @@ class VringWorker {
   const MemorySnapshot& memory_;
   CallFd& call_;
   virtio::RequestHandler& handler_;
+  ThreadPool* const pool_;  // null: chains are served on this thread
+  // process() stopped popping because the pool was full; the next answer
+  // resumes it. Worker thread only.
+  bool pool_was_full_ = false;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> served_{0};
   // Shared with the DeferredReply objects this worker handed out; outlives

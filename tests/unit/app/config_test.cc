@@ -218,5 +218,21 @@ TEST(CommandLine, TagIsOneTo36Bytes) {
   EXPECT_NE(parse({"--socket-path=/s", "--shared-dir=/tmp", "--tag="}).exit_code, 0);
 }
 
+TEST(CommandLine, ThreadPoolSizeDefaultsToZero) {
+  auto def = parse({"--socket-path=/s", "--shared-dir=/tmp"});
+  ASSERT_TRUE(def.config);
+  EXPECT_EQ(def.config->thread_pool_size, 0u);
+  // Kata's default extra arguments, and LXD's two-word form.
+  auto kata = parse({"--socket-path=/s", "--shared-dir=/tmp", "--thread-pool-size=1"});
+  ASSERT_TRUE(kata.config);
+  EXPECT_EQ(kata.config->thread_pool_size, 1u);
+  auto lxd = parse({"--fd=3", "--shared-dir", "/tmp", "--thread-pool-size", "0"});
+  ASSERT_TRUE(lxd.config);
+  EXPECT_EQ(lxd.config->thread_pool_size, 0u);
+  EXPECT_NE(parse({"--socket-path=/s", "--shared-dir=/tmp", "--thread-pool-size=-1"}).exit_code, 0);
+  EXPECT_NE(parse({"--socket-path=/s", "--shared-dir=/tmp", "--thread-pool-size=many"}).exit_code,
+            0);
+}
+
 }  // namespace
 }  // namespace vfsd::app

@@ -1,7 +1,11 @@
 // Deferred replies through a real ring: a handler defers some chains and
 // answers others; the deferred ones are finished later from another thread.
+// Every test runs twice: chains served on the queue's thread, and by a
+// thread pool (--thread-pool-size). The pool's own rules are tested last.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,16 +22,42 @@ namespace {
 using vfsd::test::VirtqDriver;
 
 constexpr uint32_t kQueueSize = 16;
-constexpr size_t kRingArea = 256 * 1024;
+constexpr size_t kGuestRam = 4 << 20;
+constexpr size_t kRingArea = 3 << 20;  // rings and buffers, room for a 1 MiB reply
 constexpr uint32_t kQueue = 1;
 
-// Defers every request that starts with "defer"; echoes the others.
+// Defers every request that starts with "defer"; "block" waits until
+// release(); "big N" answers N bytes of a pattern; echoes the others.
 class DeferringHandler : public virtio::RequestHandler {
  public:
   uint32_t handle(uint32_t, IovecReader& request, IovecWriter& reply,
                   ReplyDeferrer* deferrer) override {
     std::string in(request.remaining(), '\0');
     request.read(in.data(), in.size());
+    {
+      std::lock_guard lock(mu_);
+      threads_.push_back(std::this_thread::get_id());
+      max_inside_ = std::max(max_inside_, ++inside_);
+    }
+    uint32_t len = answer(in, reply, deferrer);
+    std::lock_guard lock(mu_);
+    --inside_;
+    return len;
+  }
+
+  uint32_t answer(const std::string& in, IovecWriter& reply, ReplyDeferrer* deferrer) {
+    if (in.rfind("block", 0) == 0) {
+      std::unique_lock lock(mu_);
+      ++blocked_;
+      released_cv_.notify_all();
+      released_cv_.wait(lock, [&] { return released_; });
+    }
+    if (in.rfind("big ", 0) == 0) {
+      std::string out(std::stoul(in.substr(4)), '\0');
+      for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<char>('a' + i % 26);
+      reply.write(out.data(), out.size());
+      return static_cast<uint32_t>(out.size());
+    }
     if (in.rfind("defer", 0) == 0 && deferrer != nullptr) {
       auto d = deferrer->defer();
       // At most once per request.
@@ -51,8 +81,33 @@ class DeferringHandler : public virtio::RequestHandler {
   }
   bool second_defer_was_null() const { return second_defer_was_null_; }
 
+  // Waits until `n` "block" requests are inside the handler at once.
+  bool wait_blocked(int n) {
+    std::unique_lock lock(mu_);
+    return released_cv_.wait_for(lock, std::chrono::seconds(30), [&] { return blocked_ >= n; });
+  }
+  void release() {
+    std::lock_guard lock(mu_);
+    released_ = true;
+    released_cv_.notify_all();
+  }
+  int max_inside() {
+    std::lock_guard lock(mu_);
+    return max_inside_;
+  }
+  std::vector<std::thread::id> threads() {
+    std::lock_guard lock(mu_);
+    return threads_;
+  }
+
  private:
   std::mutex mu_;
+  std::condition_variable released_cv_;
+  bool released_ = false;
+  int blocked_ = 0;
+  int inside_ = 0;
+  int max_inside_ = 0;
+  std::vector<std::thread::id> threads_;
   std::vector<std::unique_ptr<DeferredReply>> deferred_;
   std::atomic<bool> second_defer_was_null_{false};
 };
@@ -65,12 +120,13 @@ void finish_from_thread(std::unique_ptr<DeferredReply> reply, const std::string&
   }).join();
 }
 
-class Deferred : public ::testing::Test {
+// The parameter is --thread-pool-size (0: no pool).
+class Deferred : public ::testing::TestWithParam<uint32_t> {
  protected:
   void SetUp() override {
     kick_ = make_eventfd();
     call_ = make_eventfd();
-    fe_ = std::make_unique<FakeFrontend>(handler_);
+    fe_ = std::make_unique<FakeFrontend>(handler_, BackendOptions{.thread_pool_size = GetParam()});
     FakeFrontend& fe = *fe_;
     fe.send(Request::kSetProtocolFeatures, bytes(kOfferedProtocolFeatures));
     ASSERT_EQ(fe.acked(Request::kSetOwner), 0u);
@@ -82,6 +138,7 @@ class Deferred : public ::testing::Test {
     start_ring(0);
   }
   void TearDown() override {
+    handler_.release();
     if (fe_) {
       EXPECT_TRUE(fe_->hang_up().has_value());
     }
@@ -124,14 +181,14 @@ class Deferred : public ::testing::Test {
     return fe_->recv(10000);
   }
 
-  GuestRam ram_{1 << 20};
+  GuestRam ram_{kGuestRam};
   DeferringHandler handler_;
   std::unique_ptr<FakeFrontend> fe_;
   std::unique_ptr<VirtqDriver> driver_;
   UniqueFd kick_, call_;
 };
 
-TEST_F(Deferred, LaterChainIsAnsweredFirstAndTheDeferredOneWhenFinished) {
+TEST_P(Deferred, LaterChainIsAnsweredFirstAndTheDeferredOneWhenFinished) {
   VirtqDriver& d = *driver_;
   uint16_t a = submit("defer A");
   uint16_t b = submit("B");
@@ -154,7 +211,7 @@ TEST_F(Deferred, LaterChainIsAnsweredFirstAndTheDeferredOneWhenFinished) {
   EXPECT_TRUE(wait_until([&] { return drain_eventfd(call_.get()) == 1; }));
 }
 
-TEST_F(Deferred, FinishedChainIsNotSignalledWhenEventIdxSaysSo) {
+TEST_P(Deferred, FinishedChainIsNotSignalledWhenEventIdxSaysSo) {
   VirtqDriver& d = *driver_;
   submit("defer A");
   submit("B");
@@ -168,7 +225,7 @@ TEST_F(Deferred, FinishedChainIsNotSignalledWhenEventIdxSaysSo) {
   EXPECT_EQ(drain_eventfd(call_.get()), 0u);
 }
 
-TEST_F(Deferred, ReplyLongerThanTheChainIsCut) {
+TEST_P(Deferred, ReplyLongerThanTheChainIsCut) {
   uint16_t a = submit("defer", /*reply_size=*/4);
   ASSERT_TRUE(wait_until([&] { return handler_.deferred_count() == 1; }));
   auto r = handler_.take(0);
@@ -181,7 +238,7 @@ TEST_F(Deferred, ReplyLongerThanTheChainIsCut) {
   EXPECT_EQ(reply_of(a, 4), "abcd");
 }
 
-TEST_F(Deferred, GetVringBaseDoesNotWaitForDeferredChains) {
+TEST_P(Deferred, GetVringBaseDoesNotWaitForDeferredChains) {
   submit("defer A");
   ASSERT_TRUE(wait_until([&] { return handler_.deferred_count() == 1; }));
   auto r = get_vring_base();
@@ -190,7 +247,7 @@ TEST_F(Deferred, GetVringBaseDoesNotWaitForDeferredChains) {
   EXPECT_EQ(r->state().num, 1u) << "the deferred chain counts as consumed";
 }
 
-TEST_F(Deferred, FinishAfterTheRingStoppedDoesNothing) {
+TEST_P(Deferred, FinishAfterTheRingStoppedDoesNothing) {
   VirtqDriver& d = *driver_;
   uint16_t a = submit("defer A");
   ASSERT_TRUE(wait_until([&] { return handler_.deferred_count() == 1; }));
@@ -212,7 +269,7 @@ TEST_F(Deferred, FinishAfterTheRingStoppedDoesNothing) {
   EXPECT_EQ(d.used_elem(0).first, b);
 }
 
-TEST_F(Deferred, FinishBeforeStopIsHonoured) {
+TEST_P(Deferred, FinishBeforeStopIsHonoured) {
   VirtqDriver& d = *driver_;
   uint16_t a = submit("defer A");
   ASSERT_TRUE(wait_until([&] { return handler_.deferred_count() == 1; }));
@@ -223,7 +280,7 @@ TEST_F(Deferred, FinishBeforeStopIsHonoured) {
   EXPECT_EQ(d.used_elem(0), (std::pair<uint32_t, uint32_t>(a, 4)));
 }
 
-TEST_F(Deferred, FinishAfterDisconnectDoesNothing) {
+TEST_P(Deferred, FinishAfterDisconnectDoesNothing) {
   submit("defer A");
   ASSERT_TRUE(wait_until([&] { return handler_.deferred_count() == 1; }));
   auto reply = handler_.take(0);
@@ -234,7 +291,7 @@ TEST_F(Deferred, FinishAfterDisconnectDoesNothing) {
   EXPECT_EQ(driver_->used_idx(), 0);
 }
 
-TEST_F(Deferred, DroppedWithoutFinishReturnsTheChainEmpty) {
+TEST_P(Deferred, DroppedWithoutFinishReturnsTheChainEmpty) {
   uint16_t a = submit("defer A");
   ASSERT_TRUE(wait_until([&] { return handler_.deferred_count() == 1; }));
   handler_.take(0).reset();
@@ -242,7 +299,7 @@ TEST_F(Deferred, DroppedWithoutFinishReturnsTheChainEmpty) {
   EXPECT_EQ(driver_->used_elem(0), (std::pair<uint32_t, uint32_t>(a, 0)));
 }
 
-TEST_F(Deferred, ManyDeferredChainsFinishInAnyOrder) {
+TEST_P(Deferred, ManyDeferredChainsFinishInAnyOrder) {
   std::vector<uint16_t> heads;
   for (int i = 0; i < 5; ++i) heads.push_back(submit("defer " + std::to_string(i)));
   ASSERT_TRUE(wait_until([&] { return handler_.deferred_count() == 5; }));
@@ -269,6 +326,102 @@ TEST_F(Deferred, ManyDeferredChainsFinishInAnyOrder) {
   }
   EXPECT_EQ(seen, std::vector<bool>(5, true));
 }
+
+INSTANTIATE_TEST_SUITE_P(OnQueueThreadAndInPool, Deferred, ::testing::Values(0u, 2u),
+                         [](const auto& info) {
+                           return info.param == 0 ? std::string("NoPool")
+                                                  : "Pool" + std::to_string(info.param);
+                         });
+
+// --thread-pool-size's own rules.
+using Pool = Deferred;
+
+TEST_P(Pool, AsManyChainsRunAtOnceAsThePoolHasThreads) {
+  const int size = static_cast<int>(GetParam());
+  for (int i = 0; i <= size; ++i) submit("block " + std::to_string(i));
+  // On the queue's thread the second could not start before the first ends.
+  ASSERT_TRUE(handler_.wait_blocked(size));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(handler_.max_inside(), size);
+  handler_.release();
+  ASSERT_TRUE(wait_used(static_cast<uint16_t>(size + 1)));
+  auto threads = handler_.threads();
+  std::sort(threads.begin(), threads.end());
+  threads.erase(std::unique(threads.begin(), threads.end()), threads.end());
+  EXPECT_EQ(threads.size(), static_cast<size_t>(size));
+}
+
+TEST_P(Pool, LargeReplyLandsWhole) {
+  // 1 MiB (the guest's max_read) in one writable descriptor: a pool that
+  // bounced replies through a smaller buffer would cut or garble it.
+  constexpr uint32_t kSize = 1 << 20;
+  uint16_t head = submit("big " + std::to_string(kSize), kSize);
+  ASSERT_TRUE(wait_used(1));
+  EXPECT_EQ(driver_->used_elem(0), (std::pair<uint32_t, uint32_t>(head, kSize)));
+  std::string got = reply_of(head, kSize);
+  size_t bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) bad += got[i] != static_cast<char>('a' + i % 26);
+  EXPECT_EQ(bad, 0u);
+}
+
+TEST_P(Pool, GetVringBaseWaitsForPooledChains) {
+  uint16_t head = submit("block");
+  ASSERT_TRUE(handler_.wait_blocked(1));
+  // The pooled chain writes into guest memory: the ring must not be handed
+  // back while it runs.
+  fe_->send(Request::kGetVringBase, bytes(VringState{kQueue, 0}));
+  EXPECT_FALSE(fe_->recv(300)) << "GET_VRING_BASE answered while a pooled chain ran";
+  handler_.release();
+  auto r = fe_->recv(10000);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->state().num, 1u);
+  // Answered before the ring was handed back.
+  EXPECT_EQ(driver_->used_idx(), 1);
+  EXPECT_EQ(driver_->used_elem(0), (std::pair<uint32_t, uint32_t>(head, 5)));
+}
+
+// A driver can republish a head that is still in the pool. The worker takes
+// at most a queue's worth of chains into the pool, and takes more, without a
+// kick, as answers come back.
+TEST_P(Pool, FullPoolResumesWhenAnswersComeBack) {
+  uint16_t head = driver_->add_chain({"block"}, {8});
+  submit("block first");
+  ASSERT_TRUE(handler_.wait_blocked(1));
+  // A queue's worth in the pool, then ten more published behind it.
+  for (int batch : {static_cast<int>(kQueueSize) - 1, 10}) {
+    for (int i = 0; i < batch; ++i) driver_->publish(head);
+    uint64_t one = 1;
+    ASSERT_EQ(write(kick_.get(), &one, sizeof one), 8);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  handler_.release();
+  EXPECT_TRUE(wait_used(static_cast<uint16_t>(kQueueSize + 10)))
+      << "used index " << driver_->used_idx();
+}
+
+TEST_P(Pool, PoolTakesAtMostAQueueOfChains) {
+  uint16_t head = driver_->add_chain({"block"}, {8});
+  submit("block first");
+  ASSERT_TRUE(handler_.wait_blocked(1));
+  // Keep republishing, a little under a queue ahead each time: a worker that
+  // kept popping would take them all into the pool.
+  for (int round = 0; round < 4; ++round) {
+    for (uint32_t i = 0; i < kQueueSize - 1; ++i) driver_->publish(head);
+    uint64_t one = 1;
+    ASSERT_EQ(write(kick_.get(), &one, sizeof one), 8);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  handler_.release();
+  // The first queue's worth is answered; the avail index is now far past
+  // what may be outstanding, so pop() refuses the rest.
+  ASSERT_TRUE(wait_used(static_cast<uint16_t>(kQueueSize)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(driver_->used_idx(), kQueueSize);
+  EXPECT_EQ(handler_.threads().size(), kQueueSize);
+}
+
+INSTANTIATE_TEST_SUITE_P(ThreadPool, Pool, ::testing::Values(1u, 3u),
+                         [](const auto& info) { return "Size" + std::to_string(info.param); });
 
 }  // namespace
 }  // namespace vfsd::vhost_user::test

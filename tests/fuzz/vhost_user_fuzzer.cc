@@ -9,7 +9,9 @@
 // frames of one message each.
 //   config  bits 0-1 queues (kQueues); bit 2 the FUSE server is initialized
 //           (INIT) before the connection, so chains run deep; bit 3 the
-//           back-end has a tag (CONFIG offered, GET_CONFIG served)
+//           back-end has a tag (CONFIG offered, GET_CONFIG served); bit 4
+//           the request queues are served by a pool of 2 threads
+//           (--thread-pool-size=2)
 //   image   written to memfd 0 (64 KiB) at offset 0
 //   message byte 0: which pool fds go with it (bit i: pool fd i);
 //           byte 1: bit 0 set the header's size to the payload present,
@@ -156,9 +158,11 @@ void run_input(const uint8_t* data, size_t size) {
       server.handle(r, w);
     }
     ServerHandler handler(server);
-    // Bit 3: a tag, so CONFIG is offered and GET_CONFIG served.
+    // Bit 3: a tag, so CONFIG is offered and GET_CONFIG served. Bit 4: a
+    // thread pool serves the request queues.
     vhost_user::BackendOptions options{kQueues[config & 3]};
     if (config & 8) options.tag = "fuzz-tag";
+    if (config & 16) options.thread_pool_size = 2;
     vhost_user::Backend backend(handler, options);
 
     int pair[2];

@@ -220,10 +220,11 @@ hcheck host_reboot "reboot/data or reboot/after wrong, or phase file left" \
   test "$(cat "$s/reboot/data" 2>/dev/null)" = "$reboot_token" \
   -a "$(cat "$s/reboot/after" 2>/dev/null)" = "after-reboot $reboot_token" -a ! -e "$s/reboot/phase"
 if [[ $daemon == ours ]]; then
-  # CHOWN DAC_OVERRIDE FOWNER FSETID SETGID SETUID MKNOD SETFCAP (docs/security.md).
+  # CHOWN DAC_OVERRIDE FOWNER FSETID SETGID SETUID MKNOD SETFCAP, and
+  # DAC_READ_SEARCH for the default --inode-file-handles=prefer (docs/security.md).
   confinement_want="parent_capeff 0000000000000000
-child_capeff 00000000880000db
-child_capbnd 00000000880000db
+child_capeff 00000000880000df
+child_capbnd 00000000880000df
 child_seccomp 2
 child_nonewprivs 1
 child_new_mnt yes

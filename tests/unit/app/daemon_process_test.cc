@@ -334,10 +334,10 @@ TEST_F(DaemonProcessTest, RlimitNofileBoundsWhatTheGuestCanHoldAndTheDaemonServe
   struct stat before {};
   ASSERT_EQ(::stat(mnt.c_str(), &before), 0);
   // 1000 - the reserve (609 + 64) = 327 fds: about 163 files (an inode and a
-  // handle each).
-  DaemonProcess d(
-      {"--shared-dir=" + share_, "--fuse-mount=" + mnt, "--rlimit-nofile=1000", "--cache=never"},
-      {}, dir_ + "/daemon.log");
+  // handle each; =never: with file handles, the default, inodes hold none).
+  DaemonProcess d({"--shared-dir=" + share_, "--fuse-mount=" + mnt, "--rlimit-nofile=1000",
+                   "--cache=never", "--inode-file-handles=never"},
+                  {}, dir_ + "/daemon.log");
   bool mounted = false;
   for (int i = 0; i < 3000 && !mounted && d.alive(); ++i) {
     struct stat now {};

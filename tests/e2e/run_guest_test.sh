@@ -25,7 +25,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 
-daemon="" binary="$VFSD_ROOT/build/virtiofsd" sabotage=0 limit=240 keep=0
+daemon="" binary="$VFSD_ROOT/build/virtiofsd" sabotage=0 limit=360 keep=0
 while (($#)); do
   case $1 in
     --daemon=*) daemon=${1#*=} ;;

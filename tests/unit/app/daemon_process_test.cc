@@ -234,6 +234,11 @@ TEST_F(DaemonProcessTest, DefaultSandboxSeccompAndCapabilitiesAsDocumented) {
   ASSERT_NE(log().find("Waiting for vhost-user socket connection..."), std::string::npos) << log();
   const pid_t child = only_child_of(d.pid());
   ASSERT_GT(child, 0) << "no serving child";
+  // The parent drops its capabilities after the fork, concurrently with the
+  // child's start-up: the child may be waiting before the parent is done.
+  for (int i = 0; i < 3000 && status_line(d.pid(), "CapEff") != "0000000000000000"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   EXPECT_EQ(status_line(d.pid(), "CapEff"), "0000000000000000");
   EXPECT_EQ(status_line(d.pid(), "CapPrm"), "0000000000000000");
   // CHOWN DAC_OVERRIDE FOWNER FSETID SETGID SETUID MKNOD SETFCAP, and

@@ -1,10 +1,18 @@
 #include "app/config.h"
 
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <map>
 
 namespace vfsd::app {
@@ -154,7 +162,9 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   Config config;
   Switches sw;
   std::string cache = "auto";
-  std::string file_handles = "never";
+  // 1.13.3's default (it was never before): launchers such as libvirt
+  // cannot pass the option, and held O_PATH fds pile up without it.
+  std::string file_handles = "prefer";
   std::string deprecated_socket;
   std::vector<std::string> compat_options;
   bool compat_debug = false, compat_foreground = false;
@@ -174,7 +184,7 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
       cli.add_option("--socket", deprecated_socket, "vhost-user socket path [deprecated]");
   auto* fd_option =
       cli.add_option("--fd", fd, "File descriptor of an inherited, listening vhost-user socket")
-          ->check(CLI::NonNegativeNumber);
+          ->check(CLI::Range(0, std::numeric_limits<int>::max()));
   auto* mount = cli.add_option("--fuse-mount", config.fuse_mountpoint,
                                "Serve the shared directory as a FUSE mount on the host at this "
                                "mount point instead of to a VM");
@@ -203,10 +213,10 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   cli.add_flag("--no-announce-submounts", sw.no_announce_submounts,
                "Do not tell the guest which directories are mount points");
   cli.add_option("--inode-file-handles", file_handles,
-                 "Reference inodes by file handles instead of O_PATH fds: never, prefer or "
-                 "mandatory (default: never; the flag alone means prefer)")
-      ->expected(0, 1)
-      ->default_str("prefer")
+                 "When to use file handles to reference inodes instead of O_PATH file "
+                 "descriptors: never, prefer (file handles where the filesystem has them and "
+                 "they can be opened, else O_PATH fds; 'fallback' is a deprecated alias) or "
+                 "mandatory; given as --inode-file-handles=MODE [default: prefer]")
       ->check(CLI::IsMember({"never", "prefer", "fallback", "mandatory"}));
   cli.add_flag("--killpriv-v2", sw.killpriv_v2, "Enable KILLPRIV V2 support");
   cli.add_flag("--no-killpriv-v2", sw.no_killpriv_v2, "Disable KILLPRIV V2 support (the default)");
@@ -248,6 +258,11 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
                  "Maximum thread pool size. A value of \"0\" disables the pool (requests are "
                  "served on their queue's thread) [default: 0]");
   cli.add_flag("--syslog", config.syslog, "Log to syslog (LOG_USER) [default: stderr]");
+  cli.add_flag("--reconnect", config.reconnect,
+               "Beyond the Rust virtiofsd: when the frontend disconnects (or is killed), keep "
+               "running and serve the next frontend that connects to the same socket "
+               "(--socket-path or --fd) with a fresh FUSE session, as after a new mount; "
+               "SIGTERM, SIGINT and SIGHUP then exit 0 [default: exit 0 on disconnect]");
   cli.add_flag("--print-capabilities", print_capabilities,
                "Print vhost-user.json backend program capabilities and exit");
   cli.add_option("--migration-mode", migration_mode,
@@ -271,15 +286,28 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   cli.add_flag("-d", compat_debug, "Set log level to debug [deprecated]");
   cli.add_flag("-f", compat_foreground, "Has no effect [deprecated]");
 
+  auto usage_error = [](const std::string& message) {
+    return ParseOutcome{std::nullopt, report_usage_error(message)};
+  };
+  // As clap's require_equals in the Rust virtiofsd: the mode is given with
+  // '=' only, so `--inode-file-handles prefer` (or the option alone) is an
+  // error instead of a value taken from the next word.
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--") break;
+    if (std::string_view(argv[i]) == "--inode-file-handles") {
+      return usage_error(
+          "--inode-file-handles: the mode must be given with '=' "
+          "(--inode-file-handles=never|prefer|mandatory)");
+    }
+  }
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return {std::nullopt, cli.exit(e)};
+    // --help and --version print to stdout and exit 0; a usage error is
+    // one line on stderr, without CLI11's "Run with --help" hint.
+    if (e.get_exit_code() == 0) return {std::nullopt, cli.exit(e)};
+    return usage_error(e.what());
   }
-  auto usage_error = [](const std::string& message) {
-    std::fprintf(stderr, "virtiofsd: %s\n", message.c_str());
-    return ParseOutcome{std::nullopt, 1};
-  };
   // Before anything else is required: libvirt runs `BINARY
   // --print-capabilities`, wrappers add their own options to it.
   if (print_capabilities) {
@@ -316,8 +344,10 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
     config.warnings.push_back("Use of deprecated option '--socket': please use '--socket-path'");
   }
   if (file_handles == "fallback") {
+    // As 1.13.3, which maps it to prefer.
     config.warnings.push_back(
-        "Use of deprecated value 'fallback' for '--inode-file-handles': please use 'prefer'");
+        "Use of deprecated value 'fallback' for '--inode-file-handles': Please use 'prefer' "
+        "instead");
   }
 
   // RUST_LOG overrides --log-level, as for the Rust virtiofsd (whose
@@ -360,6 +390,9 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   if (config.socket_path.empty() && fd < 0 && config.fuse_mountpoint.empty()) {
     return usage_error("one of --socket-path, --fd or --fuse-mount is required");
   }
+  if (config.reconnect && !config.fuse_mountpoint.empty()) {
+    return usage_error("--reconnect: not with --fuse-mount (there is no frontend to reconnect)");
+  }
   if (fd >= 0) config.listen_fd = fd;
 
   auto& fs = config.fs;
@@ -393,6 +426,69 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   if (!caps) return usage_error(message);
   config.capabilities = std::move(*caps);
   return {std::move(config), 0};
+}
+
+int report_usage_error(std::string_view message) {
+  std::string line(message);
+  // CLI11 ends some messages with a newline; inner ones become "; ".
+  line.erase(line.find_last_not_of(" \t\r\n") + 1);
+  for (size_t pos; (pos = line.find('\n')) != std::string::npos;) line.replace(pos, 1, "; ");
+  std::fprintf(stderr, "virtiofsd: %s\n", line.c_str());
+  std::fflush(stderr);
+  return 1;
+}
+
+std::string check_before_start(Config& config) {
+  auto why = [](int error) { return std::string(std::strerror(error)); };
+  if (!config.fs.shared_dir.empty()) {
+    struct stat st {};
+    if (::stat(config.fs.shared_dir.c_str(), &st) != 0) {
+      return "--shared-dir: " + config.fs.shared_dir + ": " + why(errno);
+    }
+    if (!S_ISDIR(st.st_mode)) return "--shared-dir: " + config.fs.shared_dir + ": not a directory";
+  }
+  if (!config.socket_path.empty() && config.socket_path.size() >= sizeof(sockaddr_un::sun_path)) {
+    return "--socket-path: " + config.socket_path + " is " +
+           std::to_string(config.socket_path.size()) +
+           " bytes long; a UNIX socket path has at "
+           "most " +
+           std::to_string(sizeof(sockaddr_un::sun_path) - 1);
+  }
+  if (config.listen_fd) {
+    const int fd = *config.listen_fd;
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return "--fd: " + std::to_string(fd) + ": " + why(errno);
+    int listening = 0, type = 0;
+    socklen_t len = sizeof listening, type_len = sizeof type;
+    if (!S_ISSOCK(st.st_mode) ||
+        ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 ||
+        ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 || type != SOCK_STREAM ||
+        listening == 0) {
+      return "--fd: " + std::to_string(fd) + " is not a listening stream socket";
+    }
+  }
+  if (config.rlimit_nofile && *config.rlimit_nofile > 0) {
+    uint64_t nr_open = 0;
+    if (FILE* f = std::fopen("/proc/sys/fs/nr_open", "re")) {
+      if (std::fscanf(f, "%lu", &nr_open) != 1) nr_open = 0;
+      std::fclose(f);
+    }
+    if (nr_open > 0 && *config.rlimit_nofile > nr_open) {
+      return "--rlimit-nofile: " + std::to_string(*config.rlimit_nofile) +
+             " is above /proc/sys/fs/nr_open (" + std::to_string(nr_open) + ")";
+    }
+  }
+  if (!config.socket_group.empty()) {
+    const std::string& name = config.socket_group;
+    if (const group* g = ::getgrnam(name.c_str())) {
+      config.socket_gid = g->gr_gid;
+    } else if (name.find_first_not_of("0123456789") == std::string::npos && name.size() < 10) {
+      config.socket_gid = static_cast<gid_t>(std::stoul(name));
+    } else {
+      return "--socket-group: no group named '" + name + "'";
+    }
+  }
+  return "";
 }
 
 }  // namespace vfsd::app

@@ -3,6 +3,8 @@
 // libvirt or Kata configuration that starts it can start us instead.
 #pragma once
 
+#include <sys/types.h>
+
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,6 +22,8 @@ struct Config {
   std::string socket_path;            // --socket-path (or the deprecated --socket)
   std::optional<int> listen_fd;       // --fd: an inherited listening socket
   std::string socket_group;           // --socket-group: a group that may connect too
+  std::optional<gid_t> socket_gid;    // its gid (check_before_start resolves it)
+  bool reconnect = false;             // --reconnect: serve the next frontend after a disconnect
   std::string fuse_mountpoint;        // --fuse-mount: serve over /dev/fuse on the host instead
   std::string tag;                    // --tag: served in the config space (empty: none)
   passthrough::PassthroughConfig fs;  // the filesystem options
@@ -51,6 +55,17 @@ struct ParseOutcome {
 };
 
 ParseOutcome parse_command_line(int argc, const char* const* argv);
+
+/// The checks of a parsed command line against the host that can fail
+/// before anything is created (the shared directory is a directory, the
+/// socket path fits a sockaddr_un, --fd is a listening socket, the
+/// --socket-group exists; resolves socket_gid). Returns "" or the one-line
+/// usage error naming the option and the reason.
+std::string check_before_start(Config& config);
+
+/// Prints a usage error as the single line "virtiofsd: MESSAGE" on stderr
+/// (newlines inside MESSAGE become "; "); returns the exit status, 1.
+int report_usage_error(std::string_view message);
 
 /// What --print-capabilities prints: the vhost-user.json "type" and
 /// "features" of this backend.

@@ -82,16 +82,6 @@ void setup_logging(const std::string& level, bool use_syslog) {
   if (syslog_missing) log::warn("--syslog: nothing listens on /dev/log; logging to stderr");
 }
 
-// A group name, or failing that a numeric gid.
-std::optional<gid_t> resolve_group(const std::string& name) {
-  if (const group* g = ::getgrnam(name.c_str())) return g->gr_gid;
-  if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos &&
-      name.size() < 10) {
-    return static_cast<gid_t>(std::stoul(name));
-  }
-  return std::nullopt;
-}
-
 int fail_step(const std::string& step, Errno error) {
   log::error("{}: {}", step, errno_name(error.value));
   return 1;
@@ -99,11 +89,13 @@ int fail_step(const std::string& step, Errno error) {
 
 // SIGTERM and SIGHUP end the daemon at once with status 1, as the Rust
 // virtiofsd's handler does (a frontend disconnect is the clean exit, 0).
-// Installed as handlers rather than left at their default: in a new pid
-// namespace the daemon is that namespace's init, which ignores every signal
-// it has no handler for (the parent forwards them).
+// With --reconnect there is no such exit: a stop signal is the normal end,
+// status 0. Installed as handlers rather than left at their default: in a
+// new pid namespace the daemon is that namespace's init, which ignores every
+// signal it has no handler for (the parent forwards them).
+volatile sig_atomic_t g_stop_status = 1;
 void exit_on_stop_signal(int) {
-  ::_exit(1);
+  ::_exit(g_stop_status);
 }
 
 // Step 1.
@@ -112,6 +104,7 @@ int set_up_process(const Config& config) {
   // write reports EPIPE instead.
   ::signal(SIGPIPE, SIG_IGN);
   if (config.fuse_mountpoint.empty()) {
+    g_stop_status = config.reconnect ? 0 : 1;
     for (int sig : {SIGTERM, SIGHUP, SIGINT}) ::signal(sig, exit_on_stop_signal);
   }
   // The guest sends its own umask with every creating request and the
@@ -127,14 +120,8 @@ int set_up_process(const Config& config) {
 // Step 2 (vhost-user): the listening socket.
 Result<UniqueFd> open_listener(const Config& config) {
   if (config.listen_fd) return UniqueFd(*config.listen_fd);
-  std::optional<gid_t> group;
-  if (!config.socket_group.empty()) {
-    group = resolve_group(config.socket_group);
-    if (!group) {
-      log::error("--socket-group: no group named '{}'", config.socket_group);
-      return fail(EINVAL);
-    }
-  }
+  // check_before_start resolved --socket-group.
+  const std::optional<gid_t> group = config.socket_gid;
   // The pid file first: a second daemon on the same socket stops here,
   // before it replaces the first one's socket. Its lock lasts as long as the
   // process (and its sandboxed child, which inherits the fd).
@@ -254,28 +241,56 @@ int run_vhost_user(const Config& config) {
 
   fuse::Server server(*fs->top(), server_options(config));
   FuseRequestHandler handler(server);
-  log::info("Waiting for vhost-user socket connection...");
-  auto connection = vhost_user::accept_one(listener->get());
-  if (!connection) return fail_step("accepting the vhost-user connection", connection.error());
-  // One frontend per daemon, as in the Rust virtiofsd: stop listening so
-  // that a second frontend cannot queue up behind it, and remove the socket
-  // file where it is still in reach (not from inside a sandbox).
-  listener->reset();
-  if (!config.listen_fd && config.sandbox == sandbox::Mode::kNone) {
-    // unlinkat, not unlink: the filter allows the one syscall the
-    // passthrough uses.
-    ::unlinkat(AT_FDCWD, config.socket_path.c_str(), 0);
-  }
-  log::info("Client connected, servicing requests");
+  for (unsigned frontends = 0;; ++frontends) {
+    log::info("Waiting for vhost-user socket connection...");
+    auto connection = vhost_user::accept_one(listener->get());
+    if (!connection) {
+      // A launcher may shut the listening socket down once its VMM is
+      // connected (Proxmox): after a first frontend that ends --reconnect.
+      if (frontends > 0 && connection.error().value == EINVAL) {
+        log::info("--reconnect: the listening socket was shut down, exiting");
+        return 0;
+      }
+      return fail_step("accepting the vhost-user connection", connection.error());
+    }
+    if (!config.reconnect) {
+      // One frontend per daemon, as in the Rust virtiofsd: stop listening so
+      // that a second frontend cannot queue up behind it, and remove the
+      // socket file where it is still in reach (not from inside a sandbox).
+      listener->reset();
+      if (!config.listen_fd && config.sandbox == sandbox::Mode::kNone) {
+        // unlinkat, not unlink: the filter allows the one syscall the
+        // passthrough uses.
+        ::unlinkat(AT_FDCWD, config.socket_path.c_str(), 0);
+      }
+    }
+    log::info("Client connected, servicing requests");
 
-  vhost_user::Backend backend(handler, vhost_user::BackendOptions{
-                                           .tag = config.tag,
-                                           .thread_pool_size = config.thread_pool_size,
-                                       });
-  auto served = backend.serve(std::move(*connection));
-  if (!served) return fail_step("serving the vhost-user connection", served.error());
-  log::info("Client disconnected, shutting down");
-  return 0;
+    VoidResult served = ok();
+    {
+      // A Backend per connection: nothing of the last frontend's memory
+      // table, rings or features survives into the next.
+      vhost_user::Backend backend(handler, vhost_user::BackendOptions{
+                                               .tag = config.tag,
+                                               .thread_pool_size = config.thread_pool_size,
+                                           });
+      served = backend.serve(std::move(*connection));
+    }
+    if (!config.reconnect) {
+      if (!served) return fail_step("serving the vhost-user connection", served.error());
+      log::info("Client disconnected, shutting down");
+      return 0;
+    }
+    if (!served) {
+      log::warn("serving the vhost-user connection: {}; --reconnect: dropping it",
+                errno_name(served.error().value));
+    }
+    // The next frontend brings a new guest: start it from a fresh FUSE
+    // session, as after a new mount (every inode and handle the last guest
+    // held is dropped; its INIT finds no session open).
+    server.end_session();
+    log::info("Client disconnected; --reconnect: serving the next frontend on the same socket");
+  }
 }
 
 int run_host_mount(const Config& config) {
@@ -314,6 +329,10 @@ int run(const Config& config) {
 int main(int argc, char** argv) {
   auto parsed = vfsd::app::parse_command_line(argc, argv);
   if (!parsed.config) return parsed.exit_code;
+  // Usage errors that depend on the host, still before anything is created.
+  if (auto error = vfsd::app::check_before_start(*parsed.config); !error.empty()) {
+    return vfsd::app::report_usage_error(error);
+  }
   vfsd::app::setup_logging(parsed.config->log_level, parsed.config->syslog);
   try {
     return vfsd::app::run(*parsed.config);

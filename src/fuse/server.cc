@@ -1243,14 +1243,23 @@ size_t Server::do_init(Request& req) {
 }
 
 size_t Server::do_destroy(Request& req) {
-  std::lock_guard lock(session_mutex_);
   // As any request outside a session.
-  if (!initialized()) return req.reply_error(EIO);
+  if (!close_session()) return req.reply_error(EIO);
+  return req.reply_ok();
+}
+
+void Server::end_session() {
+  if (close_session()) log::info("fuse: session ended without DESTROY; filesystem reset");
+}
+
+bool Server::close_session() {
+  std::lock_guard lock(session_mutex_);
+  if (!initialized()) return false;
   gate_.close_and_wait();
   initialized_.store(false, std::memory_order_release);
   fs_.destroy();
   gate_.reopen();
-  return req.reply_ok();
+  return true;
 }
 
 }  // namespace vfsd::fuse

@@ -45,6 +45,12 @@ class Server {
   /// Thread-safe: called concurrently from several queue workers.
   size_t handle(IovecReader& request, IovecWriter& reply, ReplyDeferrer* deferrer = nullptr);
 
+  /// Ends the open session as a DESTROY would (the filesystem drops every
+  /// inode and handle of it), without a request: the transport lost its
+  /// guest (a frontend disconnected) and the next one starts with INIT.
+  /// Waits for requests in flight; a no-op without a session.
+  void end_session();
+
   /// Whether a session is open (INIT answered, no DESTROY since).
   bool initialized() const { return initialized_.load(std::memory_order_acquire); }
 
@@ -60,6 +66,8 @@ class Server {
   size_t dispatch(detail::Request& req, ReplyDeferrer* deferrer);
   size_t do_init(detail::Request& req);
   size_t do_destroy(detail::Request& req);
+  // DESTROY's work: false if no session was open.
+  bool close_session();
 
   FileSystem& fs_;
   const ServerOptions options_;

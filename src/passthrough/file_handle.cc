@@ -57,17 +57,19 @@ Result<bool> check_file_handles(int root_fd, bool mandatory) {
   const char* mode = mandatory ? "mandatory" : "prefer";
   auto handle = FileHandle::from_fd(root_fd);
   if (!handle) {
+    // As the Rust virtiofsd's prefer: a shared directory without handles
+    // (EOPNOTSUPP, or too big: EOVERFLOW) turns them off altogether; any
+    // other failure is a failed start in either mode.
     if (!mandatory && handles_unsupported(handle.error())) {
       log::warn(
           "--inode-file-handles=prefer: the shared directory's filesystem has no file handles "
-          "({}); its inodes hold O_PATH fds",
+          "({}); file handles turned off, inodes hold O_PATH fds",
           errno_name(handle.error().value));
-      return true;
+      return false;
     }
     log::error("--inode-file-handles={}: name_to_handle_at on the shared directory: {}", mode,
                errno_name(handle.error().value));
-    if (mandatory) return tl::unexpected(handle.error());
-    return false;
+    return tl::unexpected(handle.error());
   }
   // open_by_handle_at refuses an O_PATH mount fd: use a real one.
   auto mount_fd = open_beneath(root_fd, ".", O_RDONLY | O_DIRECTORY);

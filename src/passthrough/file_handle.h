@@ -82,9 +82,12 @@ inline bool handles_unsupported(Errno e) {
 /// Start-up check of --inode-file-handles on the shared directory `root_fd`:
 /// makes a handle of it and opens that handle again. Returns whether handles
 /// are to be used. `mandatory`: any failure is an error (logged, naming the
-/// step). Otherwise (prefer): a filesystem without handles keeps prefer (each
-/// filesystem falls back on its own), but a handle that cannot be opened
-/// (EPERM: no CAP_DAC_READ_SEARCH) turns handles off with a warning.
+/// step). Otherwise (prefer), as the Rust virtiofsd 1.13.3's: a shared
+/// directory whose filesystem has no handles (EOPNOTSUPP, EOVERFLOW), or a
+/// handle that cannot be opened (EPERM: no CAP_DAC_READ_SEARCH, e.g.
+/// unprivileged) turns handles off altogether with a warning; other
+/// name_to_handle_at errors fail. With handles on, a submount without them
+/// falls back on its own (per mount, at lookup).
 Result<bool> check_file_handles(int root_fd, bool mandatory);
 
 }  // namespace vfsd::passthrough

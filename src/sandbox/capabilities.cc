@@ -46,8 +46,9 @@ Result<CapabilitySet> capability_set(std::string_view modcaps, bool file_handles
   if (file_handles) {
     if (set.removed.count("DAC_READ_SEARCH") != 0) {
       message =
-          "--modcaps: DAC_READ_SEARCH cannot be removed with --inode-file-handles "
-          "(opening file handles needs it)";
+          "--modcaps: DAC_READ_SEARCH cannot be removed while --inode-file-handles is prefer "
+          "(the default) or mandatory (opening file handles needs it; use "
+          "--inode-file-handles=never)";
       return fail(EINVAL);
     }
     set.keep.insert("DAC_READ_SEARCH");

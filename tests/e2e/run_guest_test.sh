@@ -25,7 +25,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 
-daemon="" binary="$VFSD_ROOT/build/virtiofsd" sabotage=0 limit=240 keep=0
+daemon="" binary="$VFSD_ROOT/build/virtiofsd" sabotage=0 limit=360 keep=0
 while (($#)); do
   case $1 in
     --daemon=*) daemon=${1#*=} ;;
@@ -153,7 +153,7 @@ done < <(vfsd_console_lines "$work/console.log" 'E2E [a-z_0-9]* \(PASS\|FAIL\)')
 
 expected_guest=(mount listing crud big_write hostfile_sha256 mkdir_rmdir rename_over hardlink
   symlink chmod_chown_utimes unlink_open many_host many_guest statfs nonroot_owner nonroot_denied
-  tree_copy reboot_write reboot_read umount2)
+  tree_copy reboot_write reboot_read umount2 reboot2_read umount3)
 for n in "${expected_guest[@]}"; do
   [[ -v "result[$n]" ]] || record "$n" FAIL "marker missing from the guest console"
 done
@@ -173,12 +173,12 @@ elif ((qemu_rc != 0)); then
 else
   record guest_finished PASS
 fi
-hcheck guest_rebooted "mount marker seen $mount_passes times, expected 2 (boot + reboot)" \
-  test "$mount_passes" -eq 2
+hcheck guest_rebooted "mount marker seen $mount_passes times, expected 3 (boot + 2 reboots)" \
+  test "$mount_passes" -eq 3
 # Kernel warnings, BUGs and oopses, on the console and in the dmesg dump of
-# each boot (2: the guest reboots once).
+# each boot (3: the guest reboots twice).
 while read -r name res rest; do record "$name" "$res" "$rest"; done \
-  < <(vfsd_kernel_checks "$work/console.log" 2)
+  < <(vfsd_kernel_checks "$work/console.log" 3)
 
 if ((sabotage)) && [[ -f $share/big.bin ]]; then
   printf '\xff' | dd of="$share/big.bin" bs=1 seek=33333333 conv=notrunc status=none
@@ -216,14 +216,16 @@ hcheck host_tree_copy "diff -r tree tree-cpa / untar/tree differs" \
   bash -c "diff -r '$s/tree' '$s/tree-cpa' >/dev/null 2>&1 && diff -r '$s/tree' '$s/untar/tree' >/dev/null 2>&1 &&
     [[ \$(stat -c %a '$s/tree-cpa/a/f3') == 600 && \$(stat -c %Y '$s/tree-cpa/a/f5') == \$(stat -c %Y '$s/tree/a/f5') ]] &&
     [[ \$(readlink '$s/tree-cpa/d/link') == ../a/b/c/deep.txt ]]"
-hcheck host_reboot "reboot/data or reboot/after wrong, or phase file left" \
+hcheck host_reboot "reboot/data, reboot/after or reboot/after2 wrong, or phase file left" \
   test "$(cat "$s/reboot/data" 2>/dev/null)" = "$reboot_token" \
-  -a "$(cat "$s/reboot/after" 2>/dev/null)" = "after-reboot $reboot_token" -a ! -e "$s/reboot/phase"
+  -a "$(cat "$s/reboot/after" 2>/dev/null)" = "after-reboot $reboot_token" \
+  -a "$(cat "$s/reboot/after2" 2>/dev/null)" = "after-reboot2 $reboot_token" -a ! -e "$s/reboot/phase"
 if [[ $daemon == ours ]]; then
-  # CHOWN DAC_OVERRIDE FOWNER FSETID SETGID SETUID MKNOD SETFCAP (docs/security.md).
+  # CHOWN DAC_OVERRIDE FOWNER FSETID SETGID SETUID MKNOD SETFCAP, and
+  # DAC_READ_SEARCH for the default --inode-file-handles=prefer (docs/security.md).
   confinement_want="parent_capeff 0000000000000000
-child_capeff 00000000880000db
-child_capbnd 00000000880000db
+child_capeff 00000000880000df
+child_capbnd 00000000880000df
 child_seccomp 2
 child_nonewprivs 1
 child_new_mnt yes

@@ -3,7 +3,8 @@
 # collects them and, after poweroff, verifies on the host what applies.
 # Expectations computed by the host come from /guest/env.sh (E2E_* variables).
 # Boot 1 runs everything, then reboots; boot 2 (found by the phase file in the
-# share) checks that the data written before the reboot is still there.
+# share) checks that the data written before the reboot is still there,
+# writes more and reboots again; boot 3 checks both.
 
 M=/mnt
 
@@ -32,18 +33,36 @@ else
   return 0 2>/dev/null || exit 0
 fi
 
-if [ -f "$M/reboot/phase" ]; then
-  # ---- boot 2: after the guest reboot -------------------------------------
+if [ "$(cat "$M/reboot/phase" 2>/dev/null)" = 2 ]; then
+  # ---- boot 2: after the first guest reboot -------------------------------
   got=$(cat "$M/reboot/data" 2>&1)
-  if [ "$(cat "$M/reboot/phase")" = 2 ] && [ "$got" = "$E2E_REBOOT_TOKEN" ]; then
+  if [ "$got" = "$E2E_REBOOT_TOKEN" ]; then
     mark reboot_read PASS
   else
     mark reboot_read FAIL "after reboot read '$got', expected '$E2E_REBOOT_TOKEN'"
   fi
   echo "after-reboot $E2E_REBOOT_TOKEN" >"$M/reboot/after"
-  rm -f "$M/reboot/phase"
+  echo 3 >"$M/reboot/phase"
   sync
   if umount "$M"; then mark umount2 PASS; else mark umount2 FAIL "umount failed"; fi
+  echo "E2E-INFO rebooting again uptime_cs=$(uptime_cs)"
+  vfsd_kmsg_report
+  reboot -f
+  sleep 60
+fi
+if [ "$(cat "$M/reboot/phase" 2>/dev/null)" = 3 ]; then
+  # ---- boot 3: after the second guest reboot ------------------------------
+  got=$(cat "$M/reboot/data" 2>&1)
+  after=$(cat "$M/reboot/after" 2>&1)
+  if [ "$got" = "$E2E_REBOOT_TOKEN" ] && [ "$after" = "after-reboot $E2E_REBOOT_TOKEN" ]; then
+    mark reboot2_read PASS
+  else
+    mark reboot2_read FAIL "after the second reboot read '$got' and '$after'"
+  fi
+  echo "after-reboot2 $E2E_REBOOT_TOKEN" >"$M/reboot/after2"
+  rm -f "$M/reboot/phase"
+  sync
+  if umount "$M"; then mark umount3 PASS; else mark umount3 FAIL "umount failed"; fi
   echo "E2E-DONE"
   return 0 2>/dev/null || exit 0
 fi

@@ -76,12 +76,45 @@ TEST(CommandLine, FilesystemOptionsReachTheConfig) {
   EXPECT_EQ(fs.inode_file_handles, passthrough::InodeFileHandles::kMandatory);
 }
 
-TEST(CommandLine, InodeFileHandlesFlagAloneMeansPrefer) {
-  auto out = parse({"--socket-path=/s", "--shared-dir=/tmp", "--inode-file-handles"});
-  ASSERT_TRUE(out.config);
-  EXPECT_EQ(out.config->fs.inode_file_handles, passthrough::InodeFileHandles::kPrefer);
+// 1.13.3: the default is prefer, the mode needs '=' (clap's require_equals),
+// fallback is a deprecated alias of prefer.
+TEST(CommandLine, InodeFileHandlesDefaultsToPreferAndNeedsEquals) {
   auto def = parse({"--socket-path=/s", "--shared-dir=/tmp"});
-  EXPECT_EQ(def.config->fs.inode_file_handles, passthrough::InodeFileHandles::kNever);
+  ASSERT_TRUE(def.config);
+  EXPECT_EQ(def.config->fs.inode_file_handles, passthrough::InodeFileHandles::kPrefer);
+  EXPECT_EQ(def.config->capabilities.keep.count("DAC_READ_SEARCH"), 1u);
+  auto never = parse({"--socket-path=/s", "--shared-dir=/tmp", "--inode-file-handles=never"});
+  ASSERT_TRUE(never.config);
+  EXPECT_EQ(never.config->fs.inode_file_handles, passthrough::InodeFileHandles::kNever);
+  EXPECT_EQ(never.config->capabilities.keep.count("DAC_READ_SEARCH"), 0u);
+  EXPECT_NE(parse({"--socket-path=/s", "--shared-dir=/tmp", "--inode-file-handles"}).exit_code, 0);
+  auto spaced = parse({"--socket-path=/s", "--shared-dir=/tmp", "--inode-file-handles", "never"});
+  EXPECT_FALSE(spaced.config);
+  EXPECT_NE(spaced.exit_code, 0);
+  EXPECT_NE(
+      parse({"--socket-path=/s", "--shared-dir=/tmp", "--inode-file-handles=sometimes"}).exit_code,
+      0);
+  auto fallback = parse({"--socket-path=/s", "--shared-dir=/tmp", "--inode-file-handles=fallback"});
+  ASSERT_TRUE(fallback.config);
+  EXPECT_EQ(fallback.config->fs.inode_file_handles, passthrough::InodeFileHandles::kPrefer);
+  ASSERT_EQ(fallback.config->warnings.size(), 1u);
+  EXPECT_NE(fallback.config->warnings[0].find("deprecated value 'fallback'"), std::string::npos);
+  // As in 1.13.3: DAC_READ_SEARCH cannot go while file handles may be used.
+  EXPECT_NE(
+      parse({"--socket-path=/s", "--shared-dir=/tmp", "--modcaps=-dac_read_search"}).exit_code, 0);
+  EXPECT_TRUE(parse({"--socket-path=/s", "--shared-dir=/tmp", "--modcaps=-dac_read_search",
+                     "--inode-file-handles=never"})
+                  .config);
+}
+
+TEST(CommandLine, ReconnectIsAFlagNotForTheFuseMount) {
+  auto def = parse({"--socket-path=/s", "--shared-dir=/tmp"});
+  ASSERT_TRUE(def.config);
+  EXPECT_FALSE(def.config->reconnect);
+  auto on = parse({"--fd=3", "--shared-dir=/tmp", "--reconnect"});
+  ASSERT_TRUE(on.config);
+  EXPECT_TRUE(on.config->reconnect);
+  EXPECT_NE(parse({"--fuse-mount=/mnt", "--shared-dir=/tmp", "--reconnect"}).exit_code, 0);
 }
 
 TEST(CommandLine, XattrImpliedByAclLabelAndMap) {

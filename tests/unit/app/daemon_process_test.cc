@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -136,6 +137,74 @@ TEST_F(DaemonProcessTest, AnUnknownSocketGroupIsAnErrorBeforeAnythingIsCreated) 
   EXPECT_FALSE(fs::exists(socket_));
 }
 
+// Every invalid value and conflicting pair: exactly one line of output (on
+// stderr, "virtiofsd: ..." naming the option), a non-zero exit status, and
+// nothing created: no socket, no pid file, no temporary socket.
+TEST_F(DaemonProcessTest, UsageErrorsAreOneLineNameTheOptionAndCreateNothing) {
+  const std::string run = dir_ + "/run";
+  ASSERT_EQ(::mkdir(run.c_str(), 0755), 0);
+  const std::string sock = "--socket-path=" + run + "/vhost.sock";
+  const std::string dir = "--shared-dir=" + share_;
+  test::write_host(dir_ + "/plain-file", "x");
+  struct Case {
+    std::vector<std::string> args;
+    std::string names;  // what the one line must contain
+  };
+  const std::vector<Case> cases = {
+      {{sock, dir, "--cache=sometimes"}, "--cache"},
+      {{sock, dir, "--cache"}, "--cache"},
+      {{sock, dir, "--no-such-option"}, "--no-such-option"},
+      {{sock, dir, "--inode-file-handles", "prefer"}, "--inode-file-handles"},
+      {{sock, dir, "--inode-file-handles"}, "--inode-file-handles"},
+      {{sock, dir, "--inode-file-handles=sometimes"}, "--inode-file-handles"},
+      {{sock, dir, "--fd=3"}, "--fd"},
+      {{sock, dir, "--socket=" + run + "/other.sock"}, "--socket"},
+      {{sock, dir, "--fuse-mount=" + run}, "--fuse-mount"},
+      {{"--fd=3", dir, "--socket-group=daemon"}, "--socket-group"},
+      {{sock, dir, "--sandbox=jail"}, "--sandbox"},
+      {{sock, dir, "--seccomp=maybe"}, "--seccomp"},
+      {{sock, dir, "--log-level=loud"}, "--log-level"},
+      {{sock, dir, "--tag="}, "--tag"},
+      {{sock, dir, "--tag=" + std::string(37, 't')}, "--tag"},
+      {{sock, dir, "--modcaps=+no_such_cap"}, "--modcaps"},
+      {{sock, dir, "--modcaps=-dac_read_search"}, "--modcaps"},
+      {{sock, dir, "--xattrmap=:prefix:all:a:b"}, "xattrmap"},
+      {{sock, dir, "--migration-mode=teleport"}, "--migration-mode"},
+      {{sock, dir, "--migration-on-error=ignore"}, "--migration-on-error"},
+      {{sock, dir, "--migration-mode=file-handles", "--migration-verify-handles"},
+       "--migration-verify-handles"},
+      {{sock, dir, "--rlimit-nofile=lots"}, "--rlimit-nofile"},
+      {{sock, dir, "--rlimit-nofile=99999999999"}, "--rlimit-nofile"},
+      {{sock, dir, "--reconnect", "--fuse-mount=" + run}, "--fuse-mount"},
+      {{sock, "-o", "cache=sometimes"}, "-o cache"},
+      {{sock, "-o", "source=" + share_ + ",bogus"}, "-o bogus"},
+      {{sock}, "--shared-dir"},
+      {{sock, "--shared-dir"}, "--shared-dir"},
+      {{sock, "--shared-dir=" + dir_ + "/no-such-dir"}, "--shared-dir"},
+      {{sock, "--shared-dir=" + dir_ + "/plain-file"}, "--shared-dir"},
+      {{dir}, "--socket-path"},
+      {{"--socket-path=" + run + "/" + std::string(120, 's'), dir}, "--socket-path"},
+      {{"--fd=57", dir}, "--fd"},
+      {{"--fd=-1", dir}, "--fd"},
+      {{sock, dir, "--socket-group=no-such-group-here"}, "--socket-group"},
+  };
+  int n = 0;
+  for (const Case& c : cases) {
+    std::string cmd;
+    for (const auto& a : c.args) cmd += " " + a;
+    const std::string out = dir_ + "/usage" + std::to_string(n++) + ".out";
+    DaemonProcess d(c.args, {}, out);
+    const int status = d.wait_exit();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << cmd << ": status " << status;
+    const std::string text = test::read_host(out);
+    EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << cmd << ":\n" << text;
+    EXPECT_EQ(text.rfind("virtiofsd: ", 0), 0u) << cmd << ": " << text;
+    EXPECT_NE(text.find(c.names), std::string::npos) << cmd << ": " << text;
+    EXPECT_TRUE(fs::is_empty(run)) << cmd << ": it created " << fs::directory_iterator(run)->path();
+    for (const auto& e : fs::directory_iterator(run)) fs::remove(e.path());
+  }
+}
+
 // CVE-2022-0358: groups the daemon was started with must not count for guest
 // operations; the process has none left once it serves.
 TEST_F(DaemonProcessTest, StartsWithoutTheSupplementaryGroupsItWasGiven) {
@@ -165,12 +234,18 @@ TEST_F(DaemonProcessTest, DefaultSandboxSeccompAndCapabilitiesAsDocumented) {
   ASSERT_NE(log().find("Waiting for vhost-user socket connection..."), std::string::npos) << log();
   const pid_t child = only_child_of(d.pid());
   ASSERT_GT(child, 0) << "no serving child";
+  // The parent drops its capabilities after the fork, concurrently with the
+  // child's start-up: the child may be waiting before the parent is done.
+  for (int i = 0; i < 3000 && status_line(d.pid(), "CapEff") != "0000000000000000"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   EXPECT_EQ(status_line(d.pid(), "CapEff"), "0000000000000000");
   EXPECT_EQ(status_line(d.pid(), "CapPrm"), "0000000000000000");
-  // CHOWN DAC_OVERRIDE FOWNER FSETID SETGID SETUID MKNOD SETFCAP.
-  EXPECT_EQ(status_line(child, "CapEff"), "00000000880000db");
-  EXPECT_EQ(status_line(child, "CapPrm"), "00000000880000db");
-  EXPECT_EQ(status_line(child, "CapBnd"), "00000000880000db");
+  // CHOWN DAC_OVERRIDE FOWNER FSETID SETGID SETUID MKNOD SETFCAP, and
+  // DAC_READ_SEARCH for the default --inode-file-handles=prefer (1.13.3's).
+  EXPECT_EQ(status_line(child, "CapEff"), "00000000880000df");
+  EXPECT_EQ(status_line(child, "CapPrm"), "00000000880000df");
+  EXPECT_EQ(status_line(child, "CapBnd"), "00000000880000df");
   EXPECT_EQ(status_line(child, "Seccomp"), "2");
   EXPECT_EQ(status_line(child, "NoNewPrivs"), "1");
   const pid_t self = ::getpid();
@@ -201,6 +276,20 @@ TEST_F(DaemonProcessTest, ModcapsAndFileHandlesChangeTheKeptCapabilities) {
   EXPECT_EQ(status_line(child, "CapEff"), "00000000802000df");
 }
 
+// --inode-file-handles=never keeps the set without DAC_READ_SEARCH.
+TEST_F(DaemonProcessTest, WithoutFileHandlesDacReadSearchIsDropped) {
+  DaemonProcess d(
+      {"--socket-path=" + socket_, "--shared-dir=" + share_, "--inode-file-handles=never"}, {},
+      dir_ + "/daemon.log");
+  ASSERT_TRUE(wait_for_socket(d, socket_)) << log();
+  for (int i = 0; i < 3000 && log().find("Waiting for vhost-user") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const pid_t child = only_child_of(d.pid());
+  ASSERT_GT(child, 0);
+  EXPECT_EQ(status_line(child, "CapEff"), "00000000880000db");
+}
+
 TEST_F(DaemonProcessTest, SeccompNoneAndSandboxNoneAreWhatTheySay) {
   DaemonProcess d(
       {"--socket-path=" + socket_, "--shared-dir=" + share_, "--sandbox=none", "--seccomp=none"},
@@ -227,7 +316,7 @@ TEST_F(DaemonProcessTest, ChrootSandboxChangesTheRootOnly) {
   ASSERT_NE(log().find("Waiting for vhost-user socket connection..."), std::string::npos) << log();
   EXPECT_EQ(only_child_of(d.pid()), 0);
   EXPECT_EQ(ns_link(d.pid(), "mnt"), ns_link(::getpid(), "mnt"));
-  EXPECT_EQ(status_line(d.pid(), "CapEff"), "00000000880000db");
+  EXPECT_EQ(status_line(d.pid(), "CapEff"), "00000000880000df");
   EXPECT_EQ(status_line(d.pid(), "Seccomp"), "2");
   struct stat root {
   }, share{};
@@ -250,10 +339,10 @@ TEST_F(DaemonProcessTest, RlimitNofileBoundsWhatTheGuestCanHoldAndTheDaemonServe
   struct stat before {};
   ASSERT_EQ(::stat(mnt.c_str(), &before), 0);
   // 1000 - the reserve (609 + 64) = 327 fds: about 163 files (an inode and a
-  // handle each).
-  DaemonProcess d(
-      {"--shared-dir=" + share_, "--fuse-mount=" + mnt, "--rlimit-nofile=1000", "--cache=never"},
-      {}, dir_ + "/daemon.log");
+  // handle each; =never: with file handles, the default, inodes hold none).
+  DaemonProcess d({"--shared-dir=" + share_, "--fuse-mount=" + mnt, "--rlimit-nofile=1000",
+                   "--cache=never", "--inode-file-handles=never"},
+                  {}, dir_ + "/daemon.log");
   bool mounted = false;
   for (int i = 0; i < 3000 && !mounted && d.alive(); ++i) {
     struct stat now {};

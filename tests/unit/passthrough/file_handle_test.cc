@@ -6,12 +6,15 @@
 #include "support/host_files.h"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/fuse.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -372,6 +375,44 @@ TEST_F(FileHandleTest, MandatoryRefusesASharedDirWithoutHandlesAndPreferFallsBac
   EXPECT_EQ(count_open_fds(), before + 1) << "the inode's own fd (its mount is the root's)";
   auto kernel = lookup(sys->inode, "kernel");
   EXPECT_TRUE(kernel);
+}
+
+// Without CAP_DAC_READ_SEARCH (an unprivileged daemon, or one in a user
+// namespace) open_by_handle_at answers EPERM: prefer turns handles off at
+// start-up, as the Rust virtiofsd's does, and serves with O_PATH fds;
+// mandatory refuses to start. Run in a child that drops the capability.
+TEST_F(FileHandleTest, PreferWithoutDacReadSearchServesWithFdsAndMandatoryRefuses) {
+  touch(path("f"), "abc");
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2]{};
+    if (::syscall(SYS_capget, &header, data) != 0) _exit(10);
+    data[0].effective &= ~(1u << CAP_DAC_READ_SEARCH);
+    data[0].permitted &= ~(1u << CAP_DAC_READ_SEARCH);
+    if (::syscall(SYS_capset, &header, data) != 0) _exit(11);
+    auto refused = PassthroughFs::create(
+        PassthroughConfig{.shared_dir = root_, .inode_file_handles = InodeFileHandles::kMandatory});
+    if (refused || refused.error().value != EPERM) _exit(12);
+    auto fs = make_fs(InodeFileHandles::kPrefer);
+    if (!fs) _exit(13);
+    fs_ = std::move(fs);
+    const int before = count_open_fds();
+    auto f = lookup(kRootInode, "f");
+    if (!f) _exit(14);
+    // An O_PATH fd per inode: with handles the lookup would hold none.
+    if (count_open_fds() != before + 1) _exit(15);
+    if (f->attr.st_ino != host_lstat(path("f")).st_ino) _exit(16);
+    fs_.reset();
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "10-11: capget/capset; 12: mandatory did not refuse with "
+                                       "EPERM; 13: prefer did not start; 14: lookup; 15: the "
+                                       "inode holds no fd (handles still on?); 16: wrong inode";
 }
 
 // --- Submounts ------------------------------------------------------------------

@@ -227,7 +227,15 @@ Result<Inside> enter(const Options& options, std::string& step) {
   if (!options.in_forked_child) {
     // -1 (ENOSYS before Linux 5.3): the check after the fork is skipped.
     const int parent_pidfd = static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0));
+    // A stop signal that reaches the parent before it forwards them (in
+    // wait_for_child) stays pending instead of ending the parent alone.
+    sigset_t stop_signals, previous_mask;
+    sigemptyset(&stop_signals);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&stop_signals, sig);
+    ::sigprocmask(SIG_BLOCK, &stop_signals, &previous_mask);
     const pid_t child = ::fork();
+    // The parent unblocks them once its forwarders are in place.
+    if (child <= 0) ::sigprocmask(SIG_SETMASK, &previous_mask, nullptr);
     if (child < 0) return failed(step, "fork");
     if (child > 0) {
       // Only the child serves: nothing may connect to a socket left

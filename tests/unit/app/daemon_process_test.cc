@@ -493,6 +493,25 @@ TEST_F(DaemonProcessTest, UnprivilegedNamespaceWithUidMapGidMapAndTranslation) {
   EXPECT_TRUE(d.alive()) << log();
 }
 
+// Subordinate ids the user was not given: newuidmap refuses, and the daemon
+// exits 1 with what it said instead of serving with a map it did not ask for.
+TEST_F(DaemonProcessTest, AMapTheUserMayNotHaveFailsTheStartWithTheHelpersReason) {
+  constexpr uid_t kNobody = 65534;
+  ASSERT_EQ(::chown(dir_.c_str(), kNobody, kNobody), 0);
+  ASSERT_EQ(::chown(share_.c_str(), kNobody, kNobody), 0);
+  const std::string work = dir_ + "/ids";
+  ASSERT_EQ(::mkdir(work.c_str(), 0755), 0);
+  // Subordinate ids for someone else only.
+  DaemonProcess d({"--socket-path=" + socket_, "--shared-dir=" + share_,
+                   "--uid-map=:0:65534:1:", "--uid-map=:1:300000:10:"},
+                  {}, dir_ + "/daemon.log", kNobody,
+                  [&] { return give_subordinate_ids(work, "root", 300000); });
+  const int status = d.wait_exit();
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 1) << log();
+  EXPECT_NE(log().find("write to uid map failed: "), std::string::npos) << log();
+}
+
 // --uid-map is for the user namespace of an unprivileged daemon: root is
 // refused before anything is created, as by the Rust virtiofsd.
 TEST_F(DaemonProcessTest, UidMapAsRootIsRefusedBeforeAnythingIsCreated) {

@@ -178,15 +178,9 @@ std::optional<sandbox::NamespaceIdMap> parse_namespace_id_map(std::string_view t
   uint32_t values[3] = {};
   for (size_t i = 0; i < 3; ++i) {
     // The same u32 grammar (and error texts) as the --translate-* numbers.
-    std::string rule_message;
-    auto rule = passthrough::parse_id_map_rule("forbid-guest:" + std::string(fields[i]) + ":0",
-                                               rule_message);
-    if (!rule) {
-      auto colon = rule_message.find(": ");
-      message = colon == std::string::npos ? rule_message : rule_message.substr(colon + 2);
-      return std::nullopt;
-    }
-    values[i] = rule->source;
+    auto value = passthrough::parse_id(fields[i], message);
+    if (!value) return std::nullopt;
+    values[i] = *value;
   }
   return sandbox::NamespaceIdMap{values[0], values[1], values[2]};
 }

@@ -22,8 +22,9 @@ constexpr KindName kKinds[] = {
     {IdMapRule::Kind::kMap, "map", 3},
 };
 
-// Rust's u32::from_str, with its error texts.
-std::optional<uint32_t> parse_u32(std::string_view text, std::string& error) {
+}  // namespace
+
+std::optional<uint32_t> parse_id(std::string_view text, std::string& error) {
   if (text.empty()) {
     error = "cannot parse integer from empty string";
     return std::nullopt;
@@ -53,8 +54,6 @@ std::optional<uint32_t> parse_u32(std::string_view text, std::string& error) {
   }
   return static_cast<uint32_t>(value);
 }
-
-}  // namespace
 
 std::string IdMapRule::text() const {
   for (const auto& k : kKinds) {
@@ -87,7 +86,7 @@ std::optional<IdMapRule> parse_id_map_rule(std::string_view text, std::string& m
     const size_t next = rest.find(separator);
     const std::string_view field = rest.substr(0, next);
     std::string error;
-    auto value = parse_u32(field, error);
+    auto value = parse_id(field, error);
     if (!value) {
       message = "Invalid value " + std::string(field) + " in ID map: " + error;
       return std::nullopt;

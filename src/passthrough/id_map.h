@@ -42,6 +42,10 @@ struct IdMapRule {
   friend bool operator==(const IdMapRule&, const IdMapRule&) = default;
 };
 
+/// One id as 1.13.3 reads the numbers of its id options (Rust's u32 from_str:
+/// decimal, an optional '+'); nullopt with `error` in Rust's words.
+std::optional<uint32_t> parse_id(std::string_view text, std::string& error);
+
 /// Parses one rule as 1.13.3 does: a prefix of letters, digits, '-' and '_'
 /// (any case), then any other character as the separator, used between all
 /// the numbers (decimal u32, an optional '+'). nullopt with `message` (1.13.3's

@@ -305,6 +305,8 @@ TEST(CommandLine, UidAndGidMapsInRustsSyntax) {
   EXPECT_EQ(message, "The map is empty or incorrect number of values are provided");
   EXPECT_FALSE(parse_namespace_id_map(":0:-1:1:", message));
   EXPECT_EQ(message, "invalid digit found in string");
+  EXPECT_FALSE(parse_namespace_id_map("/0:1/2/3/", message));
+  EXPECT_EQ(message, "invalid digit found in string");
   EXPECT_FALSE(parse_namespace_id_map(":0:4294967296:1:", message));
   EXPECT_EQ(message, "number too large to fit in target type");
   EXPECT_EQ(refusal({"--fd=3", "--shared-dir=/tmp", "--uid-map=0:1:1"}),

@@ -13,6 +13,7 @@ PACKAGES=(
   libexpected-dev libcli11-dev libspdlog-dev libfmt-dev
   libseccomp-dev libcap-ng-dev
   qemu-system-x86 busybox-static cpio attr acl
+  uidmap  # newuidmap/newgidmap: --uid-map/--gid-map of an unprivileged daemon
 )
 
 missing=()

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <tuple>
 
 namespace vfsd::app {
 
@@ -155,6 +156,43 @@ std::optional<std::string> log_level_from_rust_log(std::string_view spec) {
   return level;
 }
 
+std::optional<sandbox::NamespaceIdMap> parse_namespace_id_map(std::string_view text,
+                                                              std::string& message) {
+  const std::string incomplete = "The map is empty or incorrect number of values are provided";
+  const std::string bad_delimiter =
+      "A delimiter has been found that does not match the delimiter the map started with";
+  if (text.empty()) {
+    message = incomplete;
+    return std::nullopt;
+  }
+  const char delimiter = text.back();
+  if (std::isalnum(static_cast<unsigned char>(delimiter)) || text.front() != delimiter ||
+      text.size() < 2) {
+    message = bad_delimiter;
+    return std::nullopt;
+  }
+  std::string_view inner = text.substr(1, text.size() - 2);
+  std::vector<std::string_view> fields;
+  for (;;) {
+    const size_t next = inner.find(delimiter);
+    fields.push_back(inner.substr(0, next));
+    if (next == std::string_view::npos) break;
+    inner.remove_prefix(next + 1);
+  }
+  if (fields.size() != 3) {
+    message = incomplete;
+    return std::nullopt;
+  }
+  uint32_t values[3] = {};
+  for (size_t i = 0; i < 3; ++i) {
+    // The same u32 grammar (and error texts) as the --translate-* numbers.
+    auto value = passthrough::parse_id(fields[i], message);
+    if (!value) return std::nullopt;
+    values[i] = *value;
+  }
+  return sandbox::NamespaceIdMap{values[0], values[1], values[2]};
+}
+
 ParseOutcome parse_command_line(int argc, const char* const* argv) {
   CLI::App cli{"virtiofsd-cpp: a vhost-user virtio-fs device backend", "virtiofsd"};
   cli.set_version_flag("-V,--version", "virtiofsd-cpp 0.1.0");
@@ -248,6 +286,33 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   cli.add_option("--rlimit-nofile", rlimit_nofile,
                  "Set maximum number of file descriptors (0 leaves rlimit unchanged) "
                  "[default: min(1000000, '/proc/sys/fs/nr_open')]");
+  std::vector<std::string> uid_maps, gid_maps, translate_uids, translate_gids;
+  cli.add_option("--uid-map", uid_maps,
+                 "Map a range of UIDs from the host into the namespace, given as "
+                 ":namespace_uid:host_uid:count: (done by the user namespace of "
+                 "--sandbox=namespace, for an unprivileged daemon, through newuidmap; e.g. "
+                 ":0:100000:65536: maps host UIDs 100000-165535 to 0-65535 in there). Repeatable")
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cli.add_option("--gid-map", gid_maps,
+                 "Map a range of GIDs from the host into the namespace, given as "
+                 ":namespace_gid:host_gid:count: (as --uid-map, through newgidmap). Repeatable")
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cli.add_option("--translate-uid", translate_uids,
+                 "Describe how to translate UIDs between guest and host, given as "
+                 "'<type>:<source base>:<target base>:<count>' (done by virtiofsd itself, "
+                 "no user namespace needed). Types: 'guest' (1:1 guest UIDs to host UIDs), "
+                 "'host' (1:1 host UIDs to guest UIDs), 'squash-guest' (n:1 guest UIDs to "
+                 "one host UID), 'squash-host' (n:1 host UIDs to one guest UID), "
+                 "'forbid-guest:<guest base>:<count>' (guest UIDs refused with EPERM), "
+                 "'map:<guest base>:<host base>:<count>' (1:1 both ways). Unmapped UIDs "
+                 "stay as they are. Repeatable; cannot be used with --posix-acl")
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cli.add_option("--translate-gid", translate_gids, "Same as '--translate-uid', but for GIDs")
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cli.add_option("--log-level", config.log_level,
                  "Log level: error, warn, info, debug, trace or off (default: info)")
       ->check(CLI::IsMember(kLogLevels));
@@ -385,6 +450,48 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
     return usage_error("--seccomp: invalid value '" + seccomp_action + "' (none, kill, log, trap)");
   config.seccomp = *action;
   config.rlimit_nofile = rlimit_nofile;
+
+  for (auto [maps, name, out] : {std::tuple{&uid_maps, "--uid-map", &config.uid_map},
+                                 std::tuple{&gid_maps, "--gid-map", &config.gid_map}}) {
+    for (const auto& text : *maps) {
+      std::string message;
+      auto map = parse_namespace_id_map(text, message);
+      if (!map) {
+        return usage_error(std::string(name) + ": invalid value '" + text + "': " + message);
+      }
+      out->push_back(*map);
+    }
+    if (!out->empty() && config.sandbox != sandbox::Mode::kNamespace) {
+      return usage_error(std::string(name) +
+                         " needs --sandbox=namespace (the map is that of its "
+                         "user namespace), not --sandbox=" +
+                         sandbox::mode_name(config.sandbox));
+    }
+  }
+  for (auto [rules, name, out] :
+       {std::tuple{&translate_uids, "--translate-uid", &config.fs.uid_map},
+        std::tuple{&translate_gids, "--translate-gid", &config.fs.gid_map}}) {
+    if (!rules->empty() && sw.posix_acl) {
+      // As in the Rust virtiofsd: ACL entries name host ids the guest would
+      // read and write untranslated.
+      return usage_error(std::string(name) +
+                         " cannot be used with --posix-acl (translating ids would break POSIX "
+                         "ACLs)");
+    }
+    std::vector<passthrough::IdMapRule> parsed;
+    for (const auto& text : *rules) {
+      std::string message;
+      auto rule = passthrough::parse_id_map_rule(text, message);
+      if (!rule) {
+        return usage_error(std::string(name) + ": invalid value '" + text + "': " + message);
+      }
+      parsed.push_back(*rule);
+    }
+    std::string message;
+    auto map = passthrough::IdMap::build(parsed, message);
+    if (!map) return usage_error(std::string(name) + ": " + message);
+    *out = std::move(*map);
+  }
 
   if (config.fs.shared_dir.empty()) return usage_error("missing --shared-dir or -o source");
   if (config.socket_path.empty() && fd < 0 && config.fuse_mountpoint.empty()) {

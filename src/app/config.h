@@ -35,6 +35,10 @@ struct Config {
   sandbox::SeccompAction seccomp = sandbox::SeccompAction::kKill;  // --seccomp
   sandbox::CapabilitySet capabilities;    // the defaults edited by --modcaps
   std::optional<uint64_t> rlimit_nofile;  // --rlimit-nofile (unset: the Rust default)
+  /// --uid-map / --gid-map: the user namespace's maps (--sandbox=namespace,
+  /// not root); empty: the daemon's own ids mapped to root in there.
+  std::vector<sandbox::NamespaceIdMap> uid_map;
+  std::vector<sandbox::NamespaceIdMap> gid_map;
   /// --migration-*: accepted and validated; migration itself is not offered
   /// to front-ends yet (no LOG_ALL or DEVICE_STATE feature).
   struct Migration {
@@ -74,5 +78,11 @@ std::string capabilities_json();
 /// The log level an env_logger RUST_LOG spec sets for virtiofsd ("error",
 /// "ERROR", "info,virtiofsd=debug", ...), or nothing if it sets none.
 std::optional<std::string> log_level_from_rust_log(std::string_view spec);
+
+/// One --uid-map / --gid-map value as 1.13.3 parses it: `:inside:outside:count:`
+/// (any non-alphanumeric delimiter, the same at both ends and between).
+/// nullopt with `message` (1.13.3's wording) when it is not one.
+std::optional<sandbox::NamespaceIdMap> parse_namespace_id_map(std::string_view text,
+                                                              std::string& message);
 
 }  // namespace vfsd::app

@@ -168,6 +168,8 @@ Result<sandbox::Inside> enter_sandbox(const Config& config, int listen_fd, bool 
   options.shared_dir = config.fs.shared_dir;
   options.close_in_parent = listen_fd;
   options.in_forked_child = in_forked_child;
+  options.uid_map = config.uid_map;
+  options.gid_map = config.gid_map;
   std::string step;
   auto inside = sandbox::enter(options, step);
   if (!inside) fail_step("sandbox: " + step, inside.error());
@@ -319,6 +321,16 @@ int run_host_mount(const Config& config) {
 }
 
 int run(const Config& config) {
+  // Before anything is created. As the Rust virtiofsd: root needs no user
+  // namespace, so it has no map to give one (the --sandbox part of the
+  // rule is checked with the other options).
+  if ((!config.uid_map.empty() || !config.gid_map.empty()) && ::geteuid() == 0) {
+    log::error(
+        "{} can only be used by an unprivileged user with --sandbox=namespace (root runs "
+        "without a user namespace)",
+        config.uid_map.empty() ? "--gid-map" : "--uid-map");
+    return 1;
+  }
   if (int rc = set_up_process(config); rc != 0) return rc;
   return config.fuse_mountpoint.empty() ? run_vhost_user(config) : run_host_mount(config);
 }

@@ -68,20 +68,28 @@ Result<ScopedCredentials> ScopedCredentials::enter(uid_t uid, gid_t gid,
     if (g == kNoGid) return fail(EOVERFLOW);
   }
   ScopedCredentials creds;
-  if (!groups.empty()) {
+  // As the Rust virtiofsd: an id that is root's or already the thread's
+  // stays as it is. An unprivileged daemon (--sandbox=none as a user) thus
+  // serves the requests whose ids are its own, and cannot take on groups:
+  // it keeps its own instead of failing the request.
+  const uid_t current_uid = static_cast<uid_t>(::syscall(SYS_geteuid));
+  const gid_t current_gid = static_cast<gid_t>(::syscall(SYS_getegid));
+  if (!groups.empty() && current_uid == 0) {
     auto saved = get_groups();
     if (!saved) return tl::unexpected(saved.error());
     if (set_groups(groups) != 0) return fail_errno();
     creds.saved_groups_ = std::move(*saved);
     creds.groups_changed_ = true;
   }
-  if (gid != 0) {
+  if (gid != 0 && gid != current_gid) {
     // On failure `creds` restores what was changed so far.
     if (set_effective_gid(gid) != 0) return fail_errno();
+    creds.restore_gid_ = current_gid;
     creds.gid_changed_ = true;
   }
-  if (uid != 0) {
+  if (uid != 0 && uid != current_uid) {
     if (set_effective_uid(uid) != 0) return fail_errno();
+    creds.restore_uid_ = current_uid;
     creds.uid_changed_ = true;
   }
   return creds;
@@ -90,7 +98,7 @@ Result<ScopedCredentials> ScopedCredentials::enter(uid_t uid, gid_t gid,
 Result<ScopedCredentials> ScopedCredentials::enter_trusting_guest_permission_check(uid_t uid,
                                                                                    gid_t gid) {
   auto creds = enter(uid, gid);
-  if (!creds) return creds;
+  if (!creds || !creds->uid_changed_) return creds;
   // Changing the effective uid away from 0 cleared the effective set, but the
   // permitted set survives (real and saved uid stay 0), so this raise is
   // allowed; switching back to uid 0 makes the effective set full again.
@@ -105,11 +113,13 @@ ScopedCredentials::ScopedCredentials(ScopedCredentials&& other) noexcept
     : uid_changed_(std::exchange(other.uid_changed_, false)),
       gid_changed_(std::exchange(other.gid_changed_, false)),
       groups_changed_(std::exchange(other.groups_changed_, false)),
+      restore_uid_(other.restore_uid_),
+      restore_gid_(other.restore_gid_),
       saved_groups_(std::move(other.saved_groups_)) {}
 
 ScopedCredentials::~ScopedCredentials() {
-  if (uid_changed_ && set_effective_uid(0) != 0) die("cannot restore uid 0");
-  if (gid_changed_ && set_effective_gid(0) != 0) die("cannot restore gid 0");
+  if (uid_changed_ && set_effective_uid(restore_uid_) != 0) die("cannot restore the uid");
+  if (gid_changed_ && set_effective_gid(restore_gid_) != 0) die("cannot restore the gid");
   if (groups_changed_ && set_groups(saved_groups_) != 0) die("cannot restore groups");
 }
 

@@ -25,12 +25,15 @@ namespace vfsd::passthrough {
 class ScopedCredentials {
  public:
   /// Switches to (uid, gid, groups): groups and gid first, because after the
-  /// uid change the thread no longer has CAP_SETGID. Ids equal to 0 are left
-  /// as they are; an empty `groups` leaves the thread's groups unchanged.
+  /// uid change the thread no longer has CAP_SETGID. Ids equal to 0 or to
+  /// the thread's current ones are left as they are (as the Rust virtiofsd);
+  /// an empty `groups` leaves the thread's groups unchanged, and so does a
+  /// thread that is not root (an unprivileged daemon cannot set groups).
   /// EOVERFLOW for an id of -1 (which the syscalls take as "unchanged").
   static Result<ScopedCredentials> enter(uid_t uid, gid_t gid, std::span<const gid_t> groups = {});
 
-  /// Like enter(), then raises CAP_DAC_OVERRIDE in the thread's effective set.
+  /// Like enter(), then, if the uid changed, raises CAP_DAC_OVERRIDE in the
+  /// thread's effective set.
   /// For a guest that cannot send its supplementary groups (no
   /// FUSE_CREATE_SUPP_GROUP, e.g. Linux 6.1): its kernel already checked the
   /// caller's permission on the parent with the full group list, which the
@@ -41,8 +44,8 @@ class ScopedCredentials {
   ScopedCredentials& operator=(ScopedCredentials&&) = delete;
   ScopedCredentials(const ScopedCredentials&) = delete;
   ScopedCredentials& operator=(const ScopedCredentials&) = delete;
-  /// Restores root: uid first (which gives back CAP_SETGID), then gid, then
-  /// the groups the thread had before.
+  /// Restores the ids from before (root for a root daemon): uid first (which
+  /// gives back CAP_SETGID), then gid, then the groups the thread had before.
   ~ScopedCredentials();
 
  private:
@@ -50,6 +53,8 @@ class ScopedCredentials {
   bool uid_changed_ = false;
   bool gid_changed_ = false;
   bool groups_changed_ = false;
+  uid_t restore_uid_ = 0;
+  gid_t restore_gid_ = 0;
   std::vector<gid_t> saved_groups_;
 };
 

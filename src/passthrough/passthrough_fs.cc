@@ -237,6 +237,7 @@ Entry PassthroughFs::entry_for(const InodeData& data, const struct stat& st,
   Entry entry;
   entry.inode = data.id;
   entry.attr = st;
+  owner_to_guest(entry.attr);
   entry.attr_flags = attr_flags;
   entry.entry_timeout = timeout_;
   entry.attr_timeout = timeout_;
@@ -376,14 +377,38 @@ uint32_t PassthroughFs::open_reply_flags(bool directory) const {
   return 0;
 }
 
+void PassthroughFs::owner_to_guest(struct stat& st) const {
+  st.st_uid = config_.uid_map.host_to_guest(st.st_uid);
+  st.st_gid = config_.gid_map.host_to_guest(st.st_gid);
+}
+
 Result<ScopedCredentials> PassthroughFs::guest_credentials(const fuse::Context& ctx) const {
-  if (!supp_group_active_.load(std::memory_order_relaxed) && ctx.uid != 0) {
+  uid_t uid = ctx.uid;
+  gid_t gid = ctx.gid;
+  std::span<const gid_t> groups = ctx.supplementary_groups;
+  std::vector<gid_t> host_groups;
+  if (!config_.uid_map.empty() || !config_.gid_map.empty()) {
+    auto host_uid = config_.uid_map.guest_to_host(uid);
+    if (!host_uid) return tl::unexpected(host_uid.error());
+    auto host_gid = config_.gid_map.guest_to_host(gid);
+    if (!host_gid) return tl::unexpected(host_gid.error());
+    uid = *host_uid;
+    gid = *host_gid;
+    host_groups.reserve(groups.size());
+    for (gid_t g : groups) {
+      auto host = config_.gid_map.guest_to_host(g);
+      if (!host) return tl::unexpected(host.error());
+      host_groups.push_back(*host);
+    }
+    groups = host_groups;
+  }
+  if (!supp_group_active_.load(std::memory_order_relaxed) && uid != 0) {
     // As the Rust virtiofsd: without the groups, a member of the parent's
     // group only (not its owner, not its primary group) would get EACCES
     // although the guest kernel allowed the call.
-    return ScopedCredentials::enter_trusting_guest_permission_check(ctx.uid, ctx.gid);
+    return ScopedCredentials::enter_trusting_guest_permission_check(uid, gid);
   }
-  return ScopedCredentials::enter(ctx.uid, ctx.gid, ctx.supplementary_groups);
+  return ScopedCredentials::enter(uid, gid, groups);
 }
 
 int PassthroughFs::io_open_flags(uint32_t guest_flags) const {
@@ -560,6 +585,7 @@ Result<fuse::AttrReply> PassthroughFs::getattr(const fuse::Context&, InodeId ino
   if (!data) return tl::unexpected(data.error());
   auto st = stat_fd((*data)->fd.get());
   if (!st) return tl::unexpected(st.error());
+  owner_to_guest(st->st);
   return fuse::AttrReply{st->st, timeout_};
 }
 
@@ -596,8 +622,19 @@ Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId
   auto no_fsetid = drop_fsetid_if((req.valid & FATTR_KILL_SUIDGID) != 0);
   if (!no_fsetid) return tl::unexpected(no_fsetid.error());
   if (req.valid & (FATTR_UID | FATTR_GID)) {
-    uid_t uid = (req.valid & FATTR_UID) ? req.uid : static_cast<uid_t>(-1);
-    gid_t gid = (req.valid & FATTR_GID) ? req.gid : static_cast<gid_t>(-1);
+    uid_t uid = static_cast<uid_t>(-1);
+    gid_t gid = static_cast<gid_t>(-1);
+    // The new owner as the host stores it (EPERM for a forbid-guest id).
+    if (req.valid & FATTR_UID) {
+      auto host = config_.uid_map.guest_to_host(req.uid);
+      if (!host) return tl::unexpected(host.error());
+      uid = *host;
+    }
+    if (req.valid & FATTR_GID) {
+      auto host = config_.gid_map.guest_to_host(req.gid);
+      if (!host) return tl::unexpected(host.error());
+      gid = *host;
+    }
     // A chown of anything but a directory drops file capabilities.
     if (!S_ISDIR(data.type)) VFSD_TRY(clear_remapped_capability(data));
     VFSD_TRY(check(::fchownat(data.fd.get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)));
@@ -969,6 +1006,8 @@ VoidResult PassthroughFs::access(const fuse::Context& ctx, InodeId ino, uint32_t
   // switching credentials: the caller passes when any class it belongs to
   // (owner, its primary group, others) grants the bit; root passes read and
   // write, and execute when anyone may execute (or it is a directory).
+  // The guest's ids against the owner as the guest sees it (--translate-*).
+  owner_to_guest(st->st);
   const mode_t mode = st->st.st_mode;
   const bool owner = ctx.uid == st->st.st_uid;
   const bool group = ctx.gid == st->st.st_gid;

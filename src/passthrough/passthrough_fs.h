@@ -29,6 +29,7 @@
 #include "passthrough/budget.h"
 #include "passthrough/credentials.h"
 #include "passthrough/handle_table.h"
+#include "passthrough/id_map.h"
 #include "passthrough/inode_store.h"
 #include "passthrough/locks.h"
 #include "passthrough/xattr_map.h"
@@ -86,6 +87,14 @@ struct PassthroughConfig {
   // From crosvm's passthrough:
   bool ascii_casefold = false;           // --ascii-casefold
   bool rewrite_security_xattrs = false;  // --rewrite-security-xattrs
+  /// --translate-uid / --translate-gid (empty: ids pass unchanged). Applied
+  /// where the Rust virtiofsd applies them: the caller's uid, gid and
+  /// supplementary groups a request runs under, the owner a SETATTR sets,
+  /// the owner of every attribute returned, and ACCESS (guest ids compared
+  /// with the translated owner). A forbid-guest id fails the request with
+  /// EPERM. Incompatible with --posix-acl (ACL entries hold untranslated ids).
+  IdMap uid_map;
+  IdMap gid_map;
 
   // Bounded resources.
   /// How many host fds the guest can make the daemon hold at once: the O_PATH
@@ -262,8 +271,11 @@ class PassthroughFs final : public fuse::FileSystem {
   // from a creation that can only make a regular file or a directory.
   Result<UniqueFd> reopen(const InodeData& data, int flags) const;
   uint32_t open_reply_flags(bool directory) const;
+  // The host's owner fields of `st` as the guest sees them (--translate-*).
+  void owner_to_guest(struct stat& st) const;
 
-  // Enters the guest's uid, gid and supplementary groups on this thread.
+  // Enters the guest's uid, gid and supplementary groups on this thread,
+  // translated to the host's (EPERM for a forbid-guest id).
   Result<ScopedCredentials> guest_credentials(const fuse::Context& ctx) const;
   // Host open flags for a guest OPEN/CREATE/OPENDIR (the Rust virtiofsd's
   // rules: O_APPEND handled per write, O_DIRECT only with --allow-direct-io,

@@ -18,6 +18,7 @@
 #include <climits>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "util/log.h"
 
@@ -52,6 +53,177 @@ VoidResult map_self_as_root(uid_t uid, gid_t gid, std::string& step) {
   }
   return ok();
 }
+
+// What a map line list becomes in /proc/PID/{uid,gid}_map or on the
+// command line of newuidmap/newgidmap.
+std::vector<NamespaceIdMap> map_or_default(const std::vector<NamespaceIdMap>& given, uint32_t own) {
+  if (!given.empty()) return given;
+  return {NamespaceIdMap{0, own, 1}};
+}
+
+// Whether an unprivileged process may write `map` itself (one line mapping
+// its own id once): anything else needs shadow's setuid helper, as in the
+// Rust virtiofsd.
+bool writable_without_helper(const std::vector<NamespaceIdMap>& map, uint32_t own) {
+  return map.size() == 1 && map[0].outside == own && map[0].count <= 1;
+}
+
+// Runs `argv` (searched in PATH) and waits; "" on success, else what it
+// said on stderr (or why it could not run).
+std::string run_helper(const std::vector<std::string>& argv) {
+  int err[2];
+  if (::pipe2(err, O_CLOEXEC) != 0) return std::string("pipe: ") + errno_name(errno);
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(err[0]);
+    ::close(err[1]);
+    return std::string("fork: ") + errno_name(errno);
+  }
+  if (pid == 0) {
+    ::dup2(err[1], STDERR_FILENO);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    const std::string message = "failed to execute " + argv[0] + ": " + errno_name(errno) + "\n";
+    [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, message.data(), message.size());
+    ::_exit(127);
+  }
+  ::close(err[1]);
+  std::string output;
+  char buf[512];
+  for (;;) {
+    const ssize_t n = ::read(err[0], buf, sizeof buf);
+    if (n > 0) {
+      output.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    break;
+  }
+  ::close(err[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return "";
+  while (!output.empty() && (output.back() == '\n' || output.back() == ' ')) output.pop_back();
+  if (output.empty()) output = argv[0] + " failed with status " + std::to_string(status);
+  return output;
+}
+
+// Writes the maps of the user namespace `pid` has just entered, from outside
+// it: "" on success, else the reason.
+std::string write_maps(pid_t pid, const Options& options, uid_t uid, gid_t gid) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  const auto uid_map = map_or_default(options.uid_map, uid);
+  if (writable_without_helper(uid_map, uid)) {
+    const auto& m = uid_map[0];
+    if (!write_file(proc + "/uid_map",
+                    std::to_string(m.inside) + " " + std::to_string(m.outside) + " 1")) {
+      return std::string("write to uid map failed: ") + errno_name(errno);
+    }
+  } else {
+    std::vector<std::string> argv = {"newuidmap", std::to_string(pid)};
+    for (const auto& m : uid_map) {
+      for (uint32_t v : {m.inside, m.outside, m.count}) argv.push_back(std::to_string(v));
+    }
+    if (auto error = run_helper(argv); !error.empty()) {
+      return "write to uid map failed: " + error;
+    }
+  }
+  const auto gid_map = map_or_default(options.gid_map, gid);
+  if (writable_without_helper(gid_map, gid)) {
+    const auto& m = gid_map[0];
+    if (!write_file(proc + "/setgroups", "deny") ||
+        !write_file(proc + "/gid_map",
+                    std::to_string(m.inside) + " " + std::to_string(m.outside) + " 1")) {
+      return std::string("write to gid map failed: ") + errno_name(errno);
+    }
+  } else {
+    std::vector<std::string> argv = {"newgidmap", std::to_string(pid)};
+    for (const auto& m : gid_map) {
+      for (uint32_t v : {m.inside, m.outside, m.count}) argv.push_back(std::to_string(v));
+    }
+    if (auto error = run_helper(argv); !error.empty()) {
+      return "write to gid map failed: " + error;
+    }
+  }
+  return "";
+}
+
+// A process forked before unshare(CLONE_NEWUSER), so that it stays in the
+// parent user namespace where newuidmap's setuid bit counts: it writes the
+// maps of the process that forked it once told to.
+class MapWriter {
+ public:
+  VoidResult start(const Options& options, uid_t uid, gid_t gid, std::string& step) {
+    int go[2], done[2];
+    if (::pipe2(go, O_CLOEXEC) != 0) return failed(step, "pipe");
+    if (::pipe2(done, O_CLOEXEC) != 0) {
+      ::close(go[0]);
+      ::close(go[1]);
+      return failed(step, "pipe");
+    }
+    const pid_t target = ::getpid();
+    pid_ = ::fork();
+    if (pid_ < 0) {
+      for (int fd : {go[0], go[1], done[0], done[1]}) ::close(fd);
+      return failed(step, "fork");
+    }
+    if (pid_ == 0) {
+      ::close(go[1]);
+      ::close(done[0]);
+      char byte = 0;
+      if (::read(go[0], &byte, 1) != 1) ::_exit(1);  // the parent gave up
+      const std::string error = write_maps(target, options, uid, gid);
+      [[maybe_unused]] ssize_t n = ::write(done[1], error.data(), error.size());
+      ::_exit(error.empty() ? 0 : 1);
+    }
+    ::close(go[0]);
+    ::close(done[1]);
+    go_.reset(go[1]);
+    done_.reset(done[0]);
+    return ok();
+  }
+
+  // After unshare: lets the writer go and waits for it.
+  VoidResult finish(std::string& step) {
+    const char byte = 1;
+    if (::write(go_.get(), &byte, 1) != 1) return failed(step, "starting the id map writer");
+    go_.reset();
+    std::string message;
+    char buf[512];
+    for (;;) {
+      const ssize_t n = ::read(done_.get(), buf, sizeof buf);
+      if (n > 0) {
+        message.append(buf, static_cast<size_t>(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      break;
+    }
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+    if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+      step = message.empty() ? "the id map writer failed" : message;
+      return fail(EPERM);
+    }
+    return ok();
+  }
+
+  ~MapWriter() {
+    if (pid_ > 0) {
+      go_.reset();  // it exits on EOF
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+
+ private:
+  pid_t pid_ = -1;
+  UniqueFd go_, done_;
+};
 
 // The mount steps of the namespace sandbox, in the new mount namespace.
 Result<Inside> set_up_mounts(const std::string& shared_dir, std::string& step) {
@@ -218,8 +390,21 @@ Result<Inside> enter(const Options& options, std::string& step) {
   if (!options.in_forked_child) flags |= CLONE_NEWPID;
   // Not root: a user namespace gives the mount steps their privilege there.
   if (uid != 0) flags |= CLONE_NEWUSER;
+  const bool given_maps = !options.uid_map.empty() || !options.gid_map.empty();
+  MapWriter writer;
+  if (uid != 0 && given_maps) {
+    if (auto started = writer.start(options, uid, gid, step); !started)
+      return tl::unexpected(started.error());
+  }
   if (::unshare(flags) != 0) return failed(step, "unshare");
-  if (uid != 0) {
+  if (uid != 0 && given_maps) {
+    if (auto mapped = writer.finish(step); !mapped) return tl::unexpected(mapped.error());
+    // As the Rust virtiofsd: root in there, whatever it maps to (the
+    // capabilities of the namespace's creator allow it). Without 0 in the
+    // map the ids stay as they are.
+    if (::setresgid(0, 0, 0) != 0) log::warn("sandbox: cannot become gid 0 in the namespace");
+    if (::setresuid(0, 0, 0) != 0) log::warn("sandbox: cannot become uid 0 in the namespace");
+  } else if (uid != 0) {
     if (auto mapped = map_self_as_root(uid, gid, step); !mapped) {
       return tl::unexpected(mapped.error());
     }

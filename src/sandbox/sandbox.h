@@ -14,9 +14,11 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "util/result.h"
 #include "util/unique_fd.h"
@@ -38,6 +40,14 @@ struct Inside {
   UniqueFd proc_self_fd;
 };
 
+/// One line of a user namespace's uid_map or gid_map (--uid-map, --gid-map).
+struct NamespaceIdMap {
+  uint32_t inside = 0;
+  uint32_t outside = 0;
+  uint32_t count = 0;
+  friend bool operator==(const NamespaceIdMap&, const NamespaceIdMap&) = default;
+};
+
 struct Options {
   Mode mode = Mode::kNamespace;
   std::string shared_dir;
@@ -48,6 +58,14 @@ struct Options {
   /// serving process: the parent of the split stays in the host's mount
   /// namespace, which a --fuse-mount supervisor needs to unmount.
   bool in_forked_child = false;
+  /// Namespace mode, not root: the new user namespace's maps. Empty: the
+  /// daemon's own uid (gid) as root in there, written directly. Anything but
+  /// one line mapping the daemon's own id once is written by newuidmap /
+  /// newgidmap (shadow's setuid helpers, which check /etc/subuid and
+  /// /etc/subgid), run from a helper process left outside the namespace, as
+  /// the Rust virtiofsd does.
+  std::vector<NamespaceIdMap> uid_map;
+  std::vector<NamespaceIdMap> gid_map;
 };
 
 /// Enters the sandbox. In namespace mode the calling process forks: the

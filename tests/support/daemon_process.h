@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,8 +23,11 @@ namespace vfsd::test {
 class DaemonProcess {
  public:
   /// `run_as`: a uid (and gid) to drop to before the exec; 0 stays root.
+  /// `prepare`: run in the child first, still as root (e.g. to give it a
+  /// mount namespace of its own); the child exits 125 if it returns false.
   DaemonProcess(const std::vector<std::string>& args, const std::vector<gid_t>& groups,
-                const std::string& log, uid_t run_as = 0) {
+                const std::string& log, uid_t run_as = 0,
+                const std::function<bool()>& prepare = nullptr) {
     pid_ = ::fork();
     if (pid_ == 0) {
       int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -31,6 +35,7 @@ class DaemonProcess {
         ::dup2(out, STDOUT_FILENO);
         ::dup2(out, STDERR_FILENO);
       }
+      if (prepare && !prepare()) _exit(125);
       if (!groups.empty() && ::setgroups(groups.size(), groups.data()) != 0) _exit(126);
       if (run_as != 0 &&
           (::setgroups(0, nullptr) != 0 || ::setresgid(run_as, run_as, run_as) != 0 ||

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 namespace vfsd::app {
@@ -235,6 +237,120 @@ TEST(CommandLine, PrintCapabilitiesNeedsNothingElseAndExitsZero) {
   EXPECT_EQ(wrapped.exit_code, 0);
   EXPECT_EQ(capabilities_json(),
             "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"separate-options\"\n  ]\n}\n");
+}
+
+// What a refused command line printed: one line naming the option.
+std::string refusal(std::vector<const char*> args) {
+  ::testing::internal::CaptureStderr();
+  auto out = parse(std::move(args));
+  std::string printed = ::testing::internal::GetCapturedStderr();
+  EXPECT_FALSE(out.config);
+  EXPECT_EQ(out.exit_code, 1);
+  EXPECT_EQ(std::count(printed.begin(), printed.end(), '\n'), 1) << printed;
+  return printed;
+}
+
+TEST(CommandLine, TranslateUidAndGidKeepEveryValueInOrder) {
+  // Incus's command line for an isolated container, count 0 included.
+  auto out =
+      parse({"--fd=3", "--shared-dir=/tmp", "--translate-uid=map:0:1000000:65536",
+             "--translate-uid=forbid-guest:65536:0", "--translate-gid", "map:0:2000000:10",
+             "--translate-uid=forbid-guest:65536:4294901759", "--translate-gid=squash-host:0:7:5"});
+  ASSERT_TRUE(out.config);
+  const auto& fs = out.config->fs;
+  EXPECT_EQ(fs.uid_map.guest_to_host(0), 1000000u);
+  EXPECT_EQ(fs.uid_map.guest_to_host(65535), 1065535u);
+  EXPECT_FALSE(fs.uid_map.guest_to_host(70000));
+  EXPECT_EQ(fs.uid_map.host_to_guest(1000001), 1u);
+  EXPECT_EQ(fs.gid_map.guest_to_host(9), 2000009u);
+  EXPECT_EQ(fs.gid_map.host_to_guest(4), 7u);
+  EXPECT_EQ(fs.gid_map.host_to_guest(2000000), 0u);
+  // The uid rules do not leak into the gid map and vice versa.
+  EXPECT_EQ(fs.gid_map.guest_to_host(70000), 70000u);
+  EXPECT_EQ(fs.uid_map.host_to_guest(4), 4u);
+  // One value per occurrence, as clap takes them: a second word is not a
+  // second rule.
+  EXPECT_NE(
+      parse({"--fd=3", "--shared-dir=/tmp", "--translate-uid", "map:0:1:1", "map:5:6:1"}).exit_code,
+      0);
+  // Without the options: the identity.
+  auto none = parse({"--fd=3", "--shared-dir=/tmp"});
+  ASSERT_TRUE(none.config);
+  EXPECT_TRUE(none.config->fs.uid_map.empty());
+  EXPECT_TRUE(none.config->fs.gid_map.empty());
+}
+
+TEST(CommandLine, TranslateErrorsAreOneLineNamingTheOption) {
+  EXPECT_EQ(refusal({"--fd=3", "--shared-dir=/tmp", "--translate-uid=squash:0:1:2"}),
+            "virtiofsd: --translate-uid: invalid value 'squash:0:1:2': Invalid ID map prefix "
+            "squash\n");
+  EXPECT_EQ(refusal({"--fd=3", "--shared-dir=/tmp", "--translate-gid=guest:0:1"}),
+            "virtiofsd: --translate-gid: invalid value 'guest:0:1': Invalid ID map length "
+            "(expected 3 elements, got 2 elements)\n");
+  EXPECT_EQ(refusal({"--fd=3", "--shared-dir=/tmp", "--translate-uid=map:0:x:1"}),
+            "virtiofsd: --translate-uid: invalid value 'map:0:x:1': Invalid value x in ID map: "
+            "invalid digit found in string\n");
+  EXPECT_EQ(refusal({"--fd=3", "--shared-dir=/tmp", "--translate-uid=guest:0:100:10",
+                     "--translate-uid=map:5:200:1"}),
+            "virtiofsd: --translate-uid: 'map:5:200:1': its guest-to-host range overlaps an "
+            "earlier rule's\n");
+  EXPECT_EQ(refusal({"--fd=3", "--shared-dir=/tmp", "--translate-gid=guest:4294967290:0:10"}),
+            "virtiofsd: --translate-gid: 'guest:4294967290:0:10': range overflow (ids end at "
+            "4294967294)\n");
+  // The same rule for uids and for gids is no overlap.
+  EXPECT_TRUE(parse({"--fd=3", "--shared-dir=/tmp", "--translate-uid=guest:0:100:10",
+                     "--translate-gid=guest:0:100:10"})
+                  .config);
+}
+
+TEST(CommandLine, TranslateConflictsWithPosixAcl) {
+  EXPECT_EQ(refusal({"--fd=3", "--shared-dir=/tmp", "--posix-acl", "--translate-uid=map:0:1:1"}),
+            "virtiofsd: --translate-uid cannot be used with --posix-acl (translating ids would "
+            "break POSIX ACLs)\n");
+  EXPECT_EQ(
+      refusal({"--fd=3", "--shared-dir=/tmp", "--translate-gid=map:0:1:1", "-o", "posix_acl"}),
+      "virtiofsd: --translate-gid cannot be used with --posix-acl (translating ids would "
+      "break POSIX ACLs)\n");
+  EXPECT_TRUE(
+      parse({"--fd=3", "--shared-dir=/tmp", "--xattr", "--translate-gid=map:0:1:1"}).config);
+}
+
+TEST(CommandLine, UidAndGidMapsInRustsSyntax) {
+  auto out =
+      parse({"--fd=3", "--shared-dir=/tmp",
+             "--uid-map=:0:1000:1:", "--uid-map=:1:100000:65536:", "--gid-map", "/0/2000/1/"});
+  ASSERT_TRUE(out.config);
+  EXPECT_EQ(out.config->uid_map,
+            (std::vector<sandbox::NamespaceIdMap>{{0, 1000, 1}, {1, 100000, 65536}}));
+  EXPECT_EQ(out.config->gid_map, (std::vector<sandbox::NamespaceIdMap>{{0, 2000, 1}}));
+  std::string message;
+  EXPECT_FALSE(parse_namespace_id_map("0:1000:1:", message));
+  EXPECT_EQ(message,
+            "A delimiter has been found that does not match the delimiter the map started with");
+  EXPECT_FALSE(parse_namespace_id_map(":0:1000:1:a", message));
+  EXPECT_EQ(message,
+            "A delimiter has been found that does not match the delimiter the map started with");
+  EXPECT_FALSE(parse_namespace_id_map("", message));
+  EXPECT_EQ(message, "The map is empty or incorrect number of values are provided");
+  EXPECT_FALSE(parse_namespace_id_map(":0:1000:", message));
+  EXPECT_EQ(message, "The map is empty or incorrect number of values are provided");
+  EXPECT_FALSE(parse_namespace_id_map(":0:1000:1:2:", message));
+  EXPECT_EQ(message, "The map is empty or incorrect number of values are provided");
+  EXPECT_FALSE(parse_namespace_id_map(":0:-1:1:", message));
+  EXPECT_EQ(message, "invalid digit found in string");
+  EXPECT_FALSE(parse_namespace_id_map("/0:1/2/3/", message));
+  EXPECT_EQ(message, "invalid digit found in string");
+  EXPECT_FALSE(parse_namespace_id_map(":0:4294967296:1:", message));
+  EXPECT_EQ(message, "number too large to fit in target type");
+  EXPECT_EQ(refusal({"--fd=3", "--shared-dir=/tmp", "--uid-map=0:1:1"}),
+            "virtiofsd: --uid-map: invalid value '0:1:1': A delimiter has been found that does "
+            "not match the delimiter the map started with\n");
+  // Only the namespace sandbox has a user namespace to map.
+  EXPECT_EQ(refusal({"--fd=3", "--shared-dir=/tmp", "--sandbox=none", "--gid-map=:0:1:1:"}),
+            "virtiofsd: --gid-map needs --sandbox=namespace (the map is that of its user "
+            "namespace), not --sandbox=none\n");
+  EXPECT_NE(
+      parse({"--fd=3", "--shared-dir=/tmp", "--sandbox=chroot", "--uid-map=:0:1:1:"}).exit_code, 0);
 }
 
 TEST(CommandLine, TagIsOneTo36Bytes) {

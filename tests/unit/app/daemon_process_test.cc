@@ -24,10 +24,13 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
+#include "fuse/filesystem.h"
 #include "support/daemon_process.h"
 #include "support/host_files.h"
+#include "support/vhost_user_guest.h"
 
 namespace vfsd::app {
 namespace {
@@ -424,6 +427,192 @@ TEST_F(DaemonProcessTest, AnUnprivilegedUserGetsAUserNamespace) {
   ASSERT_EQ(::stat(("/proc/" + std::to_string(child) + "/root/.").c_str(), &root), 0);
   ASSERT_EQ(::stat(share_.c_str(), &share), 0);
   EXPECT_EQ(root.st_ino, share.st_ino);
+}
+
+// The share as the test's guest sees it after a translating daemon served
+// MKDIR "made" as guest 1234:2345 (busybox's e2euser in the e2e guest).
+struct MadeDir {
+  int error = -1;
+  uint32_t guest_uid = 0, guest_gid = 0;
+};
+MadeDir mkdir_as(test::VhostUserGuest& guest, const std::string& name, uint32_t uid, uint32_t gid) {
+  fuse_mkdir_in in{};
+  in.mode = 0755;
+  itest::Reply r = guest.fuse(
+      guest.request(FUSE_MKDIR, fuse::kRootInode, uid, gid).add(in).add_name(name).finish());
+  if (r.bytes == 0) return {};
+  return {r.error(), r.as<fuse_entry_out>().attr.uid, r.as<fuse_entry_out>().attr.gid};
+}
+std::pair<uint32_t, uint32_t> guest_owner(test::VhostUserGuest& guest, const std::string& name) {
+  itest::Reply r =
+      guest.fuse(guest.request(FUSE_LOOKUP, fuse::kRootInode, 0, 0).add_name(name).finish());
+  if (!r.ok()) return {~0u, ~0u};
+  return {r.as<fuse_entry_out>().attr.uid, r.as<fuse_entry_out>().attr.gid};
+}
+
+// Run by a user without privileges and without a sandbox (podman's and
+// virtme-ng's way), the daemon can only store its own ids: a translation
+// squashes every guest id onto them, and shows them to the guest as
+// e2euser's. Through the vhost-user socket of the real process, checked
+// with stat on the host and in the replies.
+TEST_F(DaemonProcessTest, UnprivilegedWithoutSandboxTranslatesIdsBothWays) {
+  constexpr uid_t kNobody = 65534;
+  ASSERT_EQ(::chown(dir_.c_str(), kNobody, kNobody), 0);
+  ASSERT_EQ(::chown(share_.c_str(), kNobody, kNobody), 0);
+  test::write_host(share_ + "/hostfile", "x");
+  ASSERT_EQ(::chown((share_ + "/hostfile").c_str(), kNobody, kNobody), 0);
+  DaemonProcess d(
+      {"--socket-path=" + socket_, "--shared-dir=" + share_, "--sandbox=none",
+       "--translate-uid=squash-guest:0:65534:65536", "--translate-uid=host:65534:1234:1",
+       "--translate-gid=squash-guest:0:65534:65536", "--translate-gid=host:65534:2345:1"},
+      {}, dir_ + "/daemon.log", kNobody);
+  ASSERT_TRUE(wait_for_socket(d, socket_)) << log();
+  EXPECT_EQ(status_line(d.pid(), "Uid"), "65534\t65534\t65534\t65534");
+  test::VhostUserGuest guest;
+  ASSERT_EQ(guest.start(socket_), "") << log();
+
+  // Without the translation the daemon could not become 1234 (or root).
+  for (auto [name, uid, gid] :
+       {std::tuple{"by-user", 1234u, 2345u}, std::tuple{"by-root", 0u, 0u}}) {
+    MadeDir made = mkdir_as(guest, name, uid, gid);
+    ASSERT_EQ(made.error, 0) << name << "\n" << log();
+    struct stat st = test::host_lstat(share_ + "/" + name);
+    EXPECT_EQ(st.st_uid, kNobody) << name;
+    EXPECT_EQ(st.st_gid, kNobody) << name;
+    EXPECT_EQ(made.guest_uid, 1234u) << name;
+    EXPECT_EQ(made.guest_gid, 2345u) << name;
+  }
+  EXPECT_EQ(guest_owner(guest, "hostfile"), (std::pair<uint32_t, uint32_t>{1234, 2345}));
+  // A guest id outside the squashed range stays itself, which this user
+  // cannot become: EPERM, as from the Rust virtiofsd.
+  EXPECT_EQ(mkdir_as(guest, "outside", 70000, 2345).error, EPERM) << log();
+  EXPECT_FALSE(fs::exists(share_ + "/outside"));
+  EXPECT_TRUE(d.alive()) << log();
+}
+
+// In this child's own mount namespace, /etc is a copy (symlinks to the real
+// entries) with /etc/subuid and /etc/subgid giving `user` 65536 subordinate
+// ids from `base`: what newuidmap/newgidmap read, without touching the
+// host's files.
+bool give_subordinate_ids(const std::string& work, const std::string& user, uint32_t base) {
+  if (::unshare(CLONE_NEWNS) != 0) return false;
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return false;
+  const std::string orig = work + "/orig-etc", etc = work + "/etc";
+  if (::mkdir(orig.c_str(), 0755) != 0 || ::mkdir(etc.c_str(), 0755) != 0) return false;
+  if (::mount("/etc", orig.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) return false;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/etc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "subuid" || name == "subgid") continue;
+    if (::symlink((orig + "/" + name).c_str(), (etc + "/" + name).c_str()) != 0) return false;
+  }
+  const std::string line = user + ":" + std::to_string(base) + ":65536\n";
+  test::write_host(etc + "/subuid", line);
+  test::write_host(etc + "/subgid", line);
+  ::chmod((etc + "/subuid").c_str(), 0644);
+  ::chmod((etc + "/subgid").c_str(), 0644);
+  return ::mount(etc.c_str(), "/etc", nullptr, MS_BIND, nullptr) == 0;
+}
+
+// The namespace sandbox of an unprivileged daemon with --uid-map/--gid-map
+// beyond its own id (libvirt's session mode: 0 is the user, 1.. its
+// subordinate ids), set up through newuidmap/newgidmap, plus a translation
+// by the daemon inside: guest 1234:2345 is namespace 2000:3000, which the
+// kernel stores as subordinate ids; the guest sees its own ids back, and
+// host ids through both maps.
+TEST_F(DaemonProcessTest, UnprivilegedNamespaceWithUidMapGidMapAndTranslation) {
+  if (::access("/usr/bin/newuidmap", X_OK) != 0 || ::access("/usr/bin/newgidmap", X_OK) != 0) {
+    if (std::getenv("CI") != nullptr) FAIL() << "CI is set: newuidmap/newgidmap (uidmap) missing";
+    GTEST_SKIP() << "needs newuidmap/newgidmap (package uidmap, scripts/install-deps.sh)";
+  }
+  constexpr uid_t kNobody = 65534;
+  constexpr uint32_t kBase = 200000;
+  ASSERT_EQ(::chown(dir_.c_str(), kNobody, kNobody), 0);
+  ASSERT_EQ(::chown(share_.c_str(), kNobody, kNobody), 0);
+  ASSERT_EQ(::chmod(share_.c_str(), 0777), 0);
+  test::write_host(share_ + "/sub", "x");
+  ASSERT_EQ(::chown((share_ + "/sub").c_str(), kBase + 99, kBase + 98), 0);
+  test::write_host(share_ + "/own", "x");
+  ASSERT_EQ(::chown((share_ + "/own").c_str(), kNobody, kNobody), 0);
+  const std::string work = dir_ + "/ids";
+  ASSERT_EQ(::mkdir(work.c_str(), 0755), 0);
+  DaemonProcess d({"--socket-path=" + socket_, "--shared-dir=" + share_, "--sandbox=namespace",
+                   "--uid-map=:0:65534:1:", "--uid-map=:1:200000:65536:", "--gid-map=:0:65534:1:",
+                   "--gid-map=:1:200000:65536:", "--translate-uid=map:1234:2000:1",
+                   "--translate-gid=map:2345:3000:1"},
+                  {}, dir_ + "/daemon.log", kNobody,
+                  [&] { return give_subordinate_ids(work, "nobody", kBase); });
+  ASSERT_TRUE(wait_for_socket(d, socket_)) << log();
+  // The socket comes before the sandbox: wait until the serving child is
+  // in its namespace (the id map writer is a child for a moment too).
+  for (int i = 0; i < 3000 && log().find("Waiting for vhost-user") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_NE(log().find("Waiting for vhost-user socket connection..."), std::string::npos) << log();
+  const pid_t child = only_child_of(d.pid());
+  ASSERT_GT(child, 0) << log();
+  std::istringstream uid_map(test::read_host("/proc/" + std::to_string(child) + "/uid_map"));
+  std::vector<uint64_t> numbers;
+  for (uint64_t n = 0; uid_map >> n;) numbers.push_back(n);
+  EXPECT_EQ(numbers, (std::vector<uint64_t>{0, 65534, 1, 1, 200000, 65536}));
+  std::istringstream gid_map(test::read_host("/proc/" + std::to_string(child) + "/gid_map"));
+  numbers.clear();
+  for (uint64_t n = 0; gid_map >> n;) numbers.push_back(n);
+  EXPECT_EQ(numbers, (std::vector<uint64_t>{0, 65534, 1, 1, 200000, 65536}));
+
+  test::VhostUserGuest guest;
+  ASSERT_EQ(guest.start(socket_), "") << log();
+  MadeDir made = mkdir_as(guest, "made", 1234, 2345);
+  ASSERT_EQ(made.error, 0) << log();
+  struct stat st = test::host_lstat(share_ + "/made");
+  EXPECT_EQ(st.st_uid, kBase + 1999);  // namespace 2000
+  EXPECT_EQ(st.st_gid, kBase + 2999);  // namespace 3000
+  EXPECT_EQ(made.guest_uid, 1234u);
+  EXPECT_EQ(made.guest_gid, 2345u);
+  // Not translated: namespace 1235, a subordinate id on the host.
+  made = mkdir_as(guest, "other", 1235, 2346);
+  ASSERT_EQ(made.error, 0) << log();
+  st = test::host_lstat(share_ + "/other");
+  EXPECT_EQ(st.st_uid, kBase + 1234);
+  EXPECT_EQ(st.st_gid, kBase + 2345);
+  EXPECT_EQ(made.guest_uid, 1235u);
+  // Host ids through the namespace's map (and no translation rule).
+  EXPECT_EQ(guest_owner(guest, "sub"), (std::pair<uint32_t, uint32_t>{100, 99}));
+  EXPECT_EQ(guest_owner(guest, "own"), (std::pair<uint32_t, uint32_t>{0, 0}));
+  EXPECT_TRUE(d.alive()) << log();
+}
+
+// Subordinate ids the user was not given: newuidmap refuses, and the daemon
+// exits 1 with what it said instead of serving with a map it did not ask for.
+TEST_F(DaemonProcessTest, AMapTheUserMayNotHaveFailsTheStartWithTheHelpersReason) {
+  constexpr uid_t kNobody = 65534;
+  ASSERT_EQ(::chown(dir_.c_str(), kNobody, kNobody), 0);
+  ASSERT_EQ(::chown(share_.c_str(), kNobody, kNobody), 0);
+  const std::string work = dir_ + "/ids";
+  ASSERT_EQ(::mkdir(work.c_str(), 0755), 0);
+  // Subordinate ids for someone else only.
+  DaemonProcess d({"--socket-path=" + socket_, "--shared-dir=" + share_,
+                   "--uid-map=:0:65534:1:", "--uid-map=:1:300000:10:"},
+                  {}, dir_ + "/daemon.log", kNobody,
+                  [&] { return give_subordinate_ids(work, "root", 300000); });
+  const int status = d.wait_exit();
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 1) << log();
+  EXPECT_NE(log().find("write to uid map failed: "), std::string::npos) << log();
+}
+
+// --uid-map is for the user namespace of an unprivileged daemon: root is
+// refused before anything is created, as by the Rust virtiofsd.
+TEST_F(DaemonProcessTest, UidMapAsRootIsRefusedBeforeAnythingIsCreated) {
+  DaemonProcess d({"--socket-path=" + socket_, "--shared-dir=" + share_, "--uid-map=:0:1000:1:"},
+                  {}, dir_ + "/daemon.log");
+  const int status = d.wait_exit();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  EXPECT_NE(log().find("--uid-map can only be used by an unprivileged user"), std::string::npos)
+      << log();
+  EXPECT_FALSE(fs::exists(socket_));
+  EXPECT_FALSE(fs::exists(socket_ + ".pid"));
 }
 
 // --socket-path=P writes P.pid with the pid the launcher holds (virtme-ng

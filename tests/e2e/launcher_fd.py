@@ -22,6 +22,14 @@ way the launchers of tests/e2e/run_launcher_test.sh do.
       descriptor N: Incus dials the daemon's socket itself and hands the
       connected fd to QEMU (QMP getfd + chardev-add), so the daemon's first
       connection comes from a process other than the VMM.
+
+  launcher_fd.py userns INSIDE:OUTSIDE:COUNT -- ARGV...
+      Runs ARGV as root of a new user namespace whose uids and gids INSIDE..
+      map to OUTSIDE.. on the host, as LXD's proc.SetUserns (Go's
+      SysProcAttr UidMappings/GidMappings, written by the privileged parent,
+      setgroups allowed) starts virtiofsd for an idmapped instance. Forks:
+      the child unshares and waits, this process writes its maps, the child
+      execs ARGV; this process waits and exits with the child's status.
 """
 import os
 import socket
@@ -105,6 +113,9 @@ def cmd_listen(opts, argv):
                 sys.stderr.write("launcher_fd.py: shutdown: %s\n" % e)
             ls.close()
             keep = None
+            sys.stderr.write("launcher_fd.py: the launcher shut down and closed "
+                             "its listening socket\n")
+            sys.stderr.flush()
         time.sleep(0.05)
     if os.WIFSIGNALED(status):
         sys.exit(128 + os.WTERMSIG(status))
@@ -122,6 +133,43 @@ def cmd_connect(opts, argv):
     os.execvp(argv[0], argv)
 
 
+def cmd_userns(opts, argv):
+    import ctypes
+    if len(opts) != 1 or opts[0].count(":") != 2:
+        usage("userns needs INSIDE:OUTSIDE:COUNT")
+    inside, outside, count = (int(x) for x in opts[0].split(":"))
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newuser = 0x10000000
+    to_parent_r, to_parent_w = os.pipe()
+    to_child_r, to_child_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(to_parent_r)
+        os.close(to_child_w)
+        if libc.unshare(clone_newuser) != 0:
+            sys.stderr.write("launcher_fd.py: unshare(CLONE_NEWUSER): %s\n"
+                             % os.strerror(ctypes.get_errno()))
+            os._exit(125)
+        os.write(to_parent_w, b"u")
+        if os.read(to_child_r, 1) != b"m":
+            os._exit(125)
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        os.execvp(argv[0], argv)
+    os.close(to_parent_w)
+    os.close(to_child_r)
+    if os.read(to_parent_r, 1) == b"u":
+        line = "%d %d %d\n" % (inside, outside, count)
+        for f in ("uid_map", "gid_map"):
+            with open("/proc/%d/%s" % (child, f), "w") as m:
+                m.write(line)
+        os.write(to_child_w, b"m")
+    _, st = os.waitpid(child, 0)
+    if os.WIFSIGNALED(st):
+        sys.exit(128 + os.WTERMSIG(st))
+    sys.exit(os.WEXITSTATUS(st))
+
+
 def main():
     if len(sys.argv) < 2:
         usage("missing command")
@@ -130,6 +178,8 @@ def main():
         cmd_listen(opts, argv)
     elif sys.argv[1] == "connect":
         cmd_connect(opts, argv)
+    elif sys.argv[1] == "userns":
+        cmd_userns(opts, argv)
     else:
         usage("unknown command %r" % sys.argv[1])
 

@@ -6,8 +6,9 @@
 # QEMU (TCG) guest mounts every variant's share and writes to it, the host
 # checks the bytes, and the daemon is stopped as the launcher stops it.
 #
-#   run_launcher_test.sh --launcher=NAME [--binary PATH] [--build-dir DIR]
-#                        [--timeout S] [--sabotage] [--keep] [--verbose]
+#   run_launcher_test.sh --launcher=NAME [--variants=A,B] [--binary PATH]
+#                        [--build-dir DIR] [--timeout S] [--sabotage] [--keep]
+#                        [--verbose]
 #   run_launcher_test.sh --list       # launchers, variants and argument lists
 #
 # One guest per launcher: each variant (the default configuration and the
@@ -46,7 +47,9 @@ FDTOOL=$HERE/launcher_fd.py
 #           socket and shuts it down once QEMU is up) | shell-bg (virtme-ng:
 #           os.system("... &"), the pid only from the daemon's P.pid) |
 #           userns-root (mkosi --become-root: a user namespace mapping the
-#           user to root)
+#           user to root, setgroups denied) | userns-map (LXD's SetUserns: a
+#           namespace whose 0.. is the host's 1000000.., maps written by the
+#           privileged parent)
 #   user=   root (default) | UID (setpriv; share and rundir owned by UID)
 #   caps=   all (default) | none (KubeVirt's sidecar drops every capability)
 #   env=    VAR=VALUE added to the environment
@@ -126,6 +129,11 @@ variant lxd default sock=fd:3 stop=disconnect needs=--thread-pool-size \
   args="--fd=3 --shared-dir @SHARE@ --cache auto --allow-direct-io --thread-pool-size 0 --xattr"
 variant lxd iothreads sock=fd:3 stop=disconnect needs=--thread-pool-size \
   args="--fd=3 --shared-dir @SHARE@ --cache auto --allow-direct-io --thread-pool-size 4 --xattr"
+# An idmapped instance: the same arguments, virtiofsd started as root of a
+# user namespace mapping 0.. to the host's 1000000.. (proc.SetUserns).
+variant lxd idmapped sock=fd:3 via=userns-map stop=disconnect needs=--thread-pool-size \
+  hostowner=1000000:1000000 owner=0:0 \
+  args="--fd=3 --shared-dir @SHARE@ --cache auto --allow-direct-io --thread-pool-size 0 --xattr"
 
 # Proxmox VE (Virtiofs.pm): a Perl fileno, a forked launcher that keeps the
 # listening socket and shutdown()s it after QEMU started; never killed.
@@ -208,11 +216,12 @@ variant mkosi becomeroot sock=fd:7 via=userns-root user=65534 stop=sigterm \
 LAUNCHERS="libvirt kata-go kata-rs incus lxd proxmox podman lima virtme-ng microvm cloud-hypervisor kubevirt mkosi"
 
 # ---- arguments -------------------------------------------------------------------
-launcher="" binary="$VFSD_ROOT/build/virtiofsd" build_dir="" sabotage=0 limit=240 keep=0 list=0
+launcher="" only="" binary="$VFSD_ROOT/build/virtiofsd" build_dir="" sabotage=0 limit=240 keep=0 list=0
 while (($#)); do
   case $1 in
     --launcher=*) launcher=${1#*=} ;;
     --launcher) launcher=${2:-}; shift ;;
+    --variants=*) only=${1#*=} ;;
     --binary=*) binary=${1#*=} ;;
     --binary) binary=${2:-}; shift ;;
     --build-dir=*) build_dir=${1#*=} ;;
@@ -223,7 +232,7 @@ while (($#)); do
     --keep) keep=1 ;;
     --verbose) export VFSD_VERBOSE=1 ;;
     --list) list=1 ;;
-    -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -246,6 +255,11 @@ command -v jq >/dev/null || { echo "jq missing (scripts/install-deps.sh)" >&2; e
 python3 -c 'import socket' 2>/dev/null || vfsd_skip "python3 with the socket module is needed to pass descriptors"
 [[ $(id -u) == 0 ]] || vfsd_skip "the launchers' command lines run as root (or as a user root switches to)"
 mapfile -t names < <(variants_of "$launcher")
+if [[ -n $only ]]; then
+  # --variants: a subset (e.g. while a variant's option is not merged yet).
+  for n in ${only//,/ }; do [[ " ${names[*]} " == *" $n "* ]] || { echo "no variant '$n' of $launcher" >&2; exit 2; }; done
+  read -r -a names <<<"${only//,/ }"
+fi
 
 # What the host must offer for this launcher (skips are the host's, never
 # the daemon's answer).
@@ -412,6 +426,7 @@ for n in "${names[@]}"; do
     [[ ${V[$v.caps]} == none ]] && cmd+=(--inh-caps=-all --bounding-set=-all)
   fi
   [[ ${V[$v.via]} == userns-root ]] && cmd+=(unshare --map-root-user --)
+  [[ ${V[$v.via]} == userns-map ]] && cmd+=(python3 "$FDTOOL" userns 0:1000000:1000000000 --)
   cmd+=(env)
   [[ -n ${V[$v.env]} ]] && cmd+=("${V[$v.env]}")
   cmd+=("$exe" "${argv[@]}")
@@ -529,7 +544,7 @@ if ((sabotage)); then
     sabotaged+=("host_write_$n")
     break
   done
-  second=${names[1]}
+  second=${names[1]:?--sabotage needs two variants}
   sed -i "s/^E2E_HOST_1='/E2E_HOST_1='sabotaged /" "$work/env.sh"
   sabotaged+=("read_$second")
 fi
@@ -571,7 +586,7 @@ alive() { # PID: exists and is not a zombie
 }
 
 # The launcher's side while the guest runs: Proxmox closes its listening
-# socket once QEMU is up; a daemon dying early ends QEMU; at the guest's stop
+# socket once QEMU is up (before the guest mounts anything); a daemon dying early ends QEMU; at the guest's stop
 # point the signal-stopping launchers signal the daemon.
 console=$work/console.log
 : >"$console"
@@ -579,7 +594,9 @@ console=$work/console.log
   stage=up
   for ((t = 0; t < limit * 10; t++)); do
     qpid=$(cat "$console.qemu-pid" 2>/dev/null || true)
-    if [[ $stage == up ]] && grep -q 'E2E mount_' "$console"; then
+    # QEMU is up once the guest prints: its vhost-user devices connected
+    # while QEMU started (Proxmox then runs close_sockets).
+    if [[ $stage == up ]] && [[ -s $console ]]; then
       : >"$work/qemu-up"
       stage=mounted
     fi
@@ -701,6 +718,12 @@ for n in "${names[@]}"; do
         bash -c "! tail -n +2 '$work/$n.log' | grep -qiE '^\[[^]]* (warn|warning|info|debug|trace) '"
     fi
   done
+  if [[ ${V[$v.via]} == proxmox ]]; then
+    # The daemon served on after its launcher shut the shared listening
+    # socket down (the mount and write above happened after that).
+    hcheck "listener_shutdown_$n" "the launcher never shut its listening socket down" \
+      grep -q 'shut down and closed its listening socket' "$work/$n.log"
+  fi
   sanitizer=$(vfsd_sanitizer_reports "$work/$n.log" || true)
   hcheck "sanitizers_$n" "sanitizer report: $(head -n 1 <<<"$sanitizer")" test -z "$sanitizer"
 done

@@ -31,7 +31,7 @@ for tag in $E2E_TAGS; do
     echo "E2E read_$tag PASS owner=$owner"
   fi
   if [ "$ro" = 1 ]; then
-    if echo "$guest_token" >"$m/guest.txt" 2>/tmp/write.err; then
+    if { echo "$guest_token" >"$m/guest.txt"; } 2>/tmp/write.err; then
       echo "E2E write_$tag FAIL a write to a --readonly share succeeded"
     elif [ -e "$m/guest.txt" ]; then
       echo "E2E write_$tag FAIL the refused write left guest.txt behind"

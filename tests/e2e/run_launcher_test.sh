@@ -279,11 +279,26 @@ done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/vfsd-launch.XXXXXX")
 chmod 0755 "$work" # users the launchers switch to must reach their folders
-declare -A PID HELPER STATUS
+declare -A PID HELPER
+# proc_tree PID: PID and every descendant.
+proc_tree() {
+  local p=$1 c
+  echo "$p"
+  for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do proc_tree "$c"; done
+}
+alive() { # PID: exists and is not a zombie
+  local s
+  s=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $s && $s != Z ]]
+}
 cleanup() {
-  local k
-  for k in "${!PID[@]}"; do [[ -n ${PID[$k]} ]] && kill -KILL "${PID[$k]}" 2>/dev/null; done
-  for k in "${!HELPER[@]}"; do [[ -n ${HELPER[$k]} ]] && kill -KILL "${HELPER[$k]}" 2>/dev/null; done
+  # Everything this run started (helpers, daemons, their children) and
+  # that is still there.
+  local k p tree=""
+  for k in "${!PID[@]}" "${!HELPER[@]}"; do
+    for p in ${PID[$k]:-} ${HELPER[$k]:-}; do tree+=" $(proc_tree "$p" | tr '\n' ' ')"; done
+  done
+  for p in $tree; do kill -KILL "$p" 2>/dev/null || true; done
   if ((keep)); then echo "work folder kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -454,6 +469,15 @@ for n in "${names[@]}"; do
     PID[$n]=$!
   fi
 
+  # A launcher binds and listens before it spawns the daemon; here the
+  # helper does it in the background: wait for that (not for the daemon).
+  if [[ ${V[$v.sock]} == fd:* ]]; then
+    for ((k = 0; k < 300; k++)); do
+      [[ -S $sock ]] && break
+      kill -0 "${HELPER[$n]}" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
   # Readiness, as the launcher decides it (bounds far above need).
   ready=1 why=""
   case ${V[$v.ready]} in
@@ -573,18 +597,6 @@ VFSD_QEMU_PREFIX=""
 export VFSD_QEMU_PREFIX
 VFSD_DAEMON_PID="" VFSD_DAEMON_PIDS=""
 
-# proc_tree PID: PID and every descendant.
-proc_tree() {
-  local p=$1 c
-  echo "$p"
-  for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do proc_tree "$c"; done
-}
-alive() { # PID: exists and is not a zombie
-  local s
-  s=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ -n $s && $s != Z ]]
-}
-
 # The launcher's side while the guest runs: Proxmox closes its listening
 # socket once QEMU is up (before the guest mounts anything); a daemon dying early ends QEMU; at the guest's stop
 # point the signal-stopping launchers signal the daemon.
@@ -645,8 +657,10 @@ t0=$EPOCHREALTIME
 qemu_rc=0
 vfsd_boot_guest unused "$work/initrd" "$console" "$limit" || qemu_rc=$?
 elapsed=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}')
+# With a stop point the launcher's side is finishing its stop (it ended
+# QEMU); without one (QEMU failed early) it is only waiting: end it.
+grep -q '^[0-9.]* E2E-STOP-POINT' "$console" || kill "$launcher_side" 2>/dev/null || true
 wait "$launcher_side" 2>/dev/null || true
-kill "$launcher_side" 2>/dev/null || true
 
 # ---- results ------------------------------------------------------------------------
 while read -r _ name res rest; do
@@ -711,6 +725,13 @@ for n in "${names[@]}"; do
     hcheck "host_readonly_$n" "guest.txt exists on the host of a --readonly share" test ! -e "$f"
   else
     hcheck "host_write_$n" "guest.txt on the host: '$(cat "$f" 2>&1)'" test "$(cat "$f" 2>/dev/null)" = "${V[$v.guest_token]}"
+    if [[ -n ${V[$v.hostowner]} ]]; then
+      # Guest root's file belongs to the host ids guest 0 maps to (a user
+      # namespace's map, or --translate-uid/gid map:0:1000000:...).
+      got=$(stat -c %u:%g "$f" 2>&1 || true)
+      hcheck "host_owner_$n" "guest.txt is owned by $got on the host, expected ${V[$v.hostowner]}" \
+        test "$got" = "${V[$v.hostowner]}"
+    fi
   fi
   for c in ${V[$v.check]}; do
     if [[ $c == rust-log-quiet ]]; then

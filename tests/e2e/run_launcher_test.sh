@@ -6,10 +6,15 @@
 # QEMU (TCG) guest mounts every variant's share and writes to it, the host
 # checks the bytes, and the daemon is stopped as the launcher stops it.
 #
-#   run_launcher_test.sh --launcher=NAME [--variants=A,B] [--binary PATH]
+#   run_launcher_test.sh --launcher=NAME [--variants=A,B] [--daemon=ours|rust]
+#                        [--binary PATH]
 #                        [--build-dir DIR] [--timeout S] [--sabotage] [--keep]
 #                        [--verbose]
 #   run_launcher_test.sh --list       # launchers, variants and argument lists
+#
+# --daemon=rust runs the Rust virtiofsd 1.13 (scripts/fetch-rust-virtiofsd.sh)
+# instead, to check the harness against the reference (its descriptor is
+# not installed here: the probe still reads ours, the Rust binary runs).
 #
 # One guest per launcher: each variant (the default configuration and the
 # most common variant or two) is its own daemon and its own vhost-user-fs
@@ -216,12 +221,13 @@ variant mkosi becomeroot sock=fd:7 via=userns-root user=65534 stop=sigterm \
 LAUNCHERS="libvirt kata-go kata-rs incus lxd proxmox podman lima virtme-ng microvm cloud-hypervisor kubevirt mkosi"
 
 # ---- arguments -------------------------------------------------------------------
-launcher="" only="" binary="$VFSD_ROOT/build/virtiofsd" build_dir="" sabotage=0 limit=240 keep=0 list=0
+launcher="" only="" daemon=ours binary="$VFSD_ROOT/build/virtiofsd" build_dir="" sabotage=0 limit=240 keep=0 list=0
 while (($#)); do
   case $1 in
     --launcher=*) launcher=${1#*=} ;;
     --launcher) launcher=${2:-}; shift ;;
     --variants=*) only=${1#*=} ;;
+    --daemon=*) daemon=${1#*=} ;;
     --binary=*) binary=${1#*=} ;;
     --binary) binary=${2:-}; shift ;;
     --build-dir=*) build_dir=${1#*=} ;;
@@ -232,7 +238,7 @@ while (($#)); do
     --keep) keep=1 ;;
     --verbose) export VFSD_VERBOSE=1 ;;
     --list) list=1 ;;
-    -h | --help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -356,6 +362,10 @@ report() {
 
 # ---- probes, as the launcher probes -----------------------------------------------
 exe=$binary
+if [[ $daemon == rust ]]; then
+  # The reference: the harness's expectations must hold for it too.
+  exe=$(vfsd_rust_command) || vfsd_skip "Rust virtiofsd not fetched (scripts/install-deps.sh)"
+fi
 posixacl_arg=""
 for p in ${PROBES[$launcher]:-}; do
   case $p in
@@ -373,15 +383,15 @@ for p in ${PROBES[$launcher]:-}; do
         [[ -x $stage$b ]] && "$stage$b" --print-capabilities >/dev/null 2>&1 && { found=$stage$b; break; }
       done
       hcheck probe_descriptor "no vhost-user descriptor of type fs names a binary that answers" test -n "$found"
-      [[ -n $found ]] && exe=$found
+      [[ -n $found && $daemon == ours ]] && exe=$found
       ;;
     caps-separate-options)
-      caps=$("$exe" --print-capabilities 2>/dev/null) || caps=""
+      caps=$($exe --print-capabilities 2>/dev/null) || caps=""
       hcheck probe_capabilities "--print-capabilities: '$(tr -d '\n ' <<<"$caps")' lacks type fs or separate-options (libvirt would build the legacy -o form)" \
         test "$(jq -r '.type == "fs" and (.features | index("separate-options") != null)' <<<"$caps" 2>/dev/null)" = true
       ;;
     caps-incus)
-      caps=$("$exe" --print-capabilities 2>/dev/null) || caps=""
+      caps=$($exe --print-capabilities 2>/dev/null) || caps=""
       if [[ $(jq -r '.features | index("posix-acl-negotiation-mode") != null' <<<"$caps" 2>/dev/null) == true ]]; then
         posixacl_arg=--posix-acl=auto
       else
@@ -391,10 +401,10 @@ for p in ${PROBES[$launcher]:-}; do
         test "$(jq -r '.features | type' <<<"$caps" 2>/dev/null)" = array
       ;;
     version)
-      hcheck probe_version "--version did not exit 0" "$exe" --version
+      hcheck probe_version "--version did not exit 0" $exe --version
       ;;
     help-readonly)
-      out=$("$exe" --help 2>/dev/null) && rc=0 || rc=$?
+      out=$($exe --help 2>/dev/null) && rc=0 || rc=$?
       hcheck probe_help_readonly "--help exited $rc or its stdout lacks --readonly" \
         test "$rc" = 0 -a -n "$(grep -e --readonly <<<"$out")"
       ;;
@@ -444,7 +454,8 @@ for n in "${names[@]}"; do
   [[ ${V[$v.via]} == userns-map ]] && cmd+=(python3 "$FDTOOL" userns 0:1000000:1000000000 --)
   cmd+=(env)
   [[ -n ${V[$v.env]} ]] && cmd+=("${V[$v.env]}")
-  cmd+=("$exe" "${argv[@]}")
+  read -r -a exe_words <<<"$exe"
+  cmd+=("${exe_words[@]}" "${argv[@]}")
   case ${V[$v.sock]} in
     fd:*)
       fdn=${V[$v.sock]#fd:}
@@ -543,7 +554,7 @@ for n in "${names[@]}"; do
         # The pid virtme-ng signals is the daemon's own (one process with
         # --sandbox none), alive, and running our binary.
         hcheck "pidfile_$n" "$sock.pid names '${PID[$n]}', not a live virtiofsd" \
-          test -n "${PID[$n]}" -a "$(readlink "/proc/${PID[$n]}/exe" 2>/dev/null)" = "$(readlink -f "$exe")"
+          test -n "${PID[$n]}" -a "$(readlink "/proc/${PID[$n]}/exe" 2>/dev/null)" = "$(readlink -f "${exe%% *}")"
         ;;
     esac
   done

@@ -401,6 +401,7 @@ for p in ${PROBES[$launcher]:-}; do
         test "$(jq -r '.features | type' <<<"$caps" 2>/dev/null)" = array
       ;;
     version)
+      # shellcheck disable=SC2086 # $exe is a command line (--daemon=rust)
       hcheck probe_version "--version did not exit 0" $exe --version
       ;;
     help-readonly)
@@ -606,6 +607,9 @@ export VFSD_FS_DEVICES=${devices# }
 VFSD_QEMU_PREFIX=""
 ((${#dial[@]})) && VFSD_QEMU_PREFIX="python3 $FDTOOL connect ${dial[*]} --"
 export VFSD_QEMU_PREFIX
+# lib.sh's own watcher stays off: this script watches its daemons itself
+# (until the stop point, when it signals some of them on purpose).
+# shellcheck disable=SC2034
 VFSD_DAEMON_PID="" VFSD_DAEMON_PIDS=""
 
 # The launcher's side while the guest runs: Proxmox closes its listening

@@ -9,6 +9,7 @@
 #   umount_<tag>  umount
 # Then "E2E-STOP-POINT": with E2E_WAIT=1 the host now stops the daemons the
 # launcher's way (a signal) and ends QEMU itself; the guest waits.
+# shellcheck disable=SC2154 # E2E_* come from env.sh; the eval assigns the rest
 i=0
 for tag in $E2E_TAGS; do
   eval "host_want=\$E2E_HOST_$i guest_token=\$E2E_GUEST_$i ro=\$E2E_RO_$i owner_want=\$E2E_OWNER_$i"

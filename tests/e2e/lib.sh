@@ -200,17 +200,25 @@ vfsd_boot_guest() {
   kernel=$(vfsd_kernel_image) || vfsd_die "no guest kernel (run scripts/install-deps.sh)"
   # VFSD_FS_DEVICES="tag=socket ..." attaches one device per daemon instead
   # of the single $sock (the conformance suite: one daemon per profile).
+  # A socket written fd:N is a connected socket QEMU inherits as fd N (see
+  # VFSD_QEMU_PREFIX), as Incus hands QEMU the connection it dialled.
   local -a devices=(-chardev "socket,id=vfs,path=$sock"
     -device "vhost-user-fs-pci,chardev=vfs,tag=$VFSD_TAG,queue-size=1024")
   if [[ -n ${VFSD_FS_DEVICES:-} ]]; then
     devices=()
-    local td n=0
+    local td n=0 where
     for td in $VFSD_FS_DEVICES; do
-      devices+=(-chardev "socket,id=vfs$n,path=${td#*=}"
+      where=${td#*=}
+      if [[ $where == fd:* ]]; then where="fd=${where#fd:}"; else where="path=$where"; fi
+      devices+=(-chardev "socket,id=vfs$n,$where"
         -device "vhost-user-fs-pci,chardev=vfs$n,tag=${td%%=*},queue-size=1024")
       ((++n))
     done
   fi
+  # VFSD_QEMU_PREFIX: words run before QEMU, which they must exec (e.g.
+  # tests/e2e/launcher_fd.py connect SOCK N -- : QEMU gets fd N).
+  local -a prefix=()
+  [[ -n ${VFSD_QEMU_PREFIX:-} ]] && read -r -a prefix <<<"$VFSD_QEMU_PREFIX"
   local -a qemu=(qemu-system-x86_64 -nodefaults -no-user-config -accel tcg -m 512M
     -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem
     "${devices[@]}"
@@ -247,7 +255,7 @@ vfsd_boot_guest() {
   local line errexit=0
   [[ $- == *e* ]] && errexit=1
   set +e
-  timeout --kill-after=10 "$limit" "${qemu[@]}" </dev/null 2>&1 |
+  timeout --kill-after=10 "$limit" "${prefix[@]}" "${qemu[@]}" </dev/null 2>&1 |
     while IFS= read -r line; do
       line=${line%$'\r'}
       printf '%s %s\n' "$EPOCHREALTIME" "$line" >>"$log"

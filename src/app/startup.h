@@ -15,7 +15,12 @@ namespace vfsd::app {
 /// whenever the guest sends none (CVE-2022-0358). Must run before threads
 /// are started (glibc's setgroups applies to every thread, but a thread
 /// started later inherits whatever is set then).
+/// Root in a user namespace with one uid and one gid mapped and setgroups
+/// denied keeps its groups (it cannot drop them), as the Rust virtiofsd does.
 VoidResult drop_supplementary_groups();
+/// Whether that exception applies, from /proc/self/{setgroups,uid_map,gid_map}.
+bool can_keep_supplementary_groups(const std::string& setgroups, const std::string& uid_map,
+                                   const std::string& gid_map);
 
 /// The pid file of a daemon started with --socket-path=P: P.pid, as the Rust
 /// virtiofsd writes it (virtme-ng waits for it and signals that pid).

@@ -1,4 +1,5 @@
 #include "app/config.h"
+#include "app/startup.h"
 
 #include <gtest/gtest.h>
 
@@ -381,6 +382,31 @@ TEST(CommandLine, ThreadPoolSizeDefaultsToZero) {
   EXPECT_NE(parse({"--socket-path=/s", "--shared-dir=/tmp", "--thread-pool-size=-1"}).exit_code, 0);
   EXPECT_NE(parse({"--socket-path=/s", "--shared-dir=/tmp", "--thread-pool-size=many"}).exit_code,
             0);
+}
+
+}  // namespace
+}  // namespace vfsd::app
+
+namespace vfsd::app {
+namespace {
+
+// What /proc/self shows in `unshare --map-root-user` (mkosi --become-root)
+// and in other namespaces.
+TEST(SupplementaryGroups, KeptOnlyInASingleIdNamespaceThatDeniesSetgroups) {
+  const std::string one = "         0       1000          1\n";
+  EXPECT_TRUE(can_keep_supplementary_groups("deny\n", one, one));
+  // The initial namespace, or one whose maps allow setgroups: drop.
+  const std::string all = "         0          0 4294967295\n";
+  EXPECT_FALSE(can_keep_supplementary_groups("allow\n", all, all));
+  EXPECT_FALSE(can_keep_supplementary_groups("allow\n", one, one));
+  // More than one id mapped (LXD, --uid-map ranges): drop.
+  const std::string range = "0 100000 65536\n";
+  const std::string two = "0 1000 1\n1 100000 65536\n";
+  EXPECT_FALSE(can_keep_supplementary_groups("deny\n", range, one));
+  EXPECT_FALSE(can_keep_supplementary_groups("deny\n", one, two));
+  // Unreadable files (empty text): drop.
+  EXPECT_FALSE(can_keep_supplementary_groups("", one, one));
+  EXPECT_FALSE(can_keep_supplementary_groups("deny\n", "", one));
 }
 
 }  // namespace

@@ -1,9 +1,13 @@
 #include "app/config.h"
 
 #include <grp.h>
+#include <linux/capability.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -545,6 +549,17 @@ int report_usage_error(std::string_view message) {
   return 1;
 }
 
+namespace {
+
+bool has_effective_capability(int cap) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2]{};
+  if (::syscall(SYS_capget, &header, data) != 0) return false;
+  return (data[cap / 32].effective & (1u << (cap % 32))) != 0;
+}
+
+}  // namespace
+
 std::string check_before_start(Config& config) {
   auto why = [](int error) { return std::string(std::strerror(error)); };
   if (!config.fs.shared_dir.empty()) {
@@ -583,6 +598,15 @@ std::string check_before_start(Config& config) {
     if (nr_open > 0 && *config.rlimit_nofile > nr_open) {
       return "--rlimit-nofile: " + std::to_string(*config.rlimit_nofile) +
              " is above /proc/sys/fs/nr_open (" + std::to_string(nr_open) + ")";
+    }
+    // Raising the hard limit needs CAP_SYS_RESOURCE (in the initial user
+    // namespace: the sandbox cannot add it later).
+    rlimit current{};
+    if (::getrlimit(RLIMIT_NOFILE, &current) == 0 && *config.rlimit_nofile > current.rlim_max &&
+        !has_effective_capability(CAP_SYS_RESOURCE)) {
+      return "--rlimit-nofile: " + std::to_string(*config.rlimit_nofile) +
+             " is above the hard limit (" + std::to_string(current.rlim_max) +
+             ") and raising it needs CAP_SYS_RESOURCE";
     }
   }
   if (!config.socket_group.empty()) {

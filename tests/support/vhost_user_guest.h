@@ -23,6 +23,16 @@
 
 namespace vfsd::test {
 
+/// A connected stream socket to the unix socket at `path`; invalid on failure.
+inline UniqueFd connect_unix(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return {};
+  return fd;
+}
+
 class VhostUserGuest {
  public:
   ~VhostUserGuest() {
@@ -33,15 +43,17 @@ class VhostUserGuest {
   /// Connects to `socket_path`, sets the device up and sends INIT (a Linux
   /// 6.1 guest's flags). "" on success, else what went wrong.
   std::string start(const std::string& socket_path) {
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, socket_path.c_str(), sizeof(addr.sun_path) - 1);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      ::close(fd);
-      return "connect: " + std::string(std::strerror(errno));
-    }
-    frontend_ = std::make_unique<itest::Frontend>(UniqueFd(fd));
+    UniqueFd fd = connect_unix(socket_path);
+    if (!fd) return "connect: " + std::string(std::strerror(errno));
+    if (std::string error = attach(std::move(fd)); !error.empty()) return error;
+    itest::Reply reply = init();
+    if (!reply.ok()) return "INIT failed: " + std::to_string(reply.error());
+    return "";
+  }
+
+  /// Sets the device up over an already connected `socket`, without INIT.
+  std::string attach(UniqueFd socket) {
+    frontend_ = std::make_unique<itest::Frontend>(std::move(socket));
     memfd_.reset(::memfd_create("guest-ram", MFD_CLOEXEC));
     if (!memfd_ || ::ftruncate(memfd_.get(), kMemSize) != 0) return "memfd";
     void* map = ::mmap(nullptr, kMemSize, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_.get(), 0);
@@ -50,10 +62,12 @@ class VhostUserGuest {
     drivers_[0] = std::make_unique<VirtqDriver>(ram_, kGpaBase, kHiprioArea, 64);
     drivers_[1] = std::make_unique<VirtqDriver>(ram_ + kHiprioArea, kGpaBase + kHiprioArea,
                                                 kMemSize - kHiprioArea, 128);
-    if (std::string error = handshake(); !error.empty()) return error;
-    itest::Reply init = fuse(itest::init_request(next_unique()), sizeof(fuse_out_header) + 256);
-    if (!init.ok()) return "INIT failed: " + std::to_string(init.error());
-    return "";
+    return handshake();
+  }
+
+  /// FUSE_INIT with a Linux 6.1 guest's flags.
+  itest::Reply init() {
+    return fuse(itest::init_request(next_unique()), sizeof(fuse_out_header) + 256);
   }
 
   /// One FUSE request on the request queue; an empty Reply when no answer

@@ -164,6 +164,29 @@ Result<std::shared_ptr<const InodeData>> InodeStore::insert_or_ref(UniqueFd fd, 
   return std::shared_ptr<const InodeData>(std::move(data));
 }
 
+void InodeStore::keep_fd(const InodeKey& key, UniqueFd fd) {
+  std::shared_ptr<const InodeData> replaced;  // released after the lock
+  std::unique_lock lock(mutex_);
+  auto known = by_key_.find(key);
+  if (known == by_key_.end()) return;
+  Slot& slot = by_id_.at(known->second);
+  if (!slot.data->handle) return;
+  auto data = std::make_shared<InodeData>();
+  if (fd_budget_ != nullptr) {
+    auto charge = fd_budget_->acquire();
+    if (!charge) return;
+    data->charge = std::move(*charge);
+  }
+  data->id = slot.data->id;
+  data->fd = std::move(fd);
+  data->key = key;
+  data->type = slot.data->type;
+  data->mount = slot.data->mount;
+  // Requests under way keep the copy they hold; the handle's budget unit
+  // goes with the old data.
+  replaced = std::exchange(slot.data, std::move(data));
+}
+
 bool InodeStore::add_ref(fuse::InodeId id) {
   std::unique_lock lock(mutex_);
   auto it = by_id_.find(id);

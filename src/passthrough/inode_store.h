@@ -110,6 +110,12 @@ class InodeStore {
                                                          std::optional<FileHandle> handle,
                                                          Budget::Charge* prepaid = nullptr);
 
+  /// A handle inode with `key` keeps `fd` (an O_PATH fd of it) from now on:
+  /// once its last name is gone (unlink, rename over it) a handle no longer
+  /// opens, but the guest may still use the inode (write back its times).
+  /// Nothing happens for an fd inode, an unknown key, or past the fd budget.
+  void keep_fd(const InodeKey& key, UniqueFd fd);
+
   /// Takes one more lookup reference on a known inode; false if unknown.
   bool add_ref(fuse::InodeId id);
 

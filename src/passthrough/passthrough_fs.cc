@@ -758,6 +758,7 @@ VoidResult PassthroughFs::unlink(const fuse::Context&, InodeId parent, const fus
   VFSD_TRY(check_existing_name(name));
   auto dir = inode(parent);
   if (!dir) return tl::unexpected(dir.error());
+  keep_fd_of_victim((*dir)->fd.get(), name.c_str());
   return check(::unlinkat((*dir)->fd.get(), name.c_str(), 0));
 }
 
@@ -778,8 +779,22 @@ VoidResult PassthroughFs::rename(const fuse::Context&, InodeId old_parent,
   if (!from) return tl::unexpected(from.error());
   auto to = inode(new_parent);
   if (!to) return tl::unexpected(to.error());
+  if (!(flags & (RENAME_NOREPLACE | RENAME_EXCHANGE))) {
+    keep_fd_of_victim((*to)->fd.get(), new_name.c_str());
+  }
   return check(
       ::renameat2((*from)->fd.get(), old_name.c_str(), (*to)->fd.get(), new_name.c_str(), flags));
+}
+
+void PassthroughFs::keep_fd_of_victim(int dir_fd, const char* name) {
+  // Only handle inodes lose their way back with their last name; an fd
+  // inode still holds its inode.
+  if (config_.inode_file_handles == InodeFileHandles::kNever) return;
+  auto victim = open_beneath(dir_fd, name, O_PATH | O_NOFOLLOW);
+  if (!victim) return;  // nothing there: the call itself reports it
+  auto st = stat_fd(victim->get());
+  if (!st) return;
+  inodes_.keep_fd(InodeKey{st->st.st_dev, st->st.st_ino, st->mnt_id}, std::move(*victim));
 }
 
 Result<Entry> PassthroughFs::link(const fuse::Context&, InodeId ino, InodeId new_parent,

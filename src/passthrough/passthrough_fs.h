@@ -307,6 +307,9 @@ class PassthroughFs final : public fuse::FileSystem {
   // as one filesystem (no submounts announced) and asks for the root, every
   // other mount the guest has reached.
   VoidResult syncfs_all(const InodeData& data);
+  // Before `name` in `dir_fd` is unlinked or renamed over: a handle inode
+  // of what it names keeps an fd, so the guest can still reach it.
+  void keep_fd_of_victim(int dir_fd, const char* name);
 
   // safe_create.cc. A regular file `name` in `dir`, complete (owner, mode,
   // label) before it is linked in; returns it open O_RDWR with the status

@@ -360,6 +360,42 @@ TEST_F(FileHandleTest, AFileDeletedOnTheHostAnswersEstaleWithHandles) {
   EXPECT_EQ(kept->attr.st_nlink, 0u);
 }
 
+// The guest's own unlink or rename over a file it still holds: with
+// writeback caching it later sends SETATTR (the times) for that inode. A
+// handle no longer opens it, so the inode keeps an fd from that moment.
+TEST_F(FileHandleTest, WhatTheGuestUnlinksOrRenamesOverStaysReachable) {
+  touch(path("f"));
+  touch(path("g"));
+  touch(path("h"));
+  fs_ = make_fs(InodeFileHandles::kPrefer);
+  ASSERT_NE(fs_, nullptr);
+  auto f = lookup(kRootInode, "f");
+  auto h = lookup(kRootInode, "h");
+  ASSERT_TRUE(f && h);
+  ASSERT_TRUE(fs_->unlink(ctx_, kRootInode, name("f")));
+  ASSERT_TRUE(fs_->rename(ctx_, kRootInode, name("g"), kRootInode, name("h"), 0));
+  for (InodeId gone : {f->inode, h->inode}) {
+    fuse::SetattrRequest times{};
+    times.valid = FATTR_MTIME | FATTR_ATIME;
+    auto set = fs_->setattr(ctx_, gone, times);
+    ASSERT_TRUE(set) << errno_name(set.error().value);
+    EXPECT_EQ(set->attr.st_nlink, 0u);
+  }
+}
+
+// An O_TMPFILE has no name, so no handle reopens it: its inode holds an fd.
+TEST_F(FileHandleTest, ATmpfileIsReachableWithHandles) {
+  fs_ = make_fs(InodeFileHandles::kPrefer);
+  ASSERT_NE(fs_, nullptr);
+  auto t = fs_->tmpfile(ctx_, kRootInode, 0600, O_RDWR, 0);
+  ASSERT_TRUE(t) << errno_name(t.error().value);
+  fuse::SetattrRequest times{};
+  times.valid = FATTR_MTIME;
+  auto set = fs_->setattr(ctx_, t->first.inode, times);
+  ASSERT_TRUE(set) << errno_name(set.error().value);
+  EXPECT_EQ(set->attr.st_nlink, 0u);
+}
+
 TEST_F(FileHandleTest, MandatoryRefusesASharedDirWithoutHandlesAndPreferFallsBack) {
   // procfs has no file handles.
   auto refused = PassthroughFs::create(

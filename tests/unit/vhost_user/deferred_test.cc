@@ -64,6 +64,7 @@ class DeferringHandler : public virtio::RequestHandler {
       second_defer_was_null_ = deferrer->defer() == nullptr;
       std::lock_guard lock(mu_);
       deferred_.push_back(std::move(d));
+      deferred_requests_.push_back(in);
       return 4;  // ignored: the chain was deferred
     }
     size_t n = std::min(in.size(), reply.remaining());
@@ -78,6 +79,11 @@ class DeferringHandler : public virtio::RequestHandler {
   std::unique_ptr<DeferredReply> take(size_t i) {
     std::lock_guard lock(mu_);
     return std::move(deferred_.at(i));
+  }
+  // The request the i-th deferral came with (a pool defers in any order).
+  std::string request_of(size_t i) {
+    std::lock_guard lock(mu_);
+    return deferred_requests_.at(i);
   }
   bool second_defer_was_null() const { return second_defer_was_null_; }
 
@@ -109,6 +115,7 @@ class DeferringHandler : public virtio::RequestHandler {
   int max_inside_ = 0;
   std::vector<std::thread::id> threads_;
   std::vector<std::unique_ptr<DeferredReply>> deferred_;
+  std::vector<std::string> deferred_requests_;
   std::atomic<bool> second_defer_was_null_{false};
 };
 
@@ -305,8 +312,9 @@ TEST_P(Deferred, ManyDeferredChainsFinishInAnyOrder) {
   ASSERT_TRUE(wait_until([&] { return handler_.deferred_count() == 5; }));
   std::vector<std::thread> threads;
   for (int i = 4; i >= 0; --i) {
-    threads.emplace_back([r = handler_.take(static_cast<size_t>(i)), i]() mutable {
-      std::string s = "r" + std::to_string(i);
+    // "defer N" is answered "rN", whichever slot its deferral took.
+    const std::string s = "r" + handler_.request_of(static_cast<size_t>(i)).substr(6);
+    threads.emplace_back([r = handler_.take(static_cast<size_t>(i)), s]() mutable {
       r->writer().write(s.data(), s.size());
       r->finish(s.size());
     });

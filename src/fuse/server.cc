@@ -1028,8 +1028,13 @@ size_t Server::handle(IovecReader& request, IovecWriter& reply, ReplyDeferrer* d
   // The request path reports errors as values; what still throws (an
   // allocation that failed, a bug) costs this request, never the daemon.
   const size_t reply_start = reply.consumed();
+  // --log-level=trace: every request and the size of its reply.
+  log::trace("fuse: request opcode {} unique {} nodeid {} uid {} gid {} pid {} len {}", in.opcode,
+             in.unique, in.nodeid, in.uid, in.gid, in.pid, in.len);
   try {
-    return dispatch(req, deferrer);
+    const size_t written = dispatch(req, deferrer);
+    log::trace("fuse: reply unique {}: {} bytes", in.unique, written);
+    return written;
   } catch (const std::exception& e) {
     log::guest_fault(log::GuestFault::kRequestFailed, "fuse: opcode {} failed: {}; answered EIO",
                      in.opcode, e.what());

@@ -8,5 +8,6 @@ namespace vfsd::log {
 using spdlog::debug;
 using spdlog::error;
 using spdlog::info;
+using spdlog::trace;
 using spdlog::warn;
 }  // namespace vfsd::log

@@ -455,6 +455,36 @@ std::pair<uint32_t, uint32_t> guest_owner(test::VhostUserGuest& guest, const std
 // squashes every guest id onto them, and shows them to the guest as
 // e2euser's. Through the vhost-user socket of the real process, checked
 // with stat on the host and in the replies.
+// --log-level=trace logs each request (opcode, unique, node) and its reply;
+// a level above it logs none.
+TEST_F(DaemonProcessTest, TraceLevelLogsEveryRequestAndItsReply) {
+  test::write_host(share_ + "/hello", "x");
+  for (const char* level : {"trace", "debug"}) {
+    SCOPED_TRACE(level);
+    std::error_code ec;
+    std::filesystem::remove(socket_, ec);
+    DaemonProcess d({"--socket-path=" + socket_, "--shared-dir=" + share_, "--sandbox=none",
+                     std::string("--log-level=") + level},
+                    {}, dir_ + "/daemon.log");
+    ASSERT_TRUE(wait_for_socket(d, socket_)) << log();
+    {
+      test::VhostUserGuest guest;
+      ASSERT_EQ(guest.start(socket_), "") << log();
+      ASSERT_TRUE(
+          guest.fuse(guest.request(FUSE_LOOKUP, fuse::kRootInode, 0, 0).add_name("hello").finish())
+              .ok());
+    }
+    d.wait_exit();
+    const std::string text = log();
+    const bool traced = std::string(level) == "trace";
+    // INIT (26) and LOOKUP (1) of node 1, each with its reply.
+    EXPECT_EQ(text.find("fuse: request opcode 26 unique ") != std::string::npos, traced) << text;
+    EXPECT_EQ(text.find("fuse: request opcode 1 unique ") != std::string::npos, traced) << text;
+    EXPECT_EQ(text.find(" nodeid 1 uid 0 gid 0") != std::string::npos, traced) << text;
+    EXPECT_EQ(text.find("fuse: reply unique ") != std::string::npos, traced) << text;
+  }
+}
+
 TEST_F(DaemonProcessTest, UnprivilegedWithoutSandboxTranslatesIdsBothWays) {
   constexpr uid_t kNobody = 65534;
   ASSERT_EQ(::chown(dir_.c_str(), kNobody, kNobody), 0);

@@ -123,6 +123,8 @@ class Request {
     return -error;
   }
   size_t reply_error(Errno e) { return reply_error(e.value); }
+  /// The error the reply carried (negative errno), 0 for success.
+  int32_t replied_error() const { return replied_error_; }
 
   size_t reply_ok(const void* a = nullptr, size_t a_len = 0, const void* b = nullptr,
                   size_t b_len = 0) {
@@ -152,6 +154,7 @@ class Request {
     out.len = static_cast<uint32_t>(sizeof(out) + a_len + b_len);
     out.error = error;
     out.unique = in.unique;
+    replied_error_ = error;
     if (w.remaining() < out.len) return 0;
     w.write_obj(out);
     if (a_len > 0) w.write(a, a_len);
@@ -161,6 +164,7 @@ class Request {
 
   size_t body_left_;
   const size_t ext_len_;
+  int32_t replied_error_ = 0;
 };
 
 }  // namespace detail
@@ -1028,12 +1032,13 @@ size_t Server::handle(IovecReader& request, IovecWriter& reply, ReplyDeferrer* d
   // The request path reports errors as values; what still throws (an
   // allocation that failed, a bug) costs this request, never the daemon.
   const size_t reply_start = reply.consumed();
-  // --log-level=trace: every request and the size of its reply.
+  // --log-level=trace: every request, the size of its reply and its error.
   log::trace("fuse: request opcode {} unique {} nodeid {} uid {} gid {} pid {} len {}", in.opcode,
              in.unique, in.nodeid, in.uid, in.gid, in.pid, in.len);
   try {
     const size_t written = dispatch(req, deferrer);
-    log::trace("fuse: reply unique {}: {} bytes", in.unique, written);
+    log::trace("fuse: reply unique {}: {} bytes, error {}", in.unique, written,
+               req.replied_error());
     return written;
   } catch (const std::exception& e) {
     log::guest_fault(log::GuestFault::kRequestFailed, "fuse: opcode {} failed: {}; answered EIO",

@@ -1,6 +1,7 @@
 #include "passthrough/file_handle.h"
 
 #include <fcntl.h>
+#include <time.h>
 
 #include <cstring>
 
@@ -43,9 +44,20 @@ Result<UniqueFd> FileHandle::open(int mount_fd, int flags) const {
   buffer.get()->handle_bytes = size_;
   buffer.get()->handle_type = type_;
   std::memcpy(buffer.raw + sizeof(struct file_handle), bytes_.data(), size_);
-  UniqueFd fd(::open_by_handle_at(mount_fd, buffer.get(), flags | O_CLOEXEC));
-  if (!fd) return fail_errno();
-  return fd;
+  // A handle whose inode number the host is reusing for a file it is
+  // creating right now fails with ENOMEM: the kernel's inode lookup finds
+  // the new inode half-built (I_CREATING) and reports that as an allocation
+  // failure. The race ends within the creation, after which the answer is
+  // the true one (ESTALE, or the file), so ENOMEM is retried briefly and
+  // only passed on if it persists.
+  constexpr int kAttempts = 20;
+  constexpr timespec kPause{0, 100'000};
+  for (int attempt = 1;; ++attempt) {
+    UniqueFd fd(::open_by_handle_at(mount_fd, buffer.get(), flags | O_CLOEXEC));
+    if (fd) return fd;
+    if (errno != ENOMEM || attempt == kAttempts) return fail_errno();
+    ::nanosleep(&kPause, nullptr);
+  }
 }
 
 bool FileHandle::same_object(const FileHandle& other) const {

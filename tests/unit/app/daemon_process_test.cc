@@ -473,10 +473,18 @@ TEST_F(DaemonProcessTest, TraceLevelLogsEveryRequestAndItsReply) {
       ASSERT_TRUE(
           guest.fuse(guest.request(FUSE_LOOKUP, fuse::kRootInode, 0, 0).add_name("hello").finish())
               .ok());
+      // A failed request's reply is traced with its errno.
+      ASSERT_EQ(guest
+                    .fuse(guest.request(FUSE_LOOKUP, fuse::kRootInode, 0, 0)
+                              .add_name("no-such-name")
+                              .finish())
+                    .error(),
+                ENOENT);
     }
     d.wait_exit();
     const std::string text = log();
     const bool traced = std::string(level) == "trace";
+    EXPECT_EQ(text.find("16 bytes, error -2") != std::string::npos, traced) << text;
     // INIT (26) and LOOKUP (1) of node 1, each with its reply.
     EXPECT_EQ(text.find("fuse: request opcode 26 unique ") != std::string::npos, traced) << text;
     EXPECT_EQ(text.find("fuse: request opcode 1 unique ") != std::string::npos, traced) << text;

@@ -52,10 +52,9 @@ Result<ReadOnlyOpen> read_only_open(uint32_t flags) {
 // Runs an open-like call under the read-only rules.
 template <class OpenFn>
 Result<fuse::OpenReply> open_read_only(uint32_t flags, OpenFn&& open_fn) {
-  auto decided = read_only_open(flags);
-  if (!decided) return tl::unexpected(decided.error());
-  auto opened = open_fn(decided->flags);
-  if (!opened && decided->existing_only && opened.error().value == ENOENT) return fail(EROFS);
+  VFSD_ASSIGN_OR_RETURN(auto decided, read_only_open(flags));
+  auto opened = open_fn(decided.flags);
+  if (!opened && decided.existing_only && opened.error().value == ENOENT) return fail(EROFS);
   return opened;
 }
 

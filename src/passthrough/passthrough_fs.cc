@@ -24,6 +24,7 @@
 #include "passthrough/casefold.h"
 #include "passthrough/credentials.h"
 #include "passthrough/file_handle.h"
+#include "passthrough/lookup_ref.h"
 #include "passthrough/safe_create.h"
 #include "passthrough/safe_open.h"
 #include "util/log.h"
@@ -34,6 +35,9 @@ namespace vfsd::passthrough {
 using fuse::Entry;
 using fuse::HandleId;
 using fuse::InodeId;
+
+// A lookup reference this code owns until the guest is sent its entry.
+using InodeRef = LookupRef<InodeStore>;
 
 namespace {
 
@@ -815,6 +819,8 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Cont
     // The name exists and the guest did not ask for O_EXCL: open it as OPEN
     // would (regular files only), with the caller's permission checks.
     VFSD_ASSIGN_OR_RETURN(auto existing, lookup_child(*dir, name.c_str(), &charge));
+    // Ours until the guest is sent the entry: dropped again on any failure.
+    InodeRef ref(inodes_, existing.inode);
     auto data = inode(existing.inode);
     auto reopened = [&]() -> Result<UniqueFd> {
       if (!data) return fail(EBADF);
@@ -825,17 +831,10 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Cont
       return without_fsetid_if(
           kill_priv, [&] { return as_caller(ctx, [&] { return reopen(**data, open_flags); }); });
     }();
-    if (reopened && (open_flags & O_TRUNC)) {
-      if (auto cleared = clear_remapped_capability(reopened->get()); !cleared) {
-        reopened = tl::unexpected(cleared.error());
-      }
-    }
-    if (!reopened) {
-      inodes_.forget(existing.inode, 1);
-      return tl::unexpected(reopened.error());
-    }
-    return std::pair{existing, insert_handle(existing.inode, std::move(*reopened), false, flags,
-                                             std::move(handle_charge))};
+    if (!reopened) return tl::unexpected(reopened.error());
+    if (open_flags & O_TRUNC) VFSD_TRY(clear_remapped_capability(reopened->get()));
+    return std::pair{existing, insert_handle(ref.release_to_guest(), std::move(*reopened), false,
+                                             flags, std::move(handle_charge))};
   }
   // Register the inode that was really created, not whatever has the name by
   // the time a second lookup would run.
@@ -843,19 +842,16 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Cont
   VFSD_ASSIGN_OR_RETURN(auto path_fd, path_fd_of(proc_self_fd_.get(), fd));
   VFSD_ASSIGN_OR_RETURN(auto entry,
                         register_inode(*dir, std::move(path_fd), /*parent_lookup=*/false, &charge));
+  InodeRef ref(inodes_, entry.inode);
   if ((open_flags & O_ACCMODE) != O_RDWR) {
     // The new file is open O_RDWR; the guest asked for another access mode,
     // which its creation grants whatever the new mode says, so the daemon
     // (not the guest) reopens it.
-    auto narrowed = reopen_own_fd(proc_self_fd_.get(), fd, open_flags & ~(O_TRUNC | O_EXCL));
-    if (!narrowed) {
-      inodes_.forget(entry.inode, 1);
-      return tl::unexpected(narrowed.error());
-    }
-    fd = std::move(*narrowed);
+    VFSD_ASSIGN_OR_RETURN(fd,
+                          reopen_own_fd(proc_self_fd_.get(), fd, open_flags & ~(O_TRUNC | O_EXCL)));
   }
-  return std::pair{
-      entry, insert_handle(entry.inode, std::move(fd), false, flags, std::move(handle_charge))};
+  return std::pair{entry, insert_handle(ref.release_to_guest(), std::move(fd), false, flags,
+                                        std::move(handle_charge))};
 }
 
 Result<size_t> PassthroughFs::read(const fuse::Context&, InodeId ino, HandleId fh, IovecWriter& out,

@@ -8,6 +8,8 @@
 
 #include <utility>
 
+#include "passthrough/lookup_ref.h"
+
 namespace vfsd::passthrough {
 namespace {
 
@@ -170,13 +172,12 @@ Result<std::pair<fuse::Entry, fuse::OpenReply>> ReadOnlyFs::create(const fuse::C
   }
   // A negative entry (inode 0) carries no reference: the name is absent.
   if (entry->inode == 0) return fail(EROFS);
-  auto opened = open(ctx, entry->inode, flags);
-  if (!opened) {
-    // The guest never sees this entry, so it will never forget it.
-    inner_.forget(entry->inode, 1);
-    return tl::unexpected(opened.error());
-  }
-  return std::pair{std::move(*entry), *opened};
+  // The guest sees the entry only if the open succeeds; else it could never
+  // forget it, so the reference goes back.
+  LookupRef<fuse::FileSystem> ref(inner_, entry->inode);
+  VFSD_ASSIGN_OR_RETURN(auto opened, open(ctx, entry->inode, flags));
+  ref.release_to_guest();
+  return std::pair{std::move(*entry), opened};
 }
 
 Result<size_t> ReadOnlyFs::read(const fuse::Context& ctx, fuse::InodeId inode,

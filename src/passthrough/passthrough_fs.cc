@@ -139,6 +139,34 @@ Result<std::optional<ScopedCapabilityDrop>> drop_fsetid_if(bool kill) {
   return guard;
 }
 
+// The host side of READ and WRITE: moves up to `want` bytes between the
+// guest's buffers (`cursor`, an IovecWriter or IovecReader) and the file at
+// `offset` with `io(iov, count, offset)` (preadv or pwritev2), IOV_MAX
+// segments per call, as a guest may describe its buffer in many small pieces.
+// Stops at a short transfer (end of file, a short write); an error counts
+// only if nothing moved (then the guest gets it), else what moved is
+// reported.
+template <class Cursor, class Io>
+Result<size_t> host_io(Cursor& cursor, size_t want, uint64_t offset, Io&& io) {
+  size_t done = 0;
+  while (done < want) {
+    IovecList iov = cursor.iovecs(want - done);
+    if (iov.size() > IOV_MAX) iov.resize(IOV_MAX);
+    size_t chunk = 0;
+    for (const auto& seg : iov) chunk += seg.iov_len;
+    ssize_t n = io(iov.data(), static_cast<int>(iov.size()), static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (done > 0) break;
+      return fail_errno();
+    }
+    cursor.advance(static_cast<size_t>(n));
+    done += static_cast<size_t>(n);
+    if (static_cast<size_t>(n) < chunk) break;
+  }
+  return done;
+}
+
 // Runs `fn` (returning a Result) with CAP_FSETID dropped if `kill`
 // (drop_fsetid_if) and returns what it returns.
 template <class Fn>
@@ -860,26 +888,11 @@ Result<size_t> PassthroughFs::read(const fuse::Context&, InodeId ino, HandleId f
   if (offset > kMaxOffset) return fail(EINVAL);
   size_t want = std::min<size_t>(size, out.remaining());
   want = std::min<uint64_t>(want, kMaxOffset - offset);
-  size_t done = 0;
-  // Straight into the reply buffers; IOV_MAX segments per call, as a guest
-  // may describe its buffer in many small pieces.
-  while (done < want) {
-    IovecList iov = out.iovecs(want - done);
-    if (iov.size() > IOV_MAX) iov.resize(IOV_MAX);
-    size_t chunk = 0;
-    for (const auto& seg : iov) chunk += seg.iov_len;
-    ssize_t n = ::preadv(h->fd.get(), iov.data(), static_cast<int>(iov.size()),
-                         static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (done > 0) break;
-      return fail_errno();
-    }
-    out.advance(static_cast<size_t>(n));
-    done += static_cast<size_t>(n);
-    if (static_cast<size_t>(n) < chunk) break;  // end of file
-  }
-  return done;
+  // Straight into the reply buffers.
+  const int fd = h->fd.get();
+  return host_io(out, want, offset, [fd](const iovec* iov, int count, off_t at) {
+    return ::preadv(fd, iov, count, at);
+  });
 }
 
 Result<size_t> PassthroughFs::write(const fuse::Context& ctx, InodeId ino, HandleId fh,
@@ -903,24 +916,11 @@ Result<size_t> PassthroughFs::write(const fuse::Context& ctx, InodeId ino, Handl
   if (!capability_xattr_.empty() && !h->is_dir) {
     VFSD_TRY(clear_remapped_capability(h->fd.get()));
   }
-  size_t done = 0;
-  while (done < size) {
-    IovecList iov = in.iovecs(size - done);
-    if (iov.size() > IOV_MAX) iov.resize(IOV_MAX);
-    size_t chunk = 0;
-    for (const auto& seg : iov) chunk += seg.iov_len;
-    ssize_t n = ::pwritev2(h->fd.get(), iov.data(), static_cast<int>(iov.size()),
-                           static_cast<off_t>(offset + done), rwf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (done > 0) break;
-      return fail_errno();
-    }
-    in.advance(static_cast<size_t>(n));
-    done += static_cast<size_t>(n);
-    if (static_cast<size_t>(n) < chunk) break;  // short write: report what was written
-  }
-  return done;
+  // Straight from the request's buffers.
+  const int fd = h->fd.get();
+  return host_io(in, size, offset, [fd, rwf](const iovec* iov, int count, off_t at) {
+    return ::pwritev2(fd, iov, count, at, rwf);
+  });
 }
 
 VoidResult PassthroughFs::flush(const fuse::Context&, InodeId ino, HandleId fh,

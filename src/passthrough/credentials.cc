@@ -75,10 +75,9 @@ Result<ScopedCredentials> ScopedCredentials::enter(uid_t uid, gid_t gid,
   const uid_t current_uid = static_cast<uid_t>(::syscall(SYS_geteuid));
   const gid_t current_gid = static_cast<gid_t>(::syscall(SYS_getegid));
   if (!groups.empty() && current_uid == 0) {
-    auto saved = get_groups();
-    if (!saved) return tl::unexpected(saved.error());
+    VFSD_ASSIGN_OR_RETURN(auto saved, get_groups());
     if (set_groups(groups) != 0) return fail_errno();
-    creds.saved_groups_ = std::move(*saved);
+    creds.saved_groups_ = std::move(saved);
     creds.groups_changed_ = true;
   }
   if (gid != 0 && gid != current_gid) {

@@ -46,11 +46,10 @@ Result<std::shared_ptr<const InodeData>> InodeStore::open(fuse::InodeId id) cons
   // A private fd for this request: a concurrent FORGET may drop the stored
   // inode, but cannot close what the caller is using. The MountFd stays alive
   // through `data`, so its fd is not closed under this call either.
-  auto fd = data->handle->open(data->mount->fd.get(), O_PATH);
-  if (!fd) return tl::unexpected(fd.error());
+  VFSD_ASSIGN_OR_RETURN(auto fd, data->handle->open(data->mount->fd.get(), O_PATH));
   auto copy = std::make_shared<InodeData>();
   copy->id = data->id;
-  copy->fd = std::move(*fd);
+  copy->fd = std::move(fd);
   copy->key = data->key;
   copy->type = data->type;
   copy->handle = data->handle;
@@ -146,9 +145,8 @@ Result<std::shared_ptr<const InodeData>> InodeStore::insert_or_ref(UniqueFd fd, 
   if (!handle && prepaid != nullptr && prepaid->units() > 0) {
     data->charge = prepaid->take(1);
   } else if (Budget* budget = handle ? handle_budget_ : fd_budget_) {
-    auto charge = budget->acquire();
-    if (!charge) return tl::unexpected(charge.error());
-    data->charge = std::move(*charge);
+    VFSD_ASSIGN_OR_RETURN(auto charge, budget->acquire());
+    data->charge = std::move(charge);
   }
   data->id = next_id_++;
   if (handle) {

@@ -33,9 +33,8 @@ Result<fuse::IoctlReply> PassthroughFs::ioctl(const fuse::Context& ctx, fuse::In
                                               fuse::HandleId fh, uint32_t /*ioctl_flags*/,
                                               uint32_t cmd, std::string_view in,
                                               uint32_t out_size) {
-  auto h = handle(fh, ino);
-  if (!h) return tl::unexpected(h.error());
-  const int fd = (*h)->fd.get();
+  VFSD_ASSIGN_OR_RETURN(auto h, handle(fh, ino));
+  const int fd = h->fd.get();
   fuse::IoctlReply reply;
 
   switch (cmd) {
@@ -57,8 +56,7 @@ Result<fuse::IoctlReply> PassthroughFs::ioctl(const fuse::Context& ctx, fuse::In
       int flags = 0;
       std::memcpy(&flags, in.data(), sizeof(flags));
       // As the guest: only the owner (or a guest root) may change them.
-      auto creds = guest_credentials(ctx);
-      if (!creds) return tl::unexpected(creds.error());
+      VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
       if (::ioctl(fd, FS_IOC_SETFLAGS, &flags) != 0) return fail_errno();
       return reply;
     }
@@ -74,8 +72,7 @@ Result<fuse::IoctlReply> PassthroughFs::ioctl(const fuse::Context& ctx, fuse::In
       if (in.size() < sizeof(struct fsxattr)) return fail(EINVAL);
       struct fsxattr attr {};
       std::memcpy(&attr, in.data(), sizeof(attr));
-      auto creds = guest_credentials(ctx);
-      if (!creds) return tl::unexpected(creds.error());
+      VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
       if (::ioctl(fd, FS_IOC_FSSETXATTR, &attr) != 0) return fail_errno();
       return reply;
     }

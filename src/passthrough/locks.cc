@@ -143,11 +143,10 @@ Result<std::shared_ptr<LockManager::OwnerFd>> LockManager::owner_fd(fuse::InodeI
                                                                     const HandleData& handle,
                                                                     uint64_t owner, uint32_t type,
                                                                     bool create) {
-  auto mode = access_mode(handle.fd.get());
-  if (!mode) return tl::unexpected(mode.error());
+  VFSD_ASSIGN_OR_RETURN(auto mode, access_mode(handle.fd.get()));
   // The guest opened this handle with some access; a lock type it does not
   // allow fails as fcntl on that fd would, whatever description we use.
-  if (!mode_allows(*mode, type)) return fail(EBADF);
+  if (!mode_allows(mode, type)) return fail(EBADF);
 
   std::lock_guard lock(owners_mu_);
   const auto key = std::make_pair(inode, owner);
@@ -187,10 +186,10 @@ Result<std::shared_ptr<LockManager::OwnerFd>> LockManager::owner_fd(fuse::InodeI
     }
   }
   if (!o->fd) {
-    auto fd = reopen_own_fd(proc_self_fd_, handle.fd, *mode | O_NONBLOCK | O_NOCTTY);
-    if (!fd) return tl::unexpected(fd.error());
-    o->fd = std::move(*fd);
-    o->mode = *mode;
+    VFSD_ASSIGN_OR_RETURN(auto fd,
+                          reopen_own_fd(proc_self_fd_, handle.fd, mode | O_NONBLOCK | O_NOCTTY));
+    o->fd = std::move(fd);
+    o->mode = mode;
   }
   o->charge = std::move(charge);
   o->handles.push_back(handle_id);
@@ -201,9 +200,8 @@ Result<std::shared_ptr<LockManager::OwnerFd>> LockManager::owner_fd(fuse::InodeI
 Result<fuse::FileLock> LockManager::getlk(fuse::InodeId inode, const HandleData& handle,
                                           uint64_t owner, const fuse::FileLock& lock, bool flock) {
   if (flock) return fail(EINVAL);  // the kernel keeps no GETLK for flock()
-  auto fl = to_host(lock);
-  if (!fl) return tl::unexpected(fl.error());
-  if (fl->l_type == F_UNLCK) return fail(EINVAL);
+  VFSD_ASSIGN_OR_RETURN(auto fl, to_host(lock));
+  if (fl.l_type == F_UNLCK) return fail(EINVAL);
   // The owner's own locks never conflict with it: ask through its
   // description if it has one. The handle's fd holds no OFD lock.
   int fd = handle.fd.get();
@@ -214,26 +212,24 @@ Result<fuse::FileLock> LockManager::getlk(fuse::InodeId inode, const HandleData&
     if (it != owners_.end()) o = it->second;
   }
   if (o) fd = o->fd.get();
-  if (::fcntl(fd, F_OFD_GETLK, &*fl) != 0) return fail_errno();
-  return from_host(*fl);
+  if (::fcntl(fd, F_OFD_GETLK, &fl) != 0) return fail_errno();
+  return from_host(fl);
 }
 
 VoidResult LockManager::setlk(fuse::InodeId inode, fuse::HandleId handle_id,
                               const std::shared_ptr<HandleData>& handle, uint64_t owner,
                               const fuse::FileLock& lock, bool flock) {
   if (flock) {
-    auto op = flock_op(lock.type);
-    if (!op) return tl::unexpected(op.error());
-    if (::flock(handle->fd.get(), *op | LOCK_NB) != 0) return fail_errno();
+    VFSD_ASSIGN_OR_RETURN(auto op, flock_op(lock.type));
+    if (::flock(handle->fd.get(), op | LOCK_NB) != 0) return fail_errno();
     return ok();
   }
-  auto fl = to_host(lock);
-  if (!fl) return tl::unexpected(fl.error());
+  VFSD_ASSIGN_OR_RETURN(auto fl, to_host(lock));
   // Unlocking an owner that holds nothing needs no description.
-  auto o = owner_fd(inode, handle_id, *handle, owner, lock.type, lock.type != F_UNLCK);
-  if (!o) return tl::unexpected(o.error());
-  if (!*o) return ok();
-  if (::fcntl((*o)->fd.get(), F_OFD_SETLK, &*fl) != 0) return fail_errno();
+  VFSD_ASSIGN_OR_RETURN(
+      auto o, owner_fd(inode, handle_id, *handle, owner, lock.type, lock.type != F_UNLCK));
+  if (!o) return ok();
+  if (::fcntl(o->fd.get(), F_OFD_SETLK, &fl) != 0) return fail_errno();
   return ok();
 }
 
@@ -478,18 +474,16 @@ Result<fuse::FileLock> PassthroughFs::getlk(const fuse::Context&, fuse::InodeId 
                                             fuse::HandleId fh, uint64_t owner,
                                             const fuse::FileLock& lock, uint32_t lock_flags) {
   if (!lock_kind_enabled(config_, lock_flags)) return fail(ENOSYS);
-  auto h = handle(fh, ino);
-  if (!h) return tl::unexpected(h.error());
-  return locks_.getlk(ino, **h, owner, lock, (lock_flags & FUSE_LK_FLOCK) != 0);
+  VFSD_ASSIGN_OR_RETURN(auto h, handle(fh, ino));
+  return locks_.getlk(ino, *h, owner, lock, (lock_flags & FUSE_LK_FLOCK) != 0);
 }
 
 VoidResult PassthroughFs::setlk(const fuse::Context&, fuse::InodeId ino, fuse::HandleId fh,
                                 uint64_t owner, const fuse::FileLock& lock, uint32_t lock_flags) {
   if (!lock_kind_enabled(config_, lock_flags)) return fail(ENOSYS);
-  auto h = handle(fh, ino);
-  if (!h) return tl::unexpected(h.error());
-  if ((*h)->is_dir) return fail(EBADF);  // the guest locks files only
-  return locks_.setlk(ino, fh, *h, owner, lock, (lock_flags & FUSE_LK_FLOCK) != 0);
+  VFSD_ASSIGN_OR_RETURN(auto h, handle(fh, ino));
+  if (h->is_dir) return fail(EBADF);  // the guest locks files only
+  return locks_.setlk(ino, fh, h, owner, lock, (lock_flags & FUSE_LK_FLOCK) != 0);
 }
 
 void PassthroughFs::setlkw(const fuse::Context&, fuse::InodeId ino, fuse::HandleId fh,

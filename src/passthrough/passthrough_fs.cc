@@ -24,6 +24,7 @@
 #include "passthrough/casefold.h"
 #include "passthrough/credentials.h"
 #include "passthrough/file_handle.h"
+#include "passthrough/lookup_ref.h"
 #include "passthrough/safe_create.h"
 #include "passthrough/safe_open.h"
 #include "util/log.h"
@@ -34,6 +35,9 @@ namespace vfsd::passthrough {
 using fuse::Entry;
 using fuse::HandleId;
 using fuse::InodeId;
+
+// A lookup reference this code owns until the guest is sent its entry.
+using InodeRef = LookupRef<InodeStore>;
 
 namespace {
 
@@ -130,10 +134,45 @@ VoidResult label_or_remove(int dir_fd, const char* name, Apply&& apply) {
 Result<std::optional<ScopedCapabilityDrop>> drop_fsetid_if(bool kill) {
   std::optional<ScopedCapabilityDrop> guard;
   if (!kill) return guard;
-  auto dropped = ScopedCapabilityDrop::drop(CAP_FSETID);
-  if (!dropped) return tl::unexpected(dropped.error());
-  guard.emplace(std::move(*dropped));
+  VFSD_ASSIGN_OR_RETURN(auto dropped, ScopedCapabilityDrop::drop(CAP_FSETID));
+  guard.emplace(std::move(dropped));
   return guard;
+}
+
+// The host side of READ and WRITE: moves up to `want` bytes between the
+// guest's buffers (`cursor`, an IovecWriter or IovecReader) and the file at
+// `offset` with `io(iov, count, offset)` (preadv or pwritev2), IOV_MAX
+// segments per call, as a guest may describe its buffer in many small pieces.
+// Stops at a short transfer (end of file, a short write); an error counts
+// only if nothing moved (then the guest gets it), else what moved is
+// reported.
+template <class Cursor, class Io>
+Result<size_t> host_io(Cursor& cursor, size_t want, uint64_t offset, Io&& io) {
+  size_t done = 0;
+  while (done < want) {
+    IovecList iov = cursor.iovecs(want - done);
+    if (iov.size() > IOV_MAX) iov.resize(IOV_MAX);
+    size_t chunk = 0;
+    for (const auto& seg : iov) chunk += seg.iov_len;
+    ssize_t n = io(iov.data(), static_cast<int>(iov.size()), static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (done > 0) break;
+      return fail_errno();
+    }
+    cursor.advance(static_cast<size_t>(n));
+    done += static_cast<size_t>(n);
+    if (static_cast<size_t>(n) < chunk) break;
+  }
+  return done;
+}
+
+// Runs `fn` (returning a Result) with CAP_FSETID dropped if `kill`
+// (drop_fsetid_if) and returns what it returns.
+template <class Fn>
+auto without_fsetid_if(bool kill, Fn&& fn) -> decltype(fn()) {
+  VFSD_ASSIGN_OR_RETURN(auto no_fsetid, drop_fsetid_if(kill));
+  return fn();
 }
 
 // Whether a truncating OPEN must clear setuid/setgid. With killpriv v2 the
@@ -179,20 +218,18 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::create(PassthroughConfig c
   UniqueFd proc = std::move(proc_self_fd);
   if (!proc) proc.reset(::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!proc) return fail_errno();
-  auto st = stat_fd(root.get());
-  if (!st) return tl::unexpected(st.error());
+  VFSD_ASSIGN_OR_RETURN(auto st, stat_fd(root.get()));
   if (config.inode_file_handles != InodeFileHandles::kNever) {
-    auto usable =
-        check_file_handles(root.get(), config.inode_file_handles == InodeFileHandles::kMandatory);
-    if (!usable) return tl::unexpected(usable.error());
-    if (!*usable) config.inode_file_handles = InodeFileHandles::kNever;
+    VFSD_ASSIGN_OR_RETURN(
+        auto usable,
+        check_file_handles(root.get(), config.inode_file_handles == InodeFileHandles::kMandatory));
+    if (!usable) config.inode_file_handles = InodeFileHandles::kNever;
   }
   // A bad --xattrmap fails here (EINVAL); validate_config() gives the message.
   XattrMap xattr_map;
   if (!config.xattrmap.empty()) {
-    auto parsed = XattrMap::parse(config.xattrmap, nullptr);
-    if (!parsed) return tl::unexpected(parsed.error());
-    xattr_map = std::move(*parsed);
+    VFSD_ASSIGN_OR_RETURN(auto parsed, XattrMap::parse(config.xattrmap, nullptr));
+    xattr_map = std::move(parsed);
   }
   std::unique_ptr<PassthroughFs> fs(new PassthroughFs(std::move(config), std::move(proc)));
   fs->xattr_map_ = std::move(xattr_map);
@@ -203,7 +240,7 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::create(PassthroughConfig c
   if (auto host = fs->xattr_name_to_host(kCapability); host && *host != kCapability) {
     fs->capability_xattr_ = std::move(*host);
   }
-  fs->inodes_.set_root(std::move(root), InodeKey{st->st.st_dev, st->st.st_ino, st->mnt_id});
+  fs->inodes_.set_root(std::move(root), InodeKey{st.st.st_dev, st.st.st_ino, st.mnt_id});
   return fs;
 }
 
@@ -246,9 +283,8 @@ Entry PassthroughFs::entry_for(const InodeData& data, const struct stat& st,
 
 Result<Entry> PassthroughFs::register_inode(const InodeData& parent, UniqueFd path_fd,
                                             bool parent_lookup, Budget::Charge* prepaid) {
-  auto st = stat_fd(path_fd.get());
-  if (!st) return tl::unexpected(st.error());
-  InodeKey key{st->st.st_dev, st->st.st_ino, st->mnt_id};
+  VFSD_ASSIGN_OR_RETURN(auto st, stat_fd(path_fd.get()));
+  InodeKey key{st.st.st_dev, st.st.st_ino, st.mnt_id};
   std::optional<FileHandle> handle;
   if (config_.inode_file_handles != InodeFileHandles::kNever) {
     auto made = FileHandle::from_fd(path_fd.get());
@@ -276,21 +312,20 @@ Result<Entry> PassthroughFs::register_inode(const InodeData& parent, UniqueFd pa
       if (mandatory) return tl::unexpected(made.error());
     }
   }
-  auto data =
-      inodes_.insert_or_ref(std::move(path_fd), key, st->st.st_mode, std::move(handle), prepaid);
-  if (!data) return tl::unexpected(data.error());
+  VFSD_ASSIGN_OR_RETURN(auto data, inodes_.insert_or_ref(std::move(path_fd), key, st.st.st_mode,
+                                                         std::move(handle), prepaid));
   uint32_t flags = 0;
   // A directory on another mount than its parent is a submount root; the
   // guest then gives it a superblock and st_dev of its own, so that st_ino
   // values of different host filesystems cannot collide. (The st_dev we
   // return is the host's, already distinct; the guest uses its own.)
-  const bool mount_root = S_ISDIR(st->st.st_mode) && !parent_lookup &&
-                          (st->mnt_id != parent.key.mnt_id || st->st.st_dev != parent.key.dev);
-  if (mount_root) note_mount_root((*data)->id, st->mnt_id);
+  const bool mount_root = S_ISDIR(st.st.st_mode) && !parent_lookup &&
+                          (st.mnt_id != parent.key.mnt_id || st.st.st_dev != parent.key.dev);
+  if (mount_root) note_mount_root(data->id, st.mnt_id);
   if (submounts_active_.load(std::memory_order_relaxed) && mount_root) {
     flags |= FUSE_ATTR_SUBMOUNT;
   }
-  return entry_for(**data, st->st, flags);
+  return entry_for(*data, st.st, flags);
 }
 
 Result<Entry> PassthroughFs::lookup_child(const InodeData& parent, const char* name,
@@ -298,18 +333,16 @@ Result<Entry> PassthroughFs::lookup_child(const InodeData& parent, const char* n
   if (!S_ISDIR(parent.type)) return fail(ENOTDIR);
   // One component, beneath `parent`; never followed: a symlink becomes an
   // inode of its own, never its target.
-  auto fd = open_beneath(parent.fd.get(), name, O_PATH);
-  if (!fd) return tl::unexpected(fd.error());
-  return register_inode(parent, std::move(*fd), /*parent_lookup=*/false, prepaid);
+  VFSD_ASSIGN_OR_RETURN(auto fd, open_beneath(parent.fd.get(), name, O_PATH));
+  return register_inode(parent, std::move(fd), /*parent_lookup=*/false, prepaid);
 }
 
 Result<Entry> PassthroughFs::lookup_parent(const InodeData& dir) {
   if (!S_ISDIR(dir.type)) return fail(ENOTDIR);
-  auto parent = open_parent(dir.fd.get());
-  if (!parent) return tl::unexpected(parent.error());
-  VFSD_TRY(check_inside_share(parent->get()));
+  VFSD_ASSIGN_OR_RETURN(auto parent, open_parent(dir.fd.get()));
+  VFSD_TRY(check_inside_share(parent.get()));
   // The parent of a directory is never a submount root as seen from it.
-  return register_inode(dir, std::move(*parent), /*parent_lookup=*/true);
+  return register_inode(dir, std::move(parent), /*parent_lookup=*/true);
 }
 
 VoidResult PassthroughFs::check_inside_share(int dir_fd) const {
@@ -321,19 +354,16 @@ VoidResult PassthroughFs::check_inside_share(int dir_fd) const {
   const InodeKey root = inodes_.root_key();
   UniqueFd cur(::fcntl(dir_fd, F_DUPFD_CLOEXEC, 0));
   if (!cur) return fail_errno();
-  auto st = stat_fd(cur.get());
-  if (!st) return tl::unexpected(st.error());
+  VFSD_ASSIGN_OR_RETURN(auto st, stat_fd(cur.get()));
   for (int depth = 0; depth < kMaxWalkUp; ++depth) {
-    if (st->st.st_dev == root.dev && st->st.st_ino == root.ino && st->mnt_id == root.mnt_id) {
+    if (st.st.st_dev == root.dev && st.st.st_ino == root.ino && st.mnt_id == root.mnt_id) {
       return ok();
     }
-    auto opened = open_parent(cur.get());
-    if (!opened) return tl::unexpected(opened.error());
-    UniqueFd up = std::move(*opened);
-    auto up_st = stat_fd(up.get());
-    if (!up_st) return tl::unexpected(up_st.error());
-    if (up_st->st.st_dev == st->st.st_dev && up_st->st.st_ino == st->st.st_ino &&
-        up_st->mnt_id == st->mnt_id) {
+    VFSD_ASSIGN_OR_RETURN(auto opened, open_parent(cur.get()));
+    UniqueFd up = std::move(opened);
+    VFSD_ASSIGN_OR_RETURN(auto up_st, stat_fd(up.get()));
+    if (up_st.st.st_dev == st.st.st_dev && up_st.st.st_ino == st.st.st_ino &&
+        up_st.mnt_id == st.mnt_id) {
       break;  // "/" of the host (or of our mount namespace)
     }
     cur = std::move(up);
@@ -388,17 +418,14 @@ Result<ScopedCredentials> PassthroughFs::guest_credentials(const fuse::Context& 
   std::span<const gid_t> groups = ctx.supplementary_groups;
   std::vector<gid_t> host_groups;
   if (!config_.uid_map.empty() || !config_.gid_map.empty()) {
-    auto host_uid = config_.uid_map.guest_to_host(uid);
-    if (!host_uid) return tl::unexpected(host_uid.error());
-    auto host_gid = config_.gid_map.guest_to_host(gid);
-    if (!host_gid) return tl::unexpected(host_gid.error());
-    uid = *host_uid;
-    gid = *host_gid;
+    VFSD_ASSIGN_OR_RETURN(auto host_uid, config_.uid_map.guest_to_host(uid));
+    VFSD_ASSIGN_OR_RETURN(auto host_gid, config_.gid_map.guest_to_host(gid));
+    uid = host_uid;
+    gid = host_gid;
     host_groups.reserve(groups.size());
     for (gid_t g : groups) {
-      auto host = config_.gid_map.guest_to_host(g);
-      if (!host) return tl::unexpected(host.error());
-      host_groups.push_back(*host);
+      VFSD_ASSIGN_OR_RETURN(auto host, config_.gid_map.guest_to_host(g));
+      host_groups.push_back(host);
     }
     groups = host_groups;
   }
@@ -452,11 +479,10 @@ fuse::OpenReply PassthroughFs::insert_handle(InodeId inode, UniqueFd fd, bool is
 }
 
 Result<Entry> PassthroughFs::lookup_casefold(const InodeData& parent, std::string_view name) {
-  auto dir = reopen(parent, O_RDONLY | O_DIRECTORY);
-  if (!dir) return tl::unexpected(dir.error());
-  auto real = find_ascii_casefold_match(dir->get(), name, &is_hidden_temp_name);
-  if (!real) return tl::unexpected(real.error());
-  return lookup_child(parent, real->c_str());
+  VFSD_ASSIGN_OR_RETURN(auto dir, reopen(parent, O_RDONLY | O_DIRECTORY));
+  VFSD_ASSIGN_OR_RETURN(auto real,
+                        find_ascii_casefold_match(dir.get(), name, &is_hidden_temp_name));
+  return lookup_child(parent, real.c_str());
 }
 
 void PassthroughFs::note_mount_root(InodeId id, uint64_t mnt_id) {
@@ -467,9 +493,8 @@ void PassthroughFs::note_mount_root(InodeId id, uint64_t mnt_id) {
 
 VoidResult PassthroughFs::syncfs_all(const InodeData& data) {
   // syncfs() needs a real fd: O_PATH ones are refused.
-  auto fd = reopen(data, O_RDONLY | O_NONBLOCK);
-  if (!fd) return tl::unexpected(fd.error());
-  VoidResult result = check(::syncfs(fd->get()));
+  VFSD_ASSIGN_OR_RETURN(auto fd, reopen(data, O_RDONLY | O_NONBLOCK));
+  VoidResult result = check(::syncfs(fd.get()));
   // With submounts announced, the guest has one superblock per host mount
   // and sends SYNCFS for each; otherwise it knows only the root, and the
   // mounts below it must be reached from here.
@@ -548,25 +573,23 @@ void PassthroughFs::destroy() {
 // --- inodes ---------------------------------------------------------------
 
 Result<Entry> PassthroughFs::lookup(const fuse::Context&, InodeId parent, const fuse::Name& name) {
-  auto dir = inode(parent);
-  if (!dir) return tl::unexpected(dir.error());
+  VFSD_ASSIGN_OR_RETURN(auto dir, inode(parent));
   // "." is the directory itself, and ".." at the shared root stays there.
   if (name.is_dot() || (name.is_dotdot() && parent == fuse::kRootInode)) {
-    if (!S_ISDIR((*dir)->type)) return fail(ENOTDIR);
-    auto st = stat_fd((*dir)->fd.get());
-    if (!st) return tl::unexpected(st.error());
+    if (!S_ISDIR(dir->type)) return fail(ENOTDIR);
+    VFSD_ASSIGN_OR_RETURN(auto st, stat_fd(dir->fd.get()));
     if (!inodes_.add_ref(parent)) return fail(EBADF);
-    return entry_for(**dir, st->st, 0);
+    return entry_for(*dir, st.st, 0);
   }
-  if (name.is_dotdot()) return lookup_parent(**dir);
+  if (name.is_dotdot()) return lookup_parent(*dir);
   // One component (the server's fuse::Name says so already; this holds
   // without it, e.g. a NUL inside would cut the name short for the host).
   if (!is_single_component(name.view())) return fail(EINVAL);
   // Half-made directories of a crash-safe mkdir do not exist for the guest.
   if (is_hidden_temp_name(name.view())) return fail(ENOENT);
-  auto found = lookup_child(**dir, name.c_str());
+  auto found = lookup_child(*dir, name.c_str());
   if (!found && found.error().value == ENOENT && config_.ascii_casefold) {
-    return lookup_casefold(**dir, name.view());
+    return lookup_casefold(*dir, name.view());
   }
   return found;
 }
@@ -581,12 +604,10 @@ void PassthroughFs::batch_forget(std::span<const std::pair<InodeId, uint64_t>> i
 
 Result<fuse::AttrReply> PassthroughFs::getattr(const fuse::Context&, InodeId ino,
                                                std::optional<HandleId>) {
-  auto data = inode(ino);
-  if (!data) return tl::unexpected(data.error());
-  auto st = stat_fd((*data)->fd.get());
-  if (!st) return tl::unexpected(st.error());
-  owner_to_guest(st->st);
-  return fuse::AttrReply{st->st, timeout_};
+  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
+  VFSD_ASSIGN_OR_RETURN(auto st, stat_fd(data->fd.get()));
+  owner_to_guest(st.st);
+  return fuse::AttrReply{st.st, timeout_};
 }
 
 Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId ino,
@@ -597,14 +618,12 @@ Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId
       ((req.valid & FATTR_GID) && req.gid == static_cast<gid_t>(-1))) {
     return fail(EINVAL);
   }
-  auto found = inode(ino);
-  if (!found) return tl::unexpected(found.error());
-  const InodeData& data = **found;
+  VFSD_ASSIGN_OR_RETURN(auto found, inode(ino));
+  const InodeData& data = *found;
   std::shared_ptr<HandleData> open_file;
   if (req.handle) {
-    auto h = handle(*req.handle, ino);
-    if (!h) return tl::unexpected(h.error());
-    open_file = std::move(*h);
+    VFSD_ASSIGN_OR_RETURN(auto h, handle(*req.handle, ino));
+    open_file = std::move(h);
   }
   // Without a handle, path-based calls go through the /proc magic link of the
   // O_PATH fd: it names the inode itself (a symlink stays the symlink).
@@ -619,21 +638,18 @@ Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId
   // A chown or truncate the guest marked (killpriv v2 sends the flag;
   // without it the guest puts the new mode in the same request) clears
   // setuid/setgid as it would for a caller without CAP_FSETID.
-  auto no_fsetid = drop_fsetid_if((req.valid & FATTR_KILL_SUIDGID) != 0);
-  if (!no_fsetid) return tl::unexpected(no_fsetid.error());
+  VFSD_ASSIGN_OR_RETURN(auto no_fsetid, drop_fsetid_if((req.valid & FATTR_KILL_SUIDGID) != 0));
   if (req.valid & (FATTR_UID | FATTR_GID)) {
     uid_t uid = static_cast<uid_t>(-1);
     gid_t gid = static_cast<gid_t>(-1);
     // The new owner as the host stores it (EPERM for a forbid-guest id).
     if (req.valid & FATTR_UID) {
-      auto host = config_.uid_map.guest_to_host(req.uid);
-      if (!host) return tl::unexpected(host.error());
-      uid = *host;
+      VFSD_ASSIGN_OR_RETURN(auto host, config_.uid_map.guest_to_host(req.uid));
+      uid = host;
     }
     if (req.valid & FATTR_GID) {
-      auto host = config_.gid_map.guest_to_host(req.gid);
-      if (!host) return tl::unexpected(host.error());
-      gid = *host;
+      VFSD_ASSIGN_OR_RETURN(auto host, config_.gid_map.guest_to_host(req.gid));
+      gid = host;
     }
     // A chown of anything but a directory drops file capabilities.
     if (!S_ISDIR(data.type)) VFSD_TRY(clear_remapped_capability(data));
@@ -649,10 +665,9 @@ Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId
       // (regular files only: nothing else is opened for the guest).
       if (S_ISDIR(data.type)) return fail(EISDIR);
       if (!S_ISREG(data.type)) return fail(EINVAL);
-      auto fd = reopen(data, O_WRONLY | O_NONBLOCK);
-      if (!fd) return tl::unexpected(fd.error());
-      VFSD_TRY(clear_remapped_capability(fd->get()));
-      VFSD_TRY(check(::ftruncate(fd->get(), static_cast<off_t>(req.size))));
+      VFSD_ASSIGN_OR_RETURN(auto fd, reopen(data, O_WRONLY | O_NONBLOCK));
+      VFSD_TRY(clear_remapped_capability(fd.get()));
+      VFSD_TRY(check(::ftruncate(fd.get(), static_cast<off_t>(req.size))));
     }
   }
   if (req.valid & (FATTR_ATIME | FATTR_MTIME)) {
@@ -670,11 +685,10 @@ Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId
 }
 
 Result<std::string> PassthroughFs::readlink(const fuse::Context&, InodeId ino) {
-  auto data = inode(ino);
-  if (!data) return tl::unexpected(data.error());
-  if (!S_ISLNK((*data)->type)) return fail(EINVAL);
+  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
+  if (!S_ISLNK(data->type)) return fail(EINVAL);
   std::string target(PATH_MAX, '\0');
-  ssize_t n = ::readlinkat((*data)->fd.get(), "", target.data(), target.size());
+  ssize_t n = ::readlinkat(data->fd.get(), "", target.data(), target.size());
   if (n < 0) return fail_errno();
   target.resize(static_cast<size_t>(n));
   return target;
@@ -685,16 +699,13 @@ Result<Entry> PassthroughFs::symlink(const fuse::Context& ctx, InodeId parent,
   VFSD_TRY(check_new_name(name));
   if (target.empty() || target.find('\0') != std::string_view::npos) return fail(EINVAL);
   if (target.size() >= PATH_MAX) return fail(ENAMETOOLONG);
-  auto dir = inode(parent);
-  if (!dir) return tl::unexpected(dir.error());
+  VFSD_ASSIGN_OR_RETURN(auto dir, inode(parent));
   std::string target_z(target);
-  const int dir_fd = (*dir)->fd.get();
+  const int dir_fd = dir->fd.get();
   // The new inode's fd unit is reserved before anything is created.
-  auto charge = fd_budget_.acquire();
-  if (!charge) return tl::unexpected(charge.error());
+  VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire());
   {
-    auto creds = guest_credentials(ctx);
-    if (!creds) return tl::unexpected(creds.error());
+    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
     // The target is stored, never resolved by us: an absolute or ".." target
     // only means something to the guest, which resolves it in its own tree
     // (every later open of the link is refused: reopen, open_beneath).
@@ -704,31 +715,26 @@ Result<Entry> PassthroughFs::symlink(const fuse::Context& ctx, InodeId parent,
     VFSD_TRY(label_or_remove(dir_fd, name.c_str(),
                              [&](const UniqueFd& fd) { return apply_security_context(fd, ctx); }));
   }
-  return lookup_child(**dir, name.c_str(), &*charge);
+  return lookup_child(*dir, name.c_str(), &charge);
 }
 
 Result<Entry> PassthroughFs::mknod(const fuse::Context& ctx, InodeId parent, const fuse::Name& name,
                                    mode_t mode, dev_t rdev, mode_t umask) {
   VFSD_TRY(check_new_name(name));
-  auto dir = inode(parent);
-  if (!dir) return tl::unexpected(dir.error());
-  const int dir_fd = (*dir)->fd.get();
+  VFSD_ASSIGN_OR_RETURN(auto dir, inode(parent));
+  const int dir_fd = dir->fd.get();
   const mode_t type = mode & S_IFMT;
-  const mode_t host_mode = effective_create_mode((*dir)->fd, type | (mode & 07777), umask);
-  auto charge = fd_budget_.acquire();
-  if (!charge) return tl::unexpected(charge.error());
+  const mode_t host_mode = effective_create_mode(dir->fd, type | (mode & 07777), umask);
+  VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire());
   if (type == S_IFREG || type == 0) {
     // A regular file is made unnamed and linked in complete.
-    if (!S_ISDIR((*dir)->type)) return fail(ENOTDIR);
-    auto fd = create_file_safely(ctx, **dir, name, host_mode & 07777, O_RDWR);
-    if (!fd) return tl::unexpected(fd.error());
-    auto path_fd = path_fd_of(proc_self_fd_.get(), *fd);
-    if (!path_fd) return tl::unexpected(path_fd.error());
-    return register_inode(**dir, std::move(*path_fd), /*parent_lookup=*/false, &*charge);
+    if (!S_ISDIR(dir->type)) return fail(ENOTDIR);
+    VFSD_ASSIGN_OR_RETURN(auto fd, create_file_safely(ctx, *dir, name, host_mode & 07777, O_RDWR));
+    VFSD_ASSIGN_OR_RETURN(auto path_fd, path_fd_of(proc_self_fd_.get(), fd));
+    return register_inode(*dir, std::move(path_fd), /*parent_lookup=*/false, &charge);
   }
   {
-    auto creds = guest_credentials(ctx);
-    if (!creds) return tl::unexpected(creds.error());
+    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
     // A device, FIFO or socket node is made, never opened (it is looked up
     // O_PATH, and reopen() refuses it).
     VFSD_TRY(check(::mknodat(dir_fd, name.c_str(), host_mode, rdev)));
@@ -737,36 +743,31 @@ Result<Entry> PassthroughFs::mknod(const fuse::Context& ctx, InodeId parent, con
     VFSD_TRY(label_or_remove(dir_fd, name.c_str(),
                              [&](const UniqueFd& fd) { return apply_security_context(fd, ctx); }));
   }
-  return lookup_child(**dir, name.c_str(), &*charge);
+  return lookup_child(*dir, name.c_str(), &charge);
 }
 
 Result<Entry> PassthroughFs::mkdir(const fuse::Context& ctx, InodeId parent, const fuse::Name& name,
                                    mode_t mode, mode_t umask) {
   VFSD_TRY(check_new_name(name));
-  auto dir = inode(parent);
-  if (!dir) return tl::unexpected(dir.error());
-  if (!S_ISDIR((*dir)->type)) return fail(ENOTDIR);
-  const mode_t host_mode = effective_create_mode((*dir)->fd, mode & 07777, umask) & 07777;
-  auto charge = fd_budget_.acquire();
-  if (!charge) return tl::unexpected(charge.error());
-  auto path_fd = mkdir_safely(ctx, **dir, name, host_mode);
-  if (!path_fd) return tl::unexpected(path_fd.error());
-  return register_inode(**dir, std::move(*path_fd), /*parent_lookup=*/false, &*charge);
+  VFSD_ASSIGN_OR_RETURN(auto dir, inode(parent));
+  if (!S_ISDIR(dir->type)) return fail(ENOTDIR);
+  const mode_t host_mode = effective_create_mode(dir->fd, mode & 07777, umask) & 07777;
+  VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire());
+  VFSD_ASSIGN_OR_RETURN(auto path_fd, mkdir_safely(ctx, *dir, name, host_mode));
+  return register_inode(*dir, std::move(path_fd), /*parent_lookup=*/false, &charge);
 }
 
 VoidResult PassthroughFs::unlink(const fuse::Context&, InodeId parent, const fuse::Name& name) {
   VFSD_TRY(check_existing_name(name));
-  auto dir = inode(parent);
-  if (!dir) return tl::unexpected(dir.error());
-  keep_fd_of_victim((*dir)->fd.get(), name.c_str());
-  return check(::unlinkat((*dir)->fd.get(), name.c_str(), 0));
+  VFSD_ASSIGN_OR_RETURN(auto dir, inode(parent));
+  keep_fd_of_victim(dir->fd.get(), name.c_str());
+  return check(::unlinkat(dir->fd.get(), name.c_str(), 0));
 }
 
 VoidResult PassthroughFs::rmdir(const fuse::Context&, InodeId parent, const fuse::Name& name) {
   VFSD_TRY(check_existing_name(name));
-  auto dir = inode(parent);
-  if (!dir) return tl::unexpected(dir.error());
-  return check(::unlinkat((*dir)->fd.get(), name.c_str(), AT_REMOVEDIR));
+  VFSD_ASSIGN_OR_RETURN(auto dir, inode(parent));
+  return check(::unlinkat(dir->fd.get(), name.c_str(), AT_REMOVEDIR));
 }
 
 VoidResult PassthroughFs::rename(const fuse::Context&, InodeId old_parent,
@@ -775,15 +776,13 @@ VoidResult PassthroughFs::rename(const fuse::Context&, InodeId old_parent,
   VFSD_TRY(check_existing_name(old_name));
   VFSD_TRY(check_new_name(new_name));
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT)) return fail(EINVAL);
-  auto from = inode(old_parent);
-  if (!from) return tl::unexpected(from.error());
-  auto to = inode(new_parent);
-  if (!to) return tl::unexpected(to.error());
+  VFSD_ASSIGN_OR_RETURN(auto from, inode(old_parent));
+  VFSD_ASSIGN_OR_RETURN(auto to, inode(new_parent));
   if (!(flags & (RENAME_NOREPLACE | RENAME_EXCHANGE))) {
-    keep_fd_of_victim((*to)->fd.get(), new_name.c_str());
+    keep_fd_of_victim(to->fd.get(), new_name.c_str());
   }
   return check(
-      ::renameat2((*from)->fd.get(), old_name.c_str(), (*to)->fd.get(), new_name.c_str(), flags));
+      ::renameat2(from->fd.get(), old_name.c_str(), to->fd.get(), new_name.c_str(), flags));
 }
 
 void PassthroughFs::keep_fd_of_victim(int dir_fd, const char* name) {
@@ -800,38 +799,30 @@ void PassthroughFs::keep_fd_of_victim(int dir_fd, const char* name) {
 Result<Entry> PassthroughFs::link(const fuse::Context&, InodeId ino, InodeId new_parent,
                                   const fuse::Name& name) {
   VFSD_TRY(check_new_name(name));
-  auto data = inode(ino);
-  if (!data) return tl::unexpected(data.error());
-  auto dir = inode(new_parent);
-  if (!dir) return tl::unexpected(dir.error());
+  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
+  VFSD_ASSIGN_OR_RETURN(auto dir, inode(new_parent));
   // AT_SYMLINK_FOLLOW follows only the /proc magic link, to the inode itself
   // (a symlink inode is linked as the symlink, not its target).
-  ProcFdName proc_name((*data)->fd);
-  VFSD_TRY(check(::linkat(proc_self_fd_.get(), proc_name.c_str(), (*dir)->fd.get(), name.c_str(),
+  ProcFdName proc_name(data->fd);
+  VFSD_TRY(check(::linkat(proc_self_fd_.get(), proc_name.c_str(), dir->fd.get(), name.c_str(),
                           AT_SYMLINK_FOLLOW)));
-  return lookup_child(**dir, name.c_str());
+  return lookup_child(*dir, name.c_str());
 }
 
 // --- files ----------------------------------------------------------------
 
 Result<fuse::OpenReply> PassthroughFs::open(const fuse::Context& ctx, InodeId ino, uint32_t flags) {
   if (flags & kNotOpenFlags) return fail(EINVAL);
-  auto data = inode(ino);
-  if (!data) return tl::unexpected(data.error());
+  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
   const int host_flags = io_open_flags(flags);
   // The handle's unit of the fd budget before its fd exists.
-  auto charge = fd_budget_.acquire();
-  if (!charge) return tl::unexpected(charge.error());
-  Result<UniqueFd> fd = fail(EBADF);
-  {
-    auto no_fsetid = drop_fsetid_if(truncating_open_kills_priv(
-        ctx, host_flags, killpriv_v2_active_.load(std::memory_order_relaxed)));
-    if (!no_fsetid) return tl::unexpected(no_fsetid.error());
-    fd = reopen_io(**data, host_flags);
-  }
-  if (!fd) return tl::unexpected(fd.error());
-  if (host_flags & O_TRUNC) VFSD_TRY(clear_remapped_capability(fd->get()));
-  return insert_handle(ino, std::move(*fd), S_ISDIR((*data)->type), flags, std::move(*charge));
+  VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire());
+  const bool kill_priv = truncating_open_kills_priv(
+      ctx, host_flags, killpriv_v2_active_.load(std::memory_order_relaxed));
+  VFSD_ASSIGN_OR_RETURN(auto fd,
+                        without_fsetid_if(kill_priv, [&] { return reopen_io(*data, host_flags); }));
+  if (host_flags & O_TRUNC) VFSD_TRY(clear_remapped_capability(fd.get()));
+  return insert_handle(ino, std::move(fd), S_ISDIR(data->type), flags, std::move(charge));
 }
 
 Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Context& ctx,
@@ -840,160 +831,114 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Cont
                                                                 uint32_t flags, mode_t umask) {
   VFSD_TRY(check_new_name(name));
   if (flags & kNotOpenFlags) return fail(EINVAL);
-  auto dir = inode(parent);
-  if (!dir) return tl::unexpected(dir.error());
-  if (!S_ISDIR((*dir)->type)) return fail(ENOTDIR);
+  VFSD_ASSIGN_OR_RETURN(auto dir, inode(parent));
+  if (!S_ISDIR(dir->type)) return fail(ENOTDIR);
   const int open_flags = io_open_flags(flags) & ~O_DIRECTORY;
-  const mode_t host_mode = effective_create_mode((*dir)->fd, mode & 07777, umask) & 07777;
+  const mode_t host_mode = effective_create_mode(dir->fd, mode & 07777, umask) & 07777;
   // Two units of the fd budget (the new inode's and the handle's), before
   // anything is created.
-  auto charge = fd_budget_.acquire(2);
-  if (!charge) return tl::unexpected(charge.error());
-  Budget::Charge handle_charge = charge->take(1);
-  auto created = create_file_safely(ctx, **dir, name, host_mode, open_flags);
+  VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire(2));
+  Budget::Charge handle_charge = charge.take(1);
+  auto created = create_file_safely(ctx, *dir, name, host_mode, open_flags);
   if (!created && (created.error().value != EEXIST || (flags & O_EXCL))) {
     return tl::unexpected(created.error());
   }
   if (!created) {
     // The name exists and the guest did not ask for O_EXCL: open it as OPEN
     // would (regular files only), with the caller's permission checks.
-    auto existing = lookup_child(**dir, name.c_str(), &*charge);
-    if (!existing) return tl::unexpected(existing.error());
-    auto data = inode(existing->inode);
-    Result<UniqueFd> reopened = fail(EBADF);
-    if (data && S_ISDIR((*data)->type)) {
-      reopened = fail(EISDIR);
-    } else if (data) {
+    VFSD_ASSIGN_OR_RETURN(auto existing, lookup_child(*dir, name.c_str(), &charge));
+    // Ours until the guest is sent the entry: dropped again on any failure.
+    InodeRef ref(inodes_, existing.inode);
+    auto data = inode(existing.inode);
+    auto reopened = [&]() -> Result<UniqueFd> {
+      if (!data) return fail(EBADF);
+      if (S_ISDIR((*data)->type)) return fail(EISDIR);
       // reopen() refuses symlinks (ELOOP) and special files (EBADF).
-      auto no_fsetid = drop_fsetid_if(truncating_open_kills_priv(
-          ctx, open_flags, killpriv_v2_active_.load(std::memory_order_relaxed)));
-      auto creds = no_fsetid ? guest_credentials(ctx)
-                             : Result<ScopedCredentials>(tl::unexpected(no_fsetid.error()));
-      reopened = creds ? reopen(**data, open_flags) : tl::unexpected(creds.error());
-    }
-    if (reopened && (open_flags & O_TRUNC)) {
-      if (auto cleared = clear_remapped_capability(reopened->get()); !cleared) {
-        reopened = tl::unexpected(cleared.error());
-      }
-    }
-    if (!reopened) {
-      inodes_.forget(existing->inode, 1);
-      return tl::unexpected(reopened.error());
-    }
-    return std::pair{*existing, insert_handle(existing->inode, std::move(*reopened), false, flags,
-                                              std::move(handle_charge))};
+      const bool kill_priv = truncating_open_kills_priv(
+          ctx, open_flags, killpriv_v2_active_.load(std::memory_order_relaxed));
+      return without_fsetid_if(
+          kill_priv, [&] { return as_caller(ctx, [&] { return reopen(**data, open_flags); }); });
+    }();
+    if (!reopened) return tl::unexpected(reopened.error());
+    if (open_flags & O_TRUNC) VFSD_TRY(clear_remapped_capability(reopened->get()));
+    return std::pair{existing, insert_handle(ref.release_to_guest(), std::move(*reopened), false,
+                                             flags, std::move(handle_charge))};
   }
   // Register the inode that was really created, not whatever has the name by
   // the time a second lookup would run.
   UniqueFd fd = std::move(*created);
-  auto path_fd = path_fd_of(proc_self_fd_.get(), fd);
-  if (!path_fd) return tl::unexpected(path_fd.error());
-  auto entry = register_inode(**dir, std::move(*path_fd), /*parent_lookup=*/false, &*charge);
-  if (!entry) return tl::unexpected(entry.error());
+  VFSD_ASSIGN_OR_RETURN(auto path_fd, path_fd_of(proc_self_fd_.get(), fd));
+  VFSD_ASSIGN_OR_RETURN(auto entry,
+                        register_inode(*dir, std::move(path_fd), /*parent_lookup=*/false, &charge));
+  InodeRef ref(inodes_, entry.inode);
   if ((open_flags & O_ACCMODE) != O_RDWR) {
     // The new file is open O_RDWR; the guest asked for another access mode,
     // which its creation grants whatever the new mode says, so the daemon
     // (not the guest) reopens it.
-    auto narrowed = reopen_own_fd(proc_self_fd_.get(), fd, open_flags & ~(O_TRUNC | O_EXCL));
-    if (!narrowed) {
-      inodes_.forget(entry->inode, 1);
-      return tl::unexpected(narrowed.error());
-    }
-    fd = std::move(*narrowed);
+    VFSD_ASSIGN_OR_RETURN(fd,
+                          reopen_own_fd(proc_self_fd_.get(), fd, open_flags & ~(O_TRUNC | O_EXCL)));
   }
-  return std::pair{
-      *entry, insert_handle(entry->inode, std::move(fd), false, flags, std::move(handle_charge))};
+  return std::pair{entry, insert_handle(ref.release_to_guest(), std::move(fd), false, flags,
+                                        std::move(handle_charge))};
 }
 
 Result<size_t> PassthroughFs::read(const fuse::Context&, InodeId ino, HandleId fh, IovecWriter& out,
                                    uint32_t size, uint64_t offset) {
-  auto h = handle(fh, ino);
-  if (!h) return tl::unexpected(h.error());
+  VFSD_ASSIGN_OR_RETURN(auto h, handle(fh, ino));
   if (offset > kMaxOffset) return fail(EINVAL);
   size_t want = std::min<size_t>(size, out.remaining());
   want = std::min<uint64_t>(want, kMaxOffset - offset);
-  size_t done = 0;
-  // Straight into the reply buffers; IOV_MAX segments per call, as a guest
-  // may describe its buffer in many small pieces.
-  while (done < want) {
-    IovecList iov = out.iovecs(want - done);
-    if (iov.size() > IOV_MAX) iov.resize(IOV_MAX);
-    size_t chunk = 0;
-    for (const auto& seg : iov) chunk += seg.iov_len;
-    ssize_t n = ::preadv((*h)->fd.get(), iov.data(), static_cast<int>(iov.size()),
-                         static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (done > 0) break;
-      return fail_errno();
-    }
-    out.advance(static_cast<size_t>(n));
-    done += static_cast<size_t>(n);
-    if (static_cast<size_t>(n) < chunk) break;  // end of file
-  }
-  return done;
+  // Straight into the reply buffers.
+  const int fd = h->fd.get();
+  return host_io(out, want, offset, [fd](const iovec* iov, int count, off_t at) {
+    return ::preadv(fd, iov, count, at);
+  });
 }
 
 Result<size_t> PassthroughFs::write(const fuse::Context& ctx, InodeId ino, HandleId fh,
                                     IovecReader& in, uint32_t size, uint64_t offset,
                                     uint32_t write_flags) {
-  auto h = handle(fh, ino);
-  if (!h) return tl::unexpected(h.error());
+  VFSD_ASSIGN_OR_RETURN(auto h, handle(fh, ino));
   if (size > in.remaining()) return fail(EINVAL);
   if (offset > kMaxOffset || size > kMaxOffset - offset) return fail(EFBIG);
   // O_APPEND is not on the host fd: a write the guest makes through an
   // O_APPEND file goes to the host's end of file, so that guests (or host
   // processes) appending to one file do not overwrite each other. Writes out
   // of the guest page cache (writeback, mmap) carry their own offsets.
-  const bool guest_append = ctx.file_flags ? (*ctx.file_flags & O_APPEND) != 0 : (*h)->append;
+  const bool guest_append = ctx.file_flags ? (*ctx.file_flags & O_APPEND) != 0 : h->append;
   const int rwf = (guest_append && !(write_flags & FUSE_WRITE_CACHE)) ? RWF_APPEND : 0;
   // The guest marks a write whose caller lacks CAP_FSETID, with killpriv v2
   // and without it (its direct-I/O path, --cache=never, does; its cached
   // path clears the bits itself first, with a SETATTR).
-  auto no_fsetid = drop_fsetid_if((write_flags & FUSE_WRITE_KILL_SUIDGID) != 0);
-  if (!no_fsetid) return tl::unexpected(no_fsetid.error());
+  VFSD_ASSIGN_OR_RETURN(auto no_fsetid,
+                        drop_fsetid_if((write_flags & FUSE_WRITE_KILL_SUIDGID) != 0));
   // As Linux before any write: file capabilities go (CVE-2021-20263).
-  if (!capability_xattr_.empty() && !(*h)->is_dir) {
-    VFSD_TRY(clear_remapped_capability((*h)->fd.get()));
+  if (!capability_xattr_.empty() && !h->is_dir) {
+    VFSD_TRY(clear_remapped_capability(h->fd.get()));
   }
-  size_t done = 0;
-  while (done < size) {
-    IovecList iov = in.iovecs(size - done);
-    if (iov.size() > IOV_MAX) iov.resize(IOV_MAX);
-    size_t chunk = 0;
-    for (const auto& seg : iov) chunk += seg.iov_len;
-    ssize_t n = ::pwritev2((*h)->fd.get(), iov.data(), static_cast<int>(iov.size()),
-                           static_cast<off_t>(offset + done), rwf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (done > 0) break;
-      return fail_errno();
-    }
-    in.advance(static_cast<size_t>(n));
-    done += static_cast<size_t>(n);
-    if (static_cast<size_t>(n) < chunk) break;  // short write: report what was written
-  }
-  return done;
+  // Straight from the request's buffers.
+  const int fd = h->fd.get();
+  return host_io(in, size, offset, [fd, rwf](const iovec* iov, int count, off_t at) {
+    return ::pwritev2(fd, iov, count, at, rwf);
+  });
 }
 
 VoidResult PassthroughFs::flush(const fuse::Context&, InodeId ino, HandleId fh,
                                 uint64_t lock_owner) {
-  auto h = handle(fh, ino);
-  if (!h) return tl::unexpected(h.error());
+  VFSD_ASSIGN_OR_RETURN(auto h, handle(fh, ino));
   // A close() by a process releases all its POSIX locks on the file.
   if (config_.posix_lock) locks_.flush(ino, lock_owner);
   // The guest sends FLUSH on each close() of its file; closing a duplicate
   // gives the host the same close-time effects (NFS writeback, lock release)
   // and reports their error, while the handle stays open.
-  UniqueFd dup_fd(::dup((*h)->fd.get()));
+  UniqueFd dup_fd(::dup(h->fd.get()));
   if (!dup_fd) return fail_errno();
   return check(::close(dup_fd.release()));
 }
 
 VoidResult PassthroughFs::fsync(const fuse::Context&, InodeId ino, HandleId fh, bool datasync) {
-  auto h = handle(fh, ino);
-  if (!h) return tl::unexpected(h.error());
-  int fd = (*h)->fd.get();
+  VFSD_ASSIGN_OR_RETURN(auto h, handle(fh, ino));
+  int fd = h->fd.get();
   return check(datasync ? ::fdatasync(fd) : ::fsync(fd));
 }
 
@@ -1005,27 +950,24 @@ VoidResult PassthroughFs::release(const fuse::Context&, InodeId ino, HandleId fh
 }
 
 Result<struct statvfs> PassthroughFs::statfs(const fuse::Context&, InodeId ino) {
-  auto data = inode(ino);
-  if (!data) return tl::unexpected(data.error());
+  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
   struct statvfs out {};
-  if (::fstatvfs((*data)->fd.get(), &out) != 0) return fail_errno();
+  if (::fstatvfs(data->fd.get(), &out) != 0) return fail_errno();
   return out;
 }
 
 VoidResult PassthroughFs::access(const fuse::Context& ctx, InodeId ino, uint32_t mask) {
-  auto data = inode(ino);
-  if (!data) return tl::unexpected(data.error());
-  auto st = stat_fd((*data)->fd.get());
-  if (!st) return tl::unexpected(st.error());
+  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
+  VFSD_ASSIGN_OR_RETURN(auto st, stat_fd(data->fd.get()));
   // Checked against the inode's mode, as the Rust virtiofsd does, instead of
   // switching credentials: the caller passes when any class it belongs to
   // (owner, its primary group, others) grants the bit; root passes read and
   // write, and execute when anyone may execute (or it is a directory).
   // The guest's ids against the owner as the guest sees it (--translate-*).
-  owner_to_guest(st->st);
-  const mode_t mode = st->st.st_mode;
-  const bool owner = ctx.uid == st->st.st_uid;
-  const bool group = ctx.gid == st->st.st_gid;
+  owner_to_guest(st.st);
+  const mode_t mode = st.st.st_mode;
+  const bool owner = ctx.uid == st.st.st_uid;
+  const bool group = ctx.gid == st.st.st_gid;
   auto granted = [&](mode_t user_bit, mode_t group_bit, mode_t other_bit) {
     return (owner && (mode & user_bit)) || (group && (mode & group_bit)) || (mode & other_bit);
   };
@@ -1045,11 +987,10 @@ Result<uint64_t> PassthroughFs::lseek(const fuse::Context&, InodeId ino, HandleI
     return fail(EINVAL);
   }
   if (offset > kMaxOffset) return fail(EINVAL);
-  auto h = handle(fh, ino);
-  if (!h) return tl::unexpected(h.error());
+  VFSD_ASSIGN_OR_RETURN(auto h, handle(fh, ino));
   // The file position is shared with READDIR on directories.
-  std::lock_guard lock((*h)->dir_mutex);
-  off_t pos = ::lseek((*h)->fd.get(), static_cast<off_t>(offset), static_cast<int>(whence));
+  std::lock_guard lock(h->dir_mutex);
+  off_t pos = ::lseek(h->fd.get(), static_cast<off_t>(offset), static_cast<int>(whence));
   if (pos < 0) return fail_errno();
   return static_cast<uint64_t>(pos);
 }
@@ -1057,34 +998,29 @@ Result<uint64_t> PassthroughFs::lseek(const fuse::Context&, InodeId ino, HandleI
 VoidResult PassthroughFs::fallocate(const fuse::Context& ctx, InodeId ino, HandleId fh,
                                     uint32_t mode, uint64_t offset, uint64_t length) {
   if (offset > kMaxOffset || length > kMaxOffset - offset) return fail(EFBIG);
-  auto h = handle(fh, ino);
-  if (!h) return tl::unexpected(h.error());
+  VFSD_ASSIGN_OR_RETURN(auto h, handle(fh, ino));
   // FALLOCATE carries no kill flag: as on Linux, it clears setuid/setgid
   // unless the caller is privileged, which for a guest means root.
-  auto no_fsetid = drop_fsetid_if(ctx.uid != 0);
-  if (!no_fsetid) return tl::unexpected(no_fsetid.error());
+  VFSD_ASSIGN_OR_RETURN(auto no_fsetid, drop_fsetid_if(ctx.uid != 0));
   // Linux drops file capabilities on fallocate too (file_modified()).
   if (!capability_xattr_.empty()) {
-    VFSD_TRY(clear_remapped_capability((*h)->fd.get()));
+    VFSD_TRY(clear_remapped_capability(h->fd.get()));
   }
-  return check(::fallocate((*h)->fd.get(), static_cast<int>(mode), static_cast<off_t>(offset),
+  return check(::fallocate(h->fd.get(), static_cast<int>(mode), static_cast<off_t>(offset),
                            static_cast<off_t>(length)));
 }
 
 VoidResult PassthroughFs::syncfs(const fuse::Context&, InodeId ino) {
-  auto data = inode(ino);
-  if (!data) return tl::unexpected(data.error());
-  return syncfs_all(**data);
+  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
+  return syncfs_all(*data);
 }
 
 Result<size_t> PassthroughFs::copy_file_range(const fuse::Context& ctx, InodeId in,
                                               HandleId in_handle, uint64_t in_offset, InodeId out,
                                               HandleId out_handle, uint64_t out_offset,
                                               uint64_t length, uint64_t flags) {
-  auto src = handle(in_handle, in);
-  if (!src) return tl::unexpected(src.error());
-  auto dst = handle(out_handle, out);
-  if (!dst) return tl::unexpected(dst.error());
+  VFSD_ASSIGN_OR_RETURN(auto src, handle(in_handle, in));
+  VFSD_ASSIGN_OR_RETURN(auto dst, handle(out_handle, out));
   if (in_offset > kMaxOffset || out_offset > kMaxOffset) return fail(EINVAL);
   // No flags are defined; the host refuses any with EINVAL, as we do for
   // values that would not even fit its argument.
@@ -1095,13 +1031,12 @@ Result<size_t> PassthroughFs::copy_file_range(const fuse::Context& ctx, InodeId 
   loff_t off_out = static_cast<loff_t>(out_offset);
   // The destination is written: its file capabilities go, as on Linux.
   if (!capability_xattr_.empty()) {
-    VFSD_TRY(clear_remapped_capability((*dst)->fd.get()));
+    VFSD_TRY(clear_remapped_capability(dst->fd.get()));
   }
   // As the guest: quotas and the setuid clearing of the destination follow
   // the caller, not the daemon.
-  auto creds = guest_credentials(ctx);
-  if (!creds) return tl::unexpected(creds.error());
-  ssize_t n = ::copy_file_range((*src)->fd.get(), &off_in, (*dst)->fd.get(), &off_out, len,
+  VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
+  ssize_t n = ::copy_file_range(src->fd.get(), &off_in, dst->fd.get(), &off_out, len,
                                 static_cast<unsigned int>(flags));
   if (n < 0) return fail_errno();
   return static_cast<size_t>(n);
@@ -1113,61 +1048,48 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::tmpfile(const fuse::Con
   // The file it makes is writable: never on a read-only share.
   if (config_.readonly) return fail(EROFS);
   if (flags & O_PATH) return fail(EINVAL);
-  auto dir = inode(parent);
-  if (!dir) return tl::unexpected(dir.error());
-  if (!S_ISDIR((*dir)->type)) return fail(ENOTDIR);
-  const int dir_fd = (*dir)->fd.get();
+  VFSD_ASSIGN_OR_RETURN(auto dir, inode(parent));
+  if (!S_ISDIR(dir->type)) return fail(ENOTDIR);
+  const int dir_fd = dir->fd.get();
   const int open_flags = io_open_flags(flags) & ~(O_DIRECTORY | O_TRUNC | O_CLOEXEC);
   // open(2) refuses a read-only O_TMPFILE the same way.
   if ((open_flags & O_ACCMODE) == O_RDONLY) return fail(EINVAL);
-  const mode_t host_mode = effective_create_mode((*dir)->fd, mode & 07777, umask) & 07777;
-  auto charge = fd_budget_.acquire(2);  // the inode's and the handle's
-  if (!charge) return tl::unexpected(charge.error());
-  Budget::Charge handle_charge = charge->take(1);
-  Result<UniqueFd> fd = fail(EBADF);
-  {
-    auto creds = guest_credentials(ctx);
-    if (!creds) return tl::unexpected(creds.error());
-    fd = open_unnamed_file(dir_fd, open_flags, host_mode);
-  }
-  if (!fd) return tl::unexpected(fd.error());
-  VFSD_TRY(apply_security_context(*fd, ctx));
-  auto path_fd = path_fd_of(proc_self_fd_.get(), *fd);
-  if (!path_fd) return tl::unexpected(path_fd.error());
-  auto entry = register_inode(**dir, std::move(*path_fd), /*parent_lookup=*/false, &*charge);
-  if (!entry) return tl::unexpected(entry.error());
+  const mode_t host_mode = effective_create_mode(dir->fd, mode & 07777, umask) & 07777;
+  VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire(2));  // the inode's and the handle's
+  Budget::Charge handle_charge = charge.take(1);
+  VFSD_ASSIGN_OR_RETURN(
+      auto fd, as_caller(ctx, [&] { return open_unnamed_file(dir_fd, open_flags, host_mode); }));
+  VFSD_TRY(apply_security_context(fd, ctx));
+  VFSD_ASSIGN_OR_RETURN(auto path_fd, path_fd_of(proc_self_fd_.get(), fd));
+  VFSD_ASSIGN_OR_RETURN(auto entry,
+                        register_inode(*dir, std::move(path_fd), /*parent_lookup=*/false, &charge));
   return std::pair{
-      *entry, insert_handle(entry->inode, std::move(*fd), false, flags, std::move(handle_charge))};
+      entry, insert_handle(entry.inode, std::move(fd), false, flags, std::move(handle_charge))};
 }
 
 // --- directories ------------------------------------------------------------
 
 Result<fuse::OpenReply> PassthroughFs::opendir(const fuse::Context&, InodeId ino, uint32_t) {
-  auto data = inode(ino);
-  if (!data) return tl::unexpected(data.error());
-  if (!S_ISDIR((*data)->type)) return fail(ENOTDIR);
-  auto charge = fd_budget_.acquire();
-  if (!charge) return tl::unexpected(charge.error());
-  auto fd = reopen_io(**data, O_RDONLY | O_DIRECTORY);
-  if (!fd) return tl::unexpected(fd.error());
-  return insert_handle(ino, std::move(*fd), true, 0, std::move(*charge));
+  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
+  if (!S_ISDIR(data->type)) return fail(ENOTDIR);
+  VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire());
+  VFSD_ASSIGN_OR_RETURN(auto fd, reopen_io(*data, O_RDONLY | O_DIRECTORY));
+  return insert_handle(ino, std::move(fd), true, 0, std::move(charge));
 }
 
 VoidResult PassthroughFs::readdir(const fuse::Context&, InodeId ino, HandleId fh, uint64_t offset,
                                   bool plus, fuse::DirSink& sink) {
-  auto h = handle(fh, ino);
-  if (!h) return tl::unexpected(h.error());
-  if (!(*h)->is_dir) return fail(ENOTDIR);
+  VFSD_ASSIGN_OR_RETURN(auto h, handle(fh, ino));
+  if (!h->is_dir) return fail(ENOTDIR);
   if (offset > kMaxOffset) return fail(EINVAL);
   std::shared_ptr<const InodeData> dir;
   if (plus) {
-    auto data = inode(ino);
-    if (!data) return tl::unexpected(data.error());
-    dir = std::move(*data);
+    VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
+    dir = std::move(data);
   }
 
-  std::lock_guard lock((*h)->dir_mutex);
-  const int fd = (*h)->fd.get();
+  std::lock_guard lock(h->dir_mutex);
+  const int fd = h->fd.get();
   if (::lseek(fd, static_cast<off_t>(offset), SEEK_SET) < 0) return fail_errno();
   // Entries read but not taken by the sink are read again by the next
   // READDIR, which seeks to the cookie of the last one taken.

@@ -277,6 +277,13 @@ class PassthroughFs final : public fuse::FileSystem {
   // Enters the guest's uid, gid and supplementary groups on this thread,
   // translated to the host's (EPERM for a forbid-guest id).
   Result<ScopedCredentials> guest_credentials(const fuse::Context& ctx) const;
+  // Runs `fn` (returning a Result) under the guest's credentials and returns
+  // what it returns; the daemon's own are back before the caller goes on.
+  template <class Fn>
+  auto as_caller(const fuse::Context& ctx, Fn&& fn) const -> decltype(fn()) {
+    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
+    return fn();
+  }
   // Host open flags for a guest OPEN/CREATE/OPENDIR (the Rust virtiofsd's
   // rules: O_APPEND handled per write, O_DIRECT only with --allow-direct-io,
   // O_NOATIME only with --preserve-noatime, O_WRONLY widened to O_RDWR under

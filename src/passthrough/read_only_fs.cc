@@ -8,6 +8,8 @@
 
 #include <utility>
 
+#include "passthrough/lookup_ref.h"
+
 namespace vfsd::passthrough {
 namespace {
 
@@ -52,10 +54,9 @@ Result<ReadOnlyOpen> read_only_open(uint32_t flags) {
 // Runs an open-like call under the read-only rules.
 template <class OpenFn>
 Result<fuse::OpenReply> open_read_only(uint32_t flags, OpenFn&& open_fn) {
-  auto decided = read_only_open(flags);
-  if (!decided) return tl::unexpected(decided.error());
-  auto opened = open_fn(decided->flags);
-  if (!opened && decided->existing_only && opened.error().value == ENOENT) return fail(EROFS);
+  VFSD_ASSIGN_OR_RETURN(auto decided, read_only_open(flags));
+  auto opened = open_fn(decided.flags);
+  if (!opened && decided.existing_only && opened.error().value == ENOENT) return fail(EROFS);
   return opened;
 }
 
@@ -171,13 +172,12 @@ Result<std::pair<fuse::Entry, fuse::OpenReply>> ReadOnlyFs::create(const fuse::C
   }
   // A negative entry (inode 0) carries no reference: the name is absent.
   if (entry->inode == 0) return fail(EROFS);
-  auto opened = open(ctx, entry->inode, flags);
-  if (!opened) {
-    // The guest never sees this entry, so it will never forget it.
-    inner_.forget(entry->inode, 1);
-    return tl::unexpected(opened.error());
-  }
-  return std::pair{std::move(*entry), *opened};
+  // The guest sees the entry only if the open succeeds; else it could never
+  // forget it, so the reference goes back.
+  LookupRef<fuse::FileSystem> ref(inner_, entry->inode);
+  VFSD_ASSIGN_OR_RETURN(auto opened, open(ctx, entry->inode, flags));
+  ref.release_to_guest();
+  return std::pair{std::move(*entry), opened};
 }
 
 Result<size_t> ReadOnlyFs::read(const fuse::Context& ctx, fuse::InodeId inode,

@@ -94,8 +94,7 @@ Result<UniqueFd> PassthroughFs::create_file_safely(const fuse::Context& ctx, con
   const int flags = (io_flags & kStatusFlags) | O_RDWR;
   Result<UniqueFd> unnamed = fail(EOPNOTSUPP);
   {
-    auto creds = guest_credentials(ctx);
-    if (!creds) return tl::unexpected(creds.error());
+    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
     VFSD_TRY(check_absent(dir_fd, name.c_str()));
     // Owner, group (setgid directories included) and mode are the kernel's
     // to set at creation under the guest's credentials.
@@ -108,13 +107,12 @@ Result<UniqueFd> PassthroughFs::create_file_safely(const fuse::Context& ctx, con
     // afterwards and removed again if that fails (the Rust virtiofsd's way).
     UniqueFd fd;
     {
-      auto creds = guest_credentials(ctx);
-      if (!creds) return tl::unexpected(creds.error());
+      VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
       // O_EXCL: an existing name (a FIFO, a device, a symlink to anywhere)
       // is never opened, only refused.
-      auto made = open_beneath(dir_fd, name.c_str(), flags | O_CREAT | O_EXCL, mode);
-      if (!made) return tl::unexpected(made.error());
-      fd = std::move(*made);
+      VFSD_ASSIGN_OR_RETURN(auto made,
+                            open_beneath(dir_fd, name.c_str(), flags | O_CREAT | O_EXCL, mode));
+      fd = std::move(made);
     }
     if (auto labelled = apply_security_context(fd, ctx); !labelled) {
       ::unlinkat(dir_fd, name.c_str(), 0);
@@ -128,8 +126,7 @@ Result<UniqueFd> PassthroughFs::create_file_safely(const fuse::Context& ctx, con
   VFSD_TRY(run_hook("link"));
   {
     // Linking is a creation in `dir`: the guest's permission on it counts.
-    auto creds = guest_credentials(ctx);
-    if (!creds) return tl::unexpected(creds.error());
+    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
     VFSD_TRY(link_unnamed_file(proc_self_fd_.get(), *unnamed, dir_fd, name.c_str()));
   }
   return std::move(*unnamed);
@@ -140,30 +137,26 @@ Result<UniqueFd> PassthroughFs::mkdir_safely(const fuse::Context& ctx, const Ino
   const int dir_fd = dir.fd.get();
   std::string temp;
   {
-    auto creds = guest_credentials(ctx);
-    if (!creds) return tl::unexpected(creds.error());
+    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
     VFSD_TRY(check_absent(dir_fd, name.c_str()));
     // Made by the guest: its owner, the setgid inheritance and the guest's
     // permission check on `dir` come from the kernel, as for a plain mkdir.
-    auto made = make_hidden_temp_dir(dir_fd, mode);
-    if (!made) return tl::unexpected(made.error());
-    temp = std::move(*made);
+    VFSD_ASSIGN_OR_RETURN(auto made, make_hidden_temp_dir(dir_fd, mode));
+    temp = std::move(made);
   }
   auto finish = [&]() -> Result<UniqueFd> {
     // O_DIRECTORY: if the host put something else under the hidden name,
     // it is refused, never opened.
-    auto path_fd = open_beneath(dir_fd, temp.c_str(), O_PATH | O_DIRECTORY);
-    if (!path_fd) return tl::unexpected(path_fd.error());
+    VFSD_ASSIGN_OR_RETURN(auto path_fd, open_beneath(dir_fd, temp.c_str(), O_PATH | O_DIRECTORY));
     if (ctx.security_context) {
-      auto real = open_beneath(dir_fd, temp.c_str(), O_RDONLY | O_DIRECTORY);
-      if (!real) return tl::unexpected(real.error());
-      VFSD_TRY(apply_security_context(*real, ctx));
+      VFSD_ASSIGN_OR_RETURN(auto real, open_beneath(dir_fd, temp.c_str(), O_RDONLY | O_DIRECTORY));
+      VFSD_TRY(apply_security_context(real, ctx));
     }
     VFSD_TRY(run_hook("rename"));
     if (::renameat2(dir_fd, temp.c_str(), dir_fd, name.c_str(), RENAME_NOREPLACE) != 0) {
       return fail_errno();
     }
-    return std::move(*path_fd);
+    return path_fd;
   };
   auto done = finish();
   // Whatever failed, the half-made directory goes (it is empty: nobody could

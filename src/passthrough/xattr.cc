@@ -72,9 +72,9 @@ class XattrTarget {
     ProcFdName name(path_fd);
     std::snprintf(target.name_, sizeof(target.name_), "%s", name.c_str());
     if (S_ISREG(type) || S_ISDIR(type)) {
-      auto fd = reopen_own_fd(proc_self_fd, path_fd, O_RDONLY | O_NONBLOCK | O_NOCTTY);
-      if (!fd) return tl::unexpected(fd.error());
-      target.fd_ = std::move(*fd);
+      VFSD_ASSIGN_OR_RETURN(auto fd,
+                            reopen_own_fd(proc_self_fd, path_fd, O_RDONLY | O_NONBLOCK | O_NOCTTY));
+      target.fd_ = std::move(fd);
       return target;
     }
     VFSD_TRY(unshare_working_directory());
@@ -134,8 +134,7 @@ class XattrTarget {
 
 VoidResult validate_config(const PassthroughConfig& config, std::string& message) {
   if (!config.xattrmap.empty()) {
-    auto map = XattrMap::parse(config.xattrmap, &message);
-    if (!map) return tl::unexpected(map.error());
+    VFSD_TRY(XattrMap::parse(config.xattrmap, &message));
   }
   return ok();
 }
@@ -218,13 +217,11 @@ Result<fuse::XattrReply> PassthroughFs::getxattr(const fuse::Context&, fuse::Ino
     if (host_name.error().value == EPERM) return fail(ENODATA);
     return tl::unexpected(host_name.error());
   }
-  auto data = inode(ino);
-  if (!data) return tl::unexpected(data.error());
-  auto target = XattrTarget::open(proc_self_fd_.get(), (*data)->fd, (*data)->type);
-  if (!target) return tl::unexpected(target.error());
+  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
+  VFSD_ASSIGN_OR_RETURN(auto target, XattrTarget::open(proc_self_fd_.get(), data->fd, data->type));
   const size_t want = std::min<size_t>(size, kMaxValueSize);
   std::string buffer(want, '\0');
-  ssize_t n = target->get(host_name->c_str(), want ? buffer.data() : nullptr, want);
+  ssize_t n = target.get(host_name->c_str(), want ? buffer.data() : nullptr, want);
   if (n < 0) return fail_errno();
   fuse::XattrReply reply;
   reply.size = static_cast<size_t>(n);
@@ -238,13 +235,11 @@ Result<fuse::XattrReply> PassthroughFs::getxattr(const fuse::Context&, fuse::Ino
 Result<fuse::XattrReply> PassthroughFs::listxattr(const fuse::Context&, fuse::InodeId ino,
                                                   uint32_t size) {
   if (!config_.xattr) return fail(ENOSYS);
-  auto data = inode(ino);
-  if (!data) return tl::unexpected(data.error());
-  auto target = XattrTarget::open(proc_self_fd_.get(), (*data)->fd, (*data)->type);
-  if (!target) return tl::unexpected(target.error());
+  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
+  VFSD_ASSIGN_OR_RETURN(auto target, XattrTarget::open(proc_self_fd_.get(), data->fd, data->type));
   const size_t want = std::min<size_t>(size, kMaxListSize);
   std::string host_list(want, '\0');
-  ssize_t n = target->list(want ? host_list.data() : nullptr, want);
+  ssize_t n = target.list(want ? host_list.data() : nullptr, want);
   if (n < 0) return fail_errno();
   fuse::XattrReply reply;
   if (size == 0) {
@@ -275,39 +270,33 @@ VoidResult PassthroughFs::setxattr(const fuse::Context&, fuse::InodeId ino, std:
   if (!config_.xattr) return fail(ENOSYS);
   if (value.size() > kMaxValueSize) return fail(E2BIG);
   if (flags & ~static_cast<uint32_t>(XATTR_CREATE | XATTR_REPLACE)) return fail(EINVAL);
-  auto host_name = xattr_name_to_host(name);
-  if (!host_name) return tl::unexpected(host_name.error());
-  auto data = inode(ino);
-  if (!data) return tl::unexpected(data.error());
-  auto target = XattrTarget::open(proc_self_fd_.get(), (*data)->fd, (*data)->type);
-  if (!target) return tl::unexpected(target.error());
+  VFSD_ASSIGN_OR_RETURN(auto host_name, xattr_name_to_host(name));
+  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
+  VFSD_ASSIGN_OR_RETURN(auto target, XattrTarget::open(proc_self_fd_.get(), data->fd, data->type));
   // The guest kernel asks for this when the caller is neither in the file's
   // group nor holds CAP_FSETID; the host kernel would not clear the bit for
   // us (we hold CAP_FSETID), so it is cleared before the ACL changes the mode.
   if (posix_acl_active_.load(std::memory_order_relaxed) &&
-      (setxattr_flags & FUSE_SETXATTR_ACL_KILL_SGID) && *host_name == kAclAccess) {
+      (setxattr_flags & FUSE_SETXATTR_ACL_KILL_SGID) && host_name == kAclAccess) {
     struct stat st {};
-    if (::fstatat((*data)->fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+    if (::fstatat(data->fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
       return fail_errno();
     }
-    if ((st.st_mode & S_ISGID) && target->chmod(st.st_mode & 07777 & ~S_ISGID) != 0) {
+    if ((st.st_mode & S_ISGID) && target.chmod(st.st_mode & 07777 & ~S_ISGID) != 0) {
       return fail_errno();
     }
   }
-  if (target->set(host_name->c_str(), value, static_cast<int>(flags)) != 0) return fail_errno();
+  if (target.set(host_name.c_str(), value, static_cast<int>(flags)) != 0) return fail_errno();
   return ok();
 }
 
 VoidResult PassthroughFs::removexattr(const fuse::Context&, fuse::InodeId ino,
                                       std::string_view name) {
   if (!config_.xattr) return fail(ENOSYS);
-  auto host_name = xattr_name_to_host(name);
-  if (!host_name) return tl::unexpected(host_name.error());
-  auto data = inode(ino);
-  if (!data) return tl::unexpected(data.error());
-  auto target = XattrTarget::open(proc_self_fd_.get(), (*data)->fd, (*data)->type);
-  if (!target) return tl::unexpected(target.error());
-  if (target->remove(host_name->c_str()) != 0) return fail_errno();
+  VFSD_ASSIGN_OR_RETURN(auto host_name, xattr_name_to_host(name));
+  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
+  VFSD_ASSIGN_OR_RETURN(auto target, XattrTarget::open(proc_self_fd_.get(), data->fd, data->type));
+  if (target.remove(host_name.c_str()) != 0) return fail_errno();
   return ok();
 }
 
@@ -317,16 +306,15 @@ VoidResult PassthroughFs::apply_security_context(const UniqueFd& fd, const fuse:
   if (!ctx.security_context) return ok();
   const fuse::SecurityContext& label = *ctx.security_context;
   if (label.value.size() > kMaxValueSize) return fail(E2BIG);
-  auto host_name = xattr_name_to_host(label.name);
-  if (!host_name) return tl::unexpected(host_name.error());
+  VFSD_ASSIGN_OR_RETURN(auto host_name, xattr_name_to_host(label.name));
   int fl = ::fcntl(fd.get(), F_GETFL);
   if (fl < 0) return fail_errno();
   // An O_PATH fd of any type goes the path-based way: the node may be a
   // device or FIFO that must not be opened.
-  auto target = (fl & O_PATH) ? XattrTarget::open(proc_self_fd_.get(), fd, S_IFLNK)
-                              : Result<XattrTarget>(XattrTarget::borrow(fd.get()));
-  if (!target) return tl::unexpected(target.error());
-  if (target->set(host_name->c_str(), label.value, 0) != 0) return fail_errno();
+  VFSD_ASSIGN_OR_RETURN(auto target, (fl & O_PATH)
+                                         ? XattrTarget::open(proc_self_fd_.get(), fd, S_IFLNK)
+                                         : Result<XattrTarget>(XattrTarget::borrow(fd.get())));
+  if (target.set(host_name.c_str(), label.value, 0) != 0) return fail_errno();
   return ok();
 }
 
@@ -371,9 +359,8 @@ VoidResult PassthroughFs::clear_remapped_capability(const InodeData& data) const
   if (capability_xattr_.empty()) return ok();
   // Path-based through the magic link for every type: a special file is
   // never opened, a symlink is the symlink itself.
-  auto target = XattrTarget::open(proc_self_fd_.get(), data.fd, S_IFLNK);
-  if (!target) return tl::unexpected(target.error());
-  if (target->remove(capability_xattr_.c_str()) == 0 || nothing_to_clear(errno)) return ok();
+  VFSD_ASSIGN_OR_RETURN(auto target, XattrTarget::open(proc_self_fd_.get(), data.fd, S_IFLNK));
+  if (target.remove(capability_xattr_.c_str()) == 0 || nothing_to_clear(errno)) return ok();
   // user.* xattrs exist on regular files and directories only: on anything
   // else the host refuses the name (EPERM), so there is nothing to clear.
   if (errno == EPERM && !S_ISREG(data.type)) return ok();

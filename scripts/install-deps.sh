@@ -7,7 +7,7 @@ ROOT=$PWD
 CACHE="$ROOT/.cache"
 
 PACKAGES=(
-  build-essential g++ cmake ninja-build pkg-config clang-format
+  build-essential g++ cmake ninja-build pkg-config clang-format clang-tidy
   clang libclang-rt-14-dev llvm jq
   libgtest-dev libgmock-dev libbenchmark-dev
   libexpected-dev libcli11-dev libspdlog-dev libfmt-dev

@@ -2,6 +2,8 @@
 # The whole test suite, what CI runs (.ci/run, with CI=true):
 #  1. scripts/install-deps.sh: packages, the 6.1 and 6.12 guest kernels and
 #     the Rust virtiofsd 1.13 (into .cache/).
+#  1b. scripts/lint.sh: clang-format on src/, tests/ and bench/, and
+#     clang-tidy (.clang-tidy) on src/; a finding fails the run.
 #  2. build-asan (ASan + UBSan): the unit and cross-layer tests (label unit)
 #     and the e2e guest test against the sanitized daemon (label sanitized:
 #     a sanitizer report in the daemon fails it).
@@ -20,6 +22,9 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
 bash scripts/install-deps.sh
+
+echo "=== formatting (clang-format) and clang-tidy"
+bash scripts/lint.sh
 
 echo "=== ASan + UBSan: unit tests, and the e2e guest test against the sanitized daemon"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DVFSD_SANITIZE=ON >/dev/null

@@ -53,7 +53,6 @@ struct Switches {
   bool no_readdirplus = false, announce_submounts = true, no_announce_submounts = false;
 };
 
-// The legacy `-o a,b=c` form. Returns an error message or "".
 // The `-o key=value` items that set an option value (the rest set fields of
 // Config directly).
 struct CompatValues {
@@ -62,41 +61,42 @@ struct CompatValues {
   std::string& modcaps;
 };
 
-std::string apply_compat_option(const std::string& option, Config& config, Switches& sw,
-                                const CompatValues& values) {
-  auto eq = option.find('=');
-  if (eq != std::string::npos) {
-    std::string key = option.substr(0, eq), value = option.substr(eq + 1);
-    if (key == "source") {
-      config.fs.shared_dir = value;
-    } else if (key == "cache") {
-      // The legacy daemon called "never" "none".
-      static const std::map<std::string, std::string> names = {
-          {"none", "never"}, {"auto", "auto"}, {"always", "always"}, {"metadata", "metadata"}};
-      auto it = names.find(value);
-      if (it == names.end()) return "Invalid compat value '" + value + "' for '-o cache'";
-      values.cache = it->second;
-    } else if (key == "sandbox") {
-      // The legacy form knows the two sandboxes only, as in the Rust virtiofsd.
-      if (value != "namespace" && value != "chroot") {
-        return "Invalid compat value '" + value + "' for '-o sandbox'";
-      }
-      values.sandbox = value;
-    } else if (key == "modcaps") {
-      values.modcaps = value;
-    } else if (key == "loglevel" || key == "log_level") {
-      static const std::map<std::string, std::string> names = {
-          {"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"err", "error"}};
-      auto it = names.find(value);
-      if (it == names.end()) return "Invalid compat value '" + value + "' for '-o " + key + "'";
-      config.log_level = it->second;
-    } else if (key == "xattrmap") {
-      config.fs.xattrmap = value;
-    } else {
-      return "Invalid compat argument '-o " + option + "'";
+// `-o key=value`.
+std::string apply_compat_value(const std::string& key, const std::string& value, Config& config,
+                               const CompatValues& values) {
+  if (key == "source") {
+    config.fs.shared_dir = value;
+  } else if (key == "cache") {
+    // The legacy daemon called "never" "none".
+    static const std::map<std::string, std::string> names = {
+        {"none", "never"}, {"auto", "auto"}, {"always", "always"}, {"metadata", "metadata"}};
+    auto it = names.find(value);
+    if (it == names.end()) return "Invalid compat value '" + value + "' for '-o cache'";
+    values.cache = it->second;
+  } else if (key == "sandbox") {
+    // The legacy form knows the two sandboxes only, as in the Rust virtiofsd.
+    if (value != "namespace" && value != "chroot") {
+      return "Invalid compat value '" + value + "' for '-o sandbox'";
     }
-    return "";
+    values.sandbox = value;
+  } else if (key == "modcaps") {
+    values.modcaps = value;
+  } else if (key == "loglevel" || key == "log_level") {
+    static const std::map<std::string, std::string> names = {
+        {"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"err", "error"}};
+    auto it = names.find(value);
+    if (it == names.end()) return "Invalid compat value '" + value + "' for '-o " + key + "'";
+    config.log_level = it->second;
+  } else if (key == "xattrmap") {
+    config.fs.xattrmap = value;
+  } else {
+    return "Invalid compat argument '-o " + key + "=" + value + "'";
   }
+  return "";
+}
+
+// `-o name` and `-o no_name`: a switch on or off.
+std::string apply_compat_switch(const std::string& option, Switches& sw) {
   const std::map<std::string, std::pair<bool*, bool>> singles = {
       {"xattr", {&sw.xattr, true}},
       {"no_xattr", {&sw.xattr, false}},
@@ -124,6 +124,14 @@ std::string apply_compat_option(const std::string& option, Config& config, Switc
   if (it == singles.end()) return "Invalid compat argument '-o " + option + "'";
   *it->second.first = it->second.second;
   return "";
+}
+
+// One item of the legacy `-o a,b=c` form. Returns an error message or "".
+std::string apply_compat_option(const std::string& option, Config& config, Switches& sw,
+                                const CompatValues& values) {
+  auto eq = option.find('=');
+  if (eq == std::string::npos) return apply_compat_switch(option, sw);
+  return apply_compat_value(option.substr(0, eq), option.substr(eq + 1), config, values);
 }
 
 }  // namespace
@@ -197,10 +205,11 @@ std::optional<sandbox::NamespaceIdMap> parse_namespace_id_map(std::string_view t
   return sandbox::NamespaceIdMap{values[0], values[1], values[2]};
 }
 
-ParseOutcome parse_command_line(int argc, const char* const* argv) {
-  CLI::App cli{"virtiofsd-cpp: a vhost-user virtio-fs device backend", "virtiofsd"};
-  cli.set_version_flag("-V,--version", "virtiofsd-cpp 0.1.0");
+namespace {
 
+// The command line as parsed, before it becomes a Config: the values that
+// need a default, a conversion, or a check against other options first.
+struct Options {
   Config config;
   Switches sw;
   std::string cache = "auto";
@@ -212,20 +221,33 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   bool compat_debug = false, compat_foreground = false;
   int fd = -1;
   bool print_capabilities = false;
+  bool tag_given = false;
   std::string migration_mode = "find-paths", migration_on_error = "abort";
   bool migration_verify_handles = false, migration_confirm_paths = false;
+  std::string sandbox_mode = "namespace", seccomp_action = "kill", modcaps;
+  std::optional<uint64_t> rlimit_nofile;
+  std::vector<std::string> uid_maps, gid_maps, translate_uids, translate_gids;
+};
 
-  // As clap's args_override_self in the Rust virtiofsd: a repeated option's
-  // last value wins (launchers append their users' arguments after their own).
-  cli.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+// An option given once per value (`--uid-map A --uid-map B`), each value a
+// word of its own.
+CLI::Option* add_repeatable(CLI::App& cli, const std::string& name,
+                            std::vector<std::string>& values, const std::string& help) {
+  return cli.add_option(name, values, help)
+      ->allow_extra_args(false)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+}
 
+// What is shared, and how a frontend (or the host kernel) reaches it.
+void add_endpoint_options(CLI::App& cli, Options& o) {
+  Config& config = o.config;
   cli.add_option("--shared-dir", config.fs.shared_dir, "Shared directory path");
   auto* socket = cli.add_option("--socket-path", config.socket_path,
                                 "vhost-user socket path (created, replacing a stale one)");
   auto* old_socket =
-      cli.add_option("--socket", deprecated_socket, "vhost-user socket path [deprecated]");
+      cli.add_option("--socket", o.deprecated_socket, "vhost-user socket path [deprecated]");
   auto* fd_option =
-      cli.add_option("--fd", fd, "File descriptor of an inherited, listening vhost-user socket")
+      cli.add_option("--fd", o.fd, "File descriptor of an inherited, listening vhost-user socket")
           ->check(CLI::Range(0, std::numeric_limits<int>::max()));
   auto* mount = cli.add_option("--fuse-mount", config.fuse_mountpoint,
                                "Serve the shared directory as a FUSE mount on the host at this "
@@ -237,8 +259,13 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   socket->excludes(fd_option)->excludes(old_socket)->excludes(mount);
   fd_option->excludes(old_socket)->excludes(mount);
   old_socket->excludes(mount);
+}
 
-  cli.add_option("--cache", cache, "Cache policy: never, metadata, auto or always (default: auto)")
+// How the shared directory is presented to the guest.
+void add_filesystem_options(CLI::App& cli, Options& o) {
+  Switches& sw = o.sw;
+  cli.add_option("--cache", o.cache,
+                 "Cache policy: never, metadata, auto or always (default: auto)")
       ->check(CLI::IsMember({"never", "metadata", "auto", "always"}));
   cli.add_flag("--no-readdirplus", sw.no_readdirplus, "Disable support for READDIRPLUS operations");
   cli.add_flag("--writeback", sw.writeback, "Enable writeback cache");
@@ -254,7 +281,7 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
                "Tell the guest which directories are mount points (the default)");
   cli.add_flag("--no-announce-submounts", sw.no_announce_submounts,
                "Do not tell the guest which directories are mount points");
-  cli.add_option("--inode-file-handles", file_handles,
+  cli.add_option("--inode-file-handles", o.file_handles,
                  "When to use file handles to reference inodes instead of O_PATH file "
                  "descriptors: never, prefer (file handles where the filesystem has them and "
                  "they can be opened, else O_PATH fds; 'fallback' is a deprecated alias) or "
@@ -266,7 +293,7 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   cli.add_flag("--posix-acl", sw.posix_acl, "Enable support for POSIX ACLs (implies --xattr)");
   cli.add_flag("--security-label", sw.security_label,
                "Store the security label a guest sends on file creation (implies --xattr)");
-  cli.add_option("--xattrmap", config.fs.xattrmap,
+  cli.add_option("--xattrmap", o.config.fs.xattrmap,
                  "Rules translating extended attribute names between host and guest "
                  "(e.g. :map::user.virtiofs.:); implies --xattr");
   cli.add_flag("--posix-lock", sw.posix_lock,
@@ -277,33 +304,34 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   cli.add_flag("--rewrite-security-xattrs", sw.rewrite_security_xattrs,
                "Store guest security.* xattrs (but security.selinux) as "
                "user.virtiofs.security.*");
-  std::string sandbox_mode = "namespace", seccomp_action = "kill", modcaps;
-  std::optional<uint64_t> rlimit_nofile;
-  cli.add_option("--sandbox", sandbox_mode,
+}
+
+// How the daemon confines itself, and the ids of its user namespace.
+void add_sandbox_options(CLI::App& cli, Options& o) {
+  cli.add_option("--sandbox", o.sandbox_mode,
                  "Sandbox mechanism to isolate the daemon process (namespace, chroot, none) "
                  "[default: namespace]");
-  cli.add_option("--seccomp", seccomp_action,
+  cli.add_option("--seccomp", o.seccomp_action,
                  "Action to take when seccomp finds a not allowed syscall (none, kill, log, trap) "
                  "[default: kill]");
-  cli.add_option("--modcaps", modcaps,
+  cli.add_option("--modcaps", o.modcaps,
                  "Modify the list of capabilities, e.g., --modcaps=+sys_admin:-chown");
-  cli.add_option("--rlimit-nofile", rlimit_nofile,
+  cli.add_option("--rlimit-nofile", o.rlimit_nofile,
                  "Set maximum number of file descriptors (0 leaves rlimit unchanged) "
                  "[default: min(1000000, '/proc/sys/fs/nr_open')]");
-  std::vector<std::string> uid_maps, gid_maps, translate_uids, translate_gids;
-  cli.add_option("--uid-map", uid_maps,
+  add_repeatable(cli, "--uid-map", o.uid_maps,
                  "Map a range of UIDs from the host into the namespace, given as "
                  ":namespace_uid:host_uid:count: (done by the user namespace of "
                  "--sandbox=namespace, for an unprivileged daemon, through newuidmap; e.g. "
-                 ":0:100000:65536: maps host UIDs 100000-165535 to 0-65535 in there). Repeatable")
-      ->allow_extra_args(false)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  cli.add_option("--gid-map", gid_maps,
+                 ":0:100000:65536: maps host UIDs 100000-165535 to 0-65535 in there). Repeatable");
+  add_repeatable(cli, "--gid-map", o.gid_maps,
                  "Map a range of GIDs from the host into the namespace, given as "
-                 ":namespace_gid:host_gid:count: (as --uid-map, through newgidmap). Repeatable")
-      ->allow_extra_args(false)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  cli.add_option("--translate-uid", translate_uids,
+                 ":namespace_gid:host_gid:count: (as --uid-map, through newgidmap). Repeatable");
+}
+
+// The ids the daemon itself translates between guest and host.
+void add_id_translation_options(CLI::App& cli, Options& o) {
+  add_repeatable(cli, "--translate-uid", o.translate_uids,
                  "Describe how to translate UIDs between guest and host, given as "
                  "'<type>:<source base>:<target base>:<count>' (done by virtiofsd itself, "
                  "no user namespace needed). Types: 'guest' (1:1 guest UIDs to host UIDs), "
@@ -311,12 +339,14 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
                  "one host UID), 'squash-host' (n:1 host UIDs to one guest UID), "
                  "'forbid-guest:<guest base>:<count>' (guest UIDs refused with EPERM), "
                  "'map:<guest base>:<host base>:<count>' (1:1 both ways). Unmapped UIDs "
-                 "stay as they are. Repeatable; cannot be used with --posix-acl")
-      ->allow_extra_args(false)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  cli.add_option("--translate-gid", translate_gids, "Same as '--translate-uid', but for GIDs")
-      ->allow_extra_args(false)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+                 "stay as they are. Repeatable; cannot be used with --posix-acl");
+  add_repeatable(cli, "--translate-gid", o.translate_gids,
+                 "Same as '--translate-uid', but for GIDs");
+}
+
+// Logging, threads, the device tag, the daemon's lifetime.
+void add_daemon_options(CLI::App& cli, Options& o) {
+  Config& config = o.config;
   cli.add_option("--log-level", config.log_level,
                  "Log level: error, warn, info, debug, trace or off (default: info)")
       ->check(CLI::IsMember(kLogLevels));
@@ -332,183 +362,209 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
                "running and serve the next frontend that connects to the same socket "
                "(--socket-path or --fd) with a fresh FUSE session, as after a new mount; "
                "SIGTERM, SIGINT and SIGHUP then exit 0 [default: exit 0 on disconnect]");
-  cli.add_flag("--print-capabilities", print_capabilities,
+  cli.add_flag("--print-capabilities", o.print_capabilities,
                "Print vhost-user.json backend program capabilities and exit");
-  cli.add_option("--migration-mode", migration_mode,
+}
+
+void add_migration_options(CLI::App& cli, Options& o) {
+  cli.add_option("--migration-mode", o.migration_mode,
                  "How to represent the internal state for migration: find-paths or file-handles "
                  "[default: find-paths] (migration is not offered to front-ends yet)")
       ->check(CLI::IsMember({"find-paths", "file-handles"}));
-  cli.add_option("--migration-on-error", migration_on_error,
+  cli.add_option("--migration-on-error", o.migration_on_error,
                  "How to respond to errors during migration: abort or guest-error "
                  "[default: abort]")
       ->check(CLI::IsMember({"abort", "guest-error"}));
-  cli.add_flag("--migration-verify-handles", migration_verify_handles,
+  cli.add_flag("--migration-verify-handles", o.migration_verify_handles,
                "Only for find-paths migration mode: ensure that the destination opens the very "
                "same inodes as the source");
-  cli.add_flag("--migration-confirm-paths", migration_confirm_paths,
+  cli.add_flag("--migration-confirm-paths", o.migration_confirm_paths,
                "Only for find-paths migration mode: double-check the identity of inodes right "
                "before switching over to the destination");
-  cli.add_option("-o", compat_options,
-                 "Options in the legacy format (comma separated) [deprecated]")
-      ->allow_extra_args(false)
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  cli.add_flag("-d", compat_debug, "Set log level to debug [deprecated]");
-  cli.add_flag("-f", compat_foreground, "Has no effect [deprecated]");
+}
 
-  auto usage_error = [](const std::string& message) {
-    return ParseOutcome{std::nullopt, report_usage_error(message)};
-  };
-  // As clap's require_equals in the Rust virtiofsd: the mode is given with
-  // '=' only, so `--inode-file-handles prefer` (or the option alone) is an
-  // error instead of a value taken from the next word.
+// The legacy daemon's forms, still accepted with a warning.
+void add_legacy_options(CLI::App& cli, Options& o) {
+  add_repeatable(cli, "-o", o.compat_options,
+                 "Options in the legacy format (comma separated) [deprecated]");
+  cli.add_flag("-d", o.compat_debug, "Set log level to debug [deprecated]");
+  cli.add_flag("-f", o.compat_foreground, "Has no effect [deprecated]");
+}
+
+// As clap's require_equals in the Rust virtiofsd: the mode is given with
+// '=' only, so `--inode-file-handles prefer` (or the option alone) is an
+// error instead of a value taken from the next word.
+std::string check_inode_file_handles_spelling(int argc, const char* const* argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::string_view(argv[i]) == "--") break;
     if (std::string_view(argv[i]) == "--inode-file-handles") {
-      return usage_error(
-          "--inode-file-handles: the mode must be given with '=' "
-          "(--inode-file-handles=never|prefer|mandatory)");
+      return "--inode-file-handles: the mode must be given with '=' "
+             "(--inode-file-handles=never|prefer|mandatory)";
     }
   }
-  try {
-    cli.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    // --help and --version print to stdout and exit 0; a usage error is
-    // one line on stderr, without CLI11's "Run with --help" hint.
-    if (e.get_exit_code() == 0) return {std::nullopt, cli.exit(e)};
-    return usage_error(e.what());
-  }
-  // Before anything else is required: libvirt runs `BINARY
-  // --print-capabilities`, wrappers add their own options to it.
-  if (print_capabilities) {
-    std::fputs(capabilities_json().c_str(), stdout);
-    std::fflush(stdout);
-    return {std::nullopt, 0};
-  }
+  return "";
+}
 
-  for (const auto& line : compat_options) {
+// The steps below turn Options into the Config, in this order (the first
+// error is the one reported). Each returns "" or a usage error.
+
+// -o, -d, -f, --socket and --inode-file-handles=fallback: applied, each
+// with a deprecation warning.
+std::string apply_legacy_forms(Options& o) {
+  Config& config = o.config;
+  for (const auto& line : o.compat_options) {
     size_t start = 0;
     while (start <= line.size()) {
       size_t comma = line.find(',', start);
       if (comma == std::string::npos) comma = line.size();
-      std::string error = apply_compat_option(line.substr(start, comma - start), config, sw,
-                                              CompatValues{cache, sandbox_mode, modcaps});
-      if (!error.empty()) return usage_error(error);
+      std::string error = apply_compat_option(line.substr(start, comma - start), config, o.sw,
+                                              CompatValues{o.cache, o.sandbox_mode, o.modcaps});
+      if (!error.empty()) return error;
       start = comma + 1;
     }
   }
-  if (!compat_options.empty()) {
+  if (!o.compat_options.empty()) {
     config.warnings.push_back(
         "Use of deprecated option format '-o': please specify options without it "
         "(e.g. '--cache auto' instead of '-o cache=auto')");
   }
-  if (compat_debug) {
+  if (o.compat_debug) {
     config.log_level = "debug";
     config.warnings.push_back("Use of deprecated flag '-d': please use '--log-level debug'");
   }
-  if (compat_foreground) {
+  if (o.compat_foreground) {
     config.warnings.push_back("Use of deprecated flag '-f': it has no effect");
   }
-  if (!deprecated_socket.empty()) {
-    config.socket_path = deprecated_socket;
+  if (!o.deprecated_socket.empty()) {
+    config.socket_path = o.deprecated_socket;
     config.warnings.push_back("Use of deprecated option '--socket': please use '--socket-path'");
   }
-  if (file_handles == "fallback") {
+  if (o.file_handles == "fallback") {
     // As 1.13.3, which maps it to prefer.
     config.warnings.push_back(
         "Use of deprecated value 'fallback' for '--inode-file-handles': Please use 'prefer' "
         "instead");
   }
+  return "";
+}
 
-  // RUST_LOG overrides --log-level, as for the Rust virtiofsd (whose
-  // env_logger reads it): podman and coreos-assembler pass RUST_LOG=ERROR.
+// RUST_LOG overrides --log-level, as for the Rust virtiofsd (whose
+// env_logger reads it): podman and coreos-assembler pass RUST_LOG=ERROR.
+std::string apply_rust_log(Options& o) {
   if (const char* rust_log = std::getenv("RUST_LOG"); rust_log != nullptr && *rust_log != 0) {
     if (auto level = log_level_from_rust_log(rust_log)) {
-      config.log_level = *level;
+      o.config.log_level = *level;
     } else {
-      config.warnings.push_back(std::string("RUST_LOG='") + rust_log +
-                                "' names no log level for virtiofsd; using --log-level");
+      o.config.warnings.push_back(std::string("RUST_LOG='") + rust_log +
+                                  "' names no log level for virtiofsd; using --log-level");
     }
   }
-  if (migration_mode == "file-handles" && (migration_verify_handles || migration_confirm_paths)) {
-    return usage_error(
-        std::string("Cannot use ") +
-        (migration_confirm_paths ? "--migration-confirm-paths" : "--migration-verify-handles") +
-        " with --migration-mode=file-handles (because it is unnecessary)");
+  return "";
+}
+
+std::string apply_migration(Options& o) {
+  if (o.migration_mode == "file-handles" &&
+      (o.migration_verify_handles || o.migration_confirm_paths)) {
+    return std::string("Cannot use ") +
+           (o.migration_confirm_paths ? "--migration-confirm-paths"
+                                      : "--migration-verify-handles") +
+           " with --migration-mode=file-handles (because it is unnecessary)";
   }
-  config.migration.mode = migration_mode;
-  config.migration.on_error = migration_on_error;
-  config.migration.verify_handles = migration_verify_handles;
-  config.migration.confirm_paths = migration_confirm_paths;
+  o.config.migration.mode = o.migration_mode;
+  o.config.migration.on_error = o.migration_on_error;
+  o.config.migration.verify_handles = o.migration_verify_handles;
+  o.config.migration.confirm_paths = o.migration_confirm_paths;
+  return "";
+}
 
-  if (cli.count("--tag") > 0 && (config.tag.empty() || config.tag.size() > 36)) {
-    return usage_error("--tag: the tag must be 1 to 36 bytes long, not " +
-                       std::to_string(config.tag.size()));
+std::string check_tag(Options& o) {
+  const std::string& tag = o.config.tag;
+  if (o.tag_given && (tag.empty() || tag.size() > 36)) {
+    return "--tag: the tag must be 1 to 36 bytes long, not " + std::to_string(tag.size());
   }
+  return "";
+}
 
-  auto mode = sandbox::parse_mode(sandbox_mode);
-  if (!mode)
-    return usage_error("--sandbox: invalid value '" + sandbox_mode + "' (namespace, chroot, none)");
-  config.sandbox = *mode;
-  auto action = sandbox::parse_seccomp_action(seccomp_action);
-  if (!action)
-    return usage_error("--seccomp: invalid value '" + seccomp_action + "' (none, kill, log, trap)");
-  config.seccomp = *action;
-  config.rlimit_nofile = rlimit_nofile;
+std::string apply_sandbox(Options& o) {
+  auto mode = sandbox::parse_mode(o.sandbox_mode);
+  if (!mode) return "--sandbox: invalid value '" + o.sandbox_mode + "' (namespace, chroot, none)";
+  o.config.sandbox = *mode;
+  auto action = sandbox::parse_seccomp_action(o.seccomp_action);
+  if (!action) {
+    return "--seccomp: invalid value '" + o.seccomp_action + "' (none, kill, log, trap)";
+  }
+  o.config.seccomp = *action;
+  o.config.rlimit_nofile = o.rlimit_nofile;
+  return "";
+}
 
-  for (auto [maps, name, out] : {std::tuple{&uid_maps, "--uid-map", &config.uid_map},
-                                 std::tuple{&gid_maps, "--gid-map", &config.gid_map}}) {
+// --uid-map / --gid-map: the maps of the sandbox's user namespace.
+std::string apply_namespace_maps(Options& o) {
+  Config& config = o.config;
+  for (auto [maps, name, out] : {std::tuple{&o.uid_maps, "--uid-map", &config.uid_map},
+                                 std::tuple{&o.gid_maps, "--gid-map", &config.gid_map}}) {
     for (const auto& text : *maps) {
       std::string message;
       auto map = parse_namespace_id_map(text, message);
-      if (!map) {
-        return usage_error(std::string(name) + ": invalid value '" + text + "': " + message);
-      }
+      if (!map) return std::string(name) + ": invalid value '" + text + "': " + message;
       out->push_back(*map);
     }
     if (!out->empty() && config.sandbox != sandbox::Mode::kNamespace) {
-      return usage_error(std::string(name) +
-                         " needs --sandbox=namespace (the map is that of its "
-                         "user namespace), not --sandbox=" +
-                         sandbox::mode_name(config.sandbox));
+      return std::string(name) +
+             " needs --sandbox=namespace (the map is that of its "
+             "user namespace), not --sandbox=" +
+             sandbox::mode_name(config.sandbox);
     }
   }
+  return "";
+}
+
+// --translate-uid / --translate-gid: the maps the filesystem applies itself.
+std::string apply_id_translation(Options& o) {
   for (auto [rules, name, out] :
-       {std::tuple{&translate_uids, "--translate-uid", &config.fs.uid_map},
-        std::tuple{&translate_gids, "--translate-gid", &config.fs.gid_map}}) {
-    if (!rules->empty() && sw.posix_acl) {
+       {std::tuple{&o.translate_uids, "--translate-uid", &o.config.fs.uid_map},
+        std::tuple{&o.translate_gids, "--translate-gid", &o.config.fs.gid_map}}) {
+    if (!rules->empty() && o.sw.posix_acl) {
       // As in the Rust virtiofsd: ACL entries name host ids the guest would
       // read and write untranslated.
-      return usage_error(std::string(name) +
-                         " cannot be used with --posix-acl (translating ids would break POSIX "
-                         "ACLs)");
+      return std::string(name) +
+             " cannot be used with --posix-acl (translating ids would break POSIX "
+             "ACLs)";
     }
     std::vector<passthrough::IdMapRule> parsed;
     for (const auto& text : *rules) {
       std::string message;
       auto rule = passthrough::parse_id_map_rule(text, message);
-      if (!rule) {
-        return usage_error(std::string(name) + ": invalid value '" + text + "': " + message);
-      }
+      if (!rule) return std::string(name) + ": invalid value '" + text + "': " + message;
       parsed.push_back(*rule);
     }
     std::string message;
     auto map = passthrough::IdMap::build(parsed, message);
-    if (!map) return usage_error(std::string(name) + ": " + message);
+    if (!map) return std::string(name) + ": " + message;
     *out = std::move(*map);
   }
+  return "";
+}
 
-  if (config.fs.shared_dir.empty()) return usage_error("missing --shared-dir or -o source");
-  if (config.socket_path.empty() && fd < 0 && config.fuse_mountpoint.empty()) {
-    return usage_error("one of --socket-path, --fd or --fuse-mount is required");
+// A shared directory, and exactly one way to serve it.
+std::string check_endpoint(Options& o) {
+  Config& config = o.config;
+  if (config.fs.shared_dir.empty()) return "missing --shared-dir or -o source";
+  if (config.socket_path.empty() && o.fd < 0 && config.fuse_mountpoint.empty()) {
+    return "one of --socket-path, --fd or --fuse-mount is required";
   }
   if (config.reconnect && !config.fuse_mountpoint.empty()) {
-    return usage_error("--reconnect: not with --fuse-mount (there is no frontend to reconnect)");
+    return "--reconnect: not with --fuse-mount (there is no frontend to reconnect)";
   }
-  if (fd >= 0) config.listen_fd = fd;
+  if (o.fd >= 0) config.listen_fd = o.fd;
+  return "";
+}
 
-  auto& fs = config.fs;
-  fs.cache = kCachePolicies.at(cache);
-  fs.inode_file_handles = kFileHandleModes.at(file_handles);
+std::string apply_filesystem_options(Options& o) {
+  const Switches& sw = o.sw;
+  auto& fs = o.config.fs;
+  fs.cache = kCachePolicies.at(o.cache);
+  fs.inode_file_handles = kFileHandleModes.at(o.file_handles);
   fs.announce_submounts = sw.announce_submounts && !sw.no_announce_submounts;
   fs.readonly = sw.readonly;
   fs.writeback = sw.writeback;
@@ -527,16 +583,72 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
   fs.rewrite_security_xattrs = sw.rewrite_security_xattrs;
   // As in the Rust virtiofsd: with no cache there is nothing for READDIRPLUS
   // to prefill, so it is not negotiated.
-  config.readdirplus = !sw.no_readdirplus && fs.cache != CachePolicy::kNever;
+  o.config.readdirplus = !sw.no_readdirplus && fs.cache != CachePolicy::kNever;
   // Option values with a grammar of their own (--xattrmap) are checked now,
   // so that a typo is a usage error naming the rule, not a failed start.
   std::string message;
-  if (!passthrough::validate_config(fs, message)) return usage_error(message);
-  auto caps =
-      sandbox::capability_set(modcaps, fs.inode_file_handles != InodeFileHandles::kNever, message);
-  if (!caps) return usage_error(message);
-  config.capabilities = std::move(*caps);
-  return {std::move(config), 0};
+  if (!passthrough::validate_config(fs, message)) return message;
+  return "";
+}
+
+// --modcaps edits the default set, which depends on --inode-file-handles.
+std::string apply_capabilities(Options& o) {
+  std::string message;
+  auto caps = sandbox::capability_set(
+      o.modcaps, o.config.fs.inode_file_handles != InodeFileHandles::kNever, message);
+  if (!caps) return message;
+  o.config.capabilities = std::move(*caps);
+  return "";
+}
+
+}  // namespace
+
+ParseOutcome parse_command_line(int argc, const char* const* argv) {
+  CLI::App cli{"virtiofsd-cpp: a vhost-user virtio-fs device backend", "virtiofsd"};
+  cli.set_version_flag("-V,--version", "virtiofsd-cpp 0.1.0");
+  // As clap's args_override_self in the Rust virtiofsd: a repeated option's
+  // last value wins (launchers append their users' arguments after their own).
+  cli.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  // In this order, which is that of --help.
+  Options o;
+  add_endpoint_options(cli, o);
+  add_filesystem_options(cli, o);
+  add_sandbox_options(cli, o);
+  add_id_translation_options(cli, o);
+  add_daemon_options(cli, o);
+  add_migration_options(cli, o);
+  add_legacy_options(cli, o);
+
+  auto usage_error = [](const std::string& message) {
+    return ParseOutcome{std::nullopt, report_usage_error(message)};
+  };
+  if (std::string error = check_inode_file_handles_spelling(argc, argv); !error.empty()) {
+    return usage_error(error);
+  }
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version print to stdout and exit 0; a usage error is
+    // one line on stderr, without CLI11's "Run with --help" hint.
+    if (e.get_exit_code() == 0) return {std::nullopt, cli.exit(e)};
+    return usage_error(e.what());
+  }
+  // Before anything else is required: libvirt runs `BINARY
+  // --print-capabilities`, wrappers add their own options to it.
+  if (o.print_capabilities) {
+    std::fputs(capabilities_json().c_str(), stdout);
+    std::fflush(stdout);
+    return {std::nullopt, 0};
+  }
+  o.tag_given = cli.count("--tag") > 0;
+
+  using Step = std::string (*)(Options&);
+  for (Step step : {apply_legacy_forms, apply_rust_log, apply_migration, check_tag, apply_sandbox,
+                    apply_namespace_maps, apply_id_translation, check_endpoint,
+                    apply_filesystem_options, apply_capabilities}) {
+    if (std::string error = step(o); !error.empty()) return usage_error(error);
+  }
+  return {std::move(o.config), 0};
 }
 
 int report_usage_error(std::string_view message) {

@@ -82,6 +82,7 @@ std::string run_helper(const std::vector<std::string>& argv) {
   if (pid == 0) {
     ::dup2(err[1], STDERR_FILENO);
     std::vector<char*> args;
+    args.reserve(argv.size() + 1);
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
     ::execvp(args[0], args.data());

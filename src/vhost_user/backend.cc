@@ -124,14 +124,12 @@ Result<Backend::Reply> Backend::handle(Message& m) {
     case Request::kGetMaxMemSlots:
       return bytes_of(kMaxMemSlots);
     case Request::kSetOwner:
-      owned_ = true;
       return Reply();
     case Request::kResetOwner:
       // Deprecated; handled as a device reset that also gives up ownership.
       // Protocol features stay: the front-end does not negotiate them again
       // and still expects its REPLY_ACKs.
       reset_rings();
-      owned_ = false;
       backend_req_fd_.reset();
       return Reply();
     case Request::kResetDevice:
@@ -418,7 +416,6 @@ void Backend::reset_rings() {
 void Backend::reset_connection() {
   reset_rings();
   acked_protocol_features_ = 0;
-  owned_ = false;
   backend_req_fd_.reset();
   memory_.set(nullptr);
   regions_.clear();

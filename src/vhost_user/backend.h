@@ -134,7 +134,6 @@ class Backend {
   UniqueFd conn_;
   uint64_t acked_features_ = 0;
   uint64_t acked_protocol_features_ = 0;
-  bool owned_ = false;
   UniqueFd backend_req_fd_;  // kept for later use (cache invalidation, DAX)
   std::vector<std::shared_ptr<virtio::MappedRegion>> regions_;
   MemorySnapshot memory_;

@@ -29,8 +29,6 @@ struct DeferredState {
   bool alive = true;
   // Finished chains (head, length) waiting for the worker. Guarded by mu.
   std::vector<std::pair<uint16_t, uint32_t>> finished;
-  // Deferred and not finished yet. Guarded by mu.
-  size_t outstanding = 0;
   // Handed to the pool and not answered yet. They write their reply straight
   // into the chain, so stop() waits for them (pooled_done). Guarded by mu.
   size_t pooled = 0;
@@ -87,7 +85,6 @@ class ChainReply final : public DeferredReply {
     finished_ = true;
     const size_t len = std::min(bytes, buffer_.size());
     std::lock_guard lock(state_->mu);
-    --state_->outstanding;
     if (!state_->alive) return;
     // The ring still runs, so the chain is still the device's to write: copy
     // the reply into it (the segments were checked when the chain was popped
@@ -118,10 +115,6 @@ class ChainDeferrer final : public ReplyDeferrer {
   std::unique_ptr<DeferredReply> defer() override {
     if (deferred_) return nullptr;  // at most once per request
     deferred_ = true;
-    {
-      std::lock_guard lock(state_->mu);
-      ++state_->outstanding;
-    }
     return std::make_unique<ChainReply>(state_, memory_, head_, writable_, room_);
   }
 
@@ -176,11 +169,6 @@ void CallFd::signal() {
   // front-end will see the notification.
   while (::write(fd_.get(), &one, sizeof one) < 0 && errno == EINTR) {
   }
-}
-
-bool CallFd::valid() const {
-  std::lock_guard lock(mu_);
-  return fd_.valid();
 }
 
 std::shared_ptr<const virtio::GuestMemory> MemorySnapshot::get() const {
@@ -255,23 +243,18 @@ uint16_t VringWorker::stop() {
   return queue_.next_avail();
 }
 
-size_t VringWorker::deferred_outstanding() const {
-  std::lock_guard lock(deferred_->mu);
-  return deferred_->outstanding;
-}
-
 bool VringWorker::pool_is_full() const {
   std::lock_guard lock(deferred_->mu);
   return deferred_->pooled >= queue_.size();
 }
 
-void VringWorker::dispatch_to_pool(uint16_t head, virtio::DescriptorChain chain,
+void VringWorker::dispatch_to_pool(virtio::DescriptorChain chain,
                                    const std::shared_ptr<const virtio::GuestMemory>& memory) {
   {
     std::lock_guard lock(deferred_->mu);
     ++deferred_->pooled;
   }
-  pool_->submit([state = deferred_, memory, head, index = index_, &handler = handler_,
+  pool_->submit([state = deferred_, memory, head = chain.head, index = index_, &handler = handler_,
                  readable = std::move(chain.readable),
                  writable = std::move(chain.writable)]() mutable {
     auto len = serve_chain(handler, index, head, std::move(readable), writable, state, memory);
@@ -338,6 +321,27 @@ void VringWorker::run() {
   log::debug("vring {}: worker stopped at avail index {}", index_, queue_.next_avail());
 }
 
+bool VringWorker::give_back_refused(uint16_t head, virtio::ChainError error) {
+  if (error == virtio::ChainError::kHeadOutOfRange) {
+    log::guest_fault(log::GuestFault::kInvalidHead, "vring {}: invalid head {} skipped", index_,
+                     head);
+    return false;
+  }
+  log::guest_fault(log::GuestFault::kMalformedChain, "vring {}: malformed chain at head {}: {}",
+                   index_, head, virtio::to_string(error));
+  queue_.add_used(head, 0);
+  return true;
+}
+
+bool VringWorker::serve_here(virtio::DescriptorChain chain,
+                             const std::shared_ptr<const virtio::GuestMemory>& memory) {
+  auto len = serve_chain(handler_, index_, chain.head, std::move(chain.readable), chain.writable,
+                         deferred_, memory);
+  if (!len) return false;
+  queue_.add_used(chain.head, *len);
+  return true;
+}
+
 void VringWorker::process() {
   // One memory snapshot per batch: a table change applies from the next one.
   std::shared_ptr<const virtio::GuestMemory> memory = memory_.get();
@@ -346,7 +350,7 @@ void VringWorker::process() {
   int empty_rounds = 0;
   for (;;) {
     queue_.disable_notification();
-    int popped = 0;
+    int popped_count = 0;
     for (;;) {
       // A pool holds at most a queue's worth of chains: a driver that
       // republishes heads cannot make us queue without bound.
@@ -354,26 +358,16 @@ void VringWorker::process() {
         pool_was_full_ = true;
         break;
       }
-      auto p = queue_.pop(*memory);
-      if (!p) break;
-      ++popped;
-      if (!p->head_valid) {
-        log::guest_fault(log::GuestFault::kInvalidHead, "vring {}: invalid head {} skipped", index_,
-                         p->head);
-      } else if (!p->chain) {
-        log::guest_fault(log::GuestFault::kMalformedChain,
-                         "vring {}: malformed chain at head {}: {}", index_, p->head,
-                         p->error ? virtio::to_string(*p->error) : "?");
-        queue_.add_used(p->head, 0);
-        added = true;
+      auto popped = queue_.pop(*memory);
+      if (!popped) break;
+      ++popped_count;
+      if (!popped->chain) {
+        added |= give_back_refused(popped->head, popped->chain.error());
       } else if (pool_ != nullptr) {
-        dispatch_to_pool(p->head, std::move(*p->chain), memory);
-      } else if (auto len = serve_chain(handler_, index_, p->head, std::move(p->chain->readable),
-                                        p->chain->writable, deferred_, memory)) {
-        queue_.add_used(p->head, *len);
-        added = true;
+        dispatch_to_pool(std::move(*popped->chain), memory);
+      } else {
+        added |= serve_here(std::move(*popped->chain), memory);
       }
-      served_.fetch_add(1, std::memory_order_relaxed);
       // stop(): finish the chain in hand, leave the rest for the next start.
       if (stopping_.load(std::memory_order_relaxed)) break;
     }
@@ -383,7 +377,7 @@ void VringWorker::process() {
     // More is announced but nothing could be popped twice in a row: the
     // driver's avail index is broken (pop() refuses it). Wait for a kick
     // instead of spinning.
-    empty_rounds = popped == 0 ? empty_rounds + 1 : 0;
+    empty_rounds = popped_count == 0 ? empty_rounds + 1 : 0;
     if (empty_rounds >= 2) break;
   }
   if (added && queue_.should_notify()) call_.signal();

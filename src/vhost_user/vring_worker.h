@@ -64,10 +64,9 @@ class CallFd {
   void replace(UniqueFd fd);
   /// Adds 1 to the eventfd, if there is one.
   void signal();
-  bool valid() const;
 
  private:
-  mutable std::mutex mu_;
+  std::mutex mu_;
   UniqueFd fd_;
 };
 
@@ -104,25 +103,27 @@ class VringWorker {
   /// Idempotent.
   uint16_t stop();
 
-  /// Chains popped so far, good or malformed (tests, logs).
-  uint64_t served() const { return served_.load(std::memory_order_relaxed); }
-
-  /// Chains deferred and not finished yet (tests, logs).
-  size_t deferred_outstanding() const;
-
  private:
   VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kick_fd, UniqueFd stop_fd,
               const MemorySnapshot& memory, CallFd& call, virtio::RequestHandler& handler,
               ThreadPool* pool, std::shared_ptr<detail::DeferredState> deferred);
   void run();
-  // Serves everything available; false when stopping was requested midway.
+  // Serves everything available, until stopping is requested or the pool
+  // is full.
   void process();
+  // Logs a chain pop() refused and gives it back empty where the used ring
+  // can take it; true if it went on the used ring.
+  bool give_back_refused(uint16_t head, virtio::ChainError error);
+  // Serves a chain on this thread; true if it went on the used ring (false:
+  // the handler deferred it).
+  bool serve_here(virtio::DescriptorChain chain,
+                  const std::shared_ptr<const virtio::GuestMemory>& memory);
   // Puts the chains whose deferred reply finished on the used ring; true if
   // any was added.
   bool add_finished();
   // Whether the pool holds a queue's worth of this worker's chains.
   bool pool_is_full() const;
-  void dispatch_to_pool(uint16_t head, virtio::DescriptorChain chain,
+  void dispatch_to_pool(virtio::DescriptorChain chain,
                         const std::shared_ptr<const virtio::GuestMemory>& memory);
 
   const uint32_t index_;
@@ -137,7 +138,6 @@ class VringWorker {
   // resumes it. Worker thread only.
   bool pool_was_full_ = false;
   std::atomic<bool> stopping_{false};
-  std::atomic<uint64_t> served_{0};
   // Shared with the DeferredReply objects this worker handed out; outlives
   // the worker while any of them does.
   std::shared_ptr<detail::DeferredState> deferred_;

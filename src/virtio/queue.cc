@@ -1,6 +1,7 @@
 #include "virtio/queue.h"
 
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -18,8 +19,8 @@ constexpr uint16_t kAvailFNoInterrupt = 1;
 constexpr uint16_t kUsedFNoNotify = 1;
 constexpr size_t kDescSize = 16;
 
-// One descriptor as laid out in guest memory (little-endian, as on our
-// x86/arm64 hosts).
+// One descriptor as laid out in guest memory. The rings are little-endian
+// (virtio 1.x) and are read here as host integers, without byte swapping.
 struct Desc {
   uint64_t addr;
   uint32_t len;
@@ -27,6 +28,8 @@ struct Desc {
   uint16_t next;
 };
 static_assert(sizeof(Desc) == kDescSize);
+static_assert(std::endian::native == std::endian::little,
+              "the ring layouts are read as host integers: a big-endian host needs byte swaps");
 
 // The ring's fields, by byte offset from the start of each ring.
 constexpr size_t kAvailIdx = 2;
@@ -49,10 +52,120 @@ bool need_event(uint16_t event, uint16_t new_idx, uint16_t old_idx) {
   return static_cast<uint16_t>(new_idx - event - 1) < static_cast<uint16_t>(new_idx - old_idx);
 }
 
+// Walks the descriptors of one chain in order: follows `next` links,
+// descends into an indirect table (a private copy of it), and bounds the
+// walk by the size of the table it is in. It refuses a chain whose shape is
+// broken but does not look at the buffers the descriptors point to: that is
+// ChainBuilder's part.
+class DescriptorWalk {
+ public:
+  DescriptorWalk(const void* ring, uint32_t ring_size, uint16_t head, bool indirect_negotiated,
+                 const GuestMemory& memory, std::vector<unsigned char>& indirect_copy)
+      : memory_(memory),
+        indirect_copy_(indirect_copy),
+        table_(static_cast<const char*>(ring)),
+        table_size_(ring_size),
+        index_(head),
+        indirect_negotiated_(indirect_negotiated) {}
+
+  // The next buffer descriptor (never an indirect one), nullopt after the
+  // last one, or why the chain is malformed. A descriptor handed out has a
+  // `next` index inside its table when it has NEXT set.
+  tl::expected<std::optional<Desc>, ChainError> next() {
+    for (;;) {
+      if (done_) return std::nullopt;
+      // Bounded walk: a table of N descriptors cannot hold a longer chain.
+      if (++visited_ > table_size_) return tl::unexpected(ChainError::kLoop);
+      // Copy first, then check the copy: the guest may rewrite it meanwhile.
+      Desc d;
+      std::memcpy(&d, table_ + kDescSize * index_, sizeof d);
+      if (d.flags & kDescFIndirect) {
+        if (auto error = enter_indirect(d)) return tl::unexpected(*error);
+        continue;
+      }
+      if (d.flags & kDescFNext) {
+        if (d.next >= table_size_) return tl::unexpected(ChainError::kIndexOutOfRange);
+        index_ = d.next;
+      } else {
+        done_ = true;
+      }
+      return d;
+    }
+  }
+
+ private:
+  // Makes a private copy of the indirect table `d` points to and goes on
+  // from its first entry.
+  std::optional<ChainError> enter_indirect(const Desc& d) {
+    if (!indirect_negotiated_) return ChainError::kIndirectNotNegotiated;
+    if (in_indirect_) return ChainError::kNestedIndirect;
+    // The spec forbids NEXT together with INDIRECT; a table must hold whole
+    // descriptors and no more than a queue could.
+    if ((d.flags & kDescFNext) || d.len == 0 || d.len % kDescSize != 0 ||
+        d.len / kDescSize > kMaxQueueSize) {
+      return ChainError::kBadIndirectTable;
+    }
+    IovecList parts;
+    if (!memory_.gpa_to_iovecs(d.addr, d.len, parts)) return ChainError::kAddressOutOfRange;
+    indirect_copy_.resize(d.len);
+    size_t at = 0;
+    for (const iovec& part : parts) {
+      std::memcpy(indirect_copy_.data() + at, part.iov_base, part.iov_len);
+      at += part.iov_len;
+    }
+    table_ = reinterpret_cast<const char*>(indirect_copy_.data());
+    table_size_ = d.len / kDescSize;
+    in_indirect_ = true;
+    visited_ = 0;
+    index_ = 0;
+    return std::nullopt;
+  }
+
+  const GuestMemory& memory_;
+  std::vector<unsigned char>& indirect_copy_;
+  const char* table_;
+  uint32_t table_size_;
+  uint16_t index_;
+  uint32_t visited_ = 0;
+  const bool indirect_negotiated_;
+  bool in_indirect_ = false;
+  bool done_ = false;
+};
+
+// Checks the buffer descriptors of a chain, in order, and collects their
+// host segments: every buffer inside guest memory, no readable buffer after
+// a writable one, a total length that fits the used ring's 32 bits.
+class ChainBuilder {
+ public:
+  ChainBuilder(uint16_t head, const GuestMemory& memory) : memory_(memory) { chain_.head = head; }
+
+  std::optional<ChainError> add(const Desc& d) {
+    const bool writable = (d.flags & kDescFWrite) != 0;
+    if (!writable && seen_writable_) return ChainError::kReadableAfterWritable;
+    seen_writable_ = seen_writable_ || writable;
+    total_ += d.len;
+    if (total_ > std::numeric_limits<uint32_t>::max()) return ChainError::kTooLong;
+    if (!memory_.gpa_to_iovecs(d.addr, d.len, writable ? chain_.writable : chain_.readable)) {
+      return ChainError::kAddressOutOfRange;
+    }
+    return std::nullopt;
+  }
+
+  DescriptorChain take() { return std::move(chain_); }
+
+ private:
+  const GuestMemory& memory_;
+  DescriptorChain chain_;
+  bool seen_writable_ = false;
+  uint64_t total_ = 0;
+};
+
 }  // namespace
 
 const char* to_string(ChainError e) {
   switch (e) {
+    case ChainError::kHeadOutOfRange:
+      return "head index out of range";
     case ChainError::kAddressOutOfRange:
       return "buffer or indirect table outside guest memory";
     case ChainError::kLoop:
@@ -116,9 +229,9 @@ Result<SplitQueue> SplitQueue::create(std::shared_ptr<const GuestMemory> memory,
   return q;
 }
 
-std::optional<PoppedChain> SplitQueue::pop(const GuestMemory& memory) {
+std::optional<uint16_t> SplitQueue::take_avail_head() {
   // Acquire: the ring slot and the descriptors the driver wrote before
-  // publishing this index are visible to the reads below.
+  // publishing this index are visible to the reads that follow.
   const uint16_t avail_idx = u16_at(avail_, kAvailIdx).load(std::memory_order_acquire);
   const uint16_t pending = static_cast<uint16_t>(avail_idx - next_avail_);
   if (pending == 0) return std::nullopt;
@@ -131,79 +244,35 @@ std::optional<PoppedChain> SplitQueue::pop(const GuestMemory& memory) {
     }
     return std::nullopt;
   }
-
-  PoppedChain out;
   // Relaxed is enough: ordered by the acquire load above.
-  out.head =
+  const uint16_t head =
       u16_at(avail_, kAvailRing + 2u * (next_avail_ % size_)).load(std::memory_order_relaxed);
   ++next_avail_;
-  auto refuse = [&out](ChainError e) {
-    out.error = e;
-    return out;
-  };
-  if (out.head >= size_) {
-    out.head_valid = false;
-    return refuse(ChainError::kIndexOutOfRange);
-  }
+  return head;
+}
 
-  DescriptorChain chain;
-  chain.head = out.head;
-  const char* table = static_cast<const char*>(desc_);
-  uint32_t table_size = size_;
-  uint32_t visited = 0;
-  bool in_indirect = false;
-  bool seen_writable = false;
-  uint64_t total = 0;
-  uint16_t index = out.head;
+tl::expected<DescriptorChain, ChainError> SplitQueue::read_chain(uint16_t head,
+                                                                 const GuestMemory& memory) {
+  DescriptorWalk walk(desc_, size_, head, indirect_, memory, indirect_copy_);
+  ChainBuilder chain(head, memory);
   for (;;) {
-    // Bounded walk: a table of N descriptors cannot hold a longer chain.
-    if (++visited > table_size) return refuse(ChainError::kLoop);
-    // Copy first, then validate the copy: the guest may rewrite it meanwhile.
-    Desc d;
-    std::memcpy(&d, table + kDescSize * index, sizeof d);
-
-    if (d.flags & kDescFIndirect) {
-      if (!indirect_) return refuse(ChainError::kIndirectNotNegotiated);
-      if (in_indirect) return refuse(ChainError::kNestedIndirect);
-      // The spec forbids NEXT together with INDIRECT; a table must hold
-      // whole descriptors and no more than a queue could.
-      if ((d.flags & kDescFNext) || d.len == 0 || d.len % kDescSize != 0 ||
-          d.len / kDescSize > kMaxQueueSize) {
-        return refuse(ChainError::kBadIndirectTable);
-      }
-      IovecList parts;
-      if (!memory.gpa_to_iovecs(d.addr, d.len, parts)) {
-        return refuse(ChainError::kAddressOutOfRange);
-      }
-      indirect_copy_.resize(d.len);
-      size_t at = 0;
-      for (const iovec& part : parts) {
-        std::memcpy(indirect_copy_.data() + at, part.iov_base, part.iov_len);
-        at += part.iov_len;
-      }
-      table = reinterpret_cast<const char*>(indirect_copy_.data());
-      table_size = d.len / kDescSize;
-      in_indirect = true;
-      visited = 0;
-      index = 0;
-      continue;
-    }
-
-    const bool writable = (d.flags & kDescFWrite) != 0;
-    if (!writable && seen_writable) return refuse(ChainError::kReadableAfterWritable);
-    seen_writable = seen_writable || writable;
-    if ((d.flags & kDescFNext) && d.next >= table_size) {
-      return refuse(ChainError::kIndexOutOfRange);
-    }
-    total += d.len;
-    if (total > std::numeric_limits<uint32_t>::max()) return refuse(ChainError::kTooLong);
-    if (!memory.gpa_to_iovecs(d.addr, d.len, writable ? chain.writable : chain.readable)) {
-      return refuse(ChainError::kAddressOutOfRange);
-    }
-    if (!(d.flags & kDescFNext)) break;
-    index = d.next;
+    auto desc = walk.next();
+    if (!desc) return tl::unexpected(desc.error());
+    if (!*desc) return chain.take();
+    if (auto error = chain.add(**desc)) return tl::unexpected(*error);
   }
-  out.chain = std::move(chain);
+}
+
+std::optional<PoppedChain> SplitQueue::pop(const GuestMemory& memory) {
+  const std::optional<uint16_t> head = take_avail_head();
+  if (!head) return std::nullopt;
+  PoppedChain out;
+  out.head = *head;
+  if (*head >= size_) {
+    out.chain = tl::unexpected(ChainError::kHeadOutOfRange);
+  } else {
+    out.chain = read_chain(*head, memory);
+  }
   return out;
 }
 

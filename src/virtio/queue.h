@@ -27,28 +27,29 @@ struct DescriptorChain {
   IovecList writable;
 };
 
-/// Why a chain was refused (logged; the chain goes back with length 0).
+/// Why a chain was refused (logged; the chain goes back with length 0,
+/// except kHeadOutOfRange).
 enum class ChainError {
-  kAddressOutOfRange,  // a buffer or indirect table outside guest memory
-  kLoop,               // more descriptors than the queue (or table) holds
-  kNestedIndirect,     // an indirect descriptor inside an indirect table
-  kBadIndirectTable,   // table len 0, not a multiple of 16, > kMaxQueueSize entries, or NEXT set
-  kIndexOutOfRange,    // the head or a `next` index >= queue (or indirect table) size
-  kReadableAfterWritable,
+  // Found by the walk (the chain's shape):
+  kHeadOutOfRange,   // the head index >= queue size: nothing can go on the used ring
+  kIndexOutOfRange,  // a `next` index >= queue (or indirect table) size
+  kLoop,             // more descriptors than the queue (or table) holds
   kIndirectNotNegotiated,
+  kNestedIndirect,    // an indirect descriptor inside an indirect table
+  kBadIndirectTable,  // table len 0, not a multiple of 16, > kMaxQueueSize entries, or NEXT set
+  // Found by the validation of each buffer:
+  kAddressOutOfRange,  // a buffer or indirect table outside guest memory
+  kReadableAfterWritable,
   kTooLong,  // total length overflows 32 bits
 };
 
 const char* to_string(ChainError);
 
-/// What pop() found at the next available slot.
+/// What pop() found at the next available slot: the head the driver
+/// published and the chain it starts, or why that chain was refused.
 struct PoppedChain {
   uint16_t head = 0;
-  /// False when the head index itself is out of range: nothing can be put on
-  /// the used ring for it.
-  bool head_valid = true;
-  std::optional<DescriptorChain> chain;  // nullopt when malformed
-  std::optional<ChainError> error;       // set when chain is nullopt
+  tl::expected<DescriptorChain, ChainError> chain;
 };
 
 struct QueueConfig {
@@ -71,6 +72,8 @@ class SplitQueue {
 
   /// The next available chain, or nullopt when the driver has published no
   /// more. Descriptors are translated through `memory` (guest-physical).
+  /// A refused chain (other than kHeadOutOfRange) still belongs to the
+  /// device: the caller puts it on the used ring with length 0.
   std::optional<PoppedChain> pop(const GuestMemory& memory);
 
   /// Puts a chain on the used ring with `len` bytes written into it.
@@ -93,6 +96,11 @@ class SplitQueue {
 
  private:
   SplitQueue() = default;
+  // The head at next_avail_, consumed; nullopt when nothing (sane) is pending.
+  std::optional<uint16_t> take_avail_head();
+  // Walks and validates the chain starting at `head` (< size_).
+  tl::expected<DescriptorChain, ChainError> read_chain(uint16_t head, const GuestMemory& memory);
+
   std::shared_ptr<const GuestMemory> ring_memory_;
   uint32_t size_ = 0;
   void* desc_ = nullptr;   // struct of 16-byte descriptors

@@ -6,7 +6,9 @@
 namespace vfsd {
 namespace {
 
-bool is_open(int fd) { return fcntl(fd, F_GETFD) != -1; }
+bool is_open(int fd) {
+  return fcntl(fd, F_GETFD) != -1;
+}
 
 TEST(UniqueFd, ClosesOnDestructionAndMoveTransfersOwnership) {
   int raw = open("/dev/null", O_RDONLY | O_CLOEXEC);

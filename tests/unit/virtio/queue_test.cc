@@ -77,10 +77,8 @@ class QueueTest : public ::testing::Test {
     driver_->publish(head);
     PoppedChain p = pop_one();
     EXPECT_EQ(p.head, head);
-    EXPECT_TRUE(p.head_valid);
-    EXPECT_FALSE(p.chain.has_value());
-    ASSERT_TRUE(p.error.has_value());
-    EXPECT_EQ(*p.error, error) << to_string(*p.error);
+    ASSERT_FALSE(p.chain.has_value());
+    EXPECT_EQ(p.chain.error(), error) << to_string(p.chain.error());
     queue_->add_used(p.head, 0);
   }
 
@@ -91,7 +89,6 @@ class QueueTest : public ::testing::Test {
     PoppedChain p = pop_one();
     EXPECT_EQ(p.head, head);
     ASSERT_TRUE(p.chain.has_value());
-    EXPECT_FALSE(p.error.has_value());
     ASSERT_EQ(p.chain->readable.size(), 1u);
     EXPECT_EQ(bytes(p.chain->readable[0]), "request");
     ASSERT_EQ(p.chain->writable.size(), 1u);
@@ -176,7 +173,6 @@ TEST_F(QueueTest, DirectChainYieldsReadableThenWritableSegments) {
   PoppedChain p = pop_one();
   EXPECT_EQ(p.head, head);
   ASSERT_TRUE(p.chain.has_value());
-  EXPECT_FALSE(p.error.has_value());
   EXPECT_EQ(p.chain->head, head);
   // The empty buffer is legal and contributes no segment.
   ASSERT_EQ(p.chain->readable.size(), 2u);
@@ -364,9 +360,8 @@ TEST_F(QueueTest, HeadIndexOutOfRange) {
   driver_->publish(16);
   PoppedChain p = pop_one();
   EXPECT_EQ(p.head, 16);
-  EXPECT_FALSE(p.head_valid);
-  EXPECT_FALSE(p.chain.has_value());
-  EXPECT_EQ(p.error, ChainError::kIndexOutOfRange);
+  ASSERT_FALSE(p.chain.has_value());
+  EXPECT_EQ(p.chain.error(), ChainError::kHeadOutOfRange);
   EXPECT_EQ(queue_->next_avail(), 1);
   expect_next_good_chain_pops();
 }
@@ -518,10 +513,11 @@ TEST_F(QueueTest, EnableDisableNotificationWithoutEventIdxUsesUsedFlags) {
 }
 
 TEST(ChainError, EveryValueHasAName) {
-  for (ChainError e : {ChainError::kAddressOutOfRange, ChainError::kLoop,
-                       ChainError::kNestedIndirect, ChainError::kBadIndirectTable,
-                       ChainError::kIndexOutOfRange, ChainError::kReadableAfterWritable,
-                       ChainError::kIndirectNotNegotiated, ChainError::kTooLong}) {
+  for (ChainError e :
+       {ChainError::kHeadOutOfRange, ChainError::kAddressOutOfRange, ChainError::kLoop,
+        ChainError::kNestedIndirect, ChainError::kBadIndirectTable, ChainError::kIndexOutOfRange,
+        ChainError::kReadableAfterWritable, ChainError::kIndirectNotNegotiated,
+        ChainError::kTooLong}) {
     EXPECT_STRNE(to_string(e), "unknown chain error");
   }
 }

@@ -22,6 +22,8 @@
 #include <vector>
 
 #include "fuse/abi_ext.h"
+#include "fuse/extensions.h"
+#include "fuse/request.h"
 #include "fuse/wire.h"
 #include "util/log.h"
 #include "util/rate_limit.h"
@@ -29,147 +31,28 @@
 // Reply policy, in the order the checks happen:
 //  - fewer bytes readable than a fuse_in_header: nothing to answer to, no reply;
 //  - FORGET, BATCH_FORGET, INTERRUPT never get a reply, well-formed or not;
-//  - less reply room than a fuse_out_header: no reply and no side effect;
-//  - in.len shorter than the header or longer than the bytes present,
-//    extension area longer than the body, body too short for the opcode's
-//    struct, malformed name: EINVAL;
+//  - less reply room than a fuse_out_header: no reply and no side effect,
+//    whatever else is wrong with the request;
+//  - in.len shorter than the header, longer than the bytes present or than
+//    any request a guest sends, extension area longer than the body: EINVAL;
 //  - any request but INIT before a successful INIT (or after DESTROY): EIO;
 //  - malformed request extension (framing, sizes, a type that was not
 //    negotiated, a duplicate): EINVAL;
+//  - less reply room than the opcode's fixed reply (Op::reply_size): EIO,
+//    before the body is read, so a LOOKUP or CREATE the guest cannot
+//    receive takes no reference and creates nothing;
+//  - body too short for the opcode's struct, malformed name: EINVAL;
 //  - unknown opcode: ENOSYS;
-//  - reply payload larger than the reply room: EIO. EIO (not ERANGE) because
-//    the transport failed, not the operation, and ERANGE has its own meaning
-//    for the xattr calls. Fixed-size replies are checked before the
-//    filesystem is called, so a LOOKUP or CREATE the guest cannot receive
-//    takes no reference and creates nothing.
+//  - a reply of variable length larger than the reply room: EIO. EIO (not
+//    ERANGE) because the transport failed, not the operation, and ERANGE has
+//    its own meaning for the xattr calls.
 
 namespace vfsd::fuse {
 
-namespace detail {
-
-// One request being decoded: the header, a reader bounded by the body length
-// the header announced, and the reply writer.
-class Request {
- public:
-  Request(const fuse_in_header& in, size_t body_len, size_t ext_len, IovecReader& reader,
-          IovecWriter& writer)
-      : in(in), r(reader), w(writer), body_left_(body_len), ext_len_(ext_len) {
-    ctx.uid = in.uid;
-    ctx.gid = in.gid;
-    ctx.pid = static_cast<pid_t>(in.pid);
-  }
-
-  const fuse_in_header in;
-  // Filled from the header, then from the request extensions (supplementary
-  // groups, security context) before the operation sees it.
-  Context ctx;
-  IovecReader& r;
-  IovecWriter& w;
-  // The session's agreed FUSE_* flags (set by dispatch once INIT is done).
-  uint64_t agreed = 0;
-  // A pre-7.38 guest with FUSE_SECURITY_CTX: creating requests carry the
-  // security context block in the body, after the name(s).
-  bool legacy_secctx = false;
-  // Held while the request uses the session (all but INIT and DESTROY).
-  std::optional<SessionGate::Pass> pass;
-
-  size_t body_left() const { return body_left_; }
-  size_t ext_len() const { return ext_len_; }
-
-  /// Copies the extension area (the ext_len() bytes after the body) without
-  /// moving the body cursor; call before the body is read.
-  std::string read_extension_area() const {
-    IovecReader ext(r.iovecs(body_left_ + ext_len_));
-    std::string area(ext_len_, '\0');
-    // Cannot fail: handle() checked that in.len bytes are present.
-    if (!ext.skip(body_left_) || !ext.read(area.data(), area.size())) area.clear();
-    return area;
-  }
-
-  /// Copies a struct out of the body; false if the body is too short.
-  template <class T>
-  bool read(T& out) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    return read_bytes(&out, sizeof(T));
-  }
-  bool read_bytes(void* dst, size_t n) {
-    if (n > body_left_ || !r.read(dst, n)) return false;
-    body_left_ -= n;
-    return true;
-  }
-  /// Copies the rest of the body into `out`; false if it exceeds `cap` bytes.
-  bool read_rest(std::string& out, size_t cap) {
-    if (body_left_ > cap) return false;
-    out.resize(body_left_);
-    return read_bytes(out.data(), out.size());
-  }
-  /// Marks `n` body bytes as consumed by someone else (WRITE data).
-  void consume(size_t n) {
-    n = std::min(n, body_left_);
-    r.advance(n);
-    body_left_ -= n;
-  }
-
-  /// Whether a successful reply with `payload` bytes fits.
-  bool has_room(size_t payload) const { return w.remaining() >= sizeof(fuse_out_header) + payload; }
-
-  size_t reply_error(int error) { return write_reply(wire_error(error), nullptr, 0, nullptr, 0); }
-
-  /// fuse_out_header.error for an errno. Only a real errno may travel back:
-  /// 0 would read as success and a value outside the kernel's errno range as
-  /// garbage.
-  static int32_t wire_error(int error) {
-    if (error <= 0 || error >= 4096) error = EIO;
-    return -error;
-  }
-  size_t reply_error(Errno e) { return reply_error(e.value); }
-  /// The error the reply carried (negative errno), 0 for success.
-  int32_t replied_error() const { return replied_error_; }
-
-  size_t reply_ok(const void* a = nullptr, size_t a_len = 0, const void* b = nullptr,
-                  size_t b_len = 0) {
-    if (!has_room(a_len + b_len)) return reply_error(EIO);
-    return write_reply(0, a, a_len, b, b_len);
-  }
-  template <class T>
-  size_t reply_obj(const T& payload) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    return reply_ok(&payload, sizeof(T));
-  }
-
-  /// Writes only the header of a reply whose `payload_len` bytes were
-  /// already written through a writer split off after the header.
-  size_t reply_header(size_t payload_len) {
-    fuse_out_header out{};
-    out.len = static_cast<uint32_t>(sizeof(out) + payload_len);
-    out.error = 0;
-    out.unique = in.unique;
-    if (!w.write_obj(out)) return 0;
-    return out.len;
-  }
-
- private:
-  size_t write_reply(int32_t error, const void* a, size_t a_len, const void* b, size_t b_len) {
-    fuse_out_header out{};
-    out.len = static_cast<uint32_t>(sizeof(out) + a_len + b_len);
-    out.error = error;
-    out.unique = in.unique;
-    replied_error_ = error;
-    if (w.remaining() < out.len) return 0;
-    w.write_obj(out);
-    if (a_len > 0) w.write(a, a_len);
-    if (b_len > 0) w.write(b, b_len);
-    return out.len;
-  }
-
-  size_t body_left_;
-  const size_t ext_len_;
-  int32_t replied_error_ = 0;
-};
-
-}  // namespace detail
-
+using detail::parse_extensions;
+using detail::read_creation_tail;
 using detail::Request;
+using detail::xattr_name;
 
 namespace {
 
@@ -195,10 +78,6 @@ constexpr uint32_t kMaxIoctlSize = (1u << 14) - 1;
 // up to FUSE_NAME_MAX (1024) bytes, so that a name longer than the host's
 // NAME_MAX is answered ENAMETOOLONG, as the host would, not EINVAL.
 constexpr size_t kMaxWireName = 1024 + 1;
-
-bool is_no_reply(uint32_t opcode) {
-  return opcode == FUSE_FORGET || opcode == FUSE_BATCH_FORGET || opcode == FUSE_INTERRUPT;
-}
 
 // Reads the rest of the body as exactly one NUL-terminated name.
 Result<Name> parse_name(std::string_view bytes_with_nul) {
@@ -231,138 +110,6 @@ bool read_two(Request& req, size_t cap, std::string& buf, std::string_view& firs
   std::string_view all(buf);
   first = all.substr(0, nul + 1);
   second = all.substr(nul + 1);
-  return true;
-}
-
-// --- request extensions and security contexts --------------------------------
-
-// Largest security context block we accept: header, one fuse_secctx, a name
-// of at most XATTR_NAME_MAX bytes plus NUL, a value that fits an xattr, and
-// the record padding.
-constexpr size_t kMaxSecctxBlock =
-    sizeof(fuse_secctx_header) + sizeof(fuse_secctx) + XATTR_NAME_MAX + 1 + XATTR_SIZE_MAX + 8;
-
-// An xattr name as the guest sends it: 1..XATTR_NAME_MAX bytes, then the
-// only NUL as the last byte.
-std::optional<std::string_view> xattr_name(std::string_view bytes_with_nul) {
-  if (bytes_with_nul.empty() || bytes_with_nul.back() != '\0') return std::nullopt;
-  bytes_with_nul.remove_suffix(1);
-  if (bytes_with_nul.empty() || bytes_with_nul.size() > XATTR_NAME_MAX ||
-      bytes_with_nul.find('\0') != std::string_view::npos) {
-    return std::nullopt;
-  }
-  return bytes_with_nul;
-}
-
-// A security context block: fuse_secctx_header{size, nr_secctx}, then for
-// nr_secctx == 1 a fuse_secctx{size} followed by the xattr name (with NUL)
-// and `size` value bytes, padded to 8 bytes. `block` is the whole block; its
-// header's size must say exactly that. The kernel sends at most one context,
-// and a header alone (nr_secctx 0) when no LSM labels the new node.
-Result<std::optional<SecurityContext>> parse_secctx(std::string_view block) {
-  fuse_secctx_header header{};
-  if (block.size() < sizeof(header)) return fail(EINVAL);
-  std::memcpy(&header, block.data(), sizeof(header));
-  if (header.size != block.size() || header.nr_secctx > 1) return fail(EINVAL);
-  if (header.nr_secctx == 0) {
-    if (block.size() != sizeof(header)) return fail(EINVAL);
-    return std::optional<SecurityContext>();
-  }
-  std::string_view rest = block.substr(sizeof(header));
-  fuse_secctx one{};
-  if (rest.size() < sizeof(one)) return fail(EINVAL);
-  std::memcpy(&one, rest.data(), sizeof(one));
-  rest.remove_prefix(sizeof(one));
-  size_t nul = rest.find('\0');
-  if (nul == std::string_view::npos) return fail(EINVAL);
-  auto name = xattr_name(rest.substr(0, nul + 1));
-  if (!name) return fail(EINVAL);
-  rest.remove_prefix(nul + 1);
-  if (one.size == 0 || one.size > XATTR_SIZE_MAX || one.size > rest.size()) return fail(EINVAL);
-  // Exactly the record the kernel builds: nothing but padding after the value.
-  if (block.size() !=
-      sizeof(header) + FUSE_REC_ALIGN(sizeof(one) + name->size() + 1 + size_t{one.size})) {
-    return fail(EINVAL);
-  }
-  return std::optional<SecurityContext>(
-      SecurityContext{std::string(*name), std::string(rest.substr(0, one.size))});
-}
-
-// The body of a kExtGroups extension (after its fuse_ext_header): nr_groups,
-// the gids, padding to 8 bytes.
-Result<std::vector<gid_t>> parse_supp_groups(std::string_view body) {
-  abi::SuppGroups header{};
-  if (body.size() < sizeof(header)) return fail(EINVAL);
-  std::memcpy(&header, body.data(), sizeof(header));
-  if (header.nr_groups > abi::kMaxSuppGroups ||
-      body.size() != FUSE_REC_ALIGN(sizeof(header) + sizeof(uint32_t) * header.nr_groups)) {
-    return fail(EINVAL);
-  }
-  std::vector<gid_t> groups(header.nr_groups);
-  for (size_t i = 0; i < groups.size(); ++i) {
-    uint32_t gid = 0;
-    std::memcpy(&gid, body.data() + sizeof(header) + i * sizeof(gid), sizeof(gid));
-    groups[i] = gid;
-  }
-  return groups;
-}
-
-// Walks the extension area (total_extlen * 8 bytes after the body): a chain
-// of fuse_ext_header{size, type} records, each `size` bytes long header
-// included. Only the types this session negotiated are accepted, each once.
-VoidResult parse_extensions(std::string_view area, uint64_t agreed, Context& ctx) {
-  bool secctx_seen = false;
-  bool groups_seen = false;
-  while (!area.empty()) {
-    fuse_ext_header header{};
-    if (area.size() < sizeof(header)) return fail(EINVAL);
-    std::memcpy(&header, area.data(), sizeof(header));
-    if (header.size < sizeof(header) || header.size > area.size() || header.size % 8 != 0) {
-      return fail(EINVAL);
-    }
-    std::string_view block = area.substr(0, header.size);
-    area.remove_prefix(header.size);
-    if (header.type <= abi::kMaxNrSecctx) {
-      // The security context block is its own extension header (type =
-      // nr_secctx).
-      if (!(agreed & FUSE_SECURITY_CTX) || secctx_seen) return fail(EINVAL);
-      secctx_seen = true;
-      auto secctx = parse_secctx(block);
-      if (!secctx) return tl::unexpected(secctx.error());
-      ctx.security_context = std::move(*secctx);
-    } else if (header.type == abi::kExtGroups) {
-      if (!(agreed & FUSE_CREATE_SUPP_GROUP) || groups_seen) return fail(EINVAL);
-      groups_seen = true;
-      auto groups = parse_supp_groups(block.substr(sizeof(header)));
-      if (!groups) return tl::unexpected(groups.error());
-      ctx.supplementary_groups = std::move(*groups);
-    } else {
-      return fail(EINVAL);
-    }
-  }
-  return ok();
-}
-
-// Reads the rest of a creating request's body: `count` NUL-terminated
-// strings (each returned with its NUL) and nothing else, except, from a
-// pre-7.38 guest that agreed FUSE_SECURITY_CTX, the security context block
-// right after them, which goes into req.ctx.
-bool read_creation_tail(Request& req, size_t count, size_t strings_cap, std::string& buf,
-                        std::array<std::string_view, 2>& strings) {
-  size_t cap = strings_cap + (req.legacy_secctx ? kMaxSecctxBlock : 0);
-  if (count > strings.size() || !req.read_rest(buf, cap)) return false;
-  std::string_view rest(buf);
-  for (size_t i = 0; i < count; ++i) {
-    size_t nul = rest.find('\0');
-    if (nul == std::string_view::npos) return false;
-    strings[i] = rest.substr(0, nul + 1);
-    rest.remove_prefix(nul + 1);
-  }
-  if (rest.empty()) return true;
-  if (!req.legacy_secctx || req.ctx.security_context) return false;
-  auto secctx = parse_secctx(rest);
-  if (!secctx) return false;
-  req.ctx.security_context = std::move(*secctx);
   return true;
 }
 
@@ -411,23 +158,24 @@ size_t reply_created(Request& req, const Result<std::pair<Entry, OpenReply>>& cr
 
 // --- no-reply operations ---------------------------------------------------
 
-void do_forget(FileSystem& fs, Request& req) {
+size_t do_forget(FileSystem& fs, Request& req) {
   fuse_forget_in in{};
   if (!req.read(in)) {
     log::debug("fuse: FORGET with a short body dropped");
-    return;
+    return 0;
   }
-  fs.forget(req.in.nodeid, in.nlookup);
+  fs.forget(req.header.nodeid, in.nlookup);
+  return 0;
 }
 
-void do_batch_forget(FileSystem& fs, Request& req) {
+size_t do_batch_forget(FileSystem& fs, Request& req) {
   fuse_batch_forget_in in{};
   if (!req.read(in) ||
       static_cast<uint64_t>(in.count) * sizeof(fuse_forget_one) != req.body_left()) {
     // The count must describe exactly the entries present; a mismatch means
     // the request is not what the guest claims, so none of it is trusted.
     log::debug("fuse: BATCH_FORGET count does not match its body, dropped");
-    return;
+    return 0;
   }
   // Bounded chunks: the guest decides the count, not our stack or heap.
   std::array<std::pair<InodeId, uint64_t>, 64> chunk;
@@ -442,6 +190,7 @@ void do_batch_forget(FileSystem& fs, Request& req) {
     fs.batch_forget(std::span<const std::pair<InodeId, uint64_t>>(chunk.data(), n));
     left -= n;
   }
+  return 0;
 }
 
 // --- attributes and names --------------------------------------------------
@@ -449,8 +198,7 @@ void do_batch_forget(FileSystem& fs, Request& req) {
 size_t do_lookup(FileSystem& fs, Request& req) {
   auto name = read_name(req);  // "." and ".." are the filesystem's to resolve
   if (!name) return req.reply_error(name.error());
-  if (!req.has_room(sizeof(fuse_entry_out))) return req.reply_error(EIO);
-  return reply_entry(req, fs.lookup(req.ctx, req.in.nodeid, *name));
+  return reply_entry(req, fs.lookup(req.ctx, req.header.nodeid, *name));
 }
 
 size_t do_getattr(FileSystem& fs, Request& req) {
@@ -458,8 +206,7 @@ size_t do_getattr(FileSystem& fs, Request& req) {
   if (!req.read(in)) return req.reply_error(EINVAL);
   std::optional<HandleId> fh;
   if (in.getattr_flags & FUSE_GETATTR_FH) fh = in.fh;
-  if (!req.has_room(sizeof(fuse_attr_out))) return req.reply_error(EIO);
-  return reply_attr(req, fs.getattr(req.ctx, req.in.nodeid, fh));
+  return reply_attr(req, fs.getattr(req.ctx, req.header.nodeid, fh));
 }
 
 size_t do_setattr(FileSystem& fs, Request& req) {
@@ -485,12 +232,11 @@ size_t do_setattr(FileSystem& fs, Request& req) {
     s.mtime = {static_cast<time_t>(in.mtime), static_cast<long>(in.mtimensec)};
   }
   if (in.valid & FATTR_FH) s.handle = in.fh;
-  if (!req.has_room(sizeof(fuse_attr_out))) return req.reply_error(EIO);
-  return reply_attr(req, fs.setattr(req.ctx, req.in.nodeid, s));
+  return reply_attr(req, fs.setattr(req.ctx, req.header.nodeid, s));
 }
 
 size_t do_readlink(FileSystem& fs, Request& req) {
-  auto target = fs.readlink(req.ctx, req.in.nodeid);
+  auto target = fs.readlink(req.ctx, req.header.nodeid);
   if (!target) return req.reply_error(target.error());
   return req.reply_ok(target->data(), target->size());
 }
@@ -512,8 +258,7 @@ size_t do_symlink(FileSystem& fs, Request& req) {
     return req.reply_error(EINVAL);
   }
   target_bytes.remove_suffix(1);
-  if (!req.has_room(sizeof(fuse_entry_out))) return req.reply_error(EIO);
-  return reply_entry(req, fs.symlink(req.ctx, req.in.nodeid, *name, target_bytes));
+  return reply_entry(req, fs.symlink(req.ctx, req.header.nodeid, *name, target_bytes));
 }
 
 size_t do_mknod(FileSystem& fs, Request& req) {
@@ -521,9 +266,8 @@ size_t do_mknod(FileSystem& fs, Request& req) {
   if (!req.read(in)) return req.reply_error(EINVAL);
   auto name = read_new_name(req);
   if (!name) return req.reply_error(name.error());
-  if (!req.has_room(sizeof(fuse_entry_out))) return req.reply_error(EIO);
-  return reply_entry(
-      req, fs.mknod(req.ctx, req.in.nodeid, *name, in.mode, wire::decode_dev(in.rdev), in.umask));
+  return reply_entry(req, fs.mknod(req.ctx, req.header.nodeid, *name, in.mode,
+                                   wire::decode_dev(in.rdev), in.umask));
 }
 
 size_t do_mkdir(FileSystem& fs, Request& req) {
@@ -531,30 +275,23 @@ size_t do_mkdir(FileSystem& fs, Request& req) {
   if (!req.read(in)) return req.reply_error(EINVAL);
   auto name = read_new_name(req);
   if (!name) return req.reply_error(name.error());
-  if (!req.has_room(sizeof(fuse_entry_out))) return req.reply_error(EIO);
-  return reply_entry(req, fs.mkdir(req.ctx, req.in.nodeid, *name, in.mode, in.umask));
+  return reply_entry(req, fs.mkdir(req.ctx, req.header.nodeid, *name, in.mode, in.umask));
 }
 
-size_t do_unlink(FileSystem& fs, Request& req, bool dir) {
+size_t do_unlink(FileSystem& fs, Request& req) {
   auto name = read_child_name(req);
   if (!name) return req.reply_error(name.error());
-  return reply_void(req, dir ? fs.rmdir(req.ctx, req.in.nodeid, *name)
-                             : fs.unlink(req.ctx, req.in.nodeid, *name));
+  return reply_void(req, fs.unlink(req.ctx, req.header.nodeid, *name));
 }
 
-size_t do_rename(FileSystem& fs, Request& req, bool v2) {
-  uint64_t new_dir = 0;
-  uint32_t flags = 0;
-  if (v2) {
-    fuse_rename2_in in{};
-    if (!req.read(in)) return req.reply_error(EINVAL);
-    new_dir = in.newdir;
-    flags = in.flags;
-  } else {
-    fuse_rename_in in{};
-    if (!req.read(in)) return req.reply_error(EINVAL);
-    new_dir = in.newdir;
-  }
+size_t do_rmdir(FileSystem& fs, Request& req) {
+  auto name = read_child_name(req);
+  if (!name) return req.reply_error(name.error());
+  return reply_void(req, fs.rmdir(req.ctx, req.header.nodeid, *name));
+}
+
+// RENAME and RENAME2 after their fixed part: the two names, then the call.
+size_t rename_names(FileSystem& fs, Request& req, uint64_t new_dir, uint32_t flags) {
   std::string buf;
   std::string_view old_bytes, new_bytes;
   if (!read_two(req, 2 * kMaxWireName, buf, old_bytes, new_bytes)) {
@@ -567,7 +304,20 @@ size_t do_rename(FileSystem& fs, Request& req, bool v2) {
   if (old_name->is_dot_or_dotdot() || new_name->is_dot_or_dotdot()) {
     return req.reply_error(EINVAL);
   }
-  return reply_void(req, fs.rename(req.ctx, req.in.nodeid, *old_name, new_dir, *new_name, flags));
+  return reply_void(req,
+                    fs.rename(req.ctx, req.header.nodeid, *old_name, new_dir, *new_name, flags));
+}
+
+size_t do_rename(FileSystem& fs, Request& req) {
+  fuse_rename_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  return rename_names(fs, req, in.newdir, 0);
+}
+
+size_t do_rename2(FileSystem& fs, Request& req) {
+  fuse_rename2_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  return rename_names(fs, req, in.newdir, in.flags);
 }
 
 size_t do_link(FileSystem& fs, Request& req) {
@@ -575,19 +325,22 @@ size_t do_link(FileSystem& fs, Request& req) {
   if (!req.read(in)) return req.reply_error(EINVAL);
   auto name = read_child_name(req);
   if (!name) return req.reply_error(name.error());
-  if (!req.has_room(sizeof(fuse_entry_out))) return req.reply_error(EIO);
-  return reply_entry(req, fs.link(req.ctx, in.oldnodeid, req.in.nodeid, *name));
+  return reply_entry(req, fs.link(req.ctx, in.oldnodeid, req.header.nodeid, *name));
 }
 
 // --- files -------------------------------------------------------------------
 
-size_t do_open(FileSystem& fs, Request& req, bool dir) {
+size_t do_open(FileSystem& fs, Request& req) {
   fuse_open_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  if (!req.has_room(sizeof(fuse_open_out))) return req.reply_error(EIO);
-  if (!dir) req.ctx.fuse_open_flags = in.open_flags;
-  return reply_open(req, dir ? fs.opendir(req.ctx, req.in.nodeid, in.flags)
-                             : fs.open(req.ctx, req.in.nodeid, in.flags));
+  req.ctx.fuse_open_flags = in.open_flags;
+  return reply_open(req, fs.open(req.ctx, req.header.nodeid, in.flags));
+}
+
+size_t do_opendir(FileSystem& fs, Request& req) {
+  fuse_open_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  return reply_open(req, fs.opendir(req.ctx, req.header.nodeid, in.flags));
 }
 
 size_t do_create(FileSystem& fs, Request& req) {
@@ -595,11 +348,9 @@ size_t do_create(FileSystem& fs, Request& req) {
   if (!req.read(in)) return req.reply_error(EINVAL);
   auto name = read_new_name(req);
   if (!name) return req.reply_error(name.error());
-  if (!req.has_room(sizeof(fuse_entry_out) + sizeof(fuse_open_out))) {
-    return req.reply_error(EIO);
-  }
   req.ctx.fuse_open_flags = in.open_flags;
-  return reply_created(req, fs.create(req.ctx, req.in.nodeid, *name, in.mode, in.flags, in.umask));
+  return reply_created(req,
+                       fs.create(req.ctx, req.header.nodeid, *name, in.mode, in.flags, in.umask));
 }
 
 // TMPFILE: a fuse_create_in and a name the kernel fills with the dentry
@@ -611,10 +362,7 @@ size_t do_tmpfile(FileSystem& fs, Request& req) {
   std::string buf;
   std::array<std::string_view, 2> strings;
   if (!read_creation_tail(req, 1, kMaxWireName, buf, strings)) return req.reply_error(EINVAL);
-  if (!req.has_room(sizeof(fuse_entry_out) + sizeof(fuse_open_out))) {
-    return req.reply_error(EIO);
-  }
-  return reply_created(req, fs.tmpfile(req.ctx, req.in.nodeid, in.mode, in.flags, in.umask));
+  return reply_created(req, fs.tmpfile(req.ctx, req.header.nodeid, in.mode, in.flags, in.umask));
 }
 
 // The data is read straight into the reply buffer behind the header. A size
@@ -623,24 +371,23 @@ size_t do_tmpfile(FileSystem& fs, Request& req) {
 size_t do_read(FileSystem& fs, Request& req) {
   fuse_read_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  IovecWriter data = req.w.split_at(kOutHeader);
+  IovecWriter data = req.reply.split_at(kOutHeader);
   auto size = static_cast<uint32_t>(std::min({size_t{in.size}, data.remaining(), kMaxPayload}));
-  auto n = fs.read(req.ctx, req.in.nodeid, in.fh, data, size, in.offset);
+  auto n = fs.read(req.ctx, req.header.nodeid, in.fh, data, size, in.offset);
   if (!n) return req.reply_error(n.error());
   return req.reply_header(std::min<size_t>(*n, size));
 }
 
-size_t do_write(FileSystem& fs, Request& req, uint32_t max_write) {
+size_t do_write(FileSystem& fs, Request& req) {
   fuse_write_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  if (in.size > max_write || in.size != req.body_left()) return req.reply_error(EINVAL);
-  if (!req.has_room(sizeof(fuse_write_out))) return req.reply_error(EIO);
+  if (in.size > req.max_write || in.size != req.body_left()) return req.reply_error(EINVAL);
   // A reader over exactly the data: the filesystem cannot read past it.
-  IovecReader data(req.r.iovecs(in.size));
+  IovecReader data(req.body.iovecs(in.size));
   // The file's flags now, not at OPEN: fcntl(F_SETFL) may have changed
   // O_APPEND since (writeback-cache flushes carry 0 here).
   req.ctx.file_flags = in.flags;
-  auto n = fs.write(req.ctx, req.in.nodeid, in.fh, data, in.size, in.offset, in.write_flags);
+  auto n = fs.write(req.ctx, req.header.nodeid, in.fh, data, in.size, in.offset, in.write_flags);
   req.consume(in.size);
   if (!n) return req.reply_error(n.error());
   fuse_write_out out{};
@@ -649,46 +396,55 @@ size_t do_write(FileSystem& fs, Request& req, uint32_t max_write) {
 }
 
 size_t do_statfs(FileSystem& fs, Request& req) {
-  if (!req.has_room(sizeof(fuse_statfs_out))) return req.reply_error(EIO);
-  auto st = fs.statfs(req.ctx, req.in.nodeid);
+  auto st = fs.statfs(req.ctx, req.header.nodeid);
   if (!st) return req.reply_error(st.error());
   fuse_statfs_out out{};
   out.st = wire::to_kstatfs(*st);
   return req.reply_obj(out);
 }
 
-size_t do_release(FileSystem& fs, Request& req, bool dir) {
+size_t do_release(FileSystem& fs, Request& req) {
   fuse_release_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  return reply_void(req, dir ? fs.releasedir(req.ctx, req.in.nodeid, in.fh)
-                             : fs.release(req.ctx, req.in.nodeid, in.fh, in.flags));
+  return reply_void(req, fs.release(req.ctx, req.header.nodeid, in.fh, in.flags));
 }
 
-size_t do_fsync(FileSystem& fs, Request& req, bool dir) {
+size_t do_releasedir(FileSystem& fs, Request& req) {
+  fuse_release_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  return reply_void(req, fs.releasedir(req.ctx, req.header.nodeid, in.fh));
+}
+
+size_t do_fsync(FileSystem& fs, Request& req) {
   fuse_fsync_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  bool datasync = (in.fsync_flags & FUSE_FSYNC_FDATASYNC) != 0;
-  return reply_void(req, dir ? fs.fsyncdir(req.ctx, req.in.nodeid, in.fh, datasync)
-                             : fs.fsync(req.ctx, req.in.nodeid, in.fh, datasync));
+  const bool datasync = (in.fsync_flags & FUSE_FSYNC_FDATASYNC) != 0;
+  return reply_void(req, fs.fsync(req.ctx, req.header.nodeid, in.fh, datasync));
+}
+
+size_t do_fsyncdir(FileSystem& fs, Request& req) {
+  fuse_fsync_in in{};
+  if (!req.read(in)) return req.reply_error(EINVAL);
+  const bool datasync = (in.fsync_flags & FUSE_FSYNC_FDATASYNC) != 0;
+  return reply_void(req, fs.fsyncdir(req.ctx, req.header.nodeid, in.fh, datasync));
 }
 
 size_t do_flush(FileSystem& fs, Request& req) {
   fuse_flush_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  return reply_void(req, fs.flush(req.ctx, req.in.nodeid, in.fh, in.lock_owner));
+  return reply_void(req, fs.flush(req.ctx, req.header.nodeid, in.fh, in.lock_owner));
 }
 
 size_t do_access(FileSystem& fs, Request& req) {
   fuse_access_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  return reply_void(req, fs.access(req.ctx, req.in.nodeid, in.mask));
+  return reply_void(req, fs.access(req.ctx, req.header.nodeid, in.mask));
 }
 
 size_t do_lseek(FileSystem& fs, Request& req) {
   fuse_lseek_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  if (!req.has_room(sizeof(fuse_lseek_out))) return req.reply_error(EIO);
-  auto off = fs.lseek(req.ctx, req.in.nodeid, in.fh, in.offset, in.whence);
+  auto off = fs.lseek(req.ctx, req.header.nodeid, in.fh, in.offset, in.whence);
   if (!off) return req.reply_error(off.error());
   fuse_lseek_out out{};
   out.offset = *off;
@@ -699,22 +455,27 @@ size_t do_fallocate(FileSystem& fs, Request& req) {
   fuse_fallocate_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
   return reply_void(req,
-                    fs.fallocate(req.ctx, req.in.nodeid, in.fh, in.mode, in.offset, in.length));
+                    fs.fallocate(req.ctx, req.header.nodeid, in.fh, in.mode, in.offset, in.length));
 }
 
 size_t do_syncfs(FileSystem& fs, Request& req) {
   fuse_syncfs_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  return reply_void(req, fs.syncfs(req.ctx, req.in.nodeid));
+  return reply_void(req, fs.syncfs(req.ctx, req.header.nodeid));
 }
 
 // --- directories -------------------------------------------------------------
+
+// READDIR answers fuse_dirent records, READDIRPLUS fuse_direntplus ones (an
+// entry before each).
+enum class DirRecord { kDirent, kDirentPlus };
 
 // Writes fuse_dirent / fuse_direntplus records into the reply behind the
 // header, never more than `limit` bytes.
 class ReplyDirSink final : public DirSink {
  public:
-  ReplyDirSink(IovecWriter& out, size_t limit, bool plus) : out_(out), limit_(limit), plus_(plus) {}
+  ReplyDirSink(IovecWriter& out, size_t limit, DirRecord record)
+      : out_(out), limit_(limit), plus_(record == DirRecord::kDirentPlus) {}
 
   bool fits(size_t name_len) const override {
     return name_len > 0 && name_len <= NAME_MAX && record_size(name_len) <= limit_ - used_;
@@ -755,17 +516,26 @@ class ReplyDirSink final : public DirSink {
   size_t used_ = 0;
 };
 
-size_t do_readdir(FileSystem& fs, Request& req, bool plus) {
+size_t list_directory(FileSystem& fs, Request& req, DirRecord record) {
   fuse_read_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  IovecWriter data = req.w.split_at(kOutHeader);
-  ReplyDirSink sink(data, std::min({size_t{in.size}, data.remaining(), kMaxPayload}), plus);
-  auto result = fs.readdir(req.ctx, req.in.nodeid, in.fh, in.offset, plus, sink);
+  IovecWriter data = req.reply.split_at(kOutHeader);
+  ReplyDirSink sink(data, std::min({size_t{in.size}, data.remaining(), kMaxPayload}), record);
+  auto result = fs.readdir(req.ctx, req.header.nodeid, in.fh, in.offset,
+                           record == DirRecord::kDirentPlus, sink);
   // Entries already in the sink (for READDIRPLUS: lookup references already
   // taken) go back even if the listing failed later; the guest's next call
   // resumes after them and meets the error again.
   if (!result && sink.used() == 0) return req.reply_error(result.error());
   return req.reply_header(sink.used());
+}
+
+size_t do_readdir(FileSystem& fs, Request& req) {
+  return list_directory(fs, req, DirRecord::kDirent);
+}
+
+size_t do_readdirplus(FileSystem& fs, Request& req) {
+  return list_directory(fs, req, DirRecord::kDirentPlus);
 }
 
 // --- extended attributes -----------------------------------------------------
@@ -795,14 +565,14 @@ size_t do_getxattr(FileSystem& fs, Request& req) {
   // getxattr(2) never asks for more than XATTR_SIZE_MAX; a larger size from
   // the guest means the same.
   uint32_t size = std::min<uint32_t>(in.size, XATTR_SIZE_MAX);
-  return reply_xattr(req, size, fs.getxattr(req.ctx, req.in.nodeid, *name, size));
+  return reply_xattr(req, size, fs.getxattr(req.ctx, req.header.nodeid, *name, size));
 }
 
 size_t do_listxattr(FileSystem& fs, Request& req) {
   fuse_getxattr_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
   uint32_t size = std::min<uint32_t>(in.size, XATTR_LIST_MAX);
-  return reply_xattr(req, size, fs.listxattr(req.ctx, req.in.nodeid, size));
+  return reply_xattr(req, size, fs.listxattr(req.ctx, req.header.nodeid, size));
 }
 
 // SETXATTR: fuse_setxattr_in (16 bytes once FUSE_SETXATTR_EXT is agreed, the
@@ -822,8 +592,8 @@ size_t do_setxattr(FileSystem& fs, Request& req) {
   auto name = xattr_name(all.substr(0, nul + 1));
   std::string_view value = all.substr(nul + 1);
   if (!name || value.size() != in.size) return req.reply_error(EINVAL);
-  return reply_void(req,
-                    fs.setxattr(req.ctx, req.in.nodeid, *name, value, in.flags, in.setxattr_flags));
+  return reply_void(
+      req, fs.setxattr(req.ctx, req.header.nodeid, *name, value, in.flags, in.setxattr_flags));
 }
 
 size_t do_removexattr(FileSystem& fs, Request& req) {
@@ -831,7 +601,7 @@ size_t do_removexattr(FileSystem& fs, Request& req) {
   if (!req.read_rest(buf, XATTR_NAME_MAX + 1)) return req.reply_error(EINVAL);
   auto name = xattr_name(buf);
   if (!name) return req.reply_error(EINVAL);
-  return reply_void(req, fs.removexattr(req.ctx, req.in.nodeid, *name));
+  return reply_void(req, fs.removexattr(req.ctx, req.header.nodeid, *name));
 }
 
 // --- data and special operations ------------------------------------------------
@@ -839,14 +609,13 @@ size_t do_removexattr(FileSystem& fs, Request& req) {
 size_t do_copy_file_range(FileSystem& fs, Request& req) {
   fuse_copy_file_range_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  if (!req.has_room(sizeof(fuse_write_out))) return req.reply_error(EIO);
   // The count goes back in the 32-bit fuse_write_out.size: a longer copy
   // could not be reported, so ask for no more than that (the kernel itself
   // clamps to UINT_MAX & PAGE_MASK).
   constexpr uint64_t kMaxCopy = UINT32_MAX & ~uint64_t{0xfff};
   const uint64_t length = std::min<uint64_t>(in.len, kMaxCopy);
-  auto n = fs.copy_file_range(req.ctx, req.in.nodeid, in.fh_in, in.off_in, in.nodeid_out, in.fh_out,
-                              in.off_out, length, in.flags);
+  auto n = fs.copy_file_range(req.ctx, req.header.nodeid, in.fh_in, in.off_in, in.nodeid_out,
+                              in.fh_out, in.off_out, length, in.flags);
   if (!n) return req.reply_error(n.error());
   fuse_write_out out{};
   out.size = static_cast<uint32_t>(std::min<uint64_t>(*n, length));
@@ -870,12 +639,12 @@ size_t do_ioctl(FileSystem& fs, Request& req) {
   if (in.in_size > kMaxIoctlSize || in.out_size > kMaxIoctlSize) return req.reply_error(EINVAL);
   std::string data;
   req.read_rest(data, in.in_size);  // cannot fail: in_size == body_left()
+  // The op table checked the room for the header and fuse_ioctl_out.
   constexpr size_t kFixed = kOutHeader + sizeof(fuse_ioctl_out);
-  if (req.w.remaining() < kFixed) return req.reply_error(EIO);
   // The filesystem never produces more than the reply can carry.
   const auto out_size =
-      static_cast<uint32_t>(std::min<size_t>(in.out_size, req.w.remaining() - kFixed));
-  auto reply = fs.ioctl(req.ctx, req.in.nodeid, in.fh, in.flags, in.cmd, data, out_size);
+      static_cast<uint32_t>(std::min<size_t>(in.out_size, req.reply.remaining() - kFixed));
+  auto reply = fs.ioctl(req.ctx, req.header.nodeid, in.fh, in.flags, in.cmd, data, out_size);
   if (!reply) return req.reply_error(reply.error());
   if (reply->out.size() > out_size) return req.reply_error(EIO);
   fuse_ioctl_out out{};
@@ -896,9 +665,8 @@ bool valid_lock(const fuse_file_lock& lk) {
 size_t do_getlk(FileSystem& fs, Request& req) {
   fuse_lk_in in{};
   if (!req.read(in) || !valid_lock(in.lk)) return req.reply_error(EINVAL);
-  if (!req.has_room(sizeof(fuse_lk_out))) return req.reply_error(EIO);
-  auto lock =
-      fs.getlk(req.ctx, req.in.nodeid, in.fh, in.owner, wire::from_file_lock(in.lk), in.lk_flags);
+  auto lock = fs.getlk(req.ctx, req.header.nodeid, in.fh, in.owner, wire::from_file_lock(in.lk),
+                       in.lk_flags);
   if (!lock) return req.reply_error(lock.error());
   fuse_lk_out out{};
   out.lk = wire::to_file_lock(*lock);
@@ -908,7 +676,7 @@ size_t do_getlk(FileSystem& fs, Request& req) {
 size_t do_setlk(FileSystem& fs, Request& req) {
   fuse_lk_in in{};
   if (!req.read(in) || !valid_lock(in.lk)) return req.reply_error(EINVAL);
-  return reply_void(req, fs.setlk(req.ctx, req.in.nodeid, in.fh, in.owner,
+  return reply_void(req, fs.setlk(req.ctx, req.header.nodeid, in.fh, in.owner,
                                   wire::from_file_lock(in.lk), in.lk_flags));
 }
 
@@ -946,18 +714,18 @@ class SyncWait {
 // the filesystem calls `done` when the wait ends, from whatever thread ends
 // it, and that writes and finishes the reply. Without one, the calling
 // thread blocks until then.
-size_t do_setlkw(FileSystem& fs, Request& req, ReplyDeferrer* deferrer) {
+size_t do_setlkw(FileSystem& fs, Request& req) {
   fuse_lk_in in{};
   if (!req.read(in) || !valid_lock(in.lk)) return req.reply_error(EINVAL);
   const FileLock lock = wire::from_file_lock(in.lk);
-  const uint64_t unique = req.in.unique;
+  const uint64_t unique = req.header.unique;
   std::shared_ptr<DeferredReply> deferred;
-  if (deferrer != nullptr) deferred = deferrer->defer();
+  if (req.deferrer != nullptr) deferred = req.deferrer->defer();
   if (deferred) {
     // std::function needs a copyable callable, hence shared ownership; the
     // flag keeps a second call (a filesystem bug) from finishing twice.
     auto called = std::make_shared<std::atomic<bool>>(false);
-    fs.setlkw(req.ctx, req.in.nodeid, in.fh, in.owner, lock, in.lk_flags, unique,
+    fs.setlkw(req.ctx, req.header.nodeid, in.fh, in.owner, lock, in.lk_flags, unique,
               [deferred, called, unique](VoidResult result) {
                 if (called->exchange(true)) return;
                 deferred->finish(write_status_reply(deferred->writer(), unique, result));
@@ -965,7 +733,7 @@ size_t do_setlkw(FileSystem& fs, Request& req, ReplyDeferrer* deferrer) {
     return 0;
   }
   auto wait = std::make_shared<SyncWait>();
-  fs.setlkw(req.ctx, req.in.nodeid, in.fh, in.owner, lock, in.lk_flags, unique,
+  fs.setlkw(req.ctx, req.header.nodeid, in.fh, in.owner, lock, in.lk_flags, unique,
             [wait](VoidResult result) { wait->complete(std::move(result)); });
   // A session reset is what ends a wait that nothing else ends: it must not
   // wait for this request.
@@ -973,18 +741,125 @@ size_t do_setlkw(FileSystem& fs, Request& req, ReplyDeferrer* deferrer) {
   return reply_void(req, wait->wait());
 }
 
-void do_interrupt(FileSystem& fs, Request& req) {
+// A virtio-fs guest never sends it; the host FUSE mount does, and only a
+// waiting SETLKW can be cut short.
+size_t do_interrupt(FileSystem& fs, Request& req) {
   fuse_interrupt_in in{};
   if (!req.read(in)) {
     log::debug("fuse: INTERRUPT with a short body dropped");
-    return;
+    return 0;
   }
   fs.interrupt(in.unique);
+  return 0;
 }
+
+// Like the Rust virtiofsd: no block mapping (BMAP), no poll notifications
+// (POLL), no DAX window (SETUPMAPPING, REMOVEMAPPING).
+size_t do_unsupported(FileSystem&, Request& req) {
+  return req.reply_error(ENOSYS);
+}
+
+size_t do_unknown(FileSystem&, Request& req) {
+  log::debug("fuse: unknown opcode {} answered ENOSYS", req.header.opcode);
+  return req.reply_error(ENOSYS);
+}
+
+// --- the op table --------------------------------------------------------------
+
+// How the server treats an opcode before its handler runs.
+enum class Kind : uint8_t {
+  kReply,    // answered; the reply's fixed part must fit before anything happens
+  kNoReply,  // FORGET, BATCH_FORGET, INTERRUPT: never answered, well-formed or not
+  kSession,  // INIT, DESTROY: run by the Server itself, outside the session gate
+};
+
+using Handler = size_t (*)(FileSystem&, Request&);
 
 }  // namespace
 
+// Everything the server knows about one opcode, in one row.
+struct detail::Op {
+  std::string_view name = "UNKNOWN";  // the opcode without FUSE_, for logs
+  Handler handler = do_unknown;       // null for Kind::kSession
+  Kind kind = Kind::kReply;
+  // Payload bytes after fuse_out_header that every successful reply carries
+  // (checked once, before the handler runs); 0 when the reply is the header
+  // alone or its length depends on the answer (checked when it is written).
+  uint32_t reply_size = 0;
+};
+
 namespace {
+
+using detail::Op;
+
+constexpr uint32_t kEntryReply = sizeof(fuse_entry_out);
+constexpr uint32_t kCreatedReply = sizeof(fuse_entry_out) + sizeof(fuse_open_out);
+
+// Indexed by opcode; larger than the highest one we serve (FUSE_TMPFILE, 51).
+constexpr size_t kOpcodeLimit = 64;
+
+constexpr std::array<Op, kOpcodeLimit> make_op_table() {
+  std::array<Op, kOpcodeLimit> t{};
+  constexpr Kind kReply = Kind::kReply;
+  t[FUSE_LOOKUP] = {"LOOKUP", do_lookup, kReply, kEntryReply};
+  t[FUSE_FORGET] = {"FORGET", do_forget, Kind::kNoReply, 0};
+  t[FUSE_GETATTR] = {"GETATTR", do_getattr, kReply, sizeof(fuse_attr_out)};
+  t[FUSE_SETATTR] = {"SETATTR", do_setattr, kReply, sizeof(fuse_attr_out)};
+  t[FUSE_READLINK] = {"READLINK", do_readlink, kReply, 0};
+  t[FUSE_SYMLINK] = {"SYMLINK", do_symlink, kReply, kEntryReply};
+  t[FUSE_MKNOD] = {"MKNOD", do_mknod, kReply, kEntryReply};
+  t[FUSE_MKDIR] = {"MKDIR", do_mkdir, kReply, kEntryReply};
+  t[FUSE_UNLINK] = {"UNLINK", do_unlink, kReply, 0};
+  t[FUSE_RMDIR] = {"RMDIR", do_rmdir, kReply, 0};
+  t[FUSE_RENAME] = {"RENAME", do_rename, kReply, 0};
+  t[FUSE_LINK] = {"LINK", do_link, kReply, kEntryReply};
+  t[FUSE_OPEN] = {"OPEN", do_open, kReply, sizeof(fuse_open_out)};
+  t[FUSE_READ] = {"READ", do_read, kReply, 0};
+  t[FUSE_WRITE] = {"WRITE", do_write, kReply, sizeof(fuse_write_out)};
+  t[FUSE_STATFS] = {"STATFS", do_statfs, kReply, sizeof(fuse_statfs_out)};
+  t[FUSE_RELEASE] = {"RELEASE", do_release, kReply, 0};
+  t[FUSE_FSYNC] = {"FSYNC", do_fsync, kReply, 0};
+  t[FUSE_SETXATTR] = {"SETXATTR", do_setxattr, kReply, 0};
+  t[FUSE_GETXATTR] = {"GETXATTR", do_getxattr, kReply, 0};
+  t[FUSE_LISTXATTR] = {"LISTXATTR", do_listxattr, kReply, 0};
+  t[FUSE_REMOVEXATTR] = {"REMOVEXATTR", do_removexattr, kReply, 0};
+  t[FUSE_FLUSH] = {"FLUSH", do_flush, kReply, 0};
+  t[FUSE_INIT] = {"INIT", nullptr, Kind::kSession, sizeof(fuse_init_out)};
+  t[FUSE_OPENDIR] = {"OPENDIR", do_opendir, kReply, sizeof(fuse_open_out)};
+  t[FUSE_READDIR] = {"READDIR", do_readdir, kReply, 0};
+  t[FUSE_RELEASEDIR] = {"RELEASEDIR", do_releasedir, kReply, 0};
+  t[FUSE_FSYNCDIR] = {"FSYNCDIR", do_fsyncdir, kReply, 0};
+  t[FUSE_GETLK] = {"GETLK", do_getlk, kReply, sizeof(fuse_lk_out)};
+  t[FUSE_SETLK] = {"SETLK", do_setlk, kReply, 0};
+  t[FUSE_SETLKW] = {"SETLKW", do_setlkw, kReply, 0};
+  t[FUSE_ACCESS] = {"ACCESS", do_access, kReply, 0};
+  t[FUSE_CREATE] = {"CREATE", do_create, kReply, kCreatedReply};
+  t[FUSE_INTERRUPT] = {"INTERRUPT", do_interrupt, Kind::kNoReply, 0};
+  t[FUSE_BMAP] = {"BMAP", do_unsupported, kReply, 0};
+  t[FUSE_DESTROY] = {"DESTROY", nullptr, Kind::kSession, 0};
+  // The fixed part only; the output bytes after it are fitted to the room.
+  t[FUSE_IOCTL] = {"IOCTL", do_ioctl, kReply, sizeof(fuse_ioctl_out)};
+  t[FUSE_POLL] = {"POLL", do_unsupported, kReply, 0};
+  t[FUSE_BATCH_FORGET] = {"BATCH_FORGET", do_batch_forget, Kind::kNoReply, 0};
+  t[FUSE_FALLOCATE] = {"FALLOCATE", do_fallocate, kReply, 0};
+  t[FUSE_READDIRPLUS] = {"READDIRPLUS", do_readdirplus, kReply, 0};
+  t[FUSE_RENAME2] = {"RENAME2", do_rename2, kReply, 0};
+  t[FUSE_LSEEK] = {"LSEEK", do_lseek, kReply, sizeof(fuse_lseek_out)};
+  t[FUSE_COPY_FILE_RANGE] = {"COPY_FILE_RANGE", do_copy_file_range, kReply, sizeof(fuse_write_out)};
+  t[FUSE_SETUPMAPPING] = {"SETUPMAPPING", do_unsupported, kReply, 0};
+  t[FUSE_REMOVEMAPPING] = {"REMOVEMAPPING", do_unsupported, kReply, 0};
+  t[FUSE_SYNCFS] = {"SYNCFS", do_syncfs, kReply, 0};
+  t[FUSE_TMPFILE] = {"TMPFILE", do_tmpfile, kReply, kCreatedReply};
+  return t;
+}
+
+constexpr std::array<Op, kOpcodeLimit> kOps = make_op_table();
+constexpr Op kUnknownOp{};
+
+const Op& op_for(uint32_t opcode) {
+  return opcode < kOps.size() ? kOps[opcode] : kUnknownOp;
+}
+
 // The longest request a guest kernel sends: a WRITE of max_write bytes, or
 // the largest other body (a SETXATTR value of XATTR_SIZE_MAX plus its name,
 // a symlink's two names, a security context), plus the request extensions
@@ -994,6 +869,40 @@ size_t max_request_len(uint32_t max_write) {
   const size_t body = std::max<size_t>(max_write, 2 * XATTR_SIZE_MAX + PATH_MAX + 2 * 1025);
   return sizeof(fuse_in_header) + sizeof(fuse_write_in) + body + 8 * size_t{UINT16_MAX};
 }
+
+}  // namespace
+
+namespace {
+
+// The INIT flags the guest offers, flags2 in the upper half when it sent
+// them (`in_len`: the bytes of fuse_init_in it sent).
+uint64_t guest_init_flags(const fuse_init_in& in, size_t in_len) {
+  uint64_t flags = in.flags;
+  if ((in.flags & FUSE_INIT_EXT) && in_len >= offsetof(fuse_init_in, flags2) + sizeof(in.flags2)) {
+    flags |= static_cast<uint64_t>(in.flags2) << 32;
+  }
+  return flags;
+}
+
+// The INIT reply of a session that starts with the `agreed` flags.
+fuse_init_out init_reply(const fuse_init_in& in, uint64_t agreed, const ServerOptions& options) {
+  fuse_init_out out{};
+  out.major = FUSE_KERNEL_VERSION;
+  out.minor = abi::kMinorVersion;
+  out.max_readahead = in.max_readahead;
+  out.flags = static_cast<uint32_t>(agreed);
+  out.flags2 = static_cast<uint32_t>(agreed >> 32);
+  // The virtqueue bounds what is really in flight; let the guest queue as
+  // much background work (readahead, async writes) as it likes.
+  out.max_background = std::numeric_limits<uint16_t>::max();
+  out.congestion_threshold = std::numeric_limits<uint16_t>::max() / 4 * 3;
+  out.max_write = options.max_write;
+  out.time_gran = 1;
+  out.max_pages = static_cast<uint16_t>(
+      std::clamp<uint32_t>(options.max_pages, 1, std::numeric_limits<uint16_t>::max()));
+  return out;
+}
+
 }  // namespace
 
 Server::Server(FileSystem& fs, ServerOptions options)
@@ -1006,10 +915,11 @@ size_t Server::handle(IovecReader& request, IovecWriter& reply, ReplyDeferrer* d
     log::debug("fuse: request shorter than its header dropped");
     return 0;
   }
-  const bool no_reply = is_no_reply(in.opcode);
+  const Op& op = op_for(in.opcode);
+  const bool no_reply = op.kind == Kind::kNoReply;
   // Nothing happens for a request that could not be answered.
   if (!no_reply && reply.remaining() < kOutHeader) {
-    log::debug("fuse: no room for a reply header (opcode {}), dropped", in.opcode);
+    log::debug("fuse: no room for a reply header ({}), dropped", op.name);
     return 0;
   }
 
@@ -1025,152 +935,55 @@ size_t Server::handle(IovecReader& request, IovecWriter& reply, ReplyDeferrer* d
   }
   Request req(in, body_len, framed ? ext_len : 0, request, reply);
   if (!framed) {
-    log::debug("fuse: bad request length {} (opcode {}, {} bytes present)", in.len, in.opcode,
-               available);
+    log::debug("fuse: bad request length {} ({}, {} bytes present)", in.len, op.name, available);
     return no_reply ? 0 : req.reply_error(EINVAL);
   }
+  req.deferrer = deferrer;
+  req.max_write = options_.max_write;
   // The request path reports errors as values; what still throws (an
   // allocation that failed, a bug) costs this request, never the daemon.
   const size_t reply_start = reply.consumed();
   // --log-level=trace: every request, the size of its reply and its error.
-  log::trace("fuse: request opcode {} unique {} nodeid {} uid {} gid {} pid {} len {}", in.opcode,
-             in.unique, in.nodeid, in.uid, in.gid, in.pid, in.len);
+  log::trace("fuse: request {} unique {} nodeid {} uid {} gid {} pid {} len {}", op.name, in.unique,
+             in.nodeid, in.uid, in.gid, in.pid, in.len);
   try {
-    const size_t written = dispatch(req, deferrer);
+    const size_t written = dispatch(req, op);
     log::trace("fuse: reply unique {}: {} bytes, error {}", in.unique, written,
                req.replied_error());
     return written;
   } catch (const std::exception& e) {
-    log::guest_fault(log::GuestFault::kRequestFailed, "fuse: opcode {} failed: {}; answered EIO",
-                     in.opcode, e.what());
+    log::guest_fault(log::GuestFault::kRequestFailed, "fuse: {} failed: {}; answered EIO", op.name,
+                     e.what());
   } catch (...) {
-    log::guest_fault(log::GuestFault::kRequestFailed, "fuse: opcode {} failed; answered EIO",
-                     in.opcode);
+    log::guest_fault(log::GuestFault::kRequestFailed, "fuse: {} failed; answered EIO", op.name);
   }
   // Answer unless the reply was already (partly) written or none is due.
   if (no_reply || reply.consumed() != reply_start) return 0;
   return req.reply_error(EIO);
 }
 
-size_t Server::dispatch(Request& req, ReplyDeferrer* deferrer) {
-  const uint32_t opcode = req.in.opcode;
-  if (opcode == FUSE_INIT) return do_init(req);
-  if (opcode == FUSE_DESTROY) return do_destroy(req);
-  req.pass.emplace(gate_.enter());
-  if (!initialized()) {
-    if (is_no_reply(opcode)) return 0;
-    return req.reply_error(EIO);
+size_t Server::dispatch(Request& req, const Op& op) {
+  if (op.kind == Kind::kSession) {
+    if (!req.has_room(op.reply_size)) return req.reply_error(EIO);
+    return req.header.opcode == FUSE_INIT ? do_init(req) : do_destroy(req);
   }
+  const bool replies = op.kind == Kind::kReply;
+  req.pass.emplace(gate_.enter());
+  if (!initialized()) return replies ? req.reply_error(EIO) : 0;
   // initialized() was an acquire load: these are the values INIT stored.
   req.agreed = agreed_flags_.load(std::memory_order_relaxed);
   req.legacy_secctx = (req.agreed & FUSE_SECURITY_CTX) &&
                       guest_minor_.load(std::memory_order_relaxed) < abi::kMinorWithExtensions;
   if (req.ext_len() > 0) {
     if (auto parsed = parse_extensions(req.read_extension_area(), req.agreed, req.ctx); !parsed) {
-      log::debug("fuse: malformed request extension (opcode {})", opcode);
-      return is_no_reply(opcode) ? 0 : req.reply_error(parsed.error());
+      log::debug("fuse: malformed request extension ({})", op.name);
+      return replies ? req.reply_error(parsed.error()) : 0;
     }
   }
-  switch (opcode) {
-    case FUSE_FORGET:
-      do_forget(fs_, req);
-      return 0;
-    case FUSE_BATCH_FORGET:
-      do_batch_forget(fs_, req);
-      return 0;
-    case FUSE_INTERRUPT:
-      // A virtio-fs guest never sends it; the host FUSE mount does, and only
-      // a waiting SETLKW can be cut short.
-      do_interrupt(fs_, req);
-      return 0;
-    case FUSE_LOOKUP:
-      return do_lookup(fs_, req);
-    case FUSE_GETATTR:
-      return do_getattr(fs_, req);
-    case FUSE_SETATTR:
-      return do_setattr(fs_, req);
-    case FUSE_READLINK:
-      return do_readlink(fs_, req);
-    case FUSE_SYMLINK:
-      return do_symlink(fs_, req);
-    case FUSE_MKNOD:
-      return do_mknod(fs_, req);
-    case FUSE_MKDIR:
-      return do_mkdir(fs_, req);
-    case FUSE_UNLINK:
-      return do_unlink(fs_, req, /*dir=*/false);
-    case FUSE_RMDIR:
-      return do_unlink(fs_, req, /*dir=*/true);
-    case FUSE_RENAME:
-      return do_rename(fs_, req, /*v2=*/false);
-    case FUSE_RENAME2:
-      return do_rename(fs_, req, /*v2=*/true);
-    case FUSE_LINK:
-      return do_link(fs_, req);
-    case FUSE_OPEN:
-      return do_open(fs_, req, /*dir=*/false);
-    case FUSE_OPENDIR:
-      return do_open(fs_, req, /*dir=*/true);
-    case FUSE_CREATE:
-      return do_create(fs_, req);
-    case FUSE_READ:
-      return do_read(fs_, req);
-    case FUSE_WRITE:
-      return do_write(fs_, req, options_.max_write);
-    case FUSE_STATFS:
-      return do_statfs(fs_, req);
-    case FUSE_RELEASE:
-      return do_release(fs_, req, /*dir=*/false);
-    case FUSE_RELEASEDIR:
-      return do_release(fs_, req, /*dir=*/true);
-    case FUSE_FSYNC:
-      return do_fsync(fs_, req, /*dir=*/false);
-    case FUSE_FSYNCDIR:
-      return do_fsync(fs_, req, /*dir=*/true);
-    case FUSE_FLUSH:
-      return do_flush(fs_, req);
-    case FUSE_ACCESS:
-      return do_access(fs_, req);
-    case FUSE_LSEEK:
-      return do_lseek(fs_, req);
-    case FUSE_FALLOCATE:
-      return do_fallocate(fs_, req);
-    case FUSE_SYNCFS:
-      return do_syncfs(fs_, req);
-    case FUSE_READDIR:
-      return do_readdir(fs_, req, /*plus=*/false);
-    case FUSE_READDIRPLUS:
-      return do_readdir(fs_, req, /*plus=*/true);
-    case FUSE_GETXATTR:
-      return do_getxattr(fs_, req);
-    case FUSE_SETXATTR:
-      return do_setxattr(fs_, req);
-    case FUSE_LISTXATTR:
-      return do_listxattr(fs_, req);
-    case FUSE_REMOVEXATTR:
-      return do_removexattr(fs_, req);
-    case FUSE_COPY_FILE_RANGE:
-      return do_copy_file_range(fs_, req);
-    case FUSE_TMPFILE:
-      return do_tmpfile(fs_, req);
-    case FUSE_IOCTL:
-      return do_ioctl(fs_, req);
-    case FUSE_GETLK:
-      return do_getlk(fs_, req);
-    case FUSE_SETLK:
-      return do_setlk(fs_, req);
-    case FUSE_SETLKW:
-      return do_setlkw(fs_, req, deferrer);
-    case FUSE_BMAP:
-    case FUSE_POLL:
-    case FUSE_SETUPMAPPING:
-    case FUSE_REMOVEMAPPING:
-      // Like the Rust virtiofsd: no block mapping, no poll notifications, no
-      // DAX window.
-      return req.reply_error(ENOSYS);
-    default:
-      return req.reply_error(ENOSYS);
-  }
+  // A request whose reply cannot reach the guest does nothing: a LOOKUP or
+  // CREATE that could not be answered takes no reference, creates nothing.
+  if (replies && !req.has_room(op.reply_size)) return req.reply_error(EIO);
+  return op.handler(fs_, req);
 }
 
 size_t Server::do_init(Request& req) {
@@ -1181,8 +994,6 @@ size_t Server::do_init(Request& req) {
   if (req.body_left() < kMinInit) return req.reply_error(EINVAL);
   const size_t in_len = std::min(req.body_left(), sizeof(in));
   req.read_bytes(&in, in_len);
-  if (!req.has_room(sizeof(fuse_init_out))) return req.reply_error(EIO);
-
   if (in.major < FUSE_KERNEL_VERSION) return req.reply_error(EPROTO);
   if (in.major > FUSE_KERNEL_VERSION) {
     // The protocol: answer with our major only and wait for the guest to
@@ -1194,10 +1005,7 @@ size_t Server::do_init(Request& req) {
   }
   if (in.minor < abi::kMinMinorVersion) return req.reply_error(EPROTO);
 
-  uint64_t kernel_flags = in.flags;
-  if ((in.flags & FUSE_INIT_EXT) && in_len >= offsetof(fuse_init_in, flags2) + sizeof(in.flags2)) {
-    kernel_flags |= static_cast<uint64_t>(in.flags2) << 32;
-  }
+  const uint64_t kernel_flags = guest_init_flags(in, in_len);
 
   std::lock_guard lock(session_mutex_);
   // No request of the old session is still running when the filesystem
@@ -1231,20 +1039,7 @@ size_t Server::do_init(Request& req) {
     return req.reply_error(EPROTO);
   }
 
-  fuse_init_out out{};
-  out.major = FUSE_KERNEL_VERSION;
-  out.minor = abi::kMinorVersion;
-  out.max_readahead = in.max_readahead;
-  out.flags = static_cast<uint32_t>(agreed);
-  out.flags2 = static_cast<uint32_t>(agreed >> 32);
-  // The virtqueue bounds what is really in flight; let the guest queue as
-  // much background work (readahead, async writes) as it likes.
-  out.max_background = std::numeric_limits<uint16_t>::max();
-  out.congestion_threshold = std::numeric_limits<uint16_t>::max() / 4 * 3;
-  out.max_write = options_.max_write;
-  out.time_gran = 1;
-  out.max_pages = static_cast<uint16_t>(
-      std::clamp<uint32_t>(options_.max_pages, 1, std::numeric_limits<uint16_t>::max()));
+  const fuse_init_out out = init_reply(in, agreed, options_);
   agreed_flags_.store(agreed, std::memory_order_relaxed);
   guest_minor_.store(in.minor, std::memory_order_relaxed);
   initialized_.store(true, std::memory_order_release);

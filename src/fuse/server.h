@@ -21,7 +21,8 @@ namespace vfsd::fuse {
 
 namespace detail {
 class Request;  // one request being decoded; defined in server.cc
-}
+struct Op;      // what the server knows about one opcode; defined in server.cc
+}  // namespace detail
 
 struct ServerOptions {
   uint32_t max_write = 1u << 20;  // bytes; FUSE_MAX_PAGES lets the guest use it
@@ -63,7 +64,7 @@ class Server {
   bool resetting() const { return gate_.closing(); }
 
  private:
-  size_t dispatch(detail::Request& req, ReplyDeferrer* deferrer);
+  size_t dispatch(detail::Request& req, const detail::Op& op);
   size_t do_init(detail::Request& req);
   size_t do_destroy(detail::Request& req);
   // DESTROY's work: false if no session was open.

@@ -455,7 +455,7 @@ std::pair<uint32_t, uint32_t> guest_owner(test::VhostUserGuest& guest, const std
 // squashes every guest id onto them, and shows them to the guest as
 // e2euser's. Through the vhost-user socket of the real process, checked
 // with stat on the host and in the replies.
-// --log-level=trace logs each request (opcode, unique, node) and its reply;
+// --log-level=trace logs each request (op name, unique, node) and its reply;
 // a level above it logs none.
 TEST_F(DaemonProcessTest, TraceLevelLogsEveryRequestAndItsReply) {
   test::write_host(share_ + "/hello", "x");
@@ -485,9 +485,9 @@ TEST_F(DaemonProcessTest, TraceLevelLogsEveryRequestAndItsReply) {
     const std::string text = log();
     const bool traced = std::string(level) == "trace";
     EXPECT_EQ(text.find("16 bytes, error -2") != std::string::npos, traced) << text;
-    // INIT (26) and LOOKUP (1) of node 1, each with its reply.
-    EXPECT_EQ(text.find("fuse: request opcode 26 unique ") != std::string::npos, traced) << text;
-    EXPECT_EQ(text.find("fuse: request opcode 1 unique ") != std::string::npos, traced) << text;
+    // INIT and LOOKUP of node 1, each with its reply.
+    EXPECT_EQ(text.find("fuse: request INIT unique ") != std::string::npos, traced) << text;
+    EXPECT_EQ(text.find("fuse: request LOOKUP unique ") != std::string::npos, traced) << text;
     EXPECT_EQ(text.find(" nodeid 1 uid 0 gid 0") != std::string::npos, traced) << text;
     EXPECT_EQ(text.find("fuse: reply unique ") != std::string::npos, traced) << text;
   }

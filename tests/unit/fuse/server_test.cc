@@ -1004,9 +1004,9 @@ TEST_F(MalformedTest, NameLongerThanNameMax) {
   expect_error(send(FUSE_LOOKUP, 1, Body().name(std::string(256, 'n'))), ENAMETOOLONG);
   expect_error(send(FUSE_MKDIR, 1, Body().obj(fuse_mkdir_in{0755, 0}).name(std::string(1024, 'n'))),
                ENAMETOOLONG);
-  expect_error(send(FUSE_RENAME, 1,
-                    Body().obj(fuse_rename_in{1}).name("old").name(std::string(300, 'n'))),
-               ENAMETOOLONG);
+  expect_error(
+      send(FUSE_RENAME, 1, Body().obj(fuse_rename_in{1}).name("old").name(std::string(300, 'n'))),
+      ENAMETOOLONG);
   // Beyond what any guest kernel sends (FUSE_NAME_MAX), or not a single
   // name: malformed.
   expect_error(send(FUSE_LOOKUP, 1, Body().name(std::string(100000, 'n'))), EINVAL);
@@ -1098,6 +1098,26 @@ TEST_F(MalformedTest, ReplyTooSmallForHeaderGivesNoReply) {
   EXPECT_EQ(send(FUSE_UNLINK, 1, Body().name("a"), 0).returned, 0u);
   // Malformed too: still no reply.
   EXPECT_EQ(send(FUSE_LOOKUP, 1, Body().raw("a"), 4).returned, 0u);
+  ::testing::Mock::VerifyAndClearExpectations(&fs_);
+  expect_alive();
+}
+
+// A request both malformed and unanswerable. Without room for a reply
+// header it is dropped before its length is looked at; with room for the
+// header, a bad length is EINVAL (framing is checked first), but a body the
+// opcode cannot parse is EIO when the opcode's fixed reply does not fit (the
+// room is checked before the body is read).
+TEST_F(MalformedTest, MalformedAndUnanswerable) {
+  EXPECT_CALL(fs_, lookup(_, _, _)).Times(0);
+  EXPECT_CALL(fs_, getattr(_, _, _)).Times(0);
+  Bytes req = make_request(FUSE_LOOKUP, 1, Body().name("abc"));
+  reinterpret_cast<fuse_in_header*>(req.data())->len += 1;
+  Reply r = send(req, kHdr - 1);
+  EXPECT_EQ(r.returned, 0u);
+  EXPECT_EQ(r.buf[0], 0xee);
+  expect_error(send(req, kHdr), EINVAL);
+  expect_error(send(FUSE_GETATTR, 1, Body().raw("x"), kHdr), EIO);
+  expect_error(send(FUSE_GETATTR, 1, Body().raw("x")), EINVAL);
   ::testing::Mock::VerifyAndClearExpectations(&fs_);
   expect_alive();
 }

@@ -11,14 +11,14 @@
 #include <sys/types.h>
 
 #include <chrono>
-#include <functional>
-#include <vector>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "fuse/name.h"
 #include "util/iovec_io.h"
@@ -89,8 +89,8 @@ struct SetattrRequest {
   uid_t uid = 0;
   gid_t gid = 0;
   uint64_t size = 0;
-  struct timespec atime {};  // unless FATTR_ATIME_NOW
-  struct timespec mtime {};  // unless FATTR_MTIME_NOW
+  struct timespec atime {};        // unless FATTR_ATIME_NOW
+  struct timespec mtime {};        // unless FATTR_MTIME_NOW
   std::optional<HandleId> handle;  // FATTR_FH
 };
 
@@ -191,13 +191,10 @@ class FileSystem {
   virtual VoidResult unlink(const Context&, InodeId /*parent*/, const Name&) {
     return fail(ENOSYS);
   }
-  virtual VoidResult rmdir(const Context&, InodeId /*parent*/, const Name&) {
-    return fail(ENOSYS);
-  }
+  virtual VoidResult rmdir(const Context&, InodeId /*parent*/, const Name&) { return fail(ENOSYS); }
   /// RENAME and RENAME2; `flags` are RENAME_NOREPLACE / EXCHANGE / WHITEOUT.
   virtual VoidResult rename(const Context&, InodeId /*old_parent*/, const Name& /*old_name*/,
-                            InodeId /*new_parent*/, const Name& /*new_name*/,
-                            uint32_t /*flags*/) {
+                            InodeId /*new_parent*/, const Name& /*new_name*/, uint32_t /*flags*/) {
     return fail(ENOSYS);
   }
   virtual Result<Entry> link(const Context&, InodeId /*inode*/, InodeId /*new_parent*/,
@@ -252,8 +249,8 @@ class FileSystem {
   }
   /// READDIR (`plus` false) and READDIRPLUS (`plus` true): entries after the
   /// cookie `offset`, appended to `sink` until it is full.
-  virtual VoidResult readdir(const Context&, InodeId, HandleId, uint64_t /*offset*/,
-                             bool /*plus*/, DirSink&) {
+  virtual VoidResult readdir(const Context&, InodeId, HandleId, uint64_t /*offset*/, bool /*plus*/,
+                             DirSink&) {
     return fail(ENOSYS);
   }
   virtual VoidResult fsyncdir(const Context&, InodeId, HandleId, bool /*datasync*/) {
@@ -308,8 +305,8 @@ class FileSystem {
     return fail(ENOSYS);
   }
   /// SETLK: take or release a lock without waiting (EAGAIN if held).
-  virtual VoidResult setlk(const Context&, InodeId, HandleId, uint64_t /*owner*/,
-                           const FileLock&, uint32_t /*lock_flags*/) {
+  virtual VoidResult setlk(const Context&, InodeId, HandleId, uint64_t /*owner*/, const FileLock&,
+                           uint32_t /*lock_flags*/) {
     return fail(ENOSYS);
   }
   /// SETLKW: take a lock, waiting as long as needed. It must not block the

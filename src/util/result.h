@@ -64,6 +64,8 @@ inline std::string errno_name(int error) {
 ///   VFSD_ASSIGN_OR_RETURN(existing, lookup(...));  // assigns
 ///
 /// `lhs` may not contain unparenthesised commas (use a type alias).
+// `lhs` is a declaration and `result` a name: neither can be parenthesised.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define VFSD_ASSIGN_OR_RETURN(lhs, expr) \
   VFSD_ASSIGN_OR_RETURN_IMPL_(VFSD_RESULT_CONCAT_(vfsd_aor_result_, __LINE__), lhs, expr)
 
@@ -73,3 +75,4 @@ inline std::string errno_name(int error) {
     return tl::unexpected(std::move(result).error());  \
   }                                                    \
   lhs = std::move(*result)
+// NOLINTEND(bugprone-macro-parentheses)

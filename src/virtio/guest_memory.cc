@@ -96,6 +96,7 @@ Result<GuestMemory> GuestMemory::create(std::vector<std::shared_ptr<MappedRegion
   // Sorted, two neighbours overlap iff the first ends after the second starts.
   auto overlapping = [&regions](auto start_of) {
     std::vector<const MappedRegion*> v;
+    v.reserve(regions.size());
     for (const auto& r : regions) v.push_back(r.get());
     std::sort(v.begin(), v.end(), [&](auto* a, auto* b) { return start_of(*a) < start_of(*b); });
     for (size_t i = 1; i < v.size(); ++i) {

@@ -102,11 +102,6 @@ Result<std::shared_ptr<const MountFd>> InodeStore::mount_for(uint64_t mnt_id, in
   return published;
 }
 
-std::shared_ptr<const InodeData> InodeStore::insert_or_ref(UniqueFd fd, InodeKey key, mode_t type) {
-  auto data = insert_or_ref(std::move(fd), key, type, std::nullopt);
-  return data ? std::move(*data) : nullptr;  // an fd inode fails only past the budget
-}
-
 Result<std::shared_ptr<const InodeData>> InodeStore::insert_or_ref(UniqueFd fd, InodeKey key,
                                                                    mode_t type,
                                                                    std::optional<FileHandle> handle,

@@ -93,19 +93,16 @@ class InodeStore {
   Result<std::shared_ptr<const InodeData>> open(fuse::InodeId id) const;
 
   /// Takes one lookup reference on the inode with `key`, creating it from
-  /// `fd` when it is not known yet (else `fd` is closed). Returns the inode,
-  /// or null when a new one is past the fd budget.
-  std::shared_ptr<const InodeData> insert_or_ref(UniqueFd fd, InodeKey key, mode_t type);
-
-  /// As above; with `handle`, a new inode keeps the handle and no fd (`fd`,
-  /// an O_PATH fd of the inode, only serves to find a mount fd and then
-  /// closes). A known key whose stored handle is a different object is an
-  /// inode the host deleted and whose number it reused: the new inode gets a
-  /// new node id (the old one answers ESTALE until forgotten). Fails when a
-  /// new mount's fd cannot be duplicated, and with ENFILE when a new inode
-  /// (or the fd of its new mount) is past its budget. A new fd inode takes
-  /// its unit from `prepaid` when that has one left (a creating request
-  /// reserves its units before it changes the host).
+  /// `fd` when it is not known yet (else `fd` is closed). With `handle`, a
+  /// new inode keeps the handle and no fd (`fd`, an O_PATH fd of the inode,
+  /// only serves to find a mount fd and then closes). A known key whose
+  /// stored handle is a different object is an inode the host deleted and
+  /// whose number it reused: the new inode gets a new node id (the old one
+  /// answers ESTALE until forgotten). Fails when a new mount's fd cannot be
+  /// duplicated, and with ENFILE when a new inode (or the fd of its new
+  /// mount) is past its budget. A new fd inode takes its unit from `prepaid`
+  /// when that has one left (a creating request reserves its units before it
+  /// changes the host).
   Result<std::shared_ptr<const InodeData>> insert_or_ref(UniqueFd fd, InodeKey key, mode_t type,
                                                          std::optional<FileHandle> handle,
                                                          Budget::Charge* prepaid = nullptr);

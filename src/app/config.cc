@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cctype>
@@ -506,7 +507,7 @@ std::string apply_namespace_maps(Options& o) {
     for (const auto& text : *maps) {
       std::string message;
       auto map = parse_namespace_id_map(text, message);
-      if (!map) return std::string(name) + ": invalid value '" + text + "': " + message;
+      if (!map) return fmt::format("{}: invalid value '{}': {}", name, text, message);
       out->push_back(*map);
     }
     if (!out->empty() && config.sandbox != sandbox::Mode::kNamespace) {
@@ -535,7 +536,7 @@ std::string apply_id_translation(Options& o) {
     for (const auto& text : *rules) {
       std::string message;
       auto rule = passthrough::parse_id_map_rule(text, message);
-      if (!rule) return std::string(name) + ": invalid value '" + text + "': " + message;
+      if (!rule) return fmt::format("{}: invalid value '{}': {}", name, text, message);
       parsed.push_back(*rule);
     }
     std::string message;

@@ -82,7 +82,7 @@ Result<std::vector<gid_t>> parse_supp_groups(std::string_view body) {
 // Walks the extension area (total_extlen * 8 bytes after the body): a chain
 // of fuse_ext_header{size, type} records, each `size` bytes long header
 // included. Only the types this session negotiated are accepted, each once.
-VoidResult parse_extensions(std::string_view area, uint64_t agreed, Context& ctx) {
+VoidResult parse_extensions(std::string_view area, uint64_t agreed, Extensions& ext) {
   bool secctx_seen = false;
   bool groups_seen = false;
   while (!area.empty()) {
@@ -101,13 +101,13 @@ VoidResult parse_extensions(std::string_view area, uint64_t agreed, Context& ctx
       secctx_seen = true;
       auto secctx = parse_secctx(block);
       if (!secctx) return tl::unexpected(secctx.error());
-      ctx.security_context = std::move(*secctx);
+      ext.security_context = std::move(*secctx);
     } else if (header.type == abi::kExtGroups) {
       if (!(agreed & FUSE_CREATE_SUPP_GROUP) || groups_seen) return fail(EINVAL);
       groups_seen = true;
       auto groups = parse_supp_groups(block.substr(sizeof(header)));
       if (!groups) return tl::unexpected(groups.error());
-      ctx.supplementary_groups = std::move(*groups);
+      ext.supplementary_groups = std::move(*groups);
     } else {
       return fail(EINVAL);
     }
@@ -118,7 +118,7 @@ VoidResult parse_extensions(std::string_view area, uint64_t agreed, Context& ctx
 // Reads the rest of a creating request's body: `count` NUL-terminated
 // strings (each returned with its NUL) and nothing else, except, from a
 // pre-7.38 guest that agreed FUSE_SECURITY_CTX, the security context block
-// right after them, which goes into req.ctx.
+// right after them, which goes into req.extensions.
 bool read_creation_tail(Request& req, size_t count, size_t strings_cap, std::string& buf,
                         std::array<std::string_view, 2>& strings) {
   size_t cap = strings_cap + (req.legacy_secctx ? kMaxSecctxBlock : 0);
@@ -131,10 +131,10 @@ bool read_creation_tail(Request& req, size_t count, size_t strings_cap, std::str
     rest.remove_prefix(nul + 1);
   }
   if (rest.empty()) return true;
-  if (!req.legacy_secctx || req.ctx.security_context) return false;
+  if (!req.legacy_secctx || req.extensions.security_context) return false;
   auto secctx = parse_secctx(rest);
   if (!secctx) return false;
-  req.ctx.security_context = std::move(*secctx);
+  req.extensions.security_context = std::move(*secctx);
   return true;
 }
 

@@ -1,6 +1,9 @@
 // Request extensions (FUSE 7.38+: supplementary groups, security context)
 // and the security context block a pre-7.38 guest puts in the body of a
 // creating request. Internal to src/fuse.
+// Pinned by: server_ops_test.cc(SessionTest.SupplementaryGroupsExtension,
+//   SessionTest.ExtensionsRejectedUnlessNegotiated, SessionTest.MalformedExtensionsAreEinval,
+//   SessionTest.LegacyInlineSecurityContext, SessionTest.InlineSecurityContextOnlyBefore738)
 #pragma once
 
 #include <linux/fuse.h>
@@ -33,15 +36,15 @@ std::optional<std::string_view> xattr_name(std::string_view bytes_with_nul);
 /// context); nullopt inside when it carries none.
 Result<std::optional<SecurityContext>> parse_secctx(std::string_view block);
 
-/// Walks the extension area and fills `ctx` with what it carries; EINVAL for
+/// Walks the extension area and fills `ext` with what it carries; EINVAL for
 /// bad framing, a type this session did not negotiate (`agreed`), or a
 /// duplicate.
-VoidResult parse_extensions(std::string_view area, uint64_t agreed, Context& ctx);
+VoidResult parse_extensions(std::string_view area, uint64_t agreed, Extensions& ext);
 
 /// Reads the rest of a creating request's body: `count` NUL-terminated
 /// strings (each returned with its NUL, pointing into `buf`) and nothing
 /// else, except from a legacy-secctx guest the security context block, which
-/// goes into req.ctx. False if the body is anything else.
+/// goes into req.extensions. False if the body is anything else.
 bool read_creation_tail(Request& req, size_t count, size_t strings_cap, std::string& buf,
                         std::array<std::string_view, 2>& strings);
 

@@ -4,6 +4,22 @@
 //
 // Thread safety: the server calls these methods concurrently from several
 // queue workers; implementations synchronise their own state.
+//
+// Lookup counts (as the kernel keeps them, fuse_lowlevel.h's contract): every
+// Entry with a nonzero inode that the server sends to the guest carries one
+// lookup reference, taken by the method that made it (lookup, mknod, mkdir,
+// symlink, link, create, tmpfile, and each READDIRPLUS entry). The guest
+// gives references back only with FORGET/BATCH_FORGET, counted, and a reset
+// or DESTROY drops them all (destroy()). A method that fails, or whose entry
+// the server cannot deliver, must not leave a reference behind
+// (passthrough/lookup_ref.h). An inode stays valid while it has references;
+// the root (kRootInode) is never freed.
+// Pinned by: server_test.cc(OpTest.ConcurrentRequests),
+//   passthrough_fs_test.cc(PassthroughFsTest.LookupCountsReferencesAndForgetClosesTheFd,
+//   PassthroughFsTest.ReaddirplusTakesOneReferencePerReturnedEntry),
+//   read_only_fs_test.cc(ReadOnlyFsTest.CreateWhoseOpenFailsGivesTheLookupReferenceBack),
+//   server_test.cc(MalformedTest.MalformedAndUnanswerable),
+//   fd_budget_test.cc(FdBudgetTest.ForgedForgetsCrashNothingAndFreeOnlyWhatTheyName)
 #pragma once
 
 #include <sys/stat.h>
@@ -23,17 +39,26 @@
 #include "fuse/name.h"
 #include "util/iovec_io.h"
 #include "util/result.h"
+#include "util/strong_id.h"
 
 namespace vfsd::fuse {
 
-/// A FUSE node id. kRootInode is the shared directory itself.
-using InodeId = uint64_t;
-inline constexpr InodeId kRootInode = 1;
+/// A FUSE node id. kRootInode is the shared directory itself; 0 in an Entry
+/// is a negative entry.
+using InodeId = StrongId<struct InodeIdTag>;
+inline constexpr InodeId kRootInode{1};
 
 /// A FUSE file handle, as returned by open/opendir/create.
-using HandleId = uint64_t;
+using HandleId = StrongId<struct HandleIdTag>;
 
 /// Who is asking: the credentials of the guest process behind a request.
+/// Facts of one operation travel as that method's parameters.
+struct Context {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  pid_t pid = 0;
+};
+
 /// A security label for a node being created (FUSE_SECURITY_CTX): the
 /// xattr name the guest's LSM chose (e.g. "security.selinux") and its value.
 struct SecurityContext {
@@ -41,28 +66,18 @@ struct SecurityContext {
   std::string value;
 };
 
-struct Context {
-  uid_t uid = 0;
-  gid_t gid = 0;
-  pid_t pid = 0;
-  /// Supplementary groups the guest sent (FUSE_CREATE_SUPP_GROUP request
-  /// extension); empty when not negotiated or not sent.
+/// The request extensions of a creating request (symlink, mknod, mkdir,
+/// create, tmpfile); empty when not negotiated or not sent.
+struct Extensions {
+  /// FUSE_CREATE_SUPP_GROUP: the caller's supplementary group.
   std::vector<gid_t> supplementary_groups;
-  /// Creating requests only, when FUSE_SECURITY_CTX is negotiated and the
-  /// guest sent a label.
+  /// FUSE_SECURITY_CTX: the label the new node gets.
   std::optional<SecurityContext> security_context;
-  /// OPEN and CREATE: fuse_open_in/fuse_create_in `open_flags`
-  /// (FUSE_OPEN_KILL_SUIDGID); 0 for other requests.
-  uint32_t fuse_open_flags = 0;
-  /// WRITE: fuse_write_in `flags`, the guest file's open flags at the time of
-  /// the write (fcntl(F_SETFL) may have changed O_APPEND since OPEN); nullopt
-  /// when the transport does not pass them.
-  std::optional<uint32_t> file_flags;
 };
 
 /// What LOOKUP and the creating operations answer.
 struct Entry {
-  InodeId inode = 0;  // 0 = negative entry (cacheable ENOENT)
+  InodeId inode{0};  // 0 = negative entry (cacheable ENOENT)
   uint64_t generation = 0;
   struct stat attr {};
   uint32_t attr_flags = 0;  // FUSE_ATTR_* (e.g. SUBMOUNT)
@@ -78,7 +93,7 @@ struct AttrReply {
 
 /// What OPEN, OPENDIR and CREATE answer.
 struct OpenReply {
-  HandleId handle = 0;
+  HandleId handle{0};
   uint32_t open_flags = 0;  // FOPEN_* (DIRECT_IO, KEEP_CACHE, CACHE_DIR, ...)
 };
 
@@ -131,6 +146,8 @@ struct InitReply {
 /// for the size: `data` stays empty and `size` is the length it needs.
 /// Otherwise `data` holds the value (or NUL-separated names) and a value
 /// longer than the request's size is ERANGE.
+/// Pinned by: server_ops_test.cc(OpTest.GetxattrSizeQuery,
+///   OpTest.GetxattrValueLongerThanAskedIsErange)
 struct XattrReply {
   std::string data;
   size_t size = 0;
@@ -177,15 +194,15 @@ class FileSystem {
   }
   virtual Result<std::string> readlink(const Context&, InodeId) { return fail(ENOSYS); }
   virtual Result<Entry> symlink(const Context&, InodeId /*parent*/, const Name&,
-                                std::string_view /*target*/) {
+                                std::string_view /*target*/, const Extensions&) {
     return fail(ENOSYS);
   }
   virtual Result<Entry> mknod(const Context&, InodeId /*parent*/, const Name&, mode_t, dev_t,
-                              mode_t /*umask*/) {
+                              mode_t /*umask*/, const Extensions&) {
     return fail(ENOSYS);
   }
   virtual Result<Entry> mkdir(const Context&, InodeId /*parent*/, const Name&, mode_t,
-                              mode_t /*umask*/) {
+                              mode_t /*umask*/, const Extensions&) {
     return fail(ENOSYS);
   }
   virtual VoidResult unlink(const Context&, InodeId /*parent*/, const Name&) {
@@ -202,13 +219,17 @@ class FileSystem {
     return fail(ENOSYS);
   }
 
-  virtual Result<OpenReply> open(const Context&, InodeId, uint32_t /*open flags*/) {
+  /// `flags` are the open(2) flags; `kill_suidgid` is the guest's
+  /// FUSE_OPEN_KILL_SUIDGID (a truncating caller without CAP_FSETID).
+  virtual Result<OpenReply> open(const Context&, InodeId, uint32_t /*flags*/,
+                                 bool /*kill_suidgid*/) {
     return fail(ENOSYS);
   }
   /// CREATE: creates and opens `name`; the entry carries one lookup reference.
   virtual Result<std::pair<Entry, OpenReply>> create(const Context&, InodeId /*parent*/,
                                                      const Name&, mode_t, uint32_t /*flags*/,
-                                                     mode_t /*umask*/) {
+                                                     mode_t /*umask*/, bool /*kill_suidgid*/,
+                                                     const Extensions&) {
     return fail(ENOSYS);
   }
   /// Reads up to `size` bytes at `offset` straight into `out` (preadv on its
@@ -218,9 +239,13 @@ class FileSystem {
     return fail(ENOSYS);
   }
   /// Writes `size` bytes from `in` at `offset` (pwritev on its iovecs).
-  /// `write_flags` are FUSE_WRITE_*; returns the byte count.
+  /// `write_flags` are FUSE_WRITE_*; `file_flags` the guest file's open
+  /// flags at the time of the write (fcntl(F_SETFL) may have changed
+  /// O_APPEND since OPEN), nullopt when the transport does not pass them.
+  /// Returns the byte count.
   virtual Result<size_t> write(const Context&, InodeId, HandleId, IovecReader& /*in*/,
-                               uint32_t /*size*/, uint64_t /*offset*/, uint32_t /*write_flags*/) {
+                               uint32_t /*size*/, uint64_t /*offset*/, uint32_t /*write_flags*/,
+                               std::optional<uint32_t> /*file_flags*/) {
     return fail(ENOSYS);
   }
   virtual VoidResult flush(const Context&, InodeId, HandleId, uint64_t /*lock_owner*/) {
@@ -287,7 +312,8 @@ class FileSystem {
   /// TMPFILE: an unnamed file in `parent`, opened; the entry carries one
   /// lookup reference.
   virtual Result<std::pair<Entry, OpenReply>> tmpfile(const Context&, InodeId /*parent*/, mode_t,
-                                                      uint32_t /*flags*/, mode_t /*umask*/) {
+                                                      uint32_t /*flags*/, mode_t /*umask*/,
+                                                      const Extensions&) {
     return fail(ENOSYS);
   }
   /// IOCTL on an open file. `in` holds the guest's input bytes, `out_size`
@@ -314,10 +340,15 @@ class FileSystem {
   /// thread, when the lock is taken or the wait ends (EINTR on interrupt(),
   /// destroy() or a guest reset). `unique` identifies the request for
   /// interrupt().
+  /// Pinned by: server_ops_test.cc(SetlkwTest.*),
+  ///   locks_test.cc(LocksTest.InterruptEndsTheWaitWithEintrOnce,
+  ///   LocksTest.DestroyEndsEveryWaitWithEintrOnce),
+  ///   session_reset_test.cc(SessionReset.LockWaitsRacingWithResetsAllEndAndNoResetHangs)
   virtual void setlkw(const Context&, InodeId, HandleId, uint64_t /*owner*/, const FileLock&,
                       uint32_t /*lock_flags*/, uint64_t /*unique*/,
                       std::function<void(VoidResult)> done) {
-    done(fail(ENOSYS));
+    auto finish = std::move(done);
+    finish(fail(ENOSYS));
   }
   /// INTERRUPT: ends the wait of the request `unique` if it is still waiting.
   virtual void interrupt(uint64_t /*unique*/) {}

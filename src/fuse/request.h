@@ -2,6 +2,7 @@
 // body (bounded by the length the header announced) and the writer of its
 // reply. Internal to src/fuse: the handlers in server.cc read requests and
 // write replies only through this class.
+// Pinned by: server_test.cc(MalformedTest.*)
 #pragma once
 
 #include <linux/fuse.h>
@@ -28,9 +29,11 @@ class Request {
           IovecWriter& reply);
 
   const fuse_in_header header;
-  // Filled from the header, then from the request extensions (supplementary
-  // groups, security context) before the operation sees it.
+  // Who is asking (from the header).
   Context ctx;
+  // The request extensions (supplementary groups, security context), parsed
+  // before the operation sees the request; creating operations get them.
+  Extensions extensions;
   // The body (positioned after the header) and the reply room.
   IovecReader& body;
   IovecWriter& reply;
@@ -46,6 +49,9 @@ class Request {
   ReplyDeferrer* deferrer = nullptr;
   // The server's max_write: a longer WRITE is refused.
   uint32_t max_write = 0;
+
+  /// The node the request is about (the header's nodeid).
+  InodeId node() const { return InodeId{header.nodeid}; }
 
   // --- reading the body
 

@@ -136,7 +136,7 @@ size_t reply_attr(Request& req, const Result<AttrReply>& attr) {
 size_t reply_open(Request& req, const Result<OpenReply>& open) {
   if (!open) return req.reply_error(open.error());
   fuse_open_out out{};
-  out.fh = open->handle;
+  out.fh = open->handle.value();
   out.open_flags = open->open_flags;
   return req.reply_obj(out);
 }
@@ -151,7 +151,7 @@ size_t reply_created(Request& req, const Result<std::pair<Entry, OpenReply>>& cr
   if (!created) return req.reply_error(created.error());
   fuse_entry_out entry = wire::to_entry_out(created->first);
   fuse_open_out open{};
-  open.fh = created->second.handle;
+  open.fh = created->second.handle.value();
   open.open_flags = created->second.open_flags;
   return req.reply_ok(&entry, sizeof(entry), &open, sizeof(open));
 }
@@ -164,7 +164,7 @@ size_t do_forget(FileSystem& fs, Request& req) {
     log::debug("fuse: FORGET with a short body dropped");
     return 0;
   }
-  fs.forget(req.header.nodeid, in.nlookup);
+  fs.forget(req.node(), in.nlookup);
   return 0;
 }
 
@@ -185,7 +185,7 @@ size_t do_batch_forget(FileSystem& fs, Request& req) {
     for (size_t i = 0; i < n; ++i) {
       fuse_forget_one one{};
       req.read(one);  // cannot fail: the body length was checked above
-      chunk[i] = {one.nodeid, one.nlookup};
+      chunk[i] = {InodeId{one.nodeid}, one.nlookup};
     }
     fs.batch_forget(std::span<const std::pair<InodeId, uint64_t>>(chunk.data(), n));
     left -= n;
@@ -198,15 +198,15 @@ size_t do_batch_forget(FileSystem& fs, Request& req) {
 size_t do_lookup(FileSystem& fs, Request& req) {
   auto name = read_name(req);  // "." and ".." are the filesystem's to resolve
   if (!name) return req.reply_error(name.error());
-  return reply_entry(req, fs.lookup(req.ctx, req.header.nodeid, *name));
+  return reply_entry(req, fs.lookup(req.ctx, req.node(), *name));
 }
 
 size_t do_getattr(FileSystem& fs, Request& req) {
   fuse_getattr_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
   std::optional<HandleId> fh;
-  if (in.getattr_flags & FUSE_GETATTR_FH) fh = in.fh;
-  return reply_attr(req, fs.getattr(req.ctx, req.header.nodeid, fh));
+  if (in.getattr_flags & FUSE_GETATTR_FH) fh = HandleId{in.fh};
+  return reply_attr(req, fs.getattr(req.ctx, req.node(), fh));
 }
 
 size_t do_setattr(FileSystem& fs, Request& req) {
@@ -231,12 +231,12 @@ size_t do_setattr(FileSystem& fs, Request& req) {
     if (in.mtimensec > kMaxNsec) return req.reply_error(EINVAL);
     s.mtime = {static_cast<time_t>(in.mtime), static_cast<long>(in.mtimensec)};
   }
-  if (in.valid & FATTR_FH) s.handle = in.fh;
-  return reply_attr(req, fs.setattr(req.ctx, req.header.nodeid, s));
+  if (in.valid & FATTR_FH) s.handle = HandleId{in.fh};
+  return reply_attr(req, fs.setattr(req.ctx, req.node(), s));
 }
 
 size_t do_readlink(FileSystem& fs, Request& req) {
-  auto target = fs.readlink(req.ctx, req.header.nodeid);
+  auto target = fs.readlink(req.ctx, req.node());
   if (!target) return req.reply_error(target.error());
   return req.reply_ok(target->data(), target->size());
 }
@@ -258,7 +258,7 @@ size_t do_symlink(FileSystem& fs, Request& req) {
     return req.reply_error(EINVAL);
   }
   target_bytes.remove_suffix(1);
-  return reply_entry(req, fs.symlink(req.ctx, req.header.nodeid, *name, target_bytes));
+  return reply_entry(req, fs.symlink(req.ctx, req.node(), *name, target_bytes, req.extensions));
 }
 
 size_t do_mknod(FileSystem& fs, Request& req) {
@@ -266,8 +266,8 @@ size_t do_mknod(FileSystem& fs, Request& req) {
   if (!req.read(in)) return req.reply_error(EINVAL);
   auto name = read_new_name(req);
   if (!name) return req.reply_error(name.error());
-  return reply_entry(req, fs.mknod(req.ctx, req.header.nodeid, *name, in.mode,
-                                   wire::decode_dev(in.rdev), in.umask));
+  return reply_entry(req, fs.mknod(req.ctx, req.node(), *name, in.mode, wire::decode_dev(in.rdev),
+                                   in.umask, req.extensions));
 }
 
 size_t do_mkdir(FileSystem& fs, Request& req) {
@@ -275,19 +275,19 @@ size_t do_mkdir(FileSystem& fs, Request& req) {
   if (!req.read(in)) return req.reply_error(EINVAL);
   auto name = read_new_name(req);
   if (!name) return req.reply_error(name.error());
-  return reply_entry(req, fs.mkdir(req.ctx, req.header.nodeid, *name, in.mode, in.umask));
+  return reply_entry(req, fs.mkdir(req.ctx, req.node(), *name, in.mode, in.umask, req.extensions));
 }
 
 size_t do_unlink(FileSystem& fs, Request& req) {
   auto name = read_child_name(req);
   if (!name) return req.reply_error(name.error());
-  return reply_void(req, fs.unlink(req.ctx, req.header.nodeid, *name));
+  return reply_void(req, fs.unlink(req.ctx, req.node(), *name));
 }
 
 size_t do_rmdir(FileSystem& fs, Request& req) {
   auto name = read_child_name(req);
   if (!name) return req.reply_error(name.error());
-  return reply_void(req, fs.rmdir(req.ctx, req.header.nodeid, *name));
+  return reply_void(req, fs.rmdir(req.ctx, req.node(), *name));
 }
 
 // RENAME and RENAME2 after their fixed part: the two names, then the call.
@@ -305,7 +305,7 @@ size_t rename_names(FileSystem& fs, Request& req, uint64_t new_dir, uint32_t fla
     return req.reply_error(EINVAL);
   }
   return reply_void(req,
-                    fs.rename(req.ctx, req.header.nodeid, *old_name, new_dir, *new_name, flags));
+                    fs.rename(req.ctx, req.node(), *old_name, InodeId{new_dir}, *new_name, flags));
 }
 
 size_t do_rename(FileSystem& fs, Request& req) {
@@ -325,7 +325,7 @@ size_t do_link(FileSystem& fs, Request& req) {
   if (!req.read(in)) return req.reply_error(EINVAL);
   auto name = read_child_name(req);
   if (!name) return req.reply_error(name.error());
-  return reply_entry(req, fs.link(req.ctx, in.oldnodeid, req.header.nodeid, *name));
+  return reply_entry(req, fs.link(req.ctx, InodeId{in.oldnodeid}, req.node(), *name));
 }
 
 // --- files -------------------------------------------------------------------
@@ -333,14 +333,14 @@ size_t do_link(FileSystem& fs, Request& req) {
 size_t do_open(FileSystem& fs, Request& req) {
   fuse_open_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  req.ctx.fuse_open_flags = in.open_flags;
-  return reply_open(req, fs.open(req.ctx, req.header.nodeid, in.flags));
+  const bool kill_suidgid = (in.open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
+  return reply_open(req, fs.open(req.ctx, req.node(), in.flags, kill_suidgid));
 }
 
 size_t do_opendir(FileSystem& fs, Request& req) {
   fuse_open_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  return reply_open(req, fs.opendir(req.ctx, req.header.nodeid, in.flags));
+  return reply_open(req, fs.opendir(req.ctx, req.node(), in.flags));
 }
 
 size_t do_create(FileSystem& fs, Request& req) {
@@ -348,9 +348,9 @@ size_t do_create(FileSystem& fs, Request& req) {
   if (!req.read(in)) return req.reply_error(EINVAL);
   auto name = read_new_name(req);
   if (!name) return req.reply_error(name.error());
-  req.ctx.fuse_open_flags = in.open_flags;
-  return reply_created(req,
-                       fs.create(req.ctx, req.header.nodeid, *name, in.mode, in.flags, in.umask));
+  const bool kill_suidgid = (in.open_flags & FUSE_OPEN_KILL_SUIDGID) != 0;
+  return reply_created(req, fs.create(req.ctx, req.node(), *name, in.mode, in.flags, in.umask,
+                                      kill_suidgid, req.extensions));
 }
 
 // TMPFILE: a fuse_create_in and a name the kernel fills with the dentry
@@ -362,7 +362,8 @@ size_t do_tmpfile(FileSystem& fs, Request& req) {
   std::string buf;
   std::array<std::string_view, 2> strings;
   if (!read_creation_tail(req, 1, kMaxWireName, buf, strings)) return req.reply_error(EINVAL);
-  return reply_created(req, fs.tmpfile(req.ctx, req.header.nodeid, in.mode, in.flags, in.umask));
+  return reply_created(
+      req, fs.tmpfile(req.ctx, req.node(), in.mode, in.flags, in.umask, req.extensions));
 }
 
 // The data is read straight into the reply buffer behind the header. A size
@@ -373,7 +374,7 @@ size_t do_read(FileSystem& fs, Request& req) {
   if (!req.read(in)) return req.reply_error(EINVAL);
   IovecWriter data = req.reply.split_at(kOutHeader);
   auto size = static_cast<uint32_t>(std::min({size_t{in.size}, data.remaining(), kMaxPayload}));
-  auto n = fs.read(req.ctx, req.header.nodeid, in.fh, data, size, in.offset);
+  auto n = fs.read(req.ctx, req.node(), HandleId{in.fh}, data, size, in.offset);
   if (!n) return req.reply_error(n.error());
   return req.reply_header(std::min<size_t>(*n, size));
 }
@@ -386,8 +387,8 @@ size_t do_write(FileSystem& fs, Request& req) {
   IovecReader data(req.body.iovecs(in.size));
   // The file's flags now, not at OPEN: fcntl(F_SETFL) may have changed
   // O_APPEND since (writeback-cache flushes carry 0 here).
-  req.ctx.file_flags = in.flags;
-  auto n = fs.write(req.ctx, req.header.nodeid, in.fh, data, in.size, in.offset, in.write_flags);
+  auto n = fs.write(req.ctx, req.node(), HandleId{in.fh}, data, in.size, in.offset, in.write_flags,
+                    in.flags);
   req.consume(in.size);
   if (!n) return req.reply_error(n.error());
   fuse_write_out out{};
@@ -396,7 +397,7 @@ size_t do_write(FileSystem& fs, Request& req) {
 }
 
 size_t do_statfs(FileSystem& fs, Request& req) {
-  auto st = fs.statfs(req.ctx, req.header.nodeid);
+  auto st = fs.statfs(req.ctx, req.node());
   if (!st) return req.reply_error(st.error());
   fuse_statfs_out out{};
   out.st = wire::to_kstatfs(*st);
@@ -406,45 +407,45 @@ size_t do_statfs(FileSystem& fs, Request& req) {
 size_t do_release(FileSystem& fs, Request& req) {
   fuse_release_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  return reply_void(req, fs.release(req.ctx, req.header.nodeid, in.fh, in.flags));
+  return reply_void(req, fs.release(req.ctx, req.node(), HandleId{in.fh}, in.flags));
 }
 
 size_t do_releasedir(FileSystem& fs, Request& req) {
   fuse_release_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  return reply_void(req, fs.releasedir(req.ctx, req.header.nodeid, in.fh));
+  return reply_void(req, fs.releasedir(req.ctx, req.node(), HandleId{in.fh}));
 }
 
 size_t do_fsync(FileSystem& fs, Request& req) {
   fuse_fsync_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
   const bool datasync = (in.fsync_flags & FUSE_FSYNC_FDATASYNC) != 0;
-  return reply_void(req, fs.fsync(req.ctx, req.header.nodeid, in.fh, datasync));
+  return reply_void(req, fs.fsync(req.ctx, req.node(), HandleId{in.fh}, datasync));
 }
 
 size_t do_fsyncdir(FileSystem& fs, Request& req) {
   fuse_fsync_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
   const bool datasync = (in.fsync_flags & FUSE_FSYNC_FDATASYNC) != 0;
-  return reply_void(req, fs.fsyncdir(req.ctx, req.header.nodeid, in.fh, datasync));
+  return reply_void(req, fs.fsyncdir(req.ctx, req.node(), HandleId{in.fh}, datasync));
 }
 
 size_t do_flush(FileSystem& fs, Request& req) {
   fuse_flush_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  return reply_void(req, fs.flush(req.ctx, req.header.nodeid, in.fh, in.lock_owner));
+  return reply_void(req, fs.flush(req.ctx, req.node(), HandleId{in.fh}, in.lock_owner));
 }
 
 size_t do_access(FileSystem& fs, Request& req) {
   fuse_access_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  return reply_void(req, fs.access(req.ctx, req.header.nodeid, in.mask));
+  return reply_void(req, fs.access(req.ctx, req.node(), in.mask));
 }
 
 size_t do_lseek(FileSystem& fs, Request& req) {
   fuse_lseek_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  auto off = fs.lseek(req.ctx, req.header.nodeid, in.fh, in.offset, in.whence);
+  auto off = fs.lseek(req.ctx, req.node(), HandleId{in.fh}, in.offset, in.whence);
   if (!off) return req.reply_error(off.error());
   fuse_lseek_out out{};
   out.offset = *off;
@@ -454,14 +455,14 @@ size_t do_lseek(FileSystem& fs, Request& req) {
 size_t do_fallocate(FileSystem& fs, Request& req) {
   fuse_fallocate_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  return reply_void(req,
-                    fs.fallocate(req.ctx, req.header.nodeid, in.fh, in.mode, in.offset, in.length));
+  return reply_void(
+      req, fs.fallocate(req.ctx, req.node(), HandleId{in.fh}, in.mode, in.offset, in.length));
 }
 
 size_t do_syncfs(FileSystem& fs, Request& req) {
   fuse_syncfs_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
-  return reply_void(req, fs.syncfs(req.ctx, req.header.nodeid));
+  return reply_void(req, fs.syncfs(req.ctx, req.node()));
 }
 
 // --- directories -------------------------------------------------------------
@@ -521,7 +522,7 @@ size_t list_directory(FileSystem& fs, Request& req, DirRecord record) {
   if (!req.read(in)) return req.reply_error(EINVAL);
   IovecWriter data = req.reply.split_at(kOutHeader);
   ReplyDirSink sink(data, std::min({size_t{in.size}, data.remaining(), kMaxPayload}), record);
-  auto result = fs.readdir(req.ctx, req.header.nodeid, in.fh, in.offset,
+  auto result = fs.readdir(req.ctx, req.node(), HandleId{in.fh}, in.offset,
                            record == DirRecord::kDirentPlus, sink);
   // Entries already in the sink (for READDIRPLUS: lookup references already
   // taken) go back even if the listing failed later; the guest's next call
@@ -565,14 +566,14 @@ size_t do_getxattr(FileSystem& fs, Request& req) {
   // getxattr(2) never asks for more than XATTR_SIZE_MAX; a larger size from
   // the guest means the same.
   uint32_t size = std::min<uint32_t>(in.size, XATTR_SIZE_MAX);
-  return reply_xattr(req, size, fs.getxattr(req.ctx, req.header.nodeid, *name, size));
+  return reply_xattr(req, size, fs.getxattr(req.ctx, req.node(), *name, size));
 }
 
 size_t do_listxattr(FileSystem& fs, Request& req) {
   fuse_getxattr_in in{};
   if (!req.read(in)) return req.reply_error(EINVAL);
   uint32_t size = std::min<uint32_t>(in.size, XATTR_LIST_MAX);
-  return reply_xattr(req, size, fs.listxattr(req.ctx, req.header.nodeid, size));
+  return reply_xattr(req, size, fs.listxattr(req.ctx, req.node(), size));
 }
 
 // SETXATTR: fuse_setxattr_in (16 bytes once FUSE_SETXATTR_EXT is agreed, the
@@ -592,8 +593,8 @@ size_t do_setxattr(FileSystem& fs, Request& req) {
   auto name = xattr_name(all.substr(0, nul + 1));
   std::string_view value = all.substr(nul + 1);
   if (!name || value.size() != in.size) return req.reply_error(EINVAL);
-  return reply_void(
-      req, fs.setxattr(req.ctx, req.header.nodeid, *name, value, in.flags, in.setxattr_flags));
+  return reply_void(req,
+                    fs.setxattr(req.ctx, req.node(), *name, value, in.flags, in.setxattr_flags));
 }
 
 size_t do_removexattr(FileSystem& fs, Request& req) {
@@ -601,7 +602,7 @@ size_t do_removexattr(FileSystem& fs, Request& req) {
   if (!req.read_rest(buf, XATTR_NAME_MAX + 1)) return req.reply_error(EINVAL);
   auto name = xattr_name(buf);
   if (!name) return req.reply_error(EINVAL);
-  return reply_void(req, fs.removexattr(req.ctx, req.header.nodeid, *name));
+  return reply_void(req, fs.removexattr(req.ctx, req.node(), *name));
 }
 
 // --- data and special operations ------------------------------------------------
@@ -614,8 +615,9 @@ size_t do_copy_file_range(FileSystem& fs, Request& req) {
   // clamps to UINT_MAX & PAGE_MASK).
   constexpr uint64_t kMaxCopy = UINT32_MAX & ~uint64_t{0xfff};
   const uint64_t length = std::min<uint64_t>(in.len, kMaxCopy);
-  auto n = fs.copy_file_range(req.ctx, req.header.nodeid, in.fh_in, in.off_in, in.nodeid_out,
-                              in.fh_out, in.off_out, length, in.flags);
+  auto n =
+      fs.copy_file_range(req.ctx, req.node(), HandleId{in.fh_in}, in.off_in, InodeId{in.nodeid_out},
+                         HandleId{in.fh_out}, in.off_out, length, in.flags);
   if (!n) return req.reply_error(n.error());
   fuse_write_out out{};
   out.size = static_cast<uint32_t>(std::min<uint64_t>(*n, length));
@@ -644,7 +646,7 @@ size_t do_ioctl(FileSystem& fs, Request& req) {
   // The filesystem never produces more than the reply can carry.
   const auto out_size =
       static_cast<uint32_t>(std::min<size_t>(in.out_size, req.reply.remaining() - kFixed));
-  auto reply = fs.ioctl(req.ctx, req.header.nodeid, in.fh, in.flags, in.cmd, data, out_size);
+  auto reply = fs.ioctl(req.ctx, req.node(), HandleId{in.fh}, in.flags, in.cmd, data, out_size);
   if (!reply) return req.reply_error(reply.error());
   if (reply->out.size() > out_size) return req.reply_error(EIO);
   fuse_ioctl_out out{};
@@ -665,7 +667,7 @@ bool valid_lock(const fuse_file_lock& lk) {
 size_t do_getlk(FileSystem& fs, Request& req) {
   fuse_lk_in in{};
   if (!req.read(in) || !valid_lock(in.lk)) return req.reply_error(EINVAL);
-  auto lock = fs.getlk(req.ctx, req.header.nodeid, in.fh, in.owner, wire::from_file_lock(in.lk),
+  auto lock = fs.getlk(req.ctx, req.node(), HandleId{in.fh}, in.owner, wire::from_file_lock(in.lk),
                        in.lk_flags);
   if (!lock) return req.reply_error(lock.error());
   fuse_lk_out out{};
@@ -676,7 +678,7 @@ size_t do_getlk(FileSystem& fs, Request& req) {
 size_t do_setlk(FileSystem& fs, Request& req) {
   fuse_lk_in in{};
   if (!req.read(in) || !valid_lock(in.lk)) return req.reply_error(EINVAL);
-  return reply_void(req, fs.setlk(req.ctx, req.header.nodeid, in.fh, in.owner,
+  return reply_void(req, fs.setlk(req.ctx, req.node(), HandleId{in.fh}, in.owner,
                                   wire::from_file_lock(in.lk), in.lk_flags));
 }
 
@@ -695,7 +697,7 @@ class SyncWait {
   void complete(VoidResult result) {
     std::lock_guard lock(mutex_);
     if (result_) return;  // a second completion is a filesystem bug; ignore it
-    result_ = std::move(result);
+    result_ = result;
     cv_.notify_all();
   }
   VoidResult wait() {
@@ -725,7 +727,7 @@ size_t do_setlkw(FileSystem& fs, Request& req) {
     // std::function needs a copyable callable, hence shared ownership; the
     // flag keeps a second call (a filesystem bug) from finishing twice.
     auto called = std::make_shared<std::atomic<bool>>(false);
-    fs.setlkw(req.ctx, req.header.nodeid, in.fh, in.owner, lock, in.lk_flags, unique,
+    fs.setlkw(req.ctx, req.node(), HandleId{in.fh}, in.owner, lock, in.lk_flags, unique,
               [deferred, called, unique](VoidResult result) {
                 if (called->exchange(true)) return;
                 deferred->finish(write_status_reply(deferred->writer(), unique, result));
@@ -733,8 +735,8 @@ size_t do_setlkw(FileSystem& fs, Request& req) {
     return 0;
   }
   auto wait = std::make_shared<SyncWait>();
-  fs.setlkw(req.ctx, req.header.nodeid, in.fh, in.owner, lock, in.lk_flags, unique,
-            [wait](VoidResult result) { wait->complete(std::move(result)); });
+  fs.setlkw(req.ctx, req.node(), HandleId{in.fh}, in.owner, lock, in.lk_flags, unique,
+            [wait](VoidResult result) { wait->complete(result); });
   // A session reset is what ends a wait that nothing else ends: it must not
   // wait for this request.
   if (req.pass) req.pass->release();
@@ -975,7 +977,8 @@ size_t Server::dispatch(Request& req, const Op& op) {
   req.legacy_secctx = (req.agreed & FUSE_SECURITY_CTX) &&
                       guest_minor_.load(std::memory_order_relaxed) < abi::kMinorWithExtensions;
   if (req.ext_len() > 0) {
-    if (auto parsed = parse_extensions(req.read_extension_area(), req.agreed, req.ctx); !parsed) {
+    if (auto parsed = parse_extensions(req.read_extension_area(), req.agreed, req.extensions);
+        !parsed) {
       log::debug("fuse: malformed request extension ({})", op.name);
       return replies ? req.reply_error(parsed.error()) : 0;
     }

@@ -52,7 +52,7 @@ fuse_attr to_attr(const struct stat& st, uint32_t attr_flags) {
 
 fuse_entry_out to_entry_out(const Entry& entry) {
   fuse_entry_out out{};
-  out.nodeid = entry.inode;
+  out.nodeid = entry.inode.value();
   out.generation = entry.generation;
   split_timeout(entry.entry_timeout, out.entry_valid, out.entry_valid_nsec);
   split_timeout(entry.attr_timeout, out.attr_valid, out.attr_valid_nsec);

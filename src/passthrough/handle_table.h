@@ -14,7 +14,7 @@
 namespace vfsd::passthrough {
 
 struct HandleData {
-  fuse::InodeId inode = 0;
+  fuse::InodeId inode{0};
   UniqueFd fd;            // opened for I/O (never O_PATH)
   Budget::Charge charge;  // `fd` in the guest's fd budget
   bool is_dir = false;
@@ -33,7 +33,7 @@ class HandleTable {
  public:
   fuse::HandleId insert(std::shared_ptr<HandleData> data) {
     std::unique_lock lock(mutex_);
-    fuse::HandleId id = next_id_++;
+    fuse::HandleId id{next_id_++};
     handles_.emplace(id, std::move(data));
     return id;
   }
@@ -74,7 +74,7 @@ class HandleTable {
  private:
   mutable std::shared_mutex mutex_;
   std::unordered_map<fuse::HandleId, std::shared_ptr<HandleData>> handles_;
-  fuse::HandleId next_id_ = 1;
+  uint64_t next_id_ = 1;  // the next HandleId
 };
 
 }  // namespace vfsd::passthrough

@@ -33,11 +33,6 @@ std::shared_ptr<const InodeData> InodeStore::stored(fuse::InodeId id) const {
   return it == by_id_.end() ? nullptr : it->second.data;
 }
 
-std::shared_ptr<const InodeData> InodeStore::get(fuse::InodeId id) const {
-  auto data = open(id);
-  return data ? std::move(*data) : nullptr;
-}
-
 Result<std::shared_ptr<const InodeData>> InodeStore::open(fuse::InodeId id) const {
   auto data = stored(id);
   if (!data) return fail(EBADF);
@@ -79,9 +74,9 @@ Result<std::shared_ptr<const MountFd>> InodeStore::mount_for(uint64_t mnt_id, in
     }
     mount->charge = std::move(*charge);
   }
-  // open_by_handle_at and syncfs both refuse O_PATH fds (EBADF): a directory
+  // open_by_handle_at refuses O_PATH mount fds (EBADF): a directory
   // is opened for real (reading it has no side effects); anything else (a
-  // bind-mounted file) stays O_PATH and only serves syncfs_all_mounts().
+  // bind-mounted file) stays O_PATH and only keeps the mount known.
   if (S_ISDIR(type)) {
     auto opened = open_beneath(fd_on_mount, ".", O_RDONLY | O_DIRECTORY);
     if (opened) mount->fd = std::move(*opened);
@@ -143,7 +138,7 @@ Result<std::shared_ptr<const InodeData>> InodeStore::insert_or_ref(UniqueFd fd, 
     VFSD_ASSIGN_OR_RETURN(auto charge, budget->acquire());
     data->charge = std::move(charge);
   }
-  data->id = next_id_++;
+  data->id = fuse::InodeId{next_id_++};
   if (handle) {
     data->handle = std::make_shared<const FileHandle>(*handle);
   } else {
@@ -218,43 +213,6 @@ void InodeStore::clear_except_root() {
     it = by_id_.erase(it);
   }
   lock.unlock();
-}
-
-std::vector<std::shared_ptr<const MountFd>> InodeStore::mounts() const {
-  std::vector<std::shared_ptr<const MountFd>> out;
-  std::shared_lock lock(mounts_mutex_);
-  for (const auto& [id, weak] : mounts_) {
-    if (auto live = weak.lock()) out.push_back(std::move(live));
-  }
-  return out;
-}
-
-VoidResult InodeStore::syncfs_all_mounts(int proc_self_fd, size_t* synced) const {
-  VoidResult result = ok();
-  if (synced) *synced = 0;
-  for (const auto& mount : mounts()) {
-    UniqueFd real;
-    int fd = mount->fd.get();
-    if (mount->opens_handles()) {
-      // Already a real fd.
-    } else if (S_ISREG(mount->type) && proc_self_fd >= 0) {
-      // A bind-mounted file: reopened through its magic link (no path walk).
-      if (auto opened = reopen_own_fd(proc_self_fd, mount->fd, O_RDONLY | O_NONBLOCK)) {
-        real = std::move(*opened);
-      } else {
-        errno = opened.error().value;
-      }
-      fd = real.get();
-    } else {
-      continue;  // opening a FIFO or device could block or have side effects
-    }
-    if (fd < 0 || ::syncfs(fd) != 0) {
-      if (result) result = fail_errno();
-    } else if (synced) {
-      ++*synced;
-    }
-  }
-  return result;
 }
 
 bool InodeStore::first_report_for_mount(uint64_t mnt_id) {

@@ -33,9 +33,9 @@ struct InodeKey {
 
 /// One inode. Immutable once published; the lookup count lives in the store.
 struct InodeData {
-  fuse::InodeId id = 0;
+  fuse::InodeId id{0};
   /// O_PATH | O_NOFOLLOW: never usable for I/O by itself. An inode kept as a
-  /// handle has no fd in the store; get()/open() hand out a per-request copy
+  /// handle has no fd in the store; open() hands out a per-request copy
   /// whose fd was opened from the handle and closes with that copy.
   UniqueFd fd;
   InodeKey key;
@@ -43,8 +43,7 @@ struct InodeData {
   /// Set when the inode is kept as a file handle instead of a held fd.
   std::shared_ptr<const FileHandle> handle;
   /// The mount the inode lives on (null only for an fd inode when no fd could
-  /// be spared for a new mount): opens the handle, and reaches the mount for
-  /// syncfs.
+  /// be spared for a new mount): opens the handle.
   std::shared_ptr<const MountFd> mount;
   /// The unit this inode holds in a budget: one fd of the guest's fd budget
   /// for an fd inode, one of the handle-inode budget for a handle inode; none
@@ -69,6 +68,9 @@ struct InodeData {
 /// is kept as a file handle, and every MountFd but the root's one unit of
 /// `fds`; a new inode past its budget is refused with ENFILE. Lookups of
 /// inodes already known take no unit, so they keep working at the limit.
+/// Pinned by: file_handle_test.cc(FileHandleTest.StoreGivesAReusedInodeNumberANewNodeId,
+///   FileHandleTest.StoreKeepsNoFdForAHandleInodeAndEachGetOpensAPrivateOne),
+///   fd_budget_test.cc(FdBudgetTest.*)
 class InodeStore {
  public:
   /// Charges new inodes and mount fds to these budgets (null: not counted).
@@ -82,11 +84,8 @@ class InodeStore {
   /// forget or clear. Also records the root's mount.
   void set_root(UniqueFd fd, InodeKey key);
 
-  /// The inode with this id, ready for use: its fd stays valid while the
-  /// pointer is held. Null when unknown or when its handle no longer opens.
-  std::shared_ptr<const InodeData> get(fuse::InodeId id) const;
-
-  /// As get(), with the reason: EBADF for an unknown id; for a handle inode
+  /// The inode with this id, ready for use (its fd stays valid while the
+  /// pointer is held), or why not: EBADF for an unknown id; for a handle inode
   /// the open_by_handle_at error, ESTALE when the host deleted the inode
   /// (the guest gets ESTALE too: the inode is gone, not the node id).
   /// Costs one open_by_handle_at (and a close) per call for handle inodes.
@@ -111,6 +110,7 @@ class InodeStore {
   /// once its last name is gone (unlink, rename over it) a handle no longer
   /// opens, but the guest may still use the inode (write back its times).
   /// Nothing happens for an fd inode, an unknown key, or past the fd budget.
+  /// Pinned by: file_handle_test.cc(FileHandleTest.WhatTheGuestUnlinksOrRenamesOverStaysReachable)
   void keep_fd(const InodeKey& key, UniqueFd fd);
 
   /// Takes one more lookup reference on a known inode; false if unknown.
@@ -122,17 +122,6 @@ class InodeStore {
 
   /// Removes every inode except the root (session end).
   void clear_except_root();
-
-  /// The mounts that have live inodes, one MountFd each.
-  std::vector<std::shared_ptr<const MountFd>> mounts() const;
-
-  /// syncfs() on every mount in mounts(): a directory's mount fd is a real
-  /// fd already; a bind-mounted regular file's O_PATH fd is reopened for real
-  /// (syncfs refuses O_PATH fds) through the /proc/self/fd directory
-  /// `proc_self_fd`; a mount known only through a special file is skipped. Every mount is tried;
-  /// the first error is returned. `synced`, when given, counts the mounts
-  /// synced.
-  VoidResult syncfs_all_mounts(int proc_self_fd, size_t* synced = nullptr) const;
 
   /// True the first time it is called for `mnt_id`: lets a caller log a
   /// per-filesystem condition (no file handles) once.
@@ -161,7 +150,7 @@ class InodeStore {
   mutable std::shared_mutex mutex_;
   std::unordered_map<fuse::InodeId, Slot> by_id_;
   std::map<InodeKey, fuse::InodeId> by_key_;
-  fuse::InodeId next_id_ = fuse::kRootInode + 1;
+  uint64_t next_id_ = fuse::kRootInode.value() + 1;  // the next InodeId
   Budget* fd_budget_ = nullptr;
   Budget* handle_budget_ = nullptr;
 

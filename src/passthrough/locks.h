@@ -33,6 +33,9 @@
 // blocked call returns EINTR; the signal is repeated until the thread has
 // left the call (it may not have entered it yet when the first one comes).
 // The request then answers EINTR; `done` is called exactly once per SETLKW.
+// Pinned by: locks_test.cc(LocksTest.*, LockManagerLimits.*, LockManagerReset.*),
+//   fd_budget_test.cc(FdBudgetTest.LockOwnerDescriptionsCountAndAnswerEnolckPastIt),
+//   session_test.cc(SessionTest.InterruptEndsAWaitingSetlkw)
 #pragma once
 
 #include <signal.h>

@@ -179,9 +179,10 @@ auto without_fsetid_if(bool kill, Fn&& fn) -> decltype(fn()) {
 // guest says so (FUSE_OPEN_KILL_SUIDGID: its caller lacks CAP_FSETID).
 // Without it the guest sends the truncation inside OPEN (atomic O_TRUNC) and
 // clears nothing itself: then every caller but root is taken to lack it.
-bool truncating_open_kills_priv(const fuse::Context& ctx, int host_flags, bool killpriv_v2) {
+bool truncating_open_kills_priv(const fuse::Context& ctx, int host_flags, bool kill_suidgid,
+                                bool killpriv_v2) {
   if (!(host_flags & O_TRUNC)) return false;
-  return killpriv_v2 ? (ctx.fuse_open_flags & FUSE_OPEN_KILL_SUIDGID) != 0 : ctx.uid != 0;
+  return killpriv_v2 ? kill_suidgid : ctx.uid != 0;
 }
 
 // A raw linux_dirent64 record as getdents64 writes it.
@@ -289,7 +290,7 @@ Result<Entry> PassthroughFs::register_inode(const InodeData& parent, UniqueFd pa
   if (config_.inode_file_handles != InodeFileHandles::kNever) {
     auto made = FileHandle::from_fd(path_fd.get());
     if (made) {
-      handle = std::move(*made);
+      handle = *made;
     } else if (!handles_unsupported(made.error())) {
       return tl::unexpected(made.error());
     } else {
@@ -312,8 +313,8 @@ Result<Entry> PassthroughFs::register_inode(const InodeData& parent, UniqueFd pa
       if (mandatory) return tl::unexpected(made.error());
     }
   }
-  VFSD_ASSIGN_OR_RETURN(auto data, inodes_.insert_or_ref(std::move(path_fd), key, st.st.st_mode,
-                                                         std::move(handle), prepaid));
+  VFSD_ASSIGN_OR_RETURN(
+      auto data, inodes_.insert_or_ref(std::move(path_fd), key, st.st.st_mode, handle, prepaid));
   uint32_t flags = 0;
   // A directory on another mount than its parent is a submount root; the
   // guest then gives it a superblock and st_dev of its own, so that st_ino
@@ -322,7 +323,7 @@ Result<Entry> PassthroughFs::register_inode(const InodeData& parent, UniqueFd pa
   const bool mount_root = S_ISDIR(st.st.st_mode) && !parent_lookup &&
                           (st.mnt_id != parent.key.mnt_id || st.st.st_dev != parent.key.dev);
   if (mount_root) note_mount_root(data->id, st.mnt_id);
-  if (submounts_active_.load(std::memory_order_relaxed) && mount_root) {
+  if (session_has(kSubmounts) && mount_root) {
     flags |= FUSE_ATTR_SUBMOUNT;
   }
   return entry_for(*data, st.st, flags);
@@ -367,7 +368,7 @@ VoidResult PassthroughFs::check_inside_share(int dir_fd) const {
       break;  // "/" of the host (or of our mount namespace)
     }
     cur = std::move(up);
-    st = std::move(up_st);
+    st = up_st;
   }
   log::guest_fault(log::GuestFault::kEscapeAttempt,
                    "lookup: the parent of a directory is outside the shared directory; refused");
@@ -412,10 +413,10 @@ void PassthroughFs::owner_to_guest(struct stat& st) const {
   st.st_gid = config_.gid_map.host_to_guest(st.st_gid);
 }
 
-Result<ScopedCredentials> PassthroughFs::guest_credentials(const fuse::Context& ctx) const {
+Result<ScopedCredentials> PassthroughFs::guest_credentials(const fuse::Context& ctx,
+                                                           std::span<const gid_t> groups) const {
   uid_t uid = ctx.uid;
   gid_t gid = ctx.gid;
-  std::span<const gid_t> groups = ctx.supplementary_groups;
   std::vector<gid_t> host_groups;
   if (!config_.uid_map.empty() || !config_.gid_map.empty()) {
     VFSD_ASSIGN_OR_RETURN(auto host_uid, config_.uid_map.guest_to_host(uid));
@@ -429,7 +430,7 @@ Result<ScopedCredentials> PassthroughFs::guest_credentials(const fuse::Context& 
     }
     groups = host_groups;
   }
-  if (!supp_group_active_.load(std::memory_order_relaxed) && uid != 0) {
+  if (!session_has(kSuppGroup) && uid != 0) {
     // As the Rust virtiofsd: without the groups, a member of the parent's
     // group only (not its owner, not its primary group) would get EACCES
     // although the guest kernel allowed the call.
@@ -450,7 +451,7 @@ int PassthroughFs::io_open_flags(uint32_t guest_flags) const {
   if (!config_.preserve_noatime) flags &= ~O_NOATIME;
   // Under writeback caching the guest reads pages of files it opened
   // write-only (partial page writes).
-  if (writeback_active_.load(std::memory_order_relaxed) && (flags & O_ACCMODE) == O_WRONLY) {
+  if (session_has(kWriteback) && (flags & O_ACCMODE) == O_WRONLY) {
     flags = (flags & ~O_ACCMODE) | O_RDWR;
   }
   return flags | O_CLOEXEC;
@@ -498,7 +499,7 @@ VoidResult PassthroughFs::syncfs_all(const InodeData& data) {
   // With submounts announced, the guest has one superblock per host mount
   // and sends SYNCFS for each; otherwise it knows only the root, and the
   // mounts below it must be reached from here.
-  if (data.id != fuse::kRootInode || submounts_active_.load(std::memory_order_relaxed)) {
+  if (data.id != fuse::kRootInode || session_has(kSubmounts)) {
     return result;
   }
   std::vector<std::pair<uint64_t, InodeId>> roots;
@@ -527,21 +528,28 @@ VoidResult PassthroughFs::syncfs_all(const InodeData& data) {
 // --- session --------------------------------------------------------------
 
 Result<fuse::InitReply> PassthroughFs::init(const fuse::InitRequest& request) {
+  uint32_t session = 0;
   bool submounts = config_.announce_submounts && (request.kernel_flags & FUSE_SUBMOUNTS) != 0;
-  submounts_active_.store(submounts, std::memory_order_relaxed);
   fuse::InitReply reply;
-  if (submounts) reply.wanted_flags |= FUSE_SUBMOUNTS;
+  if (submounts) {
+    session |= kSubmounts;
+    reply.wanted_flags |= FUSE_SUBMOUNTS;
+  }
   const uint64_t offered = request.kernel_flags;
   // A read-only share never caches writes in the guest.
   const bool writeback =
       config_.writeback && !config_.readonly && (offered & FUSE_WRITEBACK_CACHE) != 0;
-  writeback_active_.store(writeback, std::memory_order_relaxed);
-  if (writeback) reply.wanted_flags |= FUSE_WRITEBACK_CACHE;
+  if (writeback) {
+    session |= kWriteback;
+    reply.wanted_flags |= FUSE_WRITEBACK_CACHE;
+  }
   const bool killpriv = config_.killpriv_v2 && (offered & FUSE_HANDLE_KILLPRIV_V2) != 0;
-  killpriv_v2_active_.store(killpriv, std::memory_order_relaxed);
-  if (killpriv) reply.wanted_flags |= FUSE_HANDLE_KILLPRIV_V2;
+  if (killpriv) {
+    session |= kKillprivV2;
+    reply.wanted_flags |= FUSE_HANDLE_KILLPRIV_V2;
+  }
   if (config_.allow_mmap) reply.wanted_flags |= FUSE_DIRECT_IO_ALLOW_MMAP;
-  supp_group_active_.store((offered & FUSE_CREATE_SUPP_GROUP) != 0, std::memory_order_relaxed);
+  if (offered & FUSE_CREATE_SUPP_GROUP) session |= kSuppGroup;
   // Harmless to ask always: the guest then sends the caller's supplementary
   // group with creating requests, which guest_credentials() enters.
   reply.wanted_flags |= FUSE_CREATE_SUPP_GROUP;
@@ -550,11 +558,12 @@ Result<fuse::InitReply> PassthroughFs::init(const fuse::InitRequest& request) {
   reply.wanted_flags |= FUSE_EXPORT_SUPPORT | FUSE_HAS_IOCTL_DIR;
   // Symlink targets may stay in the guest's page cache unless every cache is off.
   if (config_.cache != CachePolicy::kNever) reply.wanted_flags |= FUSE_CACHE_SYMLINKS;
-  init_xattr(request, reply);
+  session |= init_xattr(request, reply);
   // Guest locks forwarded to the host (locks.cc); without them the guest
   // keeps its locks local.
   if (config_.posix_lock) reply.wanted_flags |= FUSE_POSIX_LOCKS;
   if (config_.flock) reply.wanted_flags |= FUSE_FLOCK_LOCKS;
+  session_flags_.store(session, std::memory_order_relaxed);
   return reply;
 }
 
@@ -564,8 +573,7 @@ void PassthroughFs::destroy() {
   locks_.reset();
   handles_.clear();
   inodes_.clear_except_root();
-  writeback_active_.store(false, std::memory_order_relaxed);
-  killpriv_v2_active_.store(false, std::memory_order_relaxed);
+  session_flags_.store(0, std::memory_order_relaxed);
   std::lock_guard lock(mount_roots_mutex_);
   mount_roots_.clear();
 }
@@ -618,8 +626,7 @@ Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId
       ((req.valid & FATTR_GID) && req.gid == static_cast<gid_t>(-1))) {
     return fail(EINVAL);
   }
-  VFSD_ASSIGN_OR_RETURN(auto found, inode(ino));
-  const InodeData& data = *found;
+  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
   std::shared_ptr<HandleData> open_file;
   if (req.handle) {
     VFSD_ASSIGN_OR_RETURN(auto h, handle(*req.handle, ino));
@@ -627,48 +634,20 @@ Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId
   }
   // Without a handle, path-based calls go through the /proc magic link of the
   // O_PATH fd: it names the inode itself (a symlink stays the symlink).
-  ProcFdName proc_name(data.fd);
+  ProcFdName proc_name(data->fd);
   const int proc = proc_self_fd_.get();
-
   if (req.valid & FATTR_MODE) {
     mode_t mode = req.mode & 07777;
     VFSD_TRY(check(open_file ? ::fchmod(open_file->fd.get(), mode)
                              : ::fchmodat(proc, proc_name.c_str(), mode, 0)));
   }
-  // A chown or truncate the guest marked (killpriv v2 sends the flag;
-  // without it the guest puts the new mode in the same request) clears
-  // setuid/setgid as it would for a caller without CAP_FSETID.
-  VFSD_ASSIGN_OR_RETURN(auto no_fsetid, drop_fsetid_if((req.valid & FATTR_KILL_SUIDGID) != 0));
-  if (req.valid & (FATTR_UID | FATTR_GID)) {
-    uid_t uid = static_cast<uid_t>(-1);
-    gid_t gid = static_cast<gid_t>(-1);
-    // The new owner as the host stores it (EPERM for a forbid-guest id).
-    if (req.valid & FATTR_UID) {
-      VFSD_ASSIGN_OR_RETURN(auto host, config_.uid_map.guest_to_host(req.uid));
-      uid = host;
-    }
-    if (req.valid & FATTR_GID) {
-      VFSD_ASSIGN_OR_RETURN(auto host, config_.gid_map.guest_to_host(req.gid));
-      gid = host;
-    }
-    // A chown of anything but a directory drops file capabilities.
-    if (!S_ISDIR(data.type)) VFSD_TRY(clear_remapped_capability(data));
-    VFSD_TRY(check(::fchownat(data.fd.get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)));
-  }
-  if (req.valid & FATTR_SIZE) {
-    if (req.size > kMaxOffset) return fail(EINVAL);
-    if (open_file) {
-      VFSD_TRY(clear_remapped_capability(open_file->fd.get()));
-      VFSD_TRY(check(::ftruncate(open_file->fd.get(), static_cast<off_t>(req.size))));
-    } else {
-      // There is no ftruncateat: open the file for writing just for this
-      // (regular files only: nothing else is opened for the guest).
-      if (S_ISDIR(data.type)) return fail(EISDIR);
-      if (!S_ISREG(data.type)) return fail(EINVAL);
-      VFSD_ASSIGN_OR_RETURN(auto fd, reopen(data, O_WRONLY | O_NONBLOCK));
-      VFSD_TRY(clear_remapped_capability(fd.get()));
-      VFSD_TRY(check(::ftruncate(fd.get(), static_cast<off_t>(req.size))));
-    }
+  {
+    // A chown or truncate the guest marked (killpriv v2 sends the flag;
+    // without it the guest puts the new mode in the same request) clears
+    // setuid/setgid as it would for a caller without CAP_FSETID.
+    VFSD_ASSIGN_OR_RETURN(auto no_fsetid, drop_fsetid_if((req.valid & FATTR_KILL_SUIDGID) != 0));
+    if (req.valid & (FATTR_UID | FATTR_GID)) VFSD_TRY(set_owner(*data, req));
+    if (req.valid & FATTR_SIZE) VFSD_TRY(set_size(*data, open_file.get(), req.size));
   }
   if (req.valid & (FATTR_ATIME | FATTR_MTIME)) {
     auto pick = [&](uint32_t set, uint32_t now, const timespec& value) {
@@ -684,6 +663,37 @@ Result<fuse::AttrReply> PassthroughFs::setattr(const fuse::Context& ctx, InodeId
   return getattr(ctx, ino, std::nullopt);
 }
 
+VoidResult PassthroughFs::set_owner(const InodeData& data, const fuse::SetattrRequest& req) {
+  uid_t uid = static_cast<uid_t>(-1);
+  gid_t gid = static_cast<gid_t>(-1);
+  // The new owner as the host stores it (EPERM for a forbid-guest id).
+  if (req.valid & FATTR_UID) {
+    VFSD_ASSIGN_OR_RETURN(uid, config_.uid_map.guest_to_host(req.uid));
+  }
+  if (req.valid & FATTR_GID) {
+    VFSD_ASSIGN_OR_RETURN(gid, config_.gid_map.guest_to_host(req.gid));
+  }
+  // A chown of anything but a directory drops file capabilities.
+  if (!S_ISDIR(data.type)) VFSD_TRY(clear_remapped_capability(data));
+  return check(::fchownat(data.fd.get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
+}
+
+VoidResult PassthroughFs::set_size(const InodeData& data, const HandleData* open_file,
+                                   uint64_t size) {
+  if (size > kMaxOffset) return fail(EINVAL);
+  if (open_file) {
+    VFSD_TRY(clear_remapped_capability(open_file->fd.get()));
+    return check(::ftruncate(open_file->fd.get(), static_cast<off_t>(size)));
+  }
+  // There is no ftruncateat: open the file for writing just for this
+  // (regular files only: nothing else is opened for the guest).
+  if (S_ISDIR(data.type)) return fail(EISDIR);
+  if (!S_ISREG(data.type)) return fail(EINVAL);
+  VFSD_ASSIGN_OR_RETURN(auto fd, reopen(data, O_WRONLY | O_NONBLOCK));
+  VFSD_TRY(clear_remapped_capability(fd.get()));
+  return check(::ftruncate(fd.get(), static_cast<off_t>(size)));
+}
+
 Result<std::string> PassthroughFs::readlink(const fuse::Context&, InodeId ino) {
   VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
   if (!S_ISLNK(data->type)) return fail(EINVAL);
@@ -694,67 +704,76 @@ Result<std::string> PassthroughFs::readlink(const fuse::Context&, InodeId ino) {
   return target;
 }
 
+Result<PassthroughFs::CreationSite> PassthroughFs::prepare_creation(InodeId parent,
+                                                                    const fuse::Name* name,
+                                                                    uint64_t fd_units) {
+  if (name) VFSD_TRY(check_new_name(*name));
+  VFSD_ASSIGN_OR_RETURN(auto dir, inode(parent));
+  if (!S_ISDIR(dir->type)) return fail(ENOTDIR);
+  // The units of what the operation will hold (the new inode's fd, a
+  // handle's), so that a full budget refuses it before the host changes.
+  VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire(fd_units));
+  return CreationSite{std::move(dir), std::move(charge)};
+}
+
+Result<Entry> PassthroughFs::finish_named_creation(CreationSite& site, const fuse::Name& name,
+                                                   const fuse::Extensions& ext) {
+  const int dir_fd = site.dir->fd.get();
+  if (ext.security_context) {
+    VFSD_TRY(label_or_remove(dir_fd, name.c_str(),
+                             [&](const UniqueFd& fd) { return apply_security_context(fd, ext); }));
+  }
+  return lookup_child(*site.dir, name.c_str(), &site.charge);
+}
+
+Result<Entry> PassthroughFs::register_created(CreationSite& site, const UniqueFd& fd) {
+  VFSD_ASSIGN_OR_RETURN(auto path_fd, path_fd_of(proc_self_fd_.get(), fd));
+  return register_inode(*site.dir, std::move(path_fd), /*parent_lookup=*/false, &site.charge);
+}
+
 Result<Entry> PassthroughFs::symlink(const fuse::Context& ctx, InodeId parent,
-                                     const fuse::Name& name, std::string_view target) {
+                                     const fuse::Name& name, std::string_view target,
+                                     const fuse::Extensions& ext) {
   VFSD_TRY(check_new_name(name));
   if (target.empty() || target.find('\0') != std::string_view::npos) return fail(EINVAL);
   if (target.size() >= PATH_MAX) return fail(ENAMETOOLONG);
-  VFSD_ASSIGN_OR_RETURN(auto dir, inode(parent));
+  VFSD_ASSIGN_OR_RETURN(auto site, prepare_creation(parent, nullptr));
   std::string target_z(target);
-  const int dir_fd = dir->fd.get();
-  // The new inode's fd unit is reserved before anything is created.
-  VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire());
-  {
-    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
-    // The target is stored, never resolved by us: an absolute or ".." target
-    // only means something to the guest, which resolves it in its own tree
-    // (every later open of the link is refused: reopen, open_beneath).
-    VFSD_TRY(check(::symlinkat(target_z.c_str(), dir_fd, name.c_str())));
-  }
-  if (ctx.security_context) {
-    VFSD_TRY(label_or_remove(dir_fd, name.c_str(),
-                             [&](const UniqueFd& fd) { return apply_security_context(fd, ctx); }));
-  }
-  return lookup_child(*dir, name.c_str(), &charge);
+  // The target is stored, never resolved by us: an absolute or ".." target
+  // only means something to the guest, which resolves it in its own tree
+  // (every later open of the link is refused: reopen, open_beneath).
+  VFSD_TRY(as_caller(ctx, ext.supplementary_groups, [&] {
+    return check(::symlinkat(target_z.c_str(), site.dir->fd.get(), name.c_str()));
+  }));
+  return finish_named_creation(site, name, ext);
 }
 
 Result<Entry> PassthroughFs::mknod(const fuse::Context& ctx, InodeId parent, const fuse::Name& name,
-                                   mode_t mode, dev_t rdev, mode_t umask) {
-  VFSD_TRY(check_new_name(name));
-  VFSD_ASSIGN_OR_RETURN(auto dir, inode(parent));
-  const int dir_fd = dir->fd.get();
+                                   mode_t mode, dev_t rdev, mode_t umask,
+                                   const fuse::Extensions& ext) {
+  VFSD_ASSIGN_OR_RETURN(auto site, prepare_creation(parent, &name));
   const mode_t type = mode & S_IFMT;
-  const mode_t host_mode = effective_create_mode(dir->fd, type | (mode & 07777), umask);
-  VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire());
+  const mode_t host_mode = effective_create_mode(site.dir->fd, type | (mode & 07777), umask);
   if (type == S_IFREG || type == 0) {
     // A regular file is made unnamed and linked in complete.
-    if (!S_ISDIR(dir->type)) return fail(ENOTDIR);
-    VFSD_ASSIGN_OR_RETURN(auto fd, create_file_safely(ctx, *dir, name, host_mode & 07777, O_RDWR));
-    VFSD_ASSIGN_OR_RETURN(auto path_fd, path_fd_of(proc_self_fd_.get(), fd));
-    return register_inode(*dir, std::move(path_fd), /*parent_lookup=*/false, &charge);
+    VFSD_ASSIGN_OR_RETURN(auto fd,
+                          create_file_safely(ctx, ext, *site.dir, name, host_mode & 07777, O_RDWR));
+    return register_created(site, fd);
   }
-  {
-    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
-    // A device, FIFO or socket node is made, never opened (it is looked up
-    // O_PATH, and reopen() refuses it).
-    VFSD_TRY(check(::mknodat(dir_fd, name.c_str(), host_mode, rdev)));
-  }
-  if (ctx.security_context) {
-    VFSD_TRY(label_or_remove(dir_fd, name.c_str(),
-                             [&](const UniqueFd& fd) { return apply_security_context(fd, ctx); }));
-  }
-  return lookup_child(*dir, name.c_str(), &charge);
+  // A device, FIFO or socket node is made, never opened (it is looked up
+  // O_PATH, and reopen() refuses it).
+  VFSD_TRY(as_caller(ctx, ext.supplementary_groups, [&] {
+    return check(::mknodat(site.dir->fd.get(), name.c_str(), host_mode, rdev));
+  }));
+  return finish_named_creation(site, name, ext);
 }
 
 Result<Entry> PassthroughFs::mkdir(const fuse::Context& ctx, InodeId parent, const fuse::Name& name,
-                                   mode_t mode, mode_t umask) {
-  VFSD_TRY(check_new_name(name));
-  VFSD_ASSIGN_OR_RETURN(auto dir, inode(parent));
-  if (!S_ISDIR(dir->type)) return fail(ENOTDIR);
-  const mode_t host_mode = effective_create_mode(dir->fd, mode & 07777, umask) & 07777;
-  VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire());
-  VFSD_ASSIGN_OR_RETURN(auto path_fd, mkdir_safely(ctx, *dir, name, host_mode));
-  return register_inode(*dir, std::move(path_fd), /*parent_lookup=*/false, &charge);
+                                   mode_t mode, mode_t umask, const fuse::Extensions& ext) {
+  VFSD_ASSIGN_OR_RETURN(auto site, prepare_creation(parent, &name));
+  const mode_t host_mode = effective_create_mode(site.dir->fd, mode & 07777, umask) & 07777;
+  VFSD_ASSIGN_OR_RETURN(auto path_fd, mkdir_safely(ctx, ext, *site.dir, name, host_mode));
+  return register_inode(*site.dir, std::move(path_fd), /*parent_lookup=*/false, &site.charge);
 }
 
 VoidResult PassthroughFs::unlink(const fuse::Context&, InodeId parent, const fuse::Name& name) {
@@ -811,65 +830,38 @@ Result<Entry> PassthroughFs::link(const fuse::Context&, InodeId ino, InodeId new
 
 // --- files ----------------------------------------------------------------
 
-Result<fuse::OpenReply> PassthroughFs::open(const fuse::Context& ctx, InodeId ino, uint32_t flags) {
+Result<fuse::OpenReply> PassthroughFs::open(const fuse::Context& ctx, InodeId ino, uint32_t flags,
+                                            bool kill_suidgid) {
   if (flags & kNotOpenFlags) return fail(EINVAL);
   VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
   const int host_flags = io_open_flags(flags);
   // The handle's unit of the fd budget before its fd exists.
   VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire());
-  const bool kill_priv = truncating_open_kills_priv(
-      ctx, host_flags, killpriv_v2_active_.load(std::memory_order_relaxed));
+  const bool kill_priv =
+      truncating_open_kills_priv(ctx, host_flags, kill_suidgid, session_has(kKillprivV2));
   VFSD_ASSIGN_OR_RETURN(auto fd,
                         without_fsetid_if(kill_priv, [&] { return reopen_io(*data, host_flags); }));
   if (host_flags & O_TRUNC) VFSD_TRY(clear_remapped_capability(fd.get()));
   return insert_handle(ino, std::move(fd), S_ISDIR(data->type), flags, std::move(charge));
 }
 
-Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Context& ctx,
-                                                                InodeId parent,
-                                                                const fuse::Name& name, mode_t mode,
-                                                                uint32_t flags, mode_t umask) {
-  VFSD_TRY(check_new_name(name));
+Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(
+    const fuse::Context& ctx, InodeId parent, const fuse::Name& name, mode_t mode, uint32_t flags,
+    mode_t umask, bool kill_suidgid, const fuse::Extensions& ext) {
   if (flags & kNotOpenFlags) return fail(EINVAL);
-  VFSD_ASSIGN_OR_RETURN(auto dir, inode(parent));
-  if (!S_ISDIR(dir->type)) return fail(ENOTDIR);
+  // Two units of the fd budget: the new inode's and the handle's.
+  VFSD_ASSIGN_OR_RETURN(auto site, prepare_creation(parent, &name, 2));
   const int open_flags = io_open_flags(flags) & ~O_DIRECTORY;
-  const mode_t host_mode = effective_create_mode(dir->fd, mode & 07777, umask) & 07777;
-  // Two units of the fd budget (the new inode's and the handle's), before
-  // anything is created.
-  VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire(2));
-  Budget::Charge handle_charge = charge.take(1);
-  auto created = create_file_safely(ctx, *dir, name, host_mode, open_flags);
-  if (!created && (created.error().value != EEXIST || (flags & O_EXCL))) {
-    return tl::unexpected(created.error());
+  const mode_t host_mode = effective_create_mode(site.dir->fd, mode & 07777, umask) & 07777;
+  auto created = create_file_safely(ctx, ext, *site.dir, name, host_mode, open_flags);
+  if (!created && created.error().value == EEXIST && !(flags & O_EXCL)) {
+    return open_existing_for_create(ctx, ext, site, name, open_flags, flags, kill_suidgid);
   }
-  if (!created) {
-    // The name exists and the guest did not ask for O_EXCL: open it as OPEN
-    // would (regular files only), with the caller's permission checks.
-    VFSD_ASSIGN_OR_RETURN(auto existing, lookup_child(*dir, name.c_str(), &charge));
-    // Ours until the guest is sent the entry: dropped again on any failure.
-    InodeRef ref(inodes_, existing.inode);
-    auto data = inode(existing.inode);
-    auto reopened = [&]() -> Result<UniqueFd> {
-      if (!data) return fail(EBADF);
-      if (S_ISDIR((*data)->type)) return fail(EISDIR);
-      // reopen() refuses symlinks (ELOOP) and special files (EBADF).
-      const bool kill_priv = truncating_open_kills_priv(
-          ctx, open_flags, killpriv_v2_active_.load(std::memory_order_relaxed));
-      return without_fsetid_if(
-          kill_priv, [&] { return as_caller(ctx, [&] { return reopen(**data, open_flags); }); });
-    }();
-    if (!reopened) return tl::unexpected(reopened.error());
-    if (open_flags & O_TRUNC) VFSD_TRY(clear_remapped_capability(reopened->get()));
-    return std::pair{existing, insert_handle(ref.release_to_guest(), std::move(*reopened), false,
-                                             flags, std::move(handle_charge))};
-  }
-  // Register the inode that was really created, not whatever has the name by
-  // the time a second lookup would run.
+  if (!created) return tl::unexpected(created.error());
+  Budget::Charge handle_charge = site.charge.take(1);
   UniqueFd fd = std::move(*created);
-  VFSD_ASSIGN_OR_RETURN(auto path_fd, path_fd_of(proc_self_fd_.get(), fd));
-  VFSD_ASSIGN_OR_RETURN(auto entry,
-                        register_inode(*dir, std::move(path_fd), /*parent_lookup=*/false, &charge));
+  VFSD_ASSIGN_OR_RETURN(auto entry, register_created(site, fd));
+  // Ours until the guest is sent the entry: dropped again on any failure.
   InodeRef ref(inodes_, entry.inode);
   if ((open_flags & O_ACCMODE) != O_RDWR) {
     // The new file is open O_RDWR; the guest asked for another access mode,
@@ -880,6 +872,27 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::create(const fuse::Cont
   }
   return std::pair{entry, insert_handle(ref.release_to_guest(), std::move(fd), false, flags,
                                         std::move(handle_charge))};
+}
+
+Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::open_existing_for_create(
+    const fuse::Context& ctx, const fuse::Extensions& ext, CreationSite& site,
+    const fuse::Name& name, int open_flags, uint32_t guest_flags, bool kill_suidgid) {
+  Budget::Charge handle_charge = site.charge.take(1);
+  VFSD_ASSIGN_OR_RETURN(auto existing, lookup_child(*site.dir, name.c_str(), &site.charge));
+  InodeRef ref(inodes_, existing.inode);
+  VFSD_ASSIGN_OR_RETURN(auto data, inode(existing.inode));
+  if (S_ISDIR(data->type)) return fail(EISDIR);
+  // With the caller's permission checks; reopen() refuses symlinks (ELOOP)
+  // and special files (EBADF).
+  const bool kill_priv =
+      truncating_open_kills_priv(ctx, open_flags, kill_suidgid, session_has(kKillprivV2));
+  VFSD_ASSIGN_OR_RETURN(auto fd, without_fsetid_if(kill_priv, [&] {
+                          return as_caller(ctx, ext.supplementary_groups,
+                                           [&] { return reopen(*data, open_flags); });
+                        }));
+  if (open_flags & O_TRUNC) VFSD_TRY(clear_remapped_capability(fd.get()));
+  return std::pair{existing, insert_handle(ref.release_to_guest(), std::move(fd), false,
+                                           guest_flags, std::move(handle_charge))};
 }
 
 Result<size_t> PassthroughFs::read(const fuse::Context&, InodeId ino, HandleId fh, IovecWriter& out,
@@ -895,9 +908,9 @@ Result<size_t> PassthroughFs::read(const fuse::Context&, InodeId ino, HandleId f
   });
 }
 
-Result<size_t> PassthroughFs::write(const fuse::Context& ctx, InodeId ino, HandleId fh,
-                                    IovecReader& in, uint32_t size, uint64_t offset,
-                                    uint32_t write_flags) {
+Result<size_t> PassthroughFs::write(const fuse::Context&, InodeId ino, HandleId fh, IovecReader& in,
+                                    uint32_t size, uint64_t offset, uint32_t write_flags,
+                                    std::optional<uint32_t> file_flags) {
   VFSD_ASSIGN_OR_RETURN(auto h, handle(fh, ino));
   if (size > in.remaining()) return fail(EINVAL);
   if (offset > kMaxOffset || size > kMaxOffset - offset) return fail(EFBIG);
@@ -905,7 +918,7 @@ Result<size_t> PassthroughFs::write(const fuse::Context& ctx, InodeId ino, Handl
   // O_APPEND file goes to the host's end of file, so that guests (or host
   // processes) appending to one file do not overwrite each other. Writes out
   // of the guest page cache (writeback, mmap) carry their own offsets.
-  const bool guest_append = ctx.file_flags ? (*ctx.file_flags & O_APPEND) != 0 : h->append;
+  const bool guest_append = file_flags ? (*file_flags & O_APPEND) != 0 : h->append;
   const int rwf = (guest_append && !(write_flags & FUSE_WRITE_CACHE)) ? RWF_APPEND : 0;
   // The guest marks a write whose caller lacks CAP_FSETID, with killpriv v2
   // and without it (its direct-I/O path, --cache=never, does; its cached
@@ -1044,25 +1057,24 @@ Result<size_t> PassthroughFs::copy_file_range(const fuse::Context& ctx, InodeId 
 
 Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::tmpfile(const fuse::Context& ctx,
                                                                  InodeId parent, mode_t mode,
-                                                                 uint32_t flags, mode_t umask) {
+                                                                 uint32_t flags, mode_t umask,
+                                                                 const fuse::Extensions& ext) {
   // The file it makes is writable: never on a read-only share.
   if (config_.readonly) return fail(EROFS);
   if (flags & O_PATH) return fail(EINVAL);
-  VFSD_ASSIGN_OR_RETURN(auto dir, inode(parent));
-  if (!S_ISDIR(dir->type)) return fail(ENOTDIR);
-  const int dir_fd = dir->fd.get();
   const int open_flags = io_open_flags(flags) & ~(O_DIRECTORY | O_TRUNC | O_CLOEXEC);
   // open(2) refuses a read-only O_TMPFILE the same way.
   if ((open_flags & O_ACCMODE) == O_RDONLY) return fail(EINVAL);
-  const mode_t host_mode = effective_create_mode(dir->fd, mode & 07777, umask) & 07777;
-  VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire(2));  // the inode's and the handle's
-  Budget::Charge handle_charge = charge.take(1);
-  VFSD_ASSIGN_OR_RETURN(
-      auto fd, as_caller(ctx, [&] { return open_unnamed_file(dir_fd, open_flags, host_mode); }));
-  VFSD_TRY(apply_security_context(fd, ctx));
-  VFSD_ASSIGN_OR_RETURN(auto path_fd, path_fd_of(proc_self_fd_.get(), fd));
-  VFSD_ASSIGN_OR_RETURN(auto entry,
-                        register_inode(*dir, std::move(path_fd), /*parent_lookup=*/false, &charge));
+  // Two units of the fd budget: the inode's and the handle's.
+  VFSD_ASSIGN_OR_RETURN(auto site, prepare_creation(parent, nullptr, 2));
+  Budget::Charge handle_charge = site.charge.take(1);
+  const int dir_fd = site.dir->fd.get();
+  const mode_t host_mode = effective_create_mode(site.dir->fd, mode & 07777, umask) & 07777;
+  VFSD_ASSIGN_OR_RETURN(auto fd, as_caller(ctx, ext.supplementary_groups, [&] {
+                          return open_unnamed_file(dir_fd, open_flags, host_mode);
+                        }));
+  VFSD_TRY(apply_security_context(fd, ext));
+  VFSD_ASSIGN_OR_RETURN(auto entry, register_created(site, fd));
   return std::pair{
       entry, insert_handle(entry.inode, std::move(fd), false, flags, std::move(handle_charge))};
 }
@@ -1092,44 +1104,55 @@ VoidResult PassthroughFs::readdir(const fuse::Context&, InodeId ino, HandleId fh
   const int fd = h->fd.get();
   if (::lseek(fd, static_cast<off_t>(offset), SEEK_SET) < 0) return fail_errno();
   // Entries read but not taken by the sink are read again by the next
-  // READDIR, which seeks to the cookie of the last one taken.
+  // READDIR, which seeks to the cookie of the last one taken. An error after
+  // some entries were added ends the reply with those (the guest asks again).
   std::vector<char> buffer(32 * 1024);
   bool added = false;
   for (;;) {
     long n = ::syscall(SYS_getdents64, fd, buffer.data(), buffer.size());
     if (n < 0) return added ? ok() : VoidResult(fail_errno());
     if (n == 0) return ok();
-    for (size_t pos = 0; pos < static_cast<size_t>(n);) {
-      Dirent64Header header;
-      std::memcpy(&header, buffer.data() + pos, sizeof(header));
-      if (header.d_reclen <= kDirentNameOffset || pos + header.d_reclen > size_t(n)) {
-        return added ? ok() : VoidResult(fail(EIO));
-      }
-      const char* raw_name = buffer.data() + pos + kDirentNameOffset;
-      std::string_view name(raw_name, ::strnlen(raw_name, header.d_reclen - kDirentNameOffset));
-      pos += header.d_reclen;
-      if (is_hidden_temp_name(name)) continue;  // a crash-safe mkdir in progress
-      // Ask before looking up, so that no lookup reference is taken for an
-      // entry the reply has no room for.
-      if (!sink.fits(name.size())) return ok();
-      fuse::DirEntry entry{header.d_ino, static_cast<uint64_t>(header.d_off), header.d_type, name};
-      if (!plus) {
-        sink.add(entry, nullptr);
-      } else if (name == "." || name == "..") {
-        Entry none;  // zeroed: the guest must not take a reference on these
-        sink.add(entry, &none);
-      } else {
-        std::string name_z(name);
-        auto looked_up = lookup_child(*dir, name_z.c_str());
-        if (!looked_up) {
-          if (looked_up.error().value == ENOENT) continue;  // removed meanwhile
-          return added ? ok() : VoidResult(tl::unexpected(looked_up.error()));
-        }
-        sink.add(entry, &*looked_up);
-      }
-      added = true;
-    }
+    auto filled =
+        add_dirents(std::span(buffer.data(), static_cast<size_t>(n)), dir.get(), sink, added);
+    if (!filled) return added ? ok() : VoidResult(tl::unexpected(filled.error()));
+    if (*filled == DirFill::kFull) return ok();
   }
+}
+
+Result<PassthroughFs::DirFill> PassthroughFs::add_dirents(std::span<const char> records,
+                                                          const InodeData* plus_dir,
+                                                          fuse::DirSink& sink, bool& added) {
+  for (size_t pos = 0; pos < records.size();) {
+    Dirent64Header header;
+    std::memcpy(&header, records.data() + pos, sizeof(header));
+    if (header.d_reclen <= kDirentNameOffset || pos + header.d_reclen > records.size()) {
+      return fail(EIO);
+    }
+    const char* raw_name = records.data() + pos + kDirentNameOffset;
+    std::string_view name(raw_name, ::strnlen(raw_name, header.d_reclen - kDirentNameOffset));
+    pos += header.d_reclen;
+    if (is_hidden_temp_name(name)) continue;  // a crash-safe mkdir in progress
+    // Ask before looking up, so that no lookup reference is taken for an
+    // entry the reply has no room for.
+    if (!sink.fits(name.size())) return DirFill::kFull;
+    fuse::DirEntry entry{header.d_ino, static_cast<uint64_t>(header.d_off), header.d_type, name};
+    if (!plus_dir) {
+      sink.add(entry, nullptr);
+    } else if (name == "." || name == "..") {
+      Entry none;  // zeroed: the guest must not take a reference on these
+      sink.add(entry, &none);
+    } else {
+      std::string name_z(name);
+      auto looked_up = lookup_child(*plus_dir, name_z.c_str());
+      if (!looked_up) {
+        if (looked_up.error().value == ENOENT) continue;  // removed meanwhile
+        return tl::unexpected(looked_up.error());
+      }
+      sink.add(entry, &*looked_up);
+    }
+    added = true;
+  }
+  return DirFill::kMore;
 }
 
 VoidResult PassthroughFs::fsyncdir(const fuse::Context& ctx, InodeId ino, HandleId fh,

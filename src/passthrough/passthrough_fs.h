@@ -16,6 +16,9 @@
 // (the guest's umask is applied by us; a host umask would apply on top), and
 // /proc must be mounted when create() runs (the /proc/self/fd directory fd it
 // opens is kept for the fs's lifetime, so a later pivot_root is fine).
+// Pinned by: escape_test.cc(EscapeTest.*), dotdot_escape_test.cc(DotDotTest.*),
+//   special_files_test.cc(SpecialFilesTest.*), fd_budget_test.cc(FdBudgetTest.*),
+//   run_escape_test.sh
 #pragma once
 
 #include <atomic>
@@ -93,6 +96,8 @@ struct PassthroughConfig {
   /// the owner of every attribute returned, and ACCESS (guest ids compared
   /// with the translated owner). A forbid-guest id fails the request with
   /// EPERM. Incompatible with --posix-acl (ACL entries hold untranslated ids).
+  /// Pinned by: id_translation_test.cc(IdTranslationTest.*),
+  ///   config_test.cc(CommandLine.TranslateConflictsWithPosixAcl)
   IdMap uid_map;
   IdMap gid_map;
 
@@ -104,9 +109,11 @@ struct PassthroughConfig {
   /// ENFILE (ENOLCK for a lock) and everything else goes on. 0: unlimited.
   /// The app sets it to RLIMIT_NOFILE minus an internal reserve, as the Rust
   /// virtiofsd does (INTERNAL_FD_RESERVE: one fd per memory slot plus 100,
-  /// plus one per worker thread): the reserve keeps room for the daemon's
+  /// plus kThreadFdReserve for the worker threads): the reserve keeps room for the daemon's
   /// own fds (vhost-user socket, eventfds, memory regions, the per-request
   /// fds a request opens and closes again, which are not charged).
+  /// Pinned by: fd_budget_test.cc(FdBudgetTest.*),
+  ///   capabilities_test.cc(RlimitNofile.TheGuestBudgetIsTheLimitLessTheReserve)
   uint64_t guest_fd_limit = 0;
   /// How many inodes kept as file handles (--inode-file-handles) the guest
   /// can make the daemon remember; they hold no fd, so this bounds memory.
@@ -118,10 +125,9 @@ struct PassthroughConfig {
 /// Entry/attr timeout for a cache policy (the Rust virtiofsd's values).
 std::chrono::nanoseconds cache_timeout(CachePolicy policy);
 
-/// Checks the options that can be wrong in themselves (today: the --xattrmap
-/// rules). On failure `message` says what is wrong, naming the offending
-/// rule, and the errno is EINVAL. PassthroughFs::create() fails with the same
-/// errno, so the app calls this first to print the message.
+/// Checks the options that can be wrong in themselves (the --xattrmap rules). On failure `message`
+/// says what is wrong, naming the offending rule, and the errno is EINVAL. PassthroughFs::create()
+/// fails with the same errno, so the app calls this first to print the message.
 VoidResult validate_config(const PassthroughConfig& config, std::string& message);
 
 class PassthroughFs final : public fuse::FileSystem {
@@ -148,11 +154,12 @@ class PassthroughFs final : public fuse::FileSystem {
                                   const fuse::SetattrRequest&) override;
   Result<std::string> readlink(const fuse::Context&, fuse::InodeId) override;
   Result<fuse::Entry> symlink(const fuse::Context&, fuse::InodeId parent, const fuse::Name& name,
-                              std::string_view target) override;
+                              std::string_view target, const fuse::Extensions&) override;
   Result<fuse::Entry> mknod(const fuse::Context&, fuse::InodeId parent, const fuse::Name& name,
-                            mode_t mode, dev_t rdev, mode_t umask) override;
+                            mode_t mode, dev_t rdev, mode_t umask,
+                            const fuse::Extensions&) override;
   Result<fuse::Entry> mkdir(const fuse::Context&, fuse::InodeId parent, const fuse::Name& name,
-                            mode_t mode, mode_t umask) override;
+                            mode_t mode, mode_t umask, const fuse::Extensions&) override;
   VoidResult unlink(const fuse::Context&, fuse::InodeId parent, const fuse::Name& name) override;
   VoidResult rmdir(const fuse::Context&, fuse::InodeId parent, const fuse::Name& name) override;
   VoidResult rename(const fuse::Context&, fuse::InodeId old_parent, const fuse::Name& old_name,
@@ -160,14 +167,18 @@ class PassthroughFs final : public fuse::FileSystem {
   Result<fuse::Entry> link(const fuse::Context&, fuse::InodeId inode, fuse::InodeId new_parent,
                            const fuse::Name& name) override;
 
-  Result<fuse::OpenReply> open(const fuse::Context&, fuse::InodeId, uint32_t flags) override;
+  Result<fuse::OpenReply> open(const fuse::Context&, fuse::InodeId, uint32_t flags,
+                               bool kill_suidgid) override;
   Result<std::pair<fuse::Entry, fuse::OpenReply>> create(const fuse::Context&, fuse::InodeId parent,
                                                          const fuse::Name& name, mode_t mode,
-                                                         uint32_t flags, mode_t umask) override;
+                                                         uint32_t flags, mode_t umask,
+                                                         bool kill_suidgid,
+                                                         const fuse::Extensions&) override;
   Result<size_t> read(const fuse::Context&, fuse::InodeId, fuse::HandleId, IovecWriter& out,
                       uint32_t size, uint64_t offset) override;
   Result<size_t> write(const fuse::Context&, fuse::InodeId, fuse::HandleId, IovecReader& in,
-                       uint32_t size, uint64_t offset, uint32_t write_flags) override;
+                       uint32_t size, uint64_t offset, uint32_t write_flags,
+                       std::optional<uint32_t> file_flags) override;
   VoidResult flush(const fuse::Context&, fuse::InodeId, fuse::HandleId,
                    uint64_t lock_owner) override;
   VoidResult fsync(const fuse::Context&, fuse::InodeId, fuse::HandleId, bool datasync) override;
@@ -203,7 +214,8 @@ class PassthroughFs final : public fuse::FileSystem {
   /// credentials, registered as an inode and opened.
   Result<std::pair<fuse::Entry, fuse::OpenReply>> tmpfile(const fuse::Context&,
                                                           fuse::InodeId parent, mode_t mode,
-                                                          uint32_t flags, mode_t umask) override;
+                                                          uint32_t flags, mode_t umask,
+                                                          const fuse::Extensions&) override;
   /// ioctl.cc: FS_IOC_GETFLAGS/SETFLAGS (32 and 64 bit), FS_IOC_FSGETXATTR/
   /// FSSETXATTR and FS_IOC_GET_ENCRYPTION_POLICY_EX on an open handle; the
   /// setting ones run under the guest's credentials. Anything else ENOTTY.
@@ -269,25 +281,70 @@ class PassthroughFs final : public fuse::FileSystem {
   // Every real fd of an inode the passthrough makes on the guest's behalf
   // comes from here, or from a reopen of an fd made here (lock owners), or
   // from a creation that can only make a regular file or a directory.
+  // Pinned by: special_files_test.cc(SpecialFilesTest.*),
+  //   xattr_test.cc(XattrTest.FifoIsNeverOpened)
   Result<UniqueFd> reopen(const InodeData& data, int flags) const;
   uint32_t open_reply_flags(bool directory) const;
   // The host's owner fields of `st` as the guest sees them (--translate-*).
   void owner_to_guest(struct stat& st) const;
 
-  // Enters the guest's uid, gid and supplementary groups on this thread,
-  // translated to the host's (EPERM for a forbid-guest id).
-  Result<ScopedCredentials> guest_credentials(const fuse::Context& ctx) const;
+  // Enters the guest's uid, gid and supplementary groups (those a creating
+  // request carries; none otherwise) on this thread, translated to the
+  // host's (EPERM for a forbid-guest id).
+  Result<ScopedCredentials> guest_credentials(const fuse::Context& ctx,
+                                              std::span<const gid_t> groups = {}) const;
   // Runs `fn` (returning a Result) under the guest's credentials and returns
   // what it returns; the daemon's own are back before the caller goes on.
   template <class Fn>
-  auto as_caller(const fuse::Context& ctx, Fn&& fn) const -> decltype(fn()) {
-    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
+  auto as_caller(const fuse::Context& ctx, std::span<const gid_t> groups, Fn&& fn) const
+      -> decltype(fn()) {
+    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx, groups));
     return fn();
   }
+
+  // READDIR(PLUS): the getdents64 `records` into `sink` (with a lookup of
+  // each entry in `plus_dir` for READDIRPLUS, null for READDIR); `added` is
+  // set once one entry went in. kFull when the sink has no room left.
+  enum class DirFill { kMore, kFull };
+  Result<DirFill> add_dirents(std::span<const char> records, const InodeData* plus_dir,
+                              fuse::DirSink& sink, bool& added);
+
+  // SETATTR's FATTR_UID/GID (translated to the host's ids) and FATTR_SIZE
+  // (through the open handle if the guest named one).
+  VoidResult set_owner(const InodeData& data, const fuse::SetattrRequest& req);
+  VoidResult set_size(const InodeData& data, const HandleData* open_file, uint64_t size);
+
+  // The shared first steps of the five creating operations (symlink, mknod,
+  // mkdir, create, tmpfile): the new name checked (when there is one), the
+  // parent a directory, and `fd_units` of the fd budget reserved for what
+  // the operation will hold, all before anything changes on the host.
+  // Pinned by: safe_create_test.cc(SafeCreateTest.*),
+  //   fd_budget_test.cc(FdBudgetTest.CreatingPastTheBudgetCreatesNothing),
+  //   xattr_test.cc(XattrTest.SecurityContextStoredThroughTheMap)
+  struct CreationSite {
+    std::shared_ptr<const InodeData> dir;
+    Budget::Charge charge;
+  };
+  Result<CreationSite> prepare_creation(fuse::InodeId parent, const fuse::Name* name,
+                                        uint64_t fd_units = 1);
+  // The last steps for a node made by name (symlink, a special file): its
+  // label, or its removal if labelling fails, then its lookup.
+  Result<fuse::Entry> finish_named_creation(CreationSite& site, const fuse::Name& name,
+                                            const fuse::Extensions& ext);
+  // The last step for a node made as an fd (a file, a directory): that very
+  // inode is registered, not whatever has the name by the time a lookup ran.
+  Result<fuse::Entry> register_created(CreationSite& site, const UniqueFd& fd);
+  // CREATE of a name that exists, without O_EXCL: opened as OPEN would be.
+  Result<std::pair<fuse::Entry, fuse::OpenReply>> open_existing_for_create(
+      const fuse::Context& ctx, const fuse::Extensions& ext, CreationSite& site,
+      const fuse::Name& name, int open_flags, uint32_t guest_flags, bool kill_suidgid);
   // Host open flags for a guest OPEN/CREATE/OPENDIR (the Rust virtiofsd's
   // rules: O_APPEND handled per write, O_DIRECT only with --allow-direct-io,
   // O_NOATIME only with --preserve-noatime, O_WRONLY widened to O_RDWR under
   // writeback caching), without O_NOATIME for read-only mode (reopen_io adds it).
+  // Pinned by: semantics_test.cc(SemanticsTest.WritebackOpensWriteOnlyFilesForReading,
+  //   SemanticsTest.AppendIsHandledPerWriteNotOnTheHostFd,
+  //   SemanticsTest.DirectIoAndNoatimeFollowTheOptions)
   int io_open_flags(uint32_t guest_flags) const;
   // reopen() for a handle the guest gets: in read-only mode reads leave the
   // host's access times alone (O_NOATIME, dropped again where refused).
@@ -303,6 +360,7 @@ class PassthroughFs final : public fuse::FileSystem {
   // or on `data` by its magic link, path-based, so that nothing is opened
   // (for chown, of any type). No-op without such a mapping, and when the
   // inode has no such xattr.
+  // Pinned by: capability_xattr_test.cc(CapabilityXattrTest.*, CapabilityXattrUnmappedTest.*)
   VoidResult clear_remapped_capability(int io_fd) const;
   VoidResult clear_remapped_capability(const InodeData& data) const;
   // --ascii-casefold: `name` in `parent` by a case-insensitive scan.
@@ -313,6 +371,8 @@ class PassthroughFs final : public fuse::FileSystem {
   // SYNCFS: the filesystem of `data` and, when the guest sees the whole tree
   // as one filesystem (no submounts announced) and asks for the root, every
   // other mount the guest has reached.
+  // Pinned by: semantics_test.cc(SemanticsTest.SyncfsOfTheRootReachesSubmountsTheGuestDoesNotSee),
+  //   file_handle_test.cc(FileHandleTest.SyncfsOfTheRootReachesTheMountsTheGuestReached)
   VoidResult syncfs_all(const InodeData& data);
   // Before `name` in `dir_fd` is unlinked or renamed over: a handle inode
   // of what it names keeps an fd, so the guest can still reach it.
@@ -321,24 +381,40 @@ class PassthroughFs final : public fuse::FileSystem {
   // safe_create.cc. A regular file `name` in `dir`, complete (owner, mode,
   // label) before it is linked in; returns it open O_RDWR with the status
   // flags of `io_flags`. EEXIST if the name exists.
-  Result<UniqueFd> create_file_safely(const fuse::Context& ctx, const InodeData& dir,
-                                      const fuse::Name& name, mode_t mode, int io_flags);
+  // Pinned by: safe_create_test.cc(SafeCreateTest.*)
+  Result<UniqueFd> create_file_safely(const fuse::Context& ctx, const fuse::Extensions& ext,
+                                      const InodeData& dir, const fuse::Name& name, mode_t mode,
+                                      int io_flags);
   // A directory `name` in `dir`, complete before it is renamed into place;
   // returns its O_PATH fd.
-  Result<UniqueFd> mkdir_safely(const fuse::Context& ctx, const InodeData& dir,
-                                const fuse::Name& name, mode_t mode);
+  Result<UniqueFd> mkdir_safely(const fuse::Context& ctx, const fuse::Extensions& ext,
+                                const InodeData& dir, const fuse::Name& name, mode_t mode);
 
-  // xattr.cc. Stores ctx.security_context (if any) as an xattr of the new
+  // xattr.cc. Stores ext.security_context (if any) as an xattr of the new
   // node `fd` (O_PATH or real), through the xattr map; no-op without one.
   // On failure the caller removes the node again.
-  VoidResult apply_security_context(const UniqueFd& fd, const fuse::Context& ctx);
+  VoidResult apply_security_context(const UniqueFd& fd, const fuse::Extensions& ext);
   // The mode bits a new node gets: `umask` applied unless --posix-acl is on
   // and the parent directory `parent_fd` has a default ACL (with DONT_MASK
   // the guest kernel left the umask to us, and a default ACL replaces it).
   // Call it with the daemon's credentials, before switching to the guest's.
+  // Pinned by: xattr_test.cc(XattrTest.CreateModeAppliesUmaskUnlessParentHasDefaultAcl)
   mode_t effective_create_mode(const UniqueFd& parent_fd, mode_t mode, mode_t umask) const;
-  // xattr.cc. init() part for --posix-acl and --security-label.
-  void init_xattr(const fuse::InitRequest& request, fuse::InitReply& reply);
+  // xattr.cc. init() part for --posix-acl and --security-label; returns the
+  // session flags it decided (kPosixAcl).
+  uint32_t init_xattr(const fuse::InitRequest& request, fuse::InitReply& reply);
+
+  // What the guest agreed to at INIT (session_flags_).
+  enum SessionFlag : uint32_t {
+    kSubmounts = 1u << 0,   // submount roots are flagged (FUSE_SUBMOUNTS)
+    kWriteback = 1u << 1,   // --writeback and the guest agreed
+    kKillprivV2 = 1u << 2,  // --killpriv-v2 and the guest agreed
+    kSuppGroup = 1u << 3,   // the guest sends supplementary groups
+    kPosixAcl = 1u << 4,    // --posix-acl and the guest agreed
+  };
+  bool session_has(SessionFlag flag) const {
+    return (session_flags_.load(std::memory_order_relaxed) & flag) != 0;
+  }
   // Guest xattr name -> host name (ACL gate, --rewrite-security-xattrs,
   // --xattrmap), and back for listxattr (nullopt: hidden from the guest).
   Result<std::string> xattr_name_to_host(std::string_view guest_name) const;
@@ -354,12 +430,11 @@ class PassthroughFs final : public fuse::FileSystem {
   // move it elsewhere (see clear_remapped_capability); empty otherwise.
   std::string capability_xattr_;
   XattrMap xattr_map_;  // parsed config_.xattrmap (empty: names pass unchanged)
-  std::atomic<bool> posix_acl_active_{false};  // --posix-acl and the guest agreed
   std::chrono::nanoseconds timeout_;
-  std::atomic<bool> submounts_active_{false};
-  std::atomic<bool> writeback_active_{false};    // --writeback and the guest agreed
-  std::atomic<bool> killpriv_v2_active_{false};  // --killpriv-v2 and the guest agreed
-  std::atomic<bool> supp_group_active_{false};   // the guest sends supplementary groups
+  // SessionFlag bits of the session INIT opened: published by init() and
+  // cleared by destroy() in one store each, so no request sees half of one
+  // session's flags and half of another's.
+  std::atomic<uint32_t> session_flags_{0};
   std::mutex mount_roots_mutex_;
   std::map<uint64_t, fuse::InodeId> mount_roots_;  // mount id -> a root the guest reached
   InodeStore inodes_;

@@ -80,7 +80,7 @@ bool is_modifying_ioctl(uint32_t cmd) {
 }  // namespace
 
 Result<fuse::InitReply> ReadOnlyFs::init(const fuse::InitRequest& request) {
-  auto reply = inner_.init(request);
+  auto reply = inner().init(request);
   if (!reply) return reply;
   // Writeback caching lets the guest keep dirty pages and write them back
   // later; on a share that refuses every write that only loses data.
@@ -89,52 +89,26 @@ Result<fuse::InitReply> ReadOnlyFs::init(const fuse::InitRequest& request) {
   return reply;
 }
 
-void ReadOnlyFs::destroy() {
-  inner_.destroy();
-}
-
-Result<fuse::Entry> ReadOnlyFs::lookup(const fuse::Context& ctx, fuse::InodeId parent,
-                                       const fuse::Name& name) {
-  return inner_.lookup(ctx, parent, name);
-}
-
-void ReadOnlyFs::forget(fuse::InodeId inode, uint64_t count) {
-  inner_.forget(inode, count);
-}
-
-void ReadOnlyFs::batch_forget(std::span<const std::pair<fuse::InodeId, uint64_t>> items) {
-  inner_.batch_forget(items);
-}
-
-Result<fuse::AttrReply> ReadOnlyFs::getattr(const fuse::Context& ctx, fuse::InodeId inode,
-                                            std::optional<fuse::HandleId> handle) {
-  return inner_.getattr(ctx, inode, handle);
-}
-
 Result<fuse::AttrReply> ReadOnlyFs::setattr(const fuse::Context&, fuse::InodeId,
                                             const fuse::SetattrRequest&) {
   return fail(EROFS);
-}
-
-Result<std::string> ReadOnlyFs::readlink(const fuse::Context& ctx, fuse::InodeId inode) {
-  return inner_.readlink(ctx, inode);
 }
 
 // The Rust virtiofsd answers EROFS without checking whether e.g. the name
 // already exists (a kernel "ro" mount would say EEXIST first); checking
 // would race with the host anyway.
 Result<fuse::Entry> ReadOnlyFs::symlink(const fuse::Context&, fuse::InodeId, const fuse::Name&,
-                                        std::string_view) {
+                                        std::string_view, const fuse::Extensions&) {
   return fail(EROFS);
 }
 
 Result<fuse::Entry> ReadOnlyFs::mknod(const fuse::Context&, fuse::InodeId, const fuse::Name&,
-                                      mode_t, dev_t, mode_t) {
+                                      mode_t, dev_t, mode_t, const fuse::Extensions&) {
   return fail(EROFS);
 }
 
 Result<fuse::Entry> ReadOnlyFs::mkdir(const fuse::Context&, fuse::InodeId, const fuse::Name&,
-                                      mode_t, mode_t) {
+                                      mode_t, mode_t, const fuse::Extensions&) {
   return fail(EROFS);
 }
 
@@ -157,67 +131,37 @@ Result<fuse::Entry> ReadOnlyFs::link(const fuse::Context&, fuse::InodeId, fuse::
 }
 
 Result<fuse::OpenReply> ReadOnlyFs::open(const fuse::Context& ctx, fuse::InodeId inode,
-                                         uint32_t flags) {
-  return open_read_only(flags, [&](uint32_t allowed) { return inner_.open(ctx, inode, allowed); });
+                                         uint32_t flags, bool kill_suidgid) {
+  return open_read_only(
+      flags, [&](uint32_t allowed) { return inner().open(ctx, inode, allowed, kill_suidgid); });
 }
 
-Result<std::pair<fuse::Entry, fuse::OpenReply>> ReadOnlyFs::create(const fuse::Context& ctx,
-                                                                   fuse::InodeId parent,
-                                                                   const fuse::Name& name, mode_t,
-                                                                   uint32_t flags, mode_t) {
-  auto entry = inner_.lookup(ctx, parent, name);
+Result<std::pair<fuse::Entry, fuse::OpenReply>> ReadOnlyFs::create(
+    const fuse::Context& ctx, fuse::InodeId parent, const fuse::Name& name, mode_t, uint32_t flags,
+    mode_t, bool kill_suidgid, const fuse::Extensions&) {
+  auto entry = inner().lookup(ctx, parent, name);
   if (!entry) {
     if (entry.error().value == ENOENT) return fail(EROFS);
     return tl::unexpected(entry.error());
   }
   // A negative entry (inode 0) carries no reference: the name is absent.
-  if (entry->inode == 0) return fail(EROFS);
+  if (entry->inode == fuse::InodeId{0}) return fail(EROFS);
   // The guest sees the entry only if the open succeeds; else it could never
   // forget it, so the reference goes back.
-  LookupRef<fuse::FileSystem> ref(inner_, entry->inode);
-  VFSD_ASSIGN_OR_RETURN(auto opened, open(ctx, entry->inode, flags));
+  LookupRef<fuse::FileSystem> ref(inner(), entry->inode);
+  VFSD_ASSIGN_OR_RETURN(auto opened, open(ctx, entry->inode, flags, kill_suidgid));
   ref.release_to_guest();
-  return std::pair{std::move(*entry), opened};
-}
-
-Result<size_t> ReadOnlyFs::read(const fuse::Context& ctx, fuse::InodeId inode,
-                                fuse::HandleId handle, IovecWriter& out, uint32_t size,
-                                uint64_t offset) {
-  return inner_.read(ctx, inode, handle, out, size, offset);
+  return std::pair{*entry, opened};
 }
 
 Result<size_t> ReadOnlyFs::write(const fuse::Context&, fuse::InodeId, fuse::HandleId, IovecReader&,
-                                 uint32_t, uint64_t, uint32_t) {
+                                 uint32_t, uint64_t, uint32_t, std::optional<uint32_t>) {
   return fail(EROFS);
-}
-
-VoidResult ReadOnlyFs::flush(const fuse::Context& ctx, fuse::InodeId inode, fuse::HandleId handle,
-                             uint64_t lock_owner) {
-  return inner_.flush(ctx, inode, handle, lock_owner);
-}
-
-VoidResult ReadOnlyFs::fsync(const fuse::Context& ctx, fuse::InodeId inode, fuse::HandleId handle,
-                             bool datasync) {
-  return inner_.fsync(ctx, inode, handle, datasync);
-}
-
-VoidResult ReadOnlyFs::release(const fuse::Context& ctx, fuse::InodeId inode, fuse::HandleId handle,
-                               uint32_t flags) {
-  return inner_.release(ctx, inode, handle, flags);
-}
-
-Result<struct statvfs> ReadOnlyFs::statfs(const fuse::Context& ctx, fuse::InodeId inode) {
-  return inner_.statfs(ctx, inode);
 }
 
 VoidResult ReadOnlyFs::access(const fuse::Context& ctx, fuse::InodeId inode, uint32_t mask) {
   if (mask & W_OK) return fail(EROFS);
-  return inner_.access(ctx, inode, mask);
-}
-
-Result<uint64_t> ReadOnlyFs::lseek(const fuse::Context& ctx, fuse::InodeId inode,
-                                   fuse::HandleId handle, uint64_t offset, uint32_t whence) {
-  return inner_.lseek(ctx, inode, handle, offset, whence);
+  return inner().access(ctx, inode, mask);
 }
 
 VoidResult ReadOnlyFs::fallocate(const fuse::Context&, fuse::InodeId, fuse::HandleId, uint32_t,
@@ -225,44 +169,15 @@ VoidResult ReadOnlyFs::fallocate(const fuse::Context&, fuse::InodeId, fuse::Hand
   return fail(EROFS);
 }
 
-VoidResult ReadOnlyFs::syncfs(const fuse::Context& ctx, fuse::InodeId inode) {
-  return inner_.syncfs(ctx, inode);
-}
-
 Result<fuse::OpenReply> ReadOnlyFs::opendir(const fuse::Context& ctx, fuse::InodeId inode,
                                             uint32_t flags) {
   return open_read_only(flags,
-                        [&](uint32_t allowed) { return inner_.opendir(ctx, inode, allowed); });
-}
-
-VoidResult ReadOnlyFs::readdir(const fuse::Context& ctx, fuse::InodeId inode, fuse::HandleId handle,
-                               uint64_t offset, bool plus, fuse::DirSink& sink) {
-  return inner_.readdir(ctx, inode, handle, offset, plus, sink);
-}
-
-VoidResult ReadOnlyFs::fsyncdir(const fuse::Context& ctx, fuse::InodeId inode,
-                                fuse::HandleId handle, bool datasync) {
-  return inner_.fsyncdir(ctx, inode, handle, datasync);
-}
-
-VoidResult ReadOnlyFs::releasedir(const fuse::Context& ctx, fuse::InodeId inode,
-                                  fuse::HandleId handle) {
-  return inner_.releasedir(ctx, inode, handle);
-}
-
-Result<fuse::XattrReply> ReadOnlyFs::getxattr(const fuse::Context& ctx, fuse::InodeId inode,
-                                              std::string_view name, uint32_t size) {
-  return inner_.getxattr(ctx, inode, name, size);
+                        [&](uint32_t allowed) { return inner().opendir(ctx, inode, allowed); });
 }
 
 VoidResult ReadOnlyFs::setxattr(const fuse::Context&, fuse::InodeId, std::string_view,
                                 std::string_view, uint32_t, uint32_t) {
   return fail(EROFS);
-}
-
-Result<fuse::XattrReply> ReadOnlyFs::listxattr(const fuse::Context& ctx, fuse::InodeId inode,
-                                               uint32_t size) {
-  return inner_.listxattr(ctx, inode, size);
 }
 
 VoidResult ReadOnlyFs::removexattr(const fuse::Context&, fuse::InodeId, std::string_view) {
@@ -277,7 +192,8 @@ Result<size_t> ReadOnlyFs::copy_file_range(const fuse::Context&, fuse::InodeId, 
 
 Result<std::pair<fuse::Entry, fuse::OpenReply>> ReadOnlyFs::tmpfile(const fuse::Context&,
                                                                     fuse::InodeId, mode_t, uint32_t,
-                                                                    mode_t) {
+                                                                    mode_t,
+                                                                    const fuse::Extensions&) {
   return fail(EROFS);
 }
 
@@ -288,28 +204,7 @@ Result<fuse::IoctlReply> ReadOnlyFs::ioctl(const fuse::Context& ctx, fuse::Inode
   // the allow-list is an ioctl this share does not serve.
   if (is_modifying_ioctl(cmd)) return fail(EROFS);
   if (!is_read_only_ioctl(cmd)) return fail(ENOTTY);
-  return inner_.ioctl(ctx, inode, handle, ioctl_flags, cmd, in, out_size);
-}
-
-Result<fuse::FileLock> ReadOnlyFs::getlk(const fuse::Context& ctx, fuse::InodeId inode,
-                                         fuse::HandleId handle, uint64_t owner,
-                                         const fuse::FileLock& lock, uint32_t lock_flags) {
-  return inner_.getlk(ctx, inode, handle, owner, lock, lock_flags);
-}
-
-VoidResult ReadOnlyFs::setlk(const fuse::Context& ctx, fuse::InodeId inode, fuse::HandleId handle,
-                             uint64_t owner, const fuse::FileLock& lock, uint32_t lock_flags) {
-  return inner_.setlk(ctx, inode, handle, owner, lock, lock_flags);
-}
-
-void ReadOnlyFs::setlkw(const fuse::Context& ctx, fuse::InodeId inode, fuse::HandleId handle,
-                        uint64_t owner, const fuse::FileLock& lock, uint32_t lock_flags,
-                        uint64_t unique, std::function<void(VoidResult)> done) {
-  inner_.setlkw(ctx, inode, handle, owner, lock, lock_flags, unique, std::move(done));
-}
-
-void ReadOnlyFs::interrupt(uint64_t unique) {
-  inner_.interrupt(unique);
+  return inner().ioctl(ctx, inode, handle, ioctl_flags, cmd, in, out_size);
 }
 
 }  // namespace vfsd::passthrough

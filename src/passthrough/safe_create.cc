@@ -85,16 +85,17 @@ Result<std::string> make_hidden_temp_dir(int dir_fd, mode_t mode) {
 
 // --- PassthroughFs members -----------------------------------------------------
 
-Result<UniqueFd> PassthroughFs::create_file_safely(const fuse::Context& ctx, const InodeData& dir,
-                                                   const fuse::Name& name, mode_t mode,
-                                                   int io_flags) {
+Result<UniqueFd> PassthroughFs::create_file_safely(const fuse::Context& ctx,
+                                                   const fuse::Extensions& ext,
+                                                   const InodeData& dir, const fuse::Name& name,
+                                                   mode_t mode, int io_flags) {
   // The new file comes back open read-write: never on a read-only share.
   if (config_.readonly) return fail(EROFS);
   const int dir_fd = dir.fd.get();
   const int flags = (io_flags & kStatusFlags) | O_RDWR;
   Result<UniqueFd> unnamed = fail(EOPNOTSUPP);
   {
-    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
+    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx, ext.supplementary_groups));
     VFSD_TRY(check_absent(dir_fd, name.c_str()));
     // Owner, group (setgid directories included) and mode are the kernel's
     // to set at creation under the guest's credentials.
@@ -107,14 +108,14 @@ Result<UniqueFd> PassthroughFs::create_file_safely(const fuse::Context& ctx, con
     // afterwards and removed again if that fails (the Rust virtiofsd's way).
     UniqueFd fd;
     {
-      VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
+      VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx, ext.supplementary_groups));
       // O_EXCL: an existing name (a FIFO, a device, a symlink to anywhere)
       // is never opened, only refused.
       VFSD_ASSIGN_OR_RETURN(auto made,
                             open_beneath(dir_fd, name.c_str(), flags | O_CREAT | O_EXCL, mode));
       fd = std::move(made);
     }
-    if (auto labelled = apply_security_context(fd, ctx); !labelled) {
+    if (auto labelled = apply_security_context(fd, ext); !labelled) {
       ::unlinkat(dir_fd, name.c_str(), 0);
       return tl::unexpected(labelled.error());
     }
@@ -122,22 +123,23 @@ Result<UniqueFd> PassthroughFs::create_file_safely(const fuse::Context& ctx, con
   }
 
   // The label is set while the file has no name: nobody can see it unlabelled.
-  VFSD_TRY(apply_security_context(*unnamed, ctx));
+  VFSD_TRY(apply_security_context(*unnamed, ext));
   VFSD_TRY(run_hook("link"));
   {
     // Linking is a creation in `dir`: the guest's permission on it counts.
-    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
+    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx, ext.supplementary_groups));
     VFSD_TRY(link_unnamed_file(proc_self_fd_.get(), *unnamed, dir_fd, name.c_str()));
   }
   return std::move(*unnamed);
 }
 
-Result<UniqueFd> PassthroughFs::mkdir_safely(const fuse::Context& ctx, const InodeData& dir,
-                                             const fuse::Name& name, mode_t mode) {
+Result<UniqueFd> PassthroughFs::mkdir_safely(const fuse::Context& ctx, const fuse::Extensions& ext,
+                                             const InodeData& dir, const fuse::Name& name,
+                                             mode_t mode) {
   const int dir_fd = dir.fd.get();
   std::string temp;
   {
-    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx));
+    VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx, ext.supplementary_groups));
     VFSD_TRY(check_absent(dir_fd, name.c_str()));
     // Made by the guest: its owner, the setgid inheritance and the guest's
     // permission check on `dir` come from the kernel, as for a plain mkdir.
@@ -148,9 +150,9 @@ Result<UniqueFd> PassthroughFs::mkdir_safely(const fuse::Context& ctx, const Ino
     // O_DIRECTORY: if the host put something else under the hidden name,
     // it is refused, never opened.
     VFSD_ASSIGN_OR_RETURN(auto path_fd, open_beneath(dir_fd, temp.c_str(), O_PATH | O_DIRECTORY));
-    if (ctx.security_context) {
+    if (ext.security_context) {
       VFSD_ASSIGN_OR_RETURN(auto real, open_beneath(dir_fd, temp.c_str(), O_RDONLY | O_DIRECTORY));
-      VFSD_TRY(apply_security_context(real, ctx));
+      VFSD_TRY(apply_security_context(real, ext));
     }
     VFSD_TRY(run_hook("rename"));
     if (::renameat2(dir_fd, temp.c_str(), dir_fd, name.c_str(), RENAME_NOREPLACE) != 0) {

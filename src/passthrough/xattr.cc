@@ -145,7 +145,7 @@ Result<std::string> PassthroughFs::xattr_name_to_host(std::string_view guest_nam
   VFSD_TRY(check_name(guest_name));
   // Without negotiated ACL support the guest kernel does not enforce ACLs,
   // so it must not store any (Rust virtiofsd).
-  if (is_acl_name(guest_name) && !posix_acl_active_.load(std::memory_order_relaxed)) {
+  if (is_acl_name(guest_name) && !session_has(kPosixAcl)) {
     return fail(ENOTSUP);
   }
   std::string name(guest_name);
@@ -180,7 +180,7 @@ std::optional<std::string> PassthroughFs::xattr_name_to_guest(std::string_view h
       return std::nullopt;
     }
   }
-  if (is_acl_name(*name) && !posix_acl_active_.load(std::memory_order_relaxed)) {
+  if (is_acl_name(*name) && !session_has(kPosixAcl)) {
     return std::nullopt;
   }
   return name;
@@ -188,7 +188,7 @@ std::optional<std::string> PassthroughFs::xattr_name_to_guest(std::string_view h
 
 // --- session -------------------------------------------------------------------
 
-void PassthroughFs::init_xattr(const fuse::InitRequest& request, fuse::InitReply& reply) {
+uint32_t PassthroughFs::init_xattr(const fuse::InitRequest& request, fuse::InitReply& reply) {
   // Both options are refused outright (EPROTO) by a guest that lacks them,
   // as in the Rust virtiofsd: silently running without would store ACLs the
   // guest does not enforce, or create nodes without their labels.
@@ -199,11 +199,11 @@ void PassthroughFs::init_xattr(const fuse::InitRequest& request, fuse::InitReply
     reply.required_flags |= kAclFlags;
     acl = (request.kernel_flags & kAclFlags) == kAclFlags;
   }
-  posix_acl_active_.store(acl, std::memory_order_relaxed);
   if (config_.security_label) {
     reply.wanted_flags |= FUSE_SECURITY_CTX;
     reply.required_flags |= FUSE_SECURITY_CTX;
   }
+  return acl ? uint32_t{kPosixAcl} : 0u;
 }
 
 // --- operations ------------------------------------------------------------------
@@ -276,8 +276,8 @@ VoidResult PassthroughFs::setxattr(const fuse::Context&, fuse::InodeId ino, std:
   // The guest kernel asks for this when the caller is neither in the file's
   // group nor holds CAP_FSETID; the host kernel would not clear the bit for
   // us (we hold CAP_FSETID), so it is cleared before the ACL changes the mode.
-  if (posix_acl_active_.load(std::memory_order_relaxed) &&
-      (setxattr_flags & FUSE_SETXATTR_ACL_KILL_SGID) && host_name == kAclAccess) {
+  if (session_has(kPosixAcl) && (setxattr_flags & FUSE_SETXATTR_ACL_KILL_SGID) &&
+      host_name == kAclAccess) {
     struct stat st {};
     if (::fstatat(data->fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
       return fail_errno();
@@ -302,9 +302,9 @@ VoidResult PassthroughFs::removexattr(const fuse::Context&, fuse::InodeId ino,
 
 // --- creation helpers -------------------------------------------------------------
 
-VoidResult PassthroughFs::apply_security_context(const UniqueFd& fd, const fuse::Context& ctx) {
-  if (!ctx.security_context) return ok();
-  const fuse::SecurityContext& label = *ctx.security_context;
+VoidResult PassthroughFs::apply_security_context(const UniqueFd& fd, const fuse::Extensions& ext) {
+  if (!ext.security_context) return ok();
+  const fuse::SecurityContext& label = *ext.security_context;
   if (label.value.size() > kMaxValueSize) return fail(E2BIG);
   VFSD_ASSIGN_OR_RETURN(auto host_name, xattr_name_to_host(label.name));
   int fl = ::fcntl(fd.get(), F_GETFL);
@@ -322,7 +322,7 @@ mode_t PassthroughFs::effective_create_mode(const UniqueFd& parent_fd, mode_t mo
                                             mode_t umask) const {
   const mode_t type = mode & S_IFMT;
   const mode_t perms = mode & 07777;
-  if (posix_acl_active_.load(std::memory_order_relaxed)) {
+  if (session_has(kPosixAcl)) {
     // With DONT_MASK the guest left the umask to us; the host applies a
     // default ACL of the parent instead of any umask, so pass the bits
     // unmasked then (the daemon's own umask is 0).

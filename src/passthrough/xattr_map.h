@@ -15,6 +15,8 @@
 // Scope `client` matches guest names (get/set/remove), `server` host names
 // (listxattr), `all` both. `<s>map<s>key<s>prepend<s>` is shorthand for a
 // complete mapping and must be the last rule.
+// Pinned by: xattr_map_test.cc(XattrMapTest.*),
+//   xattr_test.cc(XattrTest.XattrmapMovesGuestNamesAndFiltersTheList), xattrmap_fuzzer.cc
 #pragma once
 
 #include <cstdint>

@@ -17,8 +17,15 @@ struct Errno {
   friend bool operator==(Errno, Errno) = default;
 };
 
+/// A T or an Errno. [[nodiscard]]: a call whose failure nobody looks at is a
+/// bug (tl::expected itself does not say so).
 template <class T>
-using Result = tl::expected<T, Errno>;
+class [[nodiscard]] Result : public tl::expected<T, Errno> {
+ public:
+  using tl::expected<T, Errno>::expected;
+  Result() = default;
+  Result(tl::expected<T, Errno> value) : tl::expected<T, Errno>(std::move(value)) {}
+};
 
 using VoidResult = Result<void>;
 

@@ -30,7 +30,7 @@ constexpr uint32_t kMaxNumQueues = 256;  // the KICK/CALL/ERR index has 8 bits
 }  // namespace
 
 Backend::Backend(virtio::RequestHandler& handler, BackendOptions options)
-    : handler_(handler), options_(options) {
+    : handler_(handler), options_(std::move(options)) {
   uint32_t n = std::clamp<uint32_t>(options_.num_queues, 1, kMaxNumQueues);
   if (n != options_.num_queues)
     log::warn("vhost-user: num_queues {} clamped to {}", options_.num_queues, n);

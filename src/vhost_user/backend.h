@@ -18,6 +18,7 @@
 // Settings read at ring start: negotiated EVENT_IDX / INDIRECT_DESC; a
 // SET_FEATURES while a ring runs applies from its next start. SET_VRING_NUM,
 // SET_VRING_ADDR and SET_VRING_BASE are refused (EBUSY) while the ring runs.
+// Pinned by: datapath_test.cc(DataPath.*), protocol_test.cc(Protocol.*), vhost_user_fuzzer.cc
 #pragma once
 
 #include <cstdint>
@@ -134,7 +135,7 @@ class Backend {
   UniqueFd conn_;
   uint64_t acked_features_ = 0;
   uint64_t acked_protocol_features_ = 0;
-  UniqueFd backend_req_fd_;  // kept for later use (cache invalidation, DAX)
+  UniqueFd backend_req_fd_;  // SET_BACKEND_REQ_FD's channel: held (not leaked), never written
   std::vector<std::shared_ptr<virtio::MappedRegion>> regions_;
   MemorySnapshot memory_;
   std::vector<std::unique_ptr<Vring>> vrings_;

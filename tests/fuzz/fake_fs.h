@@ -104,11 +104,13 @@ class FakeFs final : public fuse::FileSystem {
     check_ctx(ctx);
     VFSD_TRY(behave(ino));
     if (misbehaves(ino)) return std::string(2 * PATH_MAX, 'x');
-    return std::string("target/of/") + std::to_string(ino);
+    return std::string("target/of/") + std::to_string(ino.value());
   }
   Result<fuse::Entry> symlink(const fuse::Context& ctx, fuse::InodeId parent,
-                              const fuse::Name& name, std::string_view target) override {
+                              const fuse::Name& name, std::string_view target,
+                              const fuse::Extensions& ext) override {
     check_ctx(ctx);
+    check_ext(ext);
     check_name(name, false);
     VFSD_FUZZ_CHECK(!target.empty() && target.size() < PATH_MAX &&
                     target.find('\0') == std::string_view::npos);
@@ -116,15 +118,17 @@ class FakeFs final : public fuse::FileSystem {
     return entry(parent, name.view(), S_IFLNK | 0777);
   }
   Result<fuse::Entry> mknod(const fuse::Context& ctx, fuse::InodeId parent, const fuse::Name& name,
-                            mode_t mode, dev_t, mode_t) override {
+                            mode_t mode, dev_t, mode_t, const fuse::Extensions& ext) override {
     check_ctx(ctx);
+    check_ext(ext);
     check_name(name, false);
     VFSD_TRY(behave(parent));
     return entry(parent, name.view(), mode);
   }
   Result<fuse::Entry> mkdir(const fuse::Context& ctx, fuse::InodeId parent, const fuse::Name& name,
-                            mode_t mode, mode_t) override {
+                            mode_t mode, mode_t, const fuse::Extensions& ext) override {
     check_ctx(ctx);
+    check_ext(ext);
     check_name(name, false);
     VFSD_TRY(behave(parent));
     return entry(parent, name.view(), S_IFDIR | (mode & 07777));
@@ -157,21 +161,23 @@ class FakeFs final : public fuse::FileSystem {
     return entry(new_parent, name.view(), S_IFREG | 0644);
   }
 
-  Result<fuse::OpenReply> open(const fuse::Context& ctx, fuse::InodeId ino,
-                               uint32_t flags) override {
+  Result<fuse::OpenReply> open(const fuse::Context& ctx, fuse::InodeId ino, uint32_t flags,
+                               bool) override {
     check_ctx(ctx);
     VFSD_TRY(behave(ino));
-    return fuse::OpenReply{ino * 7 + flags, 0};
+    return fuse::OpenReply{fuse::HandleId{ino.value() * 7 + flags}, 0};
   }
   Result<std::pair<fuse::Entry, fuse::OpenReply>> create(const fuse::Context& ctx,
                                                          fuse::InodeId parent,
                                                          const fuse::Name& name, mode_t mode,
-                                                         uint32_t flags, mode_t) override {
+                                                         uint32_t flags, mode_t, bool,
+                                                         const fuse::Extensions& ext) override {
     check_ctx(ctx);
+    check_ext(ext);
     check_name(name, false);
     VFSD_TRY(behave(parent));
     auto e = entry(parent, name.view(), S_IFREG | (mode & 07777));
-    return std::make_pair(e, fuse::OpenReply{e.inode + flags, 0});
+    return std::make_pair(e, fuse::OpenReply{fuse::HandleId{e.inode.value() + flags}, 0});
   }
   Result<size_t> read(const fuse::Context& ctx, fuse::InodeId ino, fuse::HandleId, IovecWriter& out,
                       uint32_t size, uint64_t offset) override {
@@ -185,7 +191,7 @@ class FakeFs final : public fuse::FileSystem {
     return n;
   }
   Result<size_t> write(const fuse::Context& ctx, fuse::InodeId ino, fuse::HandleId, IovecReader& in,
-                       uint32_t size, uint64_t, uint32_t) override {
+                       uint32_t size, uint64_t, uint32_t, std::optional<uint32_t>) override {
     check_ctx(ctx);
     VFSD_FUZZ_CHECK(in.remaining() == size);
     VFSD_FUZZ_CHECK(size <= options_.max_write);
@@ -220,8 +226,8 @@ class FakeFs final : public fuse::FileSystem {
     struct statvfs st {};
     st.f_bsize = 4096;
     st.f_frsize = 4096;
-    st.f_blocks = ino;
-    st.f_bfree = ino / 2;
+    st.f_blocks = ino.value();
+    st.f_bfree = ino.value() / 2;
     st.f_namemax = 255;
     return st;
   }
@@ -248,7 +254,7 @@ class FakeFs final : public fuse::FileSystem {
   Result<fuse::OpenReply> opendir(const fuse::Context& ctx, fuse::InodeId ino, uint32_t) override {
     check_ctx(ctx);
     VFSD_TRY(behave(ino));
-    return fuse::OpenReply{ino + 1000, 0};
+    return fuse::OpenReply{fuse::HandleId{ino.value() + 1000}, 0};
   }
   VoidResult readdir(const fuse::Context& ctx, fuse::InodeId ino, fuse::HandleId, uint64_t offset,
                      bool plus, fuse::DirSink& sink) override {
@@ -261,7 +267,7 @@ class FakeFs final : public fuse::FileSystem {
                          : i == 1 ? ".."
                                   : std::string(i == 99 ? 300 : (i * 7) % 256 + 1, 'a' + i % 26);
       if (!misbehaves(ino) && !sink.fits(name.size())) break;
-      fuse::DirEntry d{ino * 100 + i, i + 1, DT_REG, name};
+      fuse::DirEntry d{ino.value() * 100 + i, i + 1, DT_REG, name};
       if (plus && i >= 2) {
         fuse::Entry e = entry(ino, name, S_IFREG | 0644);
         sink.add(d, &e);
@@ -269,7 +275,7 @@ class FakeFs final : public fuse::FileSystem {
         sink.add(d, nullptr);
       }
       // Past a few failures the listing ends in an error after entries.
-      if (i == 50 && ino % 3 == 0) return fail(EIO);
+      if (i == 50 && ino.value() % 3 == 0) return fail(EIO);
     }
     return ok();
   }
@@ -323,11 +329,13 @@ class FakeFs final : public fuse::FileSystem {
   }
   Result<std::pair<fuse::Entry, fuse::OpenReply>> tmpfile(const fuse::Context& ctx,
                                                           fuse::InodeId parent, mode_t mode,
-                                                          uint32_t flags, mode_t) override {
+                                                          uint32_t flags, mode_t,
+                                                          const fuse::Extensions& ext) override {
     check_ctx(ctx);
+    check_ext(ext);
     VFSD_TRY(behave(parent));
     auto e = entry(parent, "tmpfile", S_IFREG | (mode & 07777));
-    return std::make_pair(e, fuse::OpenReply{e.inode + flags, 0});
+    return std::make_pair(e, fuse::OpenReply{fuse::HandleId{e.inode.value() + flags}, 0});
   }
   Result<fuse::IoctlReply> ioctl(const fuse::Context& ctx, fuse::InodeId ino, fuse::HandleId,
                                  uint32_t, uint32_t cmd, std::string_view in,
@@ -361,7 +369,7 @@ class FakeFs final : public fuse::FileSystem {
               std::function<void(VoidResult)> done) override {
     check_ctx(ctx);
     check_lock(lock);
-    VoidResult now = ino % 16 == 14 ? fail(EIO) : behave_noexcept(ino);
+    VoidResult now = ino.value() % 16 == 14 ? fail(EIO) : behave_noexcept(ino);
     if (!now || !options_.park_setlkw || (ctx.pid & 1) != 0) {
       done(now);
       return;
@@ -387,27 +395,31 @@ class FakeFs final : public fuse::FileSystem {
   }
 
  private:
-  static bool misbehaves(fuse::InodeId ino) { return ino % 16 == 15; }
+  static bool misbehaves(fuse::InodeId ino) { return ino.value() % 16 == 15; }
 
   // The behaviour picked by the node id (see the header comment).
-  static VoidResult behave(fuse::InodeId ino) {
+  static VoidResult behave(fuse::InodeId id) {
+    const uint64_t ino = id.value();
     if (ino % 16 == 14) {
       if (ino & 16) throw std::bad_alloc();
       throw std::runtime_error("fake filesystem failure");
     }
-    return behave_noexcept(ino);
+    return behave_noexcept(id);
   }
-  static VoidResult behave_noexcept(fuse::InodeId ino) {
+  static VoidResult behave_noexcept(fuse::InodeId id) {
+    const uint64_t ino = id.value();
     if (ino % 16 == 13) return fail(static_cast<int>(ino >> 4));
     return ok();
   }
 
-  static void check_ctx(const fuse::Context& ctx) {
-    VFSD_FUZZ_CHECK(ctx.supplementary_groups.size() <= 65536);
-    if (ctx.security_context) {
-      check_xattr_name(ctx.security_context->name);
-      VFSD_FUZZ_CHECK(!ctx.security_context->value.empty() &&
-                      ctx.security_context->value.size() <= 65536);
+  static void check_ctx(const fuse::Context& ctx) { (void)ctx; }
+  // What a creating request's extensions may carry (extensions.cc's limits).
+  static void check_ext(const fuse::Extensions& ext) {
+    VFSD_FUZZ_CHECK(ext.supplementary_groups.size() <= 65536);
+    if (ext.security_context) {
+      check_xattr_name(ext.security_context->name);
+      VFSD_FUZZ_CHECK(!ext.security_context->value.empty() &&
+                      ext.security_context->value.size() <= 65536);
     }
   }
   static void check_name(const fuse::Name& name, bool dots_ok) {
@@ -429,7 +441,8 @@ class FakeFs final : public fuse::FileSystem {
     VFSD_FUZZ_CHECK(lock.start <= lock.end && lock.end <= uint64_t{INT64_MAX});
   }
 
-  static struct stat stat_of(fuse::InodeId ino, mode_t mode) {
+  static struct stat stat_of(fuse::InodeId id, mode_t mode) {
+    const uint64_t ino = id.value();
     struct stat st {};
     st.st_ino = ino;
     st.st_mode = mode;
@@ -441,11 +454,11 @@ class FakeFs final : public fuse::FileSystem {
   }
   static fuse::Entry entry(fuse::InodeId parent, std::string_view name, mode_t mode) {
     fuse::Entry e;
-    uint64_t h = parent * 1000003;
+    uint64_t h = parent.value() * 1000003;
     for (char c : name) h = h * 131 + static_cast<uint8_t>(c);
     // Mostly well-behaved ids for the next requests to use.
-    e.inode = (h % 16 >= 13) ? h - 4 : h;
-    if (e.inode == 0) e.inode = 3;
+    e.inode = fuse::InodeId{(h % 16 >= 13) ? h - 4 : h};
+    if (e.inode == fuse::InodeId{0}) e.inode = fuse::InodeId{3};
     e.generation = h >> 7;
     e.attr = stat_of(e.inode, mode);
     e.entry_timeout = std::chrono::seconds(1);

@@ -80,7 +80,7 @@ class CapabilityXattrTest : public ::testing::TestWithParam<Remap> {
     EXPECT_EQ(
         ::setxattr(path(name).c_str(), GetParam().host_name, kCapValue.data(), kCapValue.size(), 0),
         0);
-    const uint64_t node = g().node(kRootInode, name);
+    const uint64_t node = g().node(kRootInode.value(), name);
     // The guest sees it as its security.capability.
     Reply seen = g().getxattr(node, "security.capability");
     EXPECT_TRUE(seen.ok()) << seen.error();
@@ -135,7 +135,7 @@ TEST_P(CapabilityXattrTest, OpenAndCreateWithOTruncClearIt) {
   EXPECT_EQ(test::read_host(path("opened")), "");
 
   capable("created");
-  Reply c = g().create(kRootInode, "created", O_RDWR | O_TRUNC);
+  Reply c = g().create(kRootInode.value(), "created", O_RDWR | O_TRUNC);
   ASSERT_TRUE(c.ok()) << c.error();
   EXPECT_FALSE(has_capability("created"));
   EXPECT_EQ(test::read_host(path("created")), "");
@@ -165,7 +165,7 @@ TEST_P(CapabilityXattrTest, FallocateAndCopyFileRangeIntoTheFileClearIt) {
   EXPECT_FALSE(has_capability("allocated"));
 
   test::write_host(path("source"), "copied");
-  const uint64_t source = g().node(kRootInode, "source");
+  const uint64_t source = g().node(kRootInode.value(), "source");
   const uint64_t source_fh = open_fh(source, O_RDONLY);
   const uint64_t target = capable("target");
   const uint64_t target_fh = open_fh(target, O_RDWR);
@@ -228,7 +228,7 @@ TEST(CapabilityXattrUnmappedTest, NothingIsClearedByTheDaemon) {
     EXPECT_EQ(g.fs().remapped_capability_xattr(), "");
     test::write_host(root + "/f", "0123");
     ASSERT_EQ(::setxattr((root + "/f").c_str(), "user.virtiofs.security.capability", "v", 1, 0), 0);
-    const uint64_t node = g.node(kRootInode, "f");
+    const uint64_t node = g.node(kRootInode.value(), "f");
     Reply o = g.open(node, O_RDWR);
     ASSERT_TRUE(o.ok());
     ASSERT_TRUE(g.write(node, o.as<fuse_open_out>().fh, "x").ok());

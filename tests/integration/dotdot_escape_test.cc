@@ -78,15 +78,15 @@ class DotDotTest : public ::testing::TestWithParam<passthrough::InodeFileHandles
 };
 
 TEST_P(DotDotTest, DotDotInsideTheShareIsTheParent) {
-  const uint64_t a = lookup_ok(kRootInode, "a");
+  const uint64_t a = lookup_ok(kRootInode.value(), "a");
   const uint64_t b = lookup_ok(a, "b");
   EXPECT_EQ(lookup_ok(b, ".."), a);
-  EXPECT_EQ(lookup_ok(a, ".."), kRootInode);
-  EXPECT_EQ(lookup_ok(kRootInode, ".."), kRootInode);
+  EXPECT_EQ(lookup_ok(a, ".."), kRootInode.value());
+  EXPECT_EQ(lookup_ok(kRootInode.value(), ".."), kRootInode.value());
 }
 
 TEST_P(DotDotTest, AHeldDirectoryMovedOutOfTheShareHasNoParent) {
-  const uint64_t held = lookup_ok(kRootInode, "held");
+  const uint64_t held = lookup_ok(kRootInode.value(), "held");
   const uint64_t sub = lookup_ok(held, "sub");
   const uint64_t deeper = lookup_ok(sub, "deeper");
   const size_t inodes_before = fs_->inode_count();
@@ -116,7 +116,7 @@ TEST_P(DotDotTest, AHeldDirectoryMovedOutOfTheShareHasNoParent) {
   EXPECT_TRUE(lookup(held, "child").ok());
   // Moved back, its parent is the root again.
   ASSERT_EQ(std::rename((outside_ + "/held").c_str(), (share_ + "/held").c_str()), 0);
-  EXPECT_EQ(lookup_ok(held, ".."), kRootInode);
+  EXPECT_EQ(lookup_ok(held, ".."), kRootInode.value());
   EXPECT_EQ(lookup_ok(deeper, ".."), sub);
 }
 

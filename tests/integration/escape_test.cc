@@ -116,15 +116,15 @@ class EscapeTest : public ::testing::TestWithParam<Mode> {
       EXPECT_EQ(r.error(), ELOOP) << "OPEN " << std::oct << flags;
     }
     EXPECT_FALSE(g().opendir(link).ok());
-    EXPECT_FALSE(g().create(kRootInode, name, O_RDWR).ok()) << "CREATE over it";
-    EXPECT_FALSE(g().create(kRootInode, name, O_WRONLY | O_TRUNC).ok()) << "CREATE O_TRUNC";
-    EXPECT_EQ(g().create(kRootInode, name, O_RDWR | O_EXCL).error(), EEXIST);
-    EXPECT_EQ(g().mkdir(kRootInode, name).error(), EEXIST);
-    EXPECT_EQ(g().mknod(kRootInode, name, S_IFIFO | 0644).error(), EEXIST);
+    EXPECT_FALSE(g().create(kRootInode.value(), name, O_RDWR).ok()) << "CREATE over it";
+    EXPECT_FALSE(g().create(kRootInode.value(), name, O_WRONLY | O_TRUNC).ok()) << "CREATE O_TRUNC";
+    EXPECT_EQ(g().create(kRootInode.value(), name, O_RDWR | O_EXCL).error(), EEXIST);
+    EXPECT_EQ(g().mkdir(kRootInode.value(), name).error(), EEXIST);
+    EXPECT_EQ(g().mknod(kRootInode.value(), name, S_IFIFO | 0644).error(), EEXIST);
     EXPECT_EQ(g().truncate(link, 0).error(), EINVAL) << "SETATTR size on a symlink";
 
     // Below it: it is not a directory, whatever it points to.
-    const uint64_t file = g().node(kRootInode, "file");
+    const uint64_t file = g().node(kRootInode.value(), "file");
     for (const char* child : {"secret", "sub", "etc", "passwd", ".", ".."}) {
       Reply r = g().lookup(link, child);
       EXPECT_FALSE(r.ok()) << "LOOKUP " << child << " below it";
@@ -135,8 +135,8 @@ class EscapeTest : public ::testing::TestWithParam<Mode> {
     EXPECT_FALSE(g().symlink(link, "planted_link", "x").ok());
     EXPECT_FALSE(g().unlink(link, "secret").ok());
     EXPECT_FALSE(g().rmdir(link, "sub").ok());
-    EXPECT_FALSE(g().rename(link, "secret", kRootInode, "stolen").ok());
-    EXPECT_FALSE(g().rename(kRootInode, "file", link, "planted2").ok());
+    EXPECT_FALSE(g().rename(link, "secret", kRootInode.value(), "stolen").ok());
+    EXPECT_FALSE(g().rename(kRootInode.value(), "file", link, "planted2").ok());
     EXPECT_FALSE(g().link(file, link, "planted3").ok());
     EXPECT_FALSE(host_exists(share_ + "/stolen"));
 
@@ -192,27 +192,29 @@ TEST_P(EscapeTest, NamesThatAreNotOneComponentAreRefusedEverywhere) {
       ".",
   };
   const HostSnapshot share_before = host_snapshot(share_);
-  const uint64_t file = g().node(kRootInode, "file");
+  const uint64_t file = g().node(kRootInode.value(), "file");
   for (const auto& name : names) {
     SCOPED_TRACE("name '" + name + "' (" + std::to_string(name.size()) + " bytes)");
     if (name != "." && name != "..") {
-      Reply r = g().lookup(kRootInode, name);
+      Reply r = g().lookup(kRootInode.value(), name);
       EXPECT_FALSE(r.ok());
       EXPECT_TRUE(r.error() == EINVAL || r.error() == ENAMETOOLONG) << r.error();
     }
-    EXPECT_FALSE(g().create(kRootInode, name, O_RDWR).ok()) << "CREATE";
-    EXPECT_FALSE(g().mkdir(kRootInode, name).ok()) << "MKDIR";
-    EXPECT_FALSE(g().mknod(kRootInode, name, S_IFIFO | 0644).ok()) << "MKNOD";
-    EXPECT_FALSE(g().symlink(kRootInode, name, "target").ok()) << "SYMLINK";
-    EXPECT_FALSE(g().link(file, kRootInode, name).ok()) << "LINK";
-    EXPECT_FALSE(g().rename(kRootInode, "file", kRootInode, name).ok()) << "RENAME to";
-    EXPECT_FALSE(g().rename(kRootInode, name, kRootInode, "renamed").ok()) << "RENAME from";
-    EXPECT_FALSE(g().unlink(kRootInode, name).ok()) << "UNLINK";
-    EXPECT_FALSE(g().rmdir(kRootInode, name).ok()) << "RMDIR";
+    EXPECT_FALSE(g().create(kRootInode.value(), name, O_RDWR).ok()) << "CREATE";
+    EXPECT_FALSE(g().mkdir(kRootInode.value(), name).ok()) << "MKDIR";
+    EXPECT_FALSE(g().mknod(kRootInode.value(), name, S_IFIFO | 0644).ok()) << "MKNOD";
+    EXPECT_FALSE(g().symlink(kRootInode.value(), name, "target").ok()) << "SYMLINK";
+    EXPECT_FALSE(g().link(file, kRootInode.value(), name).ok()) << "LINK";
+    EXPECT_FALSE(g().rename(kRootInode.value(), "file", kRootInode.value(), name).ok())
+        << "RENAME to";
+    EXPECT_FALSE(g().rename(kRootInode.value(), name, kRootInode.value(), "renamed").ok())
+        << "RENAME from";
+    EXPECT_FALSE(g().unlink(kRootInode.value(), name).ok()) << "UNLINK";
+    EXPECT_FALSE(g().rmdir(kRootInode.value(), name).ok()) << "RMDIR";
   }
   // ".." at the root is the root, however often.
-  for (int i = 0; i < 8; ++i) EXPECT_EQ(g().node(kRootInode, ".."), kRootInode);
-  EXPECT_EQ(g().lookup(g().node(kRootInode, ".."), "outside").error(), ENOENT);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(g().node(kRootInode.value(), ".."), kRootInode.value());
+  EXPECT_EQ(g().lookup(g().node(kRootInode.value(), ".."), "outside").error(), ENOENT);
   // Nothing appeared in the share either (only what LOOKUP looked at).
   const HostSnapshot share_after = host_snapshot(share_);
   EXPECT_EQ(share_after.size(), share_before.size());
@@ -228,10 +230,10 @@ TEST_P(EscapeTest, DigitNamesAreNotTheDaemonsFds) {
   ASSERT_TRUE(held);
   start();
   for (int fd = 0; fd <= held.get() + 16; ++fd) {
-    EXPECT_EQ(g().lookup(kRootInode, std::to_string(fd)).error(), ENOENT) << fd;
+    EXPECT_EQ(g().lookup(kRootInode.value(), std::to_string(fd)).error(), ENOENT) << fd;
   }
   for (const char* name : {"self", "fd", "proc", "thread-self"}) {
-    EXPECT_EQ(g().lookup(kRootInode, name).error(), ENOENT) << name;
+    EXPECT_EQ(g().lookup(kRootInode.value(), name).error(), ENOENT) << name;
   }
 }
 
@@ -258,15 +260,15 @@ TEST_P(EscapeTest, HostSymlinksPointingOutsideAreDeadEnds) {
   }
   start();
   for (const auto& l : links) {
-    Reply e = g().lookup(kRootInode, l.name);
+    Reply e = g().lookup(kRootInode.value(), l.name);
     ASSERT_TRUE(e.ok()) << l.name;
     EXPECT_EQ(type_of(e), static_cast<mode_t>(S_IFLNK)) << l.name << " was followed";
     assert_dead_end(e.as<fuse_entry_out>().nodeid, l.name);
   }
   // READDIRPLUS hands out the links as links too.
-  Reply dir = g().opendir(kRootInode);
+  Reply dir = g().opendir(kRootInode.value());
   ASSERT_TRUE(dir.ok());
-  Reply listing = g().readdirplus(kRootInode, dir.as<fuse_open_out>().fh);
+  Reply listing = g().readdirplus(kRootInode.value(), dir.as<fuse_open_out>().fh);
   ASSERT_TRUE(listing.ok());
   size_t seen = 0;
   for (const auto& d : decode_dirents(listing.payload, true)) {
@@ -293,11 +295,11 @@ TEST_P(EscapeTest, GuestSymlinksWithTargetsOutsideAreStoredNotFollowed) {
       {"evil_proc", "/proc/self/fd/" + std::to_string(3)},
   };
   for (const auto& l : links) {
-    Reply made = g().symlink(kRootInode, l.name, l.target);
+    Reply made = g().symlink(kRootInode.value(), l.name, l.target);
     ASSERT_TRUE(made.ok()) << l.name << ": " << made.error();
     EXPECT_EQ(type_of(made), static_cast<mode_t>(S_IFLNK));
     EXPECT_EQ(fs::read_symlink(share_ + "/" + l.name).string(), l.target);
-    Reply e = g().lookup(kRootInode, l.name);
+    Reply e = g().lookup(kRootInode.value(), l.name);
     ASSERT_TRUE(e.ok());
     EXPECT_EQ(e.as<fuse_entry_out>().nodeid, made.as<fuse_entry_out>().nodeid);
     assert_dead_end(e.as<fuse_entry_out>().nodeid, l.name);
@@ -317,7 +319,7 @@ TEST_P(EscapeTest, AHostHardLinkReachesItsInodeAndNothingElse) {
   age_access_times(linked);
   const HostSnapshot linked_before = host_snapshot(linked);
   start();
-  Reply e = g().lookup(kRootInode, "hard");
+  Reply e = g().lookup(kRootInode.value(), "hard");
   ASSERT_TRUE(e.ok());
   EXPECT_EQ(e.as<fuse_entry_out>().attr.ino, test::host_lstat(linked + "/target").st_ino);
   const uint64_t hard = e.as<fuse_entry_out>().nodeid;
@@ -358,7 +360,7 @@ TEST_P(EscapeTest, MagicLinksOfAProcfsInTheShareAreNeverFollowed) {
   UniqueFd held(::open((outside_ + "/secret").c_str(), O_RDONLY | O_NOATIME | O_CLOEXEC));
   ASSERT_TRUE(held);
   start();
-  const uint64_t proc = g().node(kRootInode, "proc");
+  const uint64_t proc = g().node(kRootInode.value(), "proc");
   Reply self = g().lookup(proc, "self");
   ASSERT_TRUE(self.ok());
   EXPECT_EQ(type_of(self), static_cast<mode_t>(S_IFLNK));

@@ -76,7 +76,7 @@ class FdBudgetTest : public ::testing::Test {
   std::vector<uint64_t> lookup_until_enfile(int from = 0) {
     std::vector<uint64_t> nodes;
     for (int i = from; i < kFiles; ++i) {
-      Reply r = g().lookup(kRootInode, name(i));
+      Reply r = g().lookup(kRootInode.value(), name(i));
       if (!r.ok()) {
         EXPECT_EQ(r.error(), ENFILE) << name(i);
         break;
@@ -97,7 +97,7 @@ TEST_F(FdBudgetTest, LookupsStopAtTheBudgetAndForgetsGiveItBack) {
   EXPECT_EQ(pfs().fd_budget_used(), 0u) << "the root is the daemon's own";
   const int fds_before = test::count_open_fds();
   // An open file from before the budget runs out.
-  const uint64_t first = g().node(kRootInode, name(0));
+  const uint64_t first = g().node(kRootInode.value(), name(0));
   Reply o = g().open(first, O_RDWR);
   ASSERT_TRUE(o.ok());
   const uint64_t fh = o.as<fuse_open_out>().fh;
@@ -110,22 +110,22 @@ TEST_F(FdBudgetTest, LookupsStopAtTheBudgetAndForgetsGiveItBack) {
   EXPECT_LE(test::count_open_fds(), fds_before + static_cast<int>(kBudget));
   EXPECT_EQ(pfs().inode_count(), kBudget);  // the root + 63 inodes
   // Still past it: every new inode and every new open answers ENFILE.
-  EXPECT_EQ(g().lookup(kRootInode, name(kFiles - 1)).error(), ENFILE);
-  EXPECT_EQ(g().lookup(kRootInode, "dir").error(), ENFILE);
+  EXPECT_EQ(g().lookup(kRootInode.value(), name(kFiles - 1)).error(), ENFILE);
+  EXPECT_EQ(g().lookup(kRootInode.value(), "dir").error(), ENFILE);
   EXPECT_EQ(g().open(first, O_RDONLY).error(), ENFILE);
-  EXPECT_EQ(g().opendir(kRootInode).error(), ENFILE);
+  EXPECT_EQ(g().opendir(kRootInode.value()).error(), ENFILE);
 
   // Everything that needs nothing new goes on.
   for (uint64_t node : nodes) EXPECT_TRUE(g().getattr(node).ok());
-  EXPECT_TRUE(g().getattr(kRootInode).ok());
-  Reply again = g().lookup(kRootInode, name(1));  // known: no new fd
+  EXPECT_TRUE(g().getattr(kRootInode.value()).ok());
+  Reply again = g().lookup(kRootInode.value(), name(1));  // known: no new fd
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again.as<fuse_entry_out>().nodeid, nodes[0]);
   EXPECT_TRUE(g().write(first, fh, "still").ok());
   Reply r = g().read(first, fh, 100);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r.text(), "still0");
-  EXPECT_TRUE(g().statfs(kRootInode).ok());
+  EXPECT_TRUE(g().statfs(kRootInode.value()).ok());
   EXPECT_EQ(pfs().fd_budget_used(), kBudget);
 
   // FORGET gives units back, exactly.
@@ -138,7 +138,7 @@ TEST_F(FdBudgetTest, LookupsStopAtTheBudgetAndForgetsGiveItBack) {
   // RELEASE gives the handle's back.
   ASSERT_TRUE(g().release(first, fh).ok());
   EXPECT_EQ(pfs().fd_budget_used(), kBudget - 1);
-  EXPECT_TRUE(g().opendir(kRootInode).ok());
+  EXPECT_TRUE(g().opendir(kRootInode.value()).ok());
   EXPECT_EQ(pfs().fd_budget_used(), kBudget);
 }
 
@@ -146,7 +146,7 @@ TEST_F(FdBudgetTest, LookupsStopAtTheBudgetAndForgetsGiveItBack) {
 // past the budget creates nothing.
 TEST_F(FdBudgetTest, CreatingPastTheBudgetCreatesNothing) {
   start();
-  const uint64_t dir = g().node(kRootInode, "dir");
+  const uint64_t dir = g().node(kRootInode.value(), "dir");
   ASSERT_EQ(lookup_until_enfile().size(), kBudget - 1);
   ASSERT_EQ(pfs().fd_budget_used(), kBudget);
   const std::set<std::string> before = host_names(path("dir"));
@@ -164,16 +164,16 @@ TEST_F(FdBudgetTest, CreatingPastTheBudgetCreatesNothing) {
   // refuses, and still creates nothing.
   g().forget(dir, 1);
   EXPECT_EQ(pfs().fd_budget_used(), kBudget - 1);
-  const uint64_t root_child = g().node(kRootInode, name(kFiles - 1));  // takes it back
+  const uint64_t root_child = g().node(kRootInode.value(), name(kFiles - 1));  // takes it back
   g().forget(root_child, 1);
-  EXPECT_EQ(g().create(kRootInode, "c2", O_RDWR).error(), ENFILE);
+  EXPECT_EQ(g().create(kRootInode.value(), "c2", O_RDWR).error(), ENFILE);
   EXPECT_FALSE(fs::exists(path("c2")));
   EXPECT_EQ(pfs().fd_budget_used(), kBudget - 1);
 }
 
 TEST_F(FdBudgetTest, LockOwnerDescriptionsCountAndAnswerEnolckPastIt) {
   start();
-  const uint64_t node = g().node(kRootInode, name(0));
+  const uint64_t node = g().node(kRootInode.value(), name(0));
   Reply o = g().open(node, O_RDWR);
   ASSERT_TRUE(o.ok());
   const uint64_t fh = o.as<fuse_open_out>().fh;
@@ -235,10 +235,10 @@ TEST_F(FdBudgetTest, DefaultCaps) {
 
 TEST_F(FdBudgetTest, ForgedForgetsCrashNothingAndFreeOnlyWhatTheyName) {
   start();
-  const uint64_t a = g().node(kRootInode, name(0));
-  for (int i = 0; i < 4; ++i) g().node(kRootInode, name(0));  // 5 references
-  const uint64_t b = g().node(kRootInode, name(1));
-  EXPECT_EQ(pfs().lookup_count(a), 5u);
+  const uint64_t a = g().node(kRootInode.value(), name(0));
+  for (int i = 0; i < 4; ++i) g().node(kRootInode.value(), name(0));  // 5 references
+  const uint64_t b = g().node(kRootInode.value(), name(1));
+  EXPECT_EQ(pfs().lookup_count(fuse::InodeId{a}), 5u);
   // Unknown ids, id 0, the largest id: nothing happens.
   for (uint64_t bogus : {uint64_t{0}, uint64_t{999999}, UINT64_MAX, b + 1000}) {
     EXPECT_EQ(g().forget(bogus, 1).bytes, 0u) << "FORGET gets no reply";
@@ -246,14 +246,14 @@ TEST_F(FdBudgetTest, ForgedForgetsCrashNothingAndFreeOnlyWhatTheyName) {
   }
   EXPECT_EQ(pfs().inode_count(), 3u);
   // The root is never freed, whatever the count.
-  g().forget(kRootInode, UINT64_MAX);
-  g().batch_forget({{kRootInode, UINT64_MAX}, {kRootInode, UINT64_MAX}});
-  EXPECT_TRUE(g().getattr(kRootInode).ok());
-  EXPECT_NE(g().node(kRootInode, name(2)), 0u) << "the root still serves lookups";
+  g().forget(kRootInode.value(), UINT64_MAX);
+  g().batch_forget({{kRootInode.value(), UINT64_MAX}, {kRootInode.value(), UINT64_MAX}});
+  EXPECT_TRUE(g().getattr(kRootInode.value()).ok());
+  EXPECT_NE(g().node(kRootInode.value(), name(2)), 0u) << "the root still serves lookups";
   // One id repeated in a BATCH_FORGET: counts saturate at zero, once.
   std::vector<std::pair<uint64_t, uint64_t>> repeated(1000, {a, 1});
   g().batch_forget(repeated);
-  EXPECT_EQ(pfs().lookup_count(a), 0u);
+  EXPECT_EQ(pfs().lookup_count(fuse::InodeId{a}), 0u);
   EXPECT_EQ(g().getattr(a).error(), EBADF) << "forgotten";
   EXPECT_TRUE(g().getattr(b).ok()) << "its neighbour untouched";
   // A huge count on a live inode frees it (the guest said so) and only it.
@@ -262,7 +262,7 @@ TEST_F(FdBudgetTest, ForgedForgetsCrashNothingAndFreeOnlyWhatTheyName) {
   EXPECT_EQ(pfs().inode_count(), 2u);  // the root and f2
   EXPECT_EQ(pfs().fd_budget_used(), 1u);
   // Looked up again, the file is a new node.
-  const uint64_t a2 = g().node(kRootInode, name(0));
+  const uint64_t a2 = g().node(kRootInode.value(), name(0));
   EXPECT_NE(a2, a);
   EXPECT_TRUE(g().getattr(a2).ok());
   // Unknown handles answer EBADF, and a handle only works with its inode.
@@ -270,9 +270,9 @@ TEST_F(FdBudgetTest, ForgedForgetsCrashNothingAndFreeOnlyWhatTheyName) {
   ASSERT_TRUE(o.ok());
   const uint64_t fh = o.as<fuse_open_out>().fh;
   EXPECT_EQ(g().read(a2, fh + 1000, 10).error(), EBADF);
-  EXPECT_EQ(g().read(kRootInode, fh, 10).error(), EBADF);
+  EXPECT_EQ(g().read(kRootInode.value(), fh, 10).error(), EBADF);
   EXPECT_EQ(g().release(a2, fh + 1000).error(), EBADF);
-  EXPECT_EQ(g().release(kRootInode, fh).error(), EBADF);
+  EXPECT_EQ(g().release(kRootInode.value(), fh).error(), EBADF);
   EXPECT_TRUE(g().read(a2, fh, 10).ok());
 }
 
@@ -280,7 +280,7 @@ TEST_F(FdBudgetTest, ForgedForgetsCrashNothingAndFreeOnlyWhatTheyName) {
 // the handle keeps working, its fd and unit go with RELEASE.
 TEST_F(FdBudgetTest, ForgetOfAnInodeInUseLeavesItsHandleWorking) {
   start();
-  const uint64_t node = g().node(kRootInode, name(3));
+  const uint64_t node = g().node(kRootInode.value(), name(3));
   Reply o = g().open(node, O_RDWR);
   ASSERT_TRUE(o.ok());
   const uint64_t fh = o.as<fuse_open_out>().fh;
@@ -303,7 +303,7 @@ TEST_F(FdBudgetTest, ForgetsRacingWithRequestsFreeEachInodeOnce) {
   start(InodeFileHandles::kNever, /*fd_limit=*/kBudget);
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> unique{1'000'000};
-  std::atomic<uint64_t> node{g().node(kRootInode, name(5))};
+  std::atomic<uint64_t> node{g().node(kRootInode.value(), name(5))};
   auto send = [&](uint32_t opcode, uint64_t id, auto&& body) {
     RequestBuilder b(opcode, id, unique += 2);
     body(b);
@@ -327,7 +327,7 @@ TEST_F(FdBudgetTest, ForgetsRacingWithRequestsFreeEachInodeOnce) {
       in.nlookup = 1;
       b.add(in);
     });
-    Reply e = send(FUSE_LOOKUP, kRootInode, [](RequestBuilder& b) { b.add_name("f5"); });
+    Reply e = send(FUSE_LOOKUP, kRootInode.value(), [](RequestBuilder& b) { b.add_name("f5"); });
     ASSERT_TRUE(e.ok()) << e.error();
     node = e.as<fuse_entry_out>().nodeid;
   }

@@ -220,7 +220,7 @@ TEST_F(FusePassthroughTest, InitNegotiatesProtocolAndLimits) {
 
 TEST_F(FusePassthroughTest, DestroyDropsInodesAndHandlesAndEndsTheSession) {
   write_host(host("f"), "data");
-  uint64_t node = lookup_ok(kRootInode, "f");
+  uint64_t node = lookup_ok(kRootInode.value(), "f");
   open_ok(node, O_RDONLY);
   EXPECT_EQ(fs_->inode_count(), 2u);
   EXPECT_EQ(fs_->handle_count(), 1u);
@@ -231,15 +231,15 @@ TEST_F(FusePassthroughTest, DestroyDropsInodesAndHandlesAndEndsTheSession) {
   EXPECT_EQ(fs_->inode_count(), 1u);  // the root only
   EXPECT_EQ(fs_->handle_count(), 0u);
   // No session: requests fail until the next INIT.
-  EXPECT_EQ(getattr(kRootInode).error(), EIO);
+  EXPECT_EQ(getattr(kRootInode.value()).error(), EIO);
   ASSERT_TRUE(send(init_request(next_unique())).ok());
-  EXPECT_TRUE(getattr(kRootInode).ok());
+  EXPECT_TRUE(getattr(kRootInode.value()).ok());
   EXPECT_EQ(getattr(node).error(), EBADF);
 }
 
 TEST_F(FusePassthroughTest, SecondInitWithoutDestroyDropsTheOldInodeTable) {
   write_host(host("f"), "before reset");
-  uint64_t node = lookup_ok(kRootInode, "f");
+  uint64_t node = lookup_ok(kRootInode.value(), "f");
   uint64_t fh = open_ok(node, O_RDONLY);
   ASSERT_TRUE(getattr(node).ok());
 
@@ -249,16 +249,16 @@ TEST_F(FusePassthroughTest, SecondInitWithoutDestroyDropsTheOldInodeTable) {
   EXPECT_EQ(getattr(node).error(), EBADF);
   EXPECT_EQ(read(node, fh, 0, 100).error(), EBADF);
   // The file itself is untouched and can be looked up again, under a new id.
-  uint64_t again = lookup_ok(kRootInode, "f");
+  uint64_t again = lookup_ok(kRootInode.value(), "f");
   EXPECT_NE(again, node);
   EXPECT_EQ(read_host(host("f")), "before reset");
 }
 
 TEST_F(FusePassthroughTest, UnknownOpcodeAnswersEnosysAndTheNextRequestIsServed) {
-  Reply r = send(req(4242, kRootInode).add(uint64_t{0}).finish());
+  Reply r = send(req(4242, kRootInode.value()).add(uint64_t{0}).finish());
   EXPECT_EQ(r.error(), ENOSYS);
   EXPECT_EQ(r.bytes, sizeof(fuse_out_header));
-  EXPECT_TRUE(getattr(kRootInode).ok());
+  EXPECT_TRUE(getattr(kRootInode.value()).ok());
 }
 
 TEST_F(FusePassthroughTest, InterruptGetsNoReply) {
@@ -268,60 +268,60 @@ TEST_F(FusePassthroughTest, InterruptGetsNoReply) {
   EXPECT_EQ(r.bytes, 0u);
   // Nothing was written into the reply buffer.
   for (uint8_t b : last_reply_buffer_) ASSERT_EQ(b, 0xAA);
-  EXPECT_TRUE(getattr(kRootInode).ok());
+  EXPECT_TRUE(getattr(kRootInode.value()).ok());
 }
 
 // --- lookup, forget, getattr ----------------------------------------------------
 
 TEST_F(FusePassthroughTest, LookupAnswersTheHostInode) {
   write_host(host("file"), std::string(123, 'x'));
-  Reply r = lookup(kRootInode, "file");
+  Reply r = lookup(kRootInode.value(), "file");
   ASSERT_TRUE(r.ok());
   auto e = r.as<fuse_entry_out>();
   struct stat st = lstat_host(host("file"));
-  EXPECT_GT(e.nodeid, kRootInode);
+  EXPECT_GT(e.nodeid, kRootInode.value());
   EXPECT_EQ(e.attr.ino, st.st_ino);
   EXPECT_EQ(e.attr.size, 123u);
   EXPECT_TRUE(S_ISREG(e.attr.mode));
-  EXPECT_EQ(fs_->lookup_count(e.nodeid), 1u);
+  EXPECT_EQ(fs_->lookup_count(fuse::InodeId{e.nodeid}), 1u);
   // A second lookup of the same host inode gives the same node id, one more ref.
-  EXPECT_EQ(lookup_ok(kRootInode, "file"), e.nodeid);
-  EXPECT_EQ(fs_->lookup_count(e.nodeid), 2u);
-  EXPECT_EQ(lookup(kRootInode, "missing").error(), ENOENT);
+  EXPECT_EQ(lookup_ok(kRootInode.value(), "file"), e.nodeid);
+  EXPECT_EQ(fs_->lookup_count(fuse::InodeId{e.nodeid}), 2u);
+  EXPECT_EQ(lookup(kRootInode.value(), "missing").error(), ENOENT);
 }
 
 TEST_F(FusePassthroughTest, LookupDotDotAtTheRootAnswersTheRoot) {
-  Reply r = lookup(kRootInode, "..");
+  Reply r = lookup(kRootInode.value(), "..");
   ASSERT_TRUE(r.ok());
   auto e = r.as<fuse_entry_out>();
-  EXPECT_EQ(e.nodeid, kRootInode);
+  EXPECT_EQ(e.nodeid, kRootInode.value());
   EXPECT_EQ(e.attr.ino, lstat_host(root_).st_ino);
   // And ".." below the root is the real parent, still inside.
   ASSERT_EQ(::mkdir(host("sub").c_str(), 0755), 0);
-  uint64_t sub = lookup_ok(kRootInode, "sub");
-  EXPECT_EQ(lookup_ok(sub, ".."), kRootInode);
+  uint64_t sub = lookup_ok(kRootInode.value(), "sub");
+  EXPECT_EQ(lookup_ok(sub, ".."), kRootInode.value());
 }
 
 TEST_F(FusePassthroughTest, LookupOfANameWithSlashIsRefused) {
   ASSERT_EQ(::mkdir(host("a").c_str(), 0755), 0);
   write_host(host("a/b"), "nested");
-  EXPECT_EQ(lookup(kRootInode, "a/b").error(), EINVAL);
-  EXPECT_EQ(lookup(kRootInode, "").error(), EINVAL);
+  EXPECT_EQ(lookup(kRootInode.value(), "a/b").error(), EINVAL);
+  EXPECT_EQ(lookup(kRootInode.value(), "").error(), EINVAL);
   // A name without its NUL.
-  EXPECT_EQ(send(req(FUSE_LOOKUP, kRootInode).add_bytes("a", 1).finish()).error(), EINVAL);
+  EXPECT_EQ(send(req(FUSE_LOOKUP, kRootInode.value()).add_bytes("a", 1).finish()).error(), EINVAL);
   EXPECT_EQ(fs_->inode_count(), 1u);  // nothing was looked up
-  EXPECT_TRUE(lookup(kRootInode, "a").ok());
+  EXPECT_TRUE(lookup(kRootInode.value(), "a").ok());
 }
 
 TEST_F(FusePassthroughTest, ForgetFreesTheInode) {
   write_host(host("f"), "x");
-  uint64_t node = lookup_ok(kRootInode, "f");
-  lookup_ok(kRootInode, "f");
-  ASSERT_EQ(fs_->lookup_count(node), 2u);
+  uint64_t node = lookup_ok(kRootInode.value(), "f");
+  lookup_ok(kRootInode.value(), "f");
+  ASSERT_EQ(fs_->lookup_count(fuse::InodeId{node}), 2u);
   fuse_forget_in in{};
   in.nlookup = 1;
   EXPECT_EQ(send(req(FUSE_FORGET, node).add(in).finish()).bytes, 0u);
-  EXPECT_EQ(fs_->lookup_count(node), 1u);
+  EXPECT_EQ(fs_->lookup_count(fuse::InodeId{node}), 1u);
   EXPECT_TRUE(getattr(node).ok());
   EXPECT_EQ(send(req(FUSE_FORGET, node).add(in).finish()).bytes, 0u);
   EXPECT_EQ(fs_->inode_count(), 1u);
@@ -332,9 +332,9 @@ TEST_F(FusePassthroughTest, BatchForgetFreesEveryListedInode) {
   std::vector<uint64_t> nodes;
   for (const char* name : {"a", "b", "c"}) {
     write_host(host(name), name);
-    nodes.push_back(lookup_ok(kRootInode, name));
+    nodes.push_back(lookup_ok(kRootInode.value(), name));
   }
-  lookup_ok(kRootInode, "a");  // a holds two references
+  lookup_ok(kRootInode.value(), "a");  // a holds two references
   ASSERT_EQ(fs_->inode_count(), 4u);
   fuse_batch_forget_in in{};
   in.count = 3;
@@ -344,7 +344,7 @@ TEST_F(FusePassthroughTest, BatchForgetFreesEveryListedInode) {
       .add(fuse_forget_one{nodes[2], 1});
   EXPECT_EQ(send(r.finish()).bytes, 0u);
   EXPECT_EQ(fs_->inode_count(), 2u);  // root and a (one reference left)
-  EXPECT_EQ(fs_->lookup_count(nodes[0]), 1u);
+  EXPECT_EQ(fs_->lookup_count(fuse::InodeId{nodes[0]}), 1u);
   EXPECT_EQ(getattr(nodes[1]).error(), EBADF);
   EXPECT_EQ(getattr(nodes[2]).error(), EBADF);
 }
@@ -352,7 +352,7 @@ TEST_F(FusePassthroughTest, BatchForgetFreesEveryListedInode) {
 TEST_F(FusePassthroughTest, GetattrMatchesTheHost) {
   write_host(host("f"), std::string(5000, 'y'));
   ASSERT_EQ(::chmod(host("f").c_str(), 0640), 0);
-  uint64_t node = lookup_ok(kRootInode, "f");
+  uint64_t node = lookup_ok(kRootInode.value(), "f");
   Reply r = getattr(node);
   ASSERT_TRUE(r.ok());
   auto a = r.as<fuse_attr_out>().attr;
@@ -370,7 +370,7 @@ TEST_F(FusePassthroughTest, GetattrMatchesTheHost) {
 
 TEST_F(FusePassthroughTest, SetattrChangesModeSizeOwnerAndTimesOnTheHost) {
   write_host(host("f"), std::string(100, 'z'));
-  uint64_t node = lookup_ok(kRootInode, "f");
+  uint64_t node = lookup_ok(kRootInode.value(), "f");
   fuse_setattr_in in{};
   in.valid = FATTR_MODE | FATTR_SIZE | FATTR_UID | FATTR_GID | FATTR_MTIME | FATTR_ATIME;
   in.mode = S_IFREG | 0604;
@@ -409,8 +409,10 @@ TEST_F(FusePassthroughTest, SetattrChangesModeSizeOwnerAndTimesOnTheHost) {
 // --- names ------------------------------------------------------------------------
 
 TEST_F(FusePassthroughTest, SymlinkAndReadlink) {
-  Reply r =
-      send(req(FUSE_SYMLINK, kRootInode).add_name("link").add_name("../outside/target").finish());
+  Reply r = send(req(FUSE_SYMLINK, kRootInode.value())
+                     .add_name("link")
+                     .add_name("../outside/target")
+                     .finish());
   ASSERT_TRUE(r.ok()) << std::strerror(r.error());
   auto e = r.as<fuse_entry_out>();
   EXPECT_TRUE(S_ISLNK(e.attr.mode));
@@ -424,14 +426,16 @@ TEST_F(FusePassthroughTest, SymlinkAndReadlink) {
   EXPECT_EQ(target.text(), "../outside/target");
   // READLINK of a regular file is refused.
   write_host(host("plain"), "");
-  EXPECT_EQ(send(req(FUSE_READLINK, lookup_ok(kRootInode, "plain")).finish()).error(), EINVAL);
+  EXPECT_EQ(send(req(FUSE_READLINK, lookup_ok(kRootInode.value(), "plain")).finish()).error(),
+            EINVAL);
 }
 
 TEST_F(FusePassthroughTest, MknodCreatesAFifoWithTheGuestUmaskAndOwner) {
   fuse_mknod_in in{};
   in.mode = S_IFIFO | 0666;
   in.umask = 022;
-  Reply r = send(req(FUSE_MKNOD, kRootInode).creds(1500, 1600).add(in).add_name("fifo").finish());
+  Reply r =
+      send(req(FUSE_MKNOD, kRootInode.value()).creds(1500, 1600).add(in).add_name("fifo").finish());
   ASSERT_TRUE(r.ok()) << std::strerror(r.error());
   struct stat st = lstat_host(host("fifo"));
   EXPECT_TRUE(S_ISFIFO(st.st_mode));
@@ -439,14 +443,15 @@ TEST_F(FusePassthroughTest, MknodCreatesAFifoWithTheGuestUmaskAndOwner) {
   EXPECT_EQ(st.st_uid, 1500u);
   EXPECT_EQ(st.st_gid, 1600u);
   EXPECT_EQ(r.as<fuse_entry_out>().attr.ino, st.st_ino);
-  EXPECT_EQ(send(req(FUSE_MKNOD, kRootInode).add(in).add_name("fifo").finish()).error(), EEXIST);
+  EXPECT_EQ(send(req(FUSE_MKNOD, kRootInode.value()).add(in).add_name("fifo").finish()).error(),
+            EEXIST);
 }
 
 TEST_F(FusePassthroughTest, MkdirAndRmdir) {
   fuse_mkdir_in in{};
   in.mode = 0777;
   in.umask = 027;
-  Reply r = send(req(FUSE_MKDIR, kRootInode).add(in).add_name("dir").finish());
+  Reply r = send(req(FUSE_MKDIR, kRootInode.value()).add(in).add_name("dir").finish());
   ASSERT_TRUE(r.ok()) << std::strerror(r.error());
   struct stat st = lstat_host(host("dir"));
   EXPECT_TRUE(S_ISDIR(st.st_mode));
@@ -456,22 +461,23 @@ TEST_F(FusePassthroughTest, MkdirAndRmdir) {
   ASSERT_TRUE(send(req(FUSE_MKDIR, dir).add(in).add_name("child").finish()).ok());
   EXPECT_TRUE(S_ISDIR(lstat_host(host("dir/child")).st_mode));
 
-  EXPECT_EQ(send(req(FUSE_RMDIR, kRootInode).add_name("dir").finish()).error(), ENOTEMPTY);
+  EXPECT_EQ(send(req(FUSE_RMDIR, kRootInode.value()).add_name("dir").finish()).error(), ENOTEMPTY);
   EXPECT_TRUE(send(req(FUSE_RMDIR, dir).add_name("child").finish()).ok());
-  EXPECT_TRUE(send(req(FUSE_RMDIR, kRootInode).add_name("dir").finish()).ok());
+  EXPECT_TRUE(send(req(FUSE_RMDIR, kRootInode.value()).add_name("dir").finish()).ok());
   EXPECT_FALSE(exists_host(host("dir")));
   // "." and ".." never name an entry to create or remove.
-  EXPECT_EQ(send(req(FUSE_RMDIR, kRootInode).add_name("..").finish()).error(), EINVAL);
-  EXPECT_EQ(send(req(FUSE_MKDIR, kRootInode).add(in).add_name(".").finish()).error(), EINVAL);
+  EXPECT_EQ(send(req(FUSE_RMDIR, kRootInode.value()).add_name("..").finish()).error(), EINVAL);
+  EXPECT_EQ(send(req(FUSE_MKDIR, kRootInode.value()).add(in).add_name(".").finish()).error(),
+            EINVAL);
 }
 
 TEST_F(FusePassthroughTest, UnlinkRemovesTheHostFile) {
   write_host(host("f"), "x");
   ASSERT_EQ(::mkdir(host("d").c_str(), 0755), 0);
-  EXPECT_TRUE(send(req(FUSE_UNLINK, kRootInode).add_name("f").finish()).ok());
+  EXPECT_TRUE(send(req(FUSE_UNLINK, kRootInode.value()).add_name("f").finish()).ok());
   EXPECT_FALSE(exists_host(host("f")));
-  EXPECT_EQ(send(req(FUSE_UNLINK, kRootInode).add_name("f").finish()).error(), ENOENT);
-  EXPECT_EQ(send(req(FUSE_UNLINK, kRootInode).add_name("d").finish()).error(), EISDIR);
+  EXPECT_EQ(send(req(FUSE_UNLINK, kRootInode.value()).add_name("f").finish()).error(), ENOENT);
+  EXPECT_EQ(send(req(FUSE_UNLINK, kRootInode.value()).add_name("d").finish()).error(), EISDIR);
   EXPECT_TRUE(exists_host(host("d")));
 }
 
@@ -479,15 +485,16 @@ TEST_F(FusePassthroughTest, RenameMovesAcrossDirectoriesAndReplaces) {
   write_host(host("a"), "content a");
   write_host(host("b"), "content b");
   ASSERT_EQ(::mkdir(host("d").c_str(), 0755), 0);
-  uint64_t dir = lookup_ok(kRootInode, "d");
+  uint64_t dir = lookup_ok(kRootInode.value(), "d");
   fuse_rename_in in{};
   in.newdir = dir;
   ASSERT_TRUE(
-      send(req(FUSE_RENAME, kRootInode).add(in).add_name("a").add_name("moved").finish()).ok());
+      send(req(FUSE_RENAME, kRootInode.value()).add(in).add_name("a").add_name("moved").finish())
+          .ok());
   EXPECT_FALSE(exists_host(host("a")));
   EXPECT_EQ(read_host(host("d/moved")), "content a");
   // Plain RENAME replaces an existing target.
-  in.newdir = kRootInode;
+  in.newdir = kRootInode.value();
   ASSERT_TRUE(send(req(FUSE_RENAME, dir).add(in).add_name("moved").add_name("b").finish()).ok());
   EXPECT_EQ(read_host(host("b")), "content a");
   EXPECT_FALSE(exists_host(host("d/moved")));
@@ -497,14 +504,16 @@ TEST_F(FusePassthroughTest, Rename2NoreplaceRefusesAnExistingTarget) {
   write_host(host("a"), "A");
   write_host(host("b"), "B");
   fuse_rename2_in in{};
-  in.newdir = kRootInode;
+  in.newdir = kRootInode.value();
   in.flags = RENAME_NOREPLACE;
-  Reply r = send(req(FUSE_RENAME2, kRootInode).add(in).add_name("a").add_name("b").finish());
+  Reply r =
+      send(req(FUSE_RENAME2, kRootInode.value()).add(in).add_name("a").add_name("b").finish());
   EXPECT_EQ(r.error(), EEXIST);
   EXPECT_EQ(read_host(host("a")), "A");
   EXPECT_EQ(read_host(host("b")), "B");
   ASSERT_TRUE(
-      send(req(FUSE_RENAME2, kRootInode).add(in).add_name("a").add_name("c").finish()).ok());
+      send(req(FUSE_RENAME2, kRootInode.value()).add(in).add_name("a").add_name("c").finish())
+          .ok());
   EXPECT_FALSE(exists_host(host("a")));
   EXPECT_EQ(read_host(host("c")), "A");
 }
@@ -513,23 +522,24 @@ TEST_F(FusePassthroughTest, Rename2ExchangeSwapsTwoEntries) {
   write_host(host("x"), "X");
   ASSERT_EQ(::mkdir(host("y").c_str(), 0755), 0);
   fuse_rename2_in in{};
-  in.newdir = kRootInode;
+  in.newdir = kRootInode.value();
   in.flags = RENAME_EXCHANGE;
   ASSERT_TRUE(
-      send(req(FUSE_RENAME2, kRootInode).add(in).add_name("x").add_name("y").finish()).ok());
+      send(req(FUSE_RENAME2, kRootInode.value()).add(in).add_name("x").add_name("y").finish())
+          .ok());
   EXPECT_TRUE(S_ISDIR(lstat_host(host("x")).st_mode));
   EXPECT_EQ(read_host(host("y")), "X");
   in.flags = 0x80000000u;  // unknown flag
-  EXPECT_EQ(
-      send(req(FUSE_RENAME2, kRootInode).add(in).add_name("x").add_name("y").finish()).error(),
-      EINVAL);
+  EXPECT_EQ(send(req(FUSE_RENAME2, kRootInode.value()).add(in).add_name("x").add_name("y").finish())
+                .error(),
+            EINVAL);
 }
 
 TEST_F(FusePassthroughTest, LinkAddsAHardLinkToTheSameInode) {
   write_host(host("orig"), "shared");
-  uint64_t node = lookup_ok(kRootInode, "orig");
+  uint64_t node = lookup_ok(kRootInode.value(), "orig");
   ASSERT_EQ(::mkdir(host("d").c_str(), 0755), 0);
-  uint64_t dir = lookup_ok(kRootInode, "d");
+  uint64_t dir = lookup_ok(kRootInode.value(), "d");
   fuse_link_in in{};
   in.oldnodeid = node;
   Reply r = send(req(FUSE_LINK, dir).add(in).add_name("alias").finish());
@@ -547,7 +557,7 @@ TEST_F(FusePassthroughTest, LinkAddsAHardLinkToTheSameInode) {
 
 TEST_F(FusePassthroughTest, OpenWithTruncEmptiesTheFileAndReleaseDropsTheHandle) {
   write_host(host("f"), "old content");
-  uint64_t node = lookup_ok(kRootInode, "f");
+  uint64_t node = lookup_ok(kRootInode.value(), "f");
   uint64_t fh = open_ok(node, O_WRONLY | O_TRUNC);
   EXPECT_EQ(lstat_host(host("f")).st_size, 0);
   EXPECT_EQ(fs_->handle_count(), 1u);
@@ -558,7 +568,7 @@ TEST_F(FusePassthroughTest, OpenWithTruncEmptiesTheFileAndReleaseDropsTheHandle)
 }
 
 TEST_F(FusePassthroughTest, WriteAndReadSplitOverManySegments) {
-  Reply c = create(kRootInode, "data", 0644, O_RDWR, 022);
+  Reply c = create(kRootInode.value(), "data", 0644, O_RDWR, 022);
   ASSERT_TRUE(c.ok()) << std::strerror(c.error());
   uint64_t node = c.as<fuse_entry_out>().nodeid;
   uint64_t fh = c.as<fuse_open_out>(sizeof(fuse_entry_out)).fh;
@@ -598,7 +608,7 @@ TEST_F(FusePassthroughTest, WriteAndReadSplitOverManySegments) {
 
 TEST_F(FusePassthroughTest, CreateUsesTheGuestUidGidAndUmask) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to create files for another uid";
-  Reply r = create(kRootInode, "owned", 0666, O_WRONLY, 027, 1234, 5678);
+  Reply r = create(kRootInode.value(), "owned", 0666, O_WRONLY, 027, 1234, 5678);
   ASSERT_TRUE(r.ok()) << std::strerror(r.error());
   struct stat st = lstat_host(host("owned"));
   EXPECT_EQ(st.st_uid, 1234u);
@@ -613,14 +623,14 @@ TEST_F(FusePassthroughTest, CreateUsesTheGuestUidGidAndUmask) {
   ASSERT_TRUE(write(e.nodeid, fh, 0, "hello").ok());
   EXPECT_EQ(read_host(host("owned")), "hello");
   // The daemon's own credentials are back: the next file belongs to root.
-  ASSERT_TRUE(create(kRootInode, "root-owned", 0644, O_WRONLY, 0).ok());
+  ASSERT_TRUE(create(kRootInode.value(), "root-owned", 0644, O_WRONLY, 0).ok());
   EXPECT_EQ(lstat_host(host("root-owned")).st_uid, 0u);
   // O_EXCL on an existing name fails.
-  EXPECT_EQ(create(kRootInode, "owned", 0644, O_WRONLY | O_EXCL, 0).error(), EEXIST);
+  EXPECT_EQ(create(kRootInode.value(), "owned", 0644, O_WRONLY | O_EXCL, 0).error(), EEXIST);
 }
 
 TEST_F(FusePassthroughTest, FlushFsyncAndFsyncdirAnswerForLiveHandlesOnly) {
-  Reply c = create(kRootInode, "f", 0644, O_RDWR, 0);
+  Reply c = create(kRootInode.value(), "f", 0644, O_RDWR, 0);
   ASSERT_TRUE(c.ok());
   uint64_t node = c.as<fuse_entry_out>().nodeid;
   uint64_t fh = c.as<fuse_open_out>(sizeof(fuse_entry_out)).fh;
@@ -638,21 +648,21 @@ TEST_F(FusePassthroughTest, FlushFsyncAndFsyncdirAnswerForLiveHandlesOnly) {
   EXPECT_TRUE(send(req(FUSE_FSYNC, node).add(fsync).finish()).ok());
   EXPECT_EQ(read_host(host("f")), "synced");
 
-  uint64_t dh = open_ok(kRootInode, O_RDONLY | O_DIRECTORY, FUSE_OPENDIR);
+  uint64_t dh = open_ok(kRootInode.value(), O_RDONLY | O_DIRECTORY, FUSE_OPENDIR);
   fuse_fsync_in dsync{};
   dsync.fh = dh;
-  EXPECT_TRUE(send(req(FUSE_FSYNCDIR, kRootInode).add(dsync).finish()).ok());
-  EXPECT_TRUE(release(kRootInode, dh, FUSE_RELEASEDIR).ok());
+  EXPECT_TRUE(send(req(FUSE_FSYNCDIR, kRootInode.value()).add(dsync).finish()).ok());
+  EXPECT_TRUE(release(kRootInode.value(), dh, FUSE_RELEASEDIR).ok());
 
   // After release, every handle operation fails on the dead handle.
   ASSERT_TRUE(release(node, fh).ok());
   EXPECT_EQ(send(req(FUSE_FLUSH, node).add(flush).finish()).error(), EBADF);
   EXPECT_EQ(send(req(FUSE_FSYNC, node).add(fsync).finish()).error(), EBADF);
-  EXPECT_EQ(send(req(FUSE_FSYNCDIR, kRootInode).add(dsync).finish()).error(), EBADF);
+  EXPECT_EQ(send(req(FUSE_FSYNCDIR, kRootInode.value()).add(dsync).finish()).error(), EBADF);
 }
 
 TEST_F(FusePassthroughTest, StatfsDescribesTheHostFilesystem) {
-  Reply r = send(req(FUSE_STATFS, kRootInode).finish());
+  Reply r = send(req(FUSE_STATFS, kRootInode.value()).finish());
   ASSERT_TRUE(r.ok());
   auto st = r.as<fuse_statfs_out>().st;
   struct statvfs host_st {};
@@ -668,7 +678,7 @@ TEST_F(FusePassthroughTest, AccessFollowsTheHostMode) {
   write_host(host("f"), "secret");
   ASSERT_EQ(::chmod(host("f").c_str(), 0640), 0);
   ASSERT_EQ(::chown(host("f").c_str(), 0, 0), 0);
-  uint64_t node = lookup_ok(kRootInode, "f");
+  uint64_t node = lookup_ok(kRootInode.value(), "f");
   auto access = [&](uint32_t uid, uint32_t gid, uint32_t mask) {
     fuse_access_in in{};
     in.mask = mask;
@@ -702,7 +712,7 @@ TEST_F(FusePassthroughTest, LseekFindsDataAndHoles) {
   ASSERT_GE(hole0, 0);
   ASSERT_GE(data8k, 0);
 
-  uint64_t node = lookup_ok(kRootInode, "sparse");
+  uint64_t node = lookup_ok(kRootInode.value(), "sparse");
   uint64_t fh = open_ok(node, O_RDONLY);
   auto lseek = [&](uint64_t offset, uint32_t whence) {
     fuse_lseek_in in{};
@@ -725,7 +735,7 @@ TEST_F(FusePassthroughTest, LseekFindsDataAndHoles) {
 }
 
 TEST_F(FusePassthroughTest, FallocateAllocatesAndPunchesHoles) {
-  Reply c = create(kRootInode, "f", 0644, O_RDWR, 0);
+  Reply c = create(kRootInode.value(), "f", 0644, O_RDWR, 0);
   ASSERT_TRUE(c.ok());
   uint64_t node = c.as<fuse_entry_out>().nodeid;
   uint64_t fh = c.as<fuse_open_out>(sizeof(fuse_entry_out)).fh;
@@ -754,10 +764,10 @@ TEST_F(FusePassthroughTest, FallocateAllocatesAndPunchesHoles) {
 
 TEST_F(FusePassthroughTest, SyncfsAnswersForKnownInodesOnly) {
   fuse_syncfs_in in{};
-  EXPECT_TRUE(send(req(FUSE_SYNCFS, kRootInode).add(in).finish()).ok());
+  EXPECT_TRUE(send(req(FUSE_SYNCFS, kRootInode.value()).add(in).finish()).ok());
   EXPECT_EQ(send(req(FUSE_SYNCFS, 999999).add(in).finish()).error(), EBADF);
   // A body too short for its struct is refused before the filesystem runs.
-  EXPECT_EQ(send(req(FUSE_SYNCFS, kRootInode).add(uint32_t{0}).finish()).error(), EINVAL);
+  EXPECT_EQ(send(req(FUSE_SYNCFS, kRootInode.value()).add(uint32_t{0}).finish()).error(), EINVAL);
 }
 
 // --- directories ----------------------------------------------------------------------
@@ -773,7 +783,7 @@ TEST_F(FusePassthroughTest, ReaddirListsEveryHostEntryAcrossPages) {
   expected.insert("subdir");
   size_t handles_before = fs_->handle_count();
 
-  auto entries = list(kRootInode, /*plus=*/false, 1024);
+  auto entries = list(kRootInode.value(), /*plus=*/false, 1024);
   std::set<std::string> names;
   for (const auto& e : entries) {
     EXPECT_TRUE(names.insert(e.name).second) << "listed twice: " << e.name;
@@ -790,7 +800,7 @@ TEST_F(FusePassthroughTest, ReaddirListsEveryHostEntryAcrossPages) {
 TEST_F(FusePassthroughTest, ReaddirplusLooksUpEachEntry) {
   write_host(host("a"), "aaaa");
   ASSERT_EQ(::mkdir(host("d").c_str(), 0755), 0);
-  auto entries = list(kRootInode, /*plus=*/true, 4096);
+  auto entries = list(kRootInode.value(), /*plus=*/true, 4096);
   std::set<std::string> names;
   for (const auto& e : entries) {
     names.insert(e.name);
@@ -800,7 +810,7 @@ TEST_F(FusePassthroughTest, ReaddirplusLooksUpEachEntry) {
     }
     EXPECT_NE(e.entry.nodeid, 0u);
     EXPECT_EQ(e.entry.attr.ino, lstat_host(host(e.name)).st_ino);
-    EXPECT_EQ(fs_->lookup_count(e.entry.nodeid), 1u);
+    EXPECT_EQ(fs_->lookup_count(fuse::InodeId{e.entry.nodeid}), 1u);
     if (e.name == "a") {
       EXPECT_EQ(e.entry.attr.size, 4u);
     }
@@ -814,7 +824,7 @@ TEST_F(FusePassthroughTest, ReaddirplusLooksUpEachEntry) {
 
 TEST_F(FusePassthroughTest, OpendirOfAFileIsRefused) {
   write_host(host("f"), "");
-  uint64_t node = lookup_ok(kRootInode, "f");
+  uint64_t node = lookup_ok(kRootInode.value(), "f");
   fuse_open_in in{};
   in.flags = O_RDONLY | O_DIRECTORY;
   EXPECT_EQ(send(req(FUSE_OPENDIR, node).add(in).finish()).error(), ENOTDIR);

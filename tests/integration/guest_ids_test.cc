@@ -74,31 +74,38 @@ TEST_F(GuestIdsTest, CreatingRequestsWithAnIdOfMinusOneAreRefused) {
     fuse_create_in create{};
     create.flags = O_RDWR;
     create.mode = S_IFREG | 0644;
-    EXPECT_EQ(send(as(FUSE_CREATE, kRootInode, uid, gid).add(create).add_name("c" + tag).finish())
-                  .error(),
-              EOVERFLOW);
+    EXPECT_EQ(
+        send(as(FUSE_CREATE, kRootInode.value(), uid, gid).add(create).add_name("c" + tag).finish())
+            .error(),
+        EOVERFLOW);
     fuse_mkdir_in mkdir{};
     mkdir.mode = 0755;
     EXPECT_EQ(
-        send(as(FUSE_MKDIR, kRootInode, uid, gid).add(mkdir).add_name("d" + tag).finish()).error(),
+        send(as(FUSE_MKDIR, kRootInode.value(), uid, gid).add(mkdir).add_name("d" + tag).finish())
+            .error(),
         EOVERFLOW);
     fuse_mknod_in mknod{};
     mknod.mode = S_IFIFO | 0644;
     EXPECT_EQ(
-        send(as(FUSE_MKNOD, kRootInode, uid, gid).add(mknod).add_name("p" + tag).finish()).error(),
+        send(as(FUSE_MKNOD, kRootInode.value(), uid, gid).add(mknod).add_name("p" + tag).finish())
+            .error(),
         EOVERFLOW);
     mknod.mode = S_IFREG | 0644;
     EXPECT_EQ(
-        send(as(FUSE_MKNOD, kRootInode, uid, gid).add(mknod).add_name("f" + tag).finish()).error(),
-        EOVERFLOW);
-    EXPECT_EQ(
-        send(as(FUSE_SYMLINK, kRootInode, uid, gid).add_name("s" + tag).add_name("target").finish())
+        send(as(FUSE_MKNOD, kRootInode.value(), uid, gid).add(mknod).add_name("f" + tag).finish())
             .error(),
         EOVERFLOW);
+    EXPECT_EQ(send(as(FUSE_SYMLINK, kRootInode.value(), uid, gid)
+                       .add_name("s" + tag)
+                       .add_name("target")
+                       .finish())
+                  .error(),
+              EOVERFLOW);
     fuse_create_in tmp{};
     tmp.flags = O_RDWR;
     tmp.mode = S_IFREG | 0644;
-    EXPECT_EQ(send(as(FUSE_TMPFILE, kRootInode, uid, gid).add(tmp).add_name("/").finish()).error(),
+    EXPECT_EQ(send(as(FUSE_TMPFILE, kRootInode.value(), uid, gid).add(tmp).add_name("/").finish())
+                  .error(),
               EOVERFLOW);
   }
   // Nothing but the file that was there.
@@ -108,7 +115,7 @@ TEST_F(GuestIdsTest, CreatingRequestsWithAnIdOfMinusOneAreRefused) {
 }
 
 TEST_F(GuestIdsTest, SetattrToOwnerMinusOneChangesNothing) {
-  Reply e = send(as(FUSE_LOOKUP, kRootInode, 0, 0).add_name("existing").finish());
+  Reply e = send(as(FUSE_LOOKUP, kRootInode.value(), 0, 0).add_name("existing").finish());
   ASSERT_TRUE(e.ok());
   const uint64_t node = e.as<fuse_entry_out>().nodeid;
   ASSERT_EQ(::chown((root_ + "/existing").c_str(), 1234, 2345), 0);

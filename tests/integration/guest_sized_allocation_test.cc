@@ -118,7 +118,8 @@ class GuestSizedAllocationTest : public ::testing::Test {
   }
 
   uint64_t lookup(const std::string& name) {
-    Reply r = send_small(RequestBuilder(FUSE_LOOKUP, kRootInode, 4).add_name(name).finish());
+    Reply r =
+        send_small(RequestBuilder(FUSE_LOOKUP, kRootInode.value(), 4).add_name(name).finish());
     EXPECT_TRUE(r.ok());
     return r.as<fuse_entry_out>().nodeid;
   }
@@ -265,14 +266,14 @@ TEST_F(GuestSizedAllocationTest, RequestLengthAndForgetBatchesAreBounded) {
     fuse_forget_one one{file_, 1};
     std::memcpy(page_.data() + pos, &one, sizeof one);
   }
-  const uint64_t refs_before = fs_->lookup_count(file_);
+  const uint64_t refs_before = fs_->lookup_count(fuse::InodeId{file_});
   fuse_batch_forget_in bf{};
   bf.count = static_cast<uint32_t>(huge / sizeof(fuse_forget_one));
   head = RequestBuilder(FUSE_BATCH_FORGET, 0, 42).add(bf).finish();
   r = send_huge(with_len(head, head.size() + huge), huge, 0, &largest);
   EXPECT_EQ(r.bytes, 0u);
   EXPECT_LT(largest, kLargestAllowed);
-  EXPECT_EQ(fs_->lookup_count(file_), refs_before);
+  EXPECT_EQ(fs_->lookup_count(fuse::InodeId{file_}), refs_before);
   EXPECT_GE(refs_before, 1u);
 }
 
@@ -305,10 +306,10 @@ TEST_F(GuestSizedAllocationTest, ARequestThatThrowsIsAnsweredEioAndServingGoesOn
     return decode_reply(out, server.handle(reader, writer));
   };
   ASSERT_TRUE(send(init_request(50)).ok());
-  Reply r = send(RequestBuilder(FUSE_LOOKUP, kRootInode, 52).add_name("boom").finish());
+  Reply r = send(RequestBuilder(FUSE_LOOKUP, kRootInode.value(), 52).add_name("boom").finish());
   EXPECT_EQ(r.error(), EIO);
   EXPECT_EQ(r.header.unique, 52u);
-  Reply next = send(RequestBuilder(FUSE_LOOKUP, kRootInode, 54).add_name("file").finish());
+  Reply next = send(RequestBuilder(FUSE_LOOKUP, kRootInode.value(), 54).add_name("file").finish());
   EXPECT_TRUE(next.ok()) << next.error();
 }
 

@@ -105,7 +105,7 @@ class IdTranslationTest : public ::testing::Test {
     return RequestBuilder(opcode, node, unique_ += 2).creds(uid, gid);
   }
   uint64_t lookup(const std::string& name, fuse_attr* attr = nullptr) {
-    Reply r = send(as(FUSE_LOOKUP, kRootInode, 0, 0).add_name(name).finish());
+    Reply r = send(as(FUSE_LOOKUP, kRootInode.value(), 0, 0).add_name(name).finish());
     EXPECT_TRUE(r.ok()) << name << ": " << r.error();
     if (attr != nullptr) *attr = r.as<fuse_entry_out>().attr;
     return r.as<fuse_entry_out>().nodeid;
@@ -124,7 +124,8 @@ TEST_F(IdTranslationTest, CreatingRequestsLandAsTheHostIdsAndAnswerTheGuestView)
   fuse_create_in create{};
   create.flags = O_RDWR;
   create.mode = S_IFREG | 0644;
-  Reply c = send(as(FUSE_CREATE, kRootInode, 1001, 1002).add(create).add_name("file").finish());
+  Reply c =
+      send(as(FUSE_CREATE, kRootInode.value(), 1001, 1002).add(create).add_name("file").finish());
   ASSERT_TRUE(c.ok()) << c.error();
   struct stat st = test::host_lstat(path("file"));
   EXPECT_EQ(st.st_uid, 5001u);
@@ -134,7 +135,8 @@ TEST_F(IdTranslationTest, CreatingRequestsLandAsTheHostIdsAndAnswerTheGuestView)
 
   fuse_mkdir_in mkdir{};
   mkdir.mode = 0755;
-  Reply d = send(as(FUSE_MKDIR, kRootInode, 1003, 1004).add(mkdir).add_name("dir").finish());
+  Reply d =
+      send(as(FUSE_MKDIR, kRootInode.value(), 1003, 1004).add(mkdir).add_name("dir").finish());
   ASSERT_TRUE(d.ok()) << d.error();
   st = test::host_lstat(path("dir"));
   EXPECT_EQ(st.st_uid, 5003u);
@@ -144,15 +146,16 @@ TEST_F(IdTranslationTest, CreatingRequestsLandAsTheHostIdsAndAnswerTheGuestView)
 
   fuse_mknod_in mknod{};
   mknod.mode = S_IFIFO | 0644;
-  Reply n = send(as(FUSE_MKNOD, kRootInode, 1005, 1005).add(mknod).add_name("fifo").finish());
+  Reply n =
+      send(as(FUSE_MKNOD, kRootInode.value(), 1005, 1005).add(mknod).add_name("fifo").finish());
   ASSERT_TRUE(n.ok()) << n.error();
   st = test::host_lstat(path("fifo"));
   EXPECT_EQ(st.st_uid, 5005u);
   EXPECT_EQ(st.st_gid, 6005u);
   EXPECT_EQ(n.as<fuse_entry_out>().attr.uid, 1005u);
 
-  Reply s =
-      send(as(FUSE_SYMLINK, kRootInode, 1006, 1007).add_name("link").add_name("file").finish());
+  Reply s = send(
+      as(FUSE_SYMLINK, kRootInode.value(), 1006, 1007).add_name("link").add_name("file").finish());
   ASSERT_TRUE(s.ok()) << s.error();
   st = test::host_lstat(path("link"));
   EXPECT_EQ(st.st_uid, 5006u);
@@ -163,7 +166,7 @@ TEST_F(IdTranslationTest, CreatingRequestsLandAsTheHostIdsAndAnswerTheGuestView)
   // LINK answers the (unchanged) owner of the file in the guest's view.
   fuse_link_in link{};
   link.oldnodeid = c.as<fuse_entry_out>().nodeid;
-  Reply l = send(as(FUSE_LINK, kRootInode, 1001, 1002).add(link).add_name("hard").finish());
+  Reply l = send(as(FUSE_LINK, kRootInode.value(), 1001, 1002).add(link).add_name("hard").finish());
   ASSERT_TRUE(l.ok()) << l.error();
   EXPECT_EQ(l.as<fuse_entry_out>().attr.uid, 1001u);
   EXPECT_EQ(l.as<fuse_entry_out>().attr.gid, 1002u);
@@ -173,7 +176,8 @@ TEST_F(IdTranslationTest, UnmappedGuestIdsPassUnchanged) {
   init();
   fuse_mkdir_in mkdir{};
   mkdir.mode = 0755;
-  Reply d = send(as(FUSE_MKDIR, kRootInode, 4321, 5432).add(mkdir).add_name("plain").finish());
+  Reply d =
+      send(as(FUSE_MKDIR, kRootInode.value(), 4321, 5432).add(mkdir).add_name("plain").finish());
   ASSERT_TRUE(d.ok()) << d.error();
   struct stat st = test::host_lstat(path("plain"));
   EXPECT_EQ(st.st_uid, 4321u);
@@ -186,21 +190,23 @@ TEST_F(IdTranslationTest, ForbiddenGuestIdsAreEpermAndCreateNothing) {
   fuse_create_in create{};
   create.flags = O_RDWR;
   create.mode = S_IFREG | 0644;
-  EXPECT_EQ(
-      send(as(FUSE_CREATE, kRootInode, 1502, 1000).add(create).add_name("a").finish()).error(),
-      EPERM);
-  EXPECT_EQ(
-      send(as(FUSE_CREATE, kRootInode, 1000, 1500).add(create).add_name("b").finish()).error(),
-      EPERM);
+  EXPECT_EQ(send(as(FUSE_CREATE, kRootInode.value(), 1502, 1000).add(create).add_name("a").finish())
+                .error(),
+            EPERM);
+  EXPECT_EQ(send(as(FUSE_CREATE, kRootInode.value(), 1000, 1500).add(create).add_name("b").finish())
+                .error(),
+            EPERM);
   fuse_mkdir_in mkdir{};
   mkdir.mode = 0755;
-  EXPECT_EQ(send(as(FUSE_MKDIR, kRootInode, 1504, 1000).add(mkdir).add_name("c").finish()).error(),
+  EXPECT_EQ(send(as(FUSE_MKDIR, kRootInode.value(), 1504, 1000).add(mkdir).add_name("c").finish())
+                .error(),
             EPERM);
   size_t entries = 0;
   for ([[maybe_unused]] const auto& e : fs::directory_iterator(root_)) ++entries;
   EXPECT_EQ(entries, 0u);
   // One past the range is an ordinary id.
-  EXPECT_TRUE(send(as(FUSE_MKDIR, kRootInode, 1505, 1501).add(mkdir).add_name("d").finish()).ok());
+  EXPECT_TRUE(
+      send(as(FUSE_MKDIR, kRootInode.value(), 1505, 1501).add(mkdir).add_name("d").finish()).ok());
   EXPECT_EQ(test::host_lstat(path("d")).st_uid, 1505u);
 }
 
@@ -264,17 +270,17 @@ TEST_F(IdTranslationTest, GetattrLookupAndReaddirplusReportTheGuestView) {
   // The root too (LOOKUP of "." is answered from its own stat).
   ASSERT_EQ(::chown(root_.c_str(), 5009, 6009), 0);
   fuse_getattr_in ga{};
-  Reply g = send(as(FUSE_GETATTR, kRootInode, 0, 0).add(ga).finish());
+  Reply g = send(as(FUSE_GETATTR, kRootInode.value(), 0, 0).add(ga).finish());
   EXPECT_EQ(g.as<fuse_attr_out>().attr.uid, 1009u);
 
   fuse_open_in open{};
   open.flags = O_RDONLY | O_DIRECTORY;
-  Reply o = send(as(FUSE_OPENDIR, kRootInode, 0, 0).add(open).finish());
+  Reply o = send(as(FUSE_OPENDIR, kRootInode.value(), 0, 0).add(open).finish());
   ASSERT_TRUE(o.ok());
   fuse_read_in read{};
   read.fh = o.as<fuse_open_out>().fh;
   read.size = 8192;
-  Reply r = send(as(FUSE_READDIRPLUS, kRootInode, 0, 0).add(read).finish());
+  Reply r = send(as(FUSE_READDIRPLUS, kRootInode.value(), 0, 0).add(read).finish());
   ASSERT_TRUE(r.ok()) << r.error();
   size_t seen = 0;
   for (const auto& e : decode_dirents(r.payload, /*plus=*/true)) {

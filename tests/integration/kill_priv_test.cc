@@ -76,7 +76,7 @@ class KillPrivTest : public ::testing::TestWithParam<bool> {
     f.path = root_ + "/" + name;
     test::write_host(f.path, "0123456789");
     EXPECT_EQ(::chmod(f.path.c_str(), kPrivMode), 0);
-    Reply e = send(as(0, FUSE_LOOKUP, kRootInode).add_name(name).finish());
+    Reply e = send(as(0, FUSE_LOOKUP, kRootInode.value()).add_name(name).finish());
     EXPECT_TRUE(e.ok());
     f.node = e.as<fuse_entry_out>().nodeid;
     fuse_open_in open{};

@@ -228,7 +228,7 @@ class ReadOnlyShareTest : public ::testing::Test {
   }
 
   uint64_t lookup_ok(const std::string& name) {
-    Reply r = send(req(FUSE_LOOKUP, kRootInode).add_name(name).finish());
+    Reply r = send(req(FUSE_LOOKUP, kRootInode.value()).add_name(name).finish());
     EXPECT_TRUE(r.ok()) << name << ": " << r.error();
     return r.as<fuse_entry_out>().nodeid;
   }
@@ -345,7 +345,7 @@ class ReadOnlyShareTest : public ::testing::Test {
       fuse_create_in create{};
       create.flags = flags;
       create.mode = S_IFREG | 07777;
-      Reply c = send(req(FUSE_CREATE, kRootInode).add(create).add_name(name).finish());
+      Reply c = send(req(FUSE_CREATE, kRootInode.value()).add(create).add_name(name).finish());
       expect_untouched(std::string("CREATE ") + name + " " + text);
       if (c.ok()) {
         EXPECT_EQ(std::string(name), "victim") << "CREATE made a file: " << text;
@@ -365,7 +365,7 @@ class ReadOnlyShareTest : public ::testing::Test {
     fuse_create_in tmp{};
     tmp.flags = flags;
     tmp.mode = S_IFREG | 0644;
-    Reply t = send(req(FUSE_TMPFILE, kRootInode).add(tmp).add_name("/").finish());
+    Reply t = send(req(FUSE_TMPFILE, kRootInode.value()).add(tmp).add_name("/").finish());
     EXPECT_FALSE(t.ok()) << "TMPFILE " << text;
     expect_untouched("TMPFILE " + text);
   }
@@ -446,26 +446,30 @@ TEST_F(ReadOnlyShareTest, PathOperationsModifyNothing) {
                         .finish())
                    .ok());
   EXPECT_FALSE(send(req(FUSE_REMOVEXATTR, victim_node_).add_name("user.keep").finish()).ok());
-  EXPECT_FALSE(send(req(FUSE_UNLINK, kRootInode).add_name("victim").finish()).ok());
-  EXPECT_FALSE(send(req(FUSE_RMDIR, kRootInode).add_name("dir").finish()).ok());
+  EXPECT_FALSE(send(req(FUSE_UNLINK, kRootInode.value()).add_name("victim").finish()).ok());
+  EXPECT_FALSE(send(req(FUSE_RMDIR, kRootInode.value()).add_name("dir").finish()).ok());
   fuse_rename2_in rn{};
   rn.newdir = dir_node_;
-  EXPECT_FALSE(
-      send(req(FUSE_RENAME2, kRootInode).add(rn).add_name("victim").add_name("moved").finish())
-          .ok());
+  EXPECT_FALSE(send(req(FUSE_RENAME2, kRootInode.value())
+                        .add(rn)
+                        .add_name("victim")
+                        .add_name("moved")
+                        .finish())
+                   .ok());
   fuse_link_in ln{};
   ln.oldnodeid = victim_node_;
   EXPECT_FALSE(send(req(FUSE_LINK, dir_node_).add(ln).add_name("hard").finish()).ok());
   EXPECT_FALSE(
-      send(req(FUSE_SYMLINK, kRootInode).add_name("sym").add_name("/etc/passwd").finish()).ok());
+      send(req(FUSE_SYMLINK, kRootInode.value()).add_name("sym").add_name("/etc/passwd").finish())
+          .ok());
   fuse_mkdir_in md{};
   md.mode = 0777;
-  EXPECT_FALSE(send(req(FUSE_MKDIR, kRootInode).add(md).add_name("newdir").finish()).ok());
+  EXPECT_FALSE(send(req(FUSE_MKDIR, kRootInode.value()).add(md).add_name("newdir").finish()).ok());
   fuse_mknod_in mn{};
   mn.mode = S_IFIFO | 0666;
-  EXPECT_FALSE(send(req(FUSE_MKNOD, kRootInode).add(mn).add_name("fifo").finish()).ok());
+  EXPECT_FALSE(send(req(FUSE_MKNOD, kRootInode.value()).add(mn).add_name("fifo").finish()).ok());
   mn.mode = S_IFREG | 0666;
-  EXPECT_FALSE(send(req(FUSE_MKNOD, kRootInode).add(mn).add_name("file").finish()).ok());
+  EXPECT_FALSE(send(req(FUSE_MKNOD, kRootInode.value()).add(mn).add_name("file").finish()).ok());
   expect_untouched("path operations");
 }
 

@@ -126,7 +126,8 @@ TEST(SessionReset, ResetWaitsForTheRequestInFlight) {
 
   auto held = pausing.hold_next_lookup();
   std::thread lookup([&] {
-    Reply r = send(server, RequestBuilder(FUSE_LOOKUP, kRootInode, 4).add_name("f").finish());
+    Reply r =
+        send(server, RequestBuilder(FUSE_LOOKUP, kRootInode.value(), 4).add_name("f").finish());
     EXPECT_TRUE(r.ok()) << r.error();
   });
   ASSERT_EQ(held.wait_for(kResetBound), std::future_status::ready);
@@ -165,8 +166,9 @@ TEST(SessionReset, RequestsDuringAResetSeeTheSessionAfterIt) {
   for (int t = 0; t < 2; ++t) {
     clients.emplace_back([&] {
       while (!stop) {
-        Reply r = send(server,
-                       RequestBuilder(FUSE_LOOKUP, kRootInode, unique += 2).add_name("f").finish());
+        Reply r = send(
+            server,
+            RequestBuilder(FUSE_LOOKUP, kRootInode.value(), unique += 2).add_name("f").finish());
         // A session (success) or none (EIO): nothing else is possible.
         if (!r.ok() && r.error() != EIO) ++bad;
         if (r.ok()) {
@@ -263,7 +265,8 @@ TEST(SessionReset, LockWaitsRacingWithResetsAllEndAndNoResetHangs) {
     CountingDeferrer deferrer(shared);
     while (!stop) {
       Reply e = send(
-          server, RequestBuilder(FUSE_LOOKUP, kRootInode, unique += 2).add_name("locked").finish());
+          server,
+          RequestBuilder(FUSE_LOOKUP, kRootInode.value(), unique += 2).add_name("locked").finish());
       if (!e.ok()) continue;  // between DESTROY and INIT
       const uint64_t node = e.as<fuse_entry_out>().nodeid;
       fuse_open_in open{};

@@ -174,7 +174,7 @@ class SpecialFilesTest : public ::testing::TestWithParam<InodeFileHandles> {
   // Everything the guest may send for the special node `name`.
   void hammer(const std::string& name) {
     SCOPED_TRACE(name);
-    Reply e = guarded("LOOKUP", [&] { return g().lookup(kRootInode, name); });
+    Reply e = guarded("LOOKUP", [&] { return g().lookup(kRootInode.value(), name); });
     ASSERT_TRUE(e.ok()) << e.error();
     const uint64_t node = e.as<fuse_entry_out>().nodeid;
     const mode_t type = e.as<fuse_entry_out>().attr.mode & S_IFMT;
@@ -187,7 +187,7 @@ class SpecialFilesTest : public ::testing::TestWithParam<InodeFileHandles> {
     }
     EXPECT_FALSE(guarded("OPENDIR", [&] { return g().opendir(node); }).ok());
     for (uint32_t flags : {O_RDONLY, O_WRONLY, O_RDWR, O_RDWR | O_TRUNC, O_WRONLY | O_NONBLOCK}) {
-      Reply r = guarded("CREATE", [&] { return g().create(kRootInode, name, flags); });
+      Reply r = guarded("CREATE", [&] { return g().create(kRootInode.value(), name, flags); });
       EXPECT_FALSE(r.ok()) << "CREATE on the existing node, flags " << std::oct << flags;
     }
     EXPECT_EQ(guarded("SETATTR size", [&] { return g().truncate(node, 0); }).error(), EINVAL);
@@ -242,7 +242,8 @@ TEST_P(SpecialFilesTest, NodesMadeByTheGuestAreNeverOpened) {
   for (const Made& m :
        {Made{"gfifo", S_IFIFO | 0666, 0}, Made{"gnull", S_IFCHR | 0666, makedev(1, 3)},
         Made{"gsock", S_IFSOCK | 0666, 0}}) {
-    Reply made = guarded("MKNOD", [&] { return g().mknod(kRootInode, m.name, m.mode, m.rdev); });
+    Reply made =
+        guarded("MKNOD", [&] { return g().mknod(kRootInode.value(), m.name, m.mode, m.rdev); });
     ASSERT_TRUE(made.ok()) << m.name << ": " << made.error();
     struct stat st = test::host_lstat(path(m.name));
     EXPECT_EQ(st.st_mode & S_IFMT, m.mode & S_IFMT) << m.name;
@@ -256,10 +257,11 @@ TEST_P(SpecialFilesTest, NodesMadeByTheGuestAreNeverOpened) {
 TEST_P(SpecialFilesTest, ReaddirplusRegistersThemWithoutOpening) {
   start();
   for (const char* name : {"fifo", "null", "sock"}) watch(name);
-  Reply dir = guarded("OPENDIR", [&] { return g().opendir(kRootInode); });
+  Reply dir = guarded("OPENDIR", [&] { return g().opendir(kRootInode.value()); });
   ASSERT_TRUE(dir.ok());
-  Reply listing = guarded("READDIRPLUS",
-                          [&] { return g().readdirplus(kRootInode, dir.as<fuse_open_out>().fh); });
+  Reply listing = guarded("READDIRPLUS", [&] {
+    return g().readdirplus(kRootInode.value(), dir.as<fuse_open_out>().fh);
+  });
   ASSERT_TRUE(listing.ok());
   size_t special = 0;
   for (const auto& d : decode_dirents(listing.payload, true)) {
@@ -271,7 +273,7 @@ TEST_P(SpecialFilesTest, ReaddirplusRegistersThemWithoutOpening) {
   }
   EXPECT_EQ(special, 3u);
   // And SYNCFS of the root, which reaches every mount the guest has seen.
-  EXPECT_TRUE(guarded("SYNCFS root", [&] { return g().syncfs(kRootInode); }).ok());
+  EXPECT_TRUE(guarded("SYNCFS root", [&] { return g().syncfs(kRootInode.value()); }).ok());
 }
 
 // A FIFO bind-mounted over a name in the share is a mount of its own: the
@@ -289,10 +291,10 @@ TEST_P(SpecialFilesTest, ABindMountedFifoIsNotOpenedBySyncfs) {
   mounted_ = path("over");
   start();
   watch("over");
-  Reply e = guarded("LOOKUP", [&] { return g().lookup(kRootInode, "over"); });
+  Reply e = guarded("LOOKUP", [&] { return g().lookup(kRootInode.value(), "over"); });
   ASSERT_TRUE(e.ok());
   EXPECT_TRUE(S_ISFIFO(e.as<fuse_entry_out>().attr.mode));
-  EXPECT_TRUE(guarded("SYNCFS root", [&] { return g().syncfs(kRootInode); }).ok());
+  EXPECT_TRUE(guarded("SYNCFS root", [&] { return g().syncfs(kRootInode.value()); }).ok());
   EXPECT_FALSE(guarded("SYNCFS", [&] { return g().syncfs(e.as<fuse_entry_out>().nodeid); }).ok());
   EXPECT_FALSE(
       guarded("OPEN", [&] { return g().open(e.as<fuse_entry_out>().nodeid, O_RDONLY); }).ok());

@@ -324,7 +324,7 @@ class StackTest : public ::testing::TestWithParam<MemSetup> {
   }
 
   uint64_t lookup(const std::string& name) {
-    Reply r = fuse(1, req(FUSE_LOOKUP, fuse::kRootInode).add_name(name).finish(),
+    Reply r = fuse(1, req(FUSE_LOOKUP, fuse::kRootInode.value()).add_name(name).finish(),
                    sizeof(fuse_out_header) + sizeof(fuse_entry_out));
     EXPECT_TRUE(r.ok()) << name << ": " << r.error();
     return r.as<fuse_entry_out>().nodeid;
@@ -354,7 +354,7 @@ TEST_P(StackTest, CreateWriteAndIndirectReadOfOneMebibyte) {
   fuse_create_in cin{};
   cin.flags = O_RDWR;
   cin.mode = S_IFREG | 0644;
-  Reply c = fuse(1, req(FUSE_CREATE, fuse::kRootInode).add(cin).add_name("big").finish(),
+  Reply c = fuse(1, req(FUSE_CREATE, fuse::kRootInode.value()).add(cin).add_name("big").finish(),
                  sizeof(fuse_out_header) + sizeof(fuse_entry_out) + sizeof(fuse_open_out));
   ASSERT_TRUE(c.ok()) << c.error();
   const uint64_t node = c.as<fuse_entry_out>().nodeid;
@@ -409,7 +409,7 @@ TEST_P(StackTest, ForgetOnTheHiprioQueueComesBackWithLengthZero) {
   { std::ofstream(root_ + "/existing") << "x"; }
   const uint64_t node = lookup("existing");
   ASSERT_NE(node, 0u);
-  ASSERT_EQ(fs_->lookup_count(node), 1u);
+  ASSERT_EQ(fs_->lookup_count(fuse::InodeId{node}), 1u);
   const size_t inodes = fs_->inode_count();
 
   fuse_forget_in fin{};
@@ -419,19 +419,19 @@ TEST_P(StackTest, ForgetOnTheHiprioQueueComesBackWithLengthZero) {
   auto used = submit(0, head);
   ASSERT_TRUE(used.has_value());
   EXPECT_EQ(used->len, 0u);
-  EXPECT_EQ(fs_->lookup_count(node), 0u);
+  EXPECT_EQ(fs_->lookup_count(fuse::InodeId{node}), 0u);
   EXPECT_EQ(fs_->inode_count(), inodes - 1);
   // The request queue is still served after the hiprio traffic.
   EXPECT_NE(lookup("existing"), 0u);
 }
 
 TEST_P(StackTest, MalformedChainFailsAloneAndTheQueueKeepsServing) {
-  Reply attr = fuse(1, req(FUSE_GETATTR, fuse::kRootInode).add(fuse_getattr_in{}).finish(),
+  Reply attr = fuse(1, req(FUSE_GETATTR, fuse::kRootInode.value()).add(fuse_getattr_in{}).finish(),
                     sizeof(fuse_out_header) + sizeof(fuse_attr_out));
   ASSERT_TRUE(attr.ok());
 
   // A request buffer that lies beyond the end of guest memory.
-  Bytes bad = req(FUSE_GETATTR, fuse::kRootInode).add(fuse_getattr_in{}).finish();
+  Bytes bad = req(FUSE_GETATTR, fuse::kRootInode.value()).add(fuse_getattr_in{}).finish();
   uint16_t head = driver(1).add_chain({as_string(bad)}, {256});
   driver(1).desc(head).addr = kGpaBase + kMemSize + 0x1000;
   auto used = submit(1, head);
@@ -444,7 +444,7 @@ TEST_P(StackTest, MalformedChainFailsAloneAndTheQueueKeepsServing) {
   ASSERT_TRUE(used2.has_value());
   EXPECT_EQ(used2->len, 0u);
 
-  Reply again = fuse(1, req(FUSE_GETATTR, fuse::kRootInode).add(fuse_getattr_in{}).finish(),
+  Reply again = fuse(1, req(FUSE_GETATTR, fuse::kRootInode.value()).add(fuse_getattr_in{}).finish(),
                      sizeof(fuse_out_header) + sizeof(fuse_attr_out));
   ASSERT_TRUE(again.ok()) << again.error();
   EXPECT_EQ(again.as<fuse_attr_out>().attr.ino, attr.as<fuse_attr_out>().attr.ino);
@@ -452,7 +452,7 @@ TEST_P(StackTest, MalformedChainFailsAloneAndTheQueueKeepsServing) {
 
 TEST_P(StackTest, GetVringBaseReturnsTheNextIndexAndStopsTheRing) {
   for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(fuse(1, req(FUSE_GETATTR, fuse::kRootInode).add(fuse_getattr_in{}).finish(),
+    ASSERT_TRUE(fuse(1, req(FUSE_GETATTR, fuse::kRootInode.value()).add(fuse_getattr_in{}).finish(),
                      sizeof(fuse_out_header) + sizeof(fuse_attr_out))
                     .ok());
   }
@@ -473,7 +473,8 @@ TEST_P(StackTest, GetVringBaseReturnsTheNextIndexAndStopsTheRing) {
   // Stopped: a chain published now is not served.
   const uint16_t used_before = driver(1).used_idx();
   uint16_t head = driver(1).add_chain(
-      {as_string(req(FUSE_GETATTR, fuse::kRootInode).add(fuse_getattr_in{}).finish())}, {256});
+      {as_string(req(FUSE_GETATTR, fuse::kRootInode.value()).add(fuse_getattr_in{}).finish())},
+      {256});
   driver(1).publish(head);
   const uint64_t one = 1;
   EXPECT_EQ(::write(kick_[1].get(), &one, sizeof one), 8);
@@ -489,9 +490,10 @@ TEST_P(StackTest, CreateRunsUnderTheGuestCredentialsOnTheWorkerThread) {
     in.flags = O_WRONLY;
     in.mode = S_IFREG | 0666;
     in.umask = 022;
-    return fuse(1,
-                req(FUSE_CREATE, fuse::kRootInode).creds(uid, gid).add(in).add_name(name).finish(),
-                sizeof(fuse_out_header) + sizeof(fuse_entry_out) + sizeof(fuse_open_out));
+    return fuse(
+        1,
+        req(FUSE_CREATE, fuse::kRootInode.value()).creds(uid, gid).add(in).add_name(name).finish(),
+        sizeof(fuse_out_header) + sizeof(fuse_entry_out) + sizeof(fuse_open_out));
   };
   ASSERT_TRUE(create("user-file", 1234, 5678).ok());
   struct stat st {};
@@ -510,7 +512,7 @@ TEST_P(StackTest, ReplyRoomAndZeroLengthBuffersAreHonoured) {
   fuse_create_in cin{};
   cin.flags = O_RDWR;
   cin.mode = S_IFREG | 0644;
-  Reply c = fuse(1, req(FUSE_CREATE, fuse::kRootInode).add(cin).add_name("f").finish(),
+  Reply c = fuse(1, req(FUSE_CREATE, fuse::kRootInode.value()).add(cin).add_name("f").finish(),
                  sizeof(fuse_out_header) + sizeof(fuse_entry_out) + sizeof(fuse_open_out));
   ASSERT_TRUE(c.ok());
   const uint64_t node = c.as<fuse_entry_out>().nodeid;
@@ -543,31 +545,32 @@ TEST_P(StackTest, ReplyRoomAndZeroLengthBuffersAreHonoured) {
 
 TEST_P(StackTest, HostileFuseRequestsFailAlone) {
   // in.len claims more bytes than the chain carries.
-  Bytes lying = req(FUSE_GETATTR, fuse::kRootInode).add(fuse_getattr_in{}).finish();
+  Bytes lying = req(FUSE_GETATTR, fuse::kRootInode.value()).add(fuse_getattr_in{}).finish();
   reinterpret_cast<fuse_in_header*>(lying.data())->len = 1 << 20;
   Reply r = fuse(1, lying, 256);
   EXPECT_EQ(r.error(), EINVAL);
   // No writable part at all: nowhere to answer, the chain comes back empty.
   uint16_t head = driver(1).add_chain(
-      {as_string(req(FUSE_GETATTR, fuse::kRootInode).add(fuse_getattr_in{}).finish())}, {});
+      {as_string(req(FUSE_GETATTR, fuse::kRootInode.value()).add(fuse_getattr_in{}).finish())}, {});
   auto used = submit(1, head);
   ASSERT_TRUE(used.has_value());
   EXPECT_EQ(used->len, 0u);
   // A name with a slash, and ".." at the root.
-  Reply slash = fuse(1, req(FUSE_LOOKUP, fuse::kRootInode).add_name("a/b").finish(), 256);
+  Reply slash = fuse(1, req(FUSE_LOOKUP, fuse::kRootInode.value()).add_name("a/b").finish(), 256);
   EXPECT_EQ(slash.error(), EINVAL);
-  Reply dotdot = fuse(1, req(FUSE_LOOKUP, fuse::kRootInode).add_name("..").finish(), 256);
+  Reply dotdot = fuse(1, req(FUSE_LOOKUP, fuse::kRootInode.value()).add_name("..").finish(), 256);
   ASSERT_TRUE(dotdot.ok());
-  EXPECT_EQ(dotdot.as<fuse_entry_out>().nodeid, fuse::kRootInode);
+  EXPECT_EQ(dotdot.as<fuse_entry_out>().nodeid, fuse::kRootInode.value());
   EXPECT_TRUE(
-      fuse(1, req(FUSE_GETATTR, fuse::kRootInode).add(fuse_getattr_in{}).finish(), 256).ok());
+      fuse(1, req(FUSE_GETATTR, fuse::kRootInode.value()).add(fuse_getattr_in{}).finish(), 256)
+          .ok());
 }
 
 TEST_P(StackTest, WriteBufferStraddlingARegionBoundary) {
   fuse_create_in cin{};
   cin.flags = O_RDWR;
   cin.mode = S_IFREG | 0644;
-  Reply c = fuse(1, req(FUSE_CREATE, fuse::kRootInode).add(cin).add_name("f").finish(),
+  Reply c = fuse(1, req(FUSE_CREATE, fuse::kRootInode.value()).add(cin).add_name("f").finish(),
                  sizeof(fuse_out_header) + sizeof(fuse_entry_out) + sizeof(fuse_open_out));
   ASSERT_TRUE(c.ok());
   const uint64_t node = c.as<fuse_entry_out>().nodeid;
@@ -615,7 +618,8 @@ TEST_P(StackTest, WriteBufferStraddlingARegionBoundary) {
 
 TEST_P(StackTest, CallFdReplacedWhileTheRingRunsIsTheOneSignalled) {
   auto getattr = [&] {
-    return fuse(1, req(FUSE_GETATTR, fuse::kRootInode).add(fuse_getattr_in{}).finish(), 256);
+    return fuse(1, req(FUSE_GETATTR, fuse::kRootInode.value()).add(fuse_getattr_in{}).finish(),
+                256);
   };
   ASSERT_TRUE(getattr().ok());
   // QEMU swaps the call fd while the guest runs.
@@ -671,8 +675,9 @@ TEST_P(StackBudgetTest, PastTheBudgetTheGuestGetsEnfileAndTheFrontEndStillWorks)
   ASSERT_NO_FATAL_FAILURE(lower_fd_limit(16));
   int found = 0, refused_errno = 0;
   for (int i = 0; i < kFiles; ++i) {
-    Reply r = fuse(1, req(FUSE_LOOKUP, fuse::kRootInode).add_name("f" + std::to_string(i)).finish(),
-                   sizeof(fuse_out_header) + sizeof(fuse_entry_out));
+    Reply r = fuse(
+        1, req(FUSE_LOOKUP, fuse::kRootInode.value()).add_name("f" + std::to_string(i)).finish(),
+        sizeof(fuse_out_header) + sizeof(fuse_entry_out));
     if (r.ok()) {
       ++found;
     } else {
@@ -701,7 +706,7 @@ TEST_P(StackBudgetTest, PastTheBudgetTheGuestGetsEnfileAndTheFrontEndStillWorks)
   ASSERT_EQ(frontend_->acked(Request::kAddMemReg, reg, {extra.get()}), 0);
   void* map = ::mmap(nullptr, kExtraSize, PROT_READ | PROT_WRITE, MAP_SHARED, extra.get(), 0);
   ASSERT_NE(map, MAP_FAILED);
-  Bytes getattr = req(FUSE_GETATTR, fuse::kRootInode).add(fuse_getattr_in{}).finish();
+  Bytes getattr = req(FUSE_GETATTR, fuse::kRootInode.value()).add(fuse_getattr_in{}).finish();
   const uint16_t head = driver(1).add_chain({as_string(getattr)}, {256});
   // Point the reply buffer into the new region.
   driver(1).desc(driver(1).desc(head).next).addr = kExtraGpa;
@@ -713,7 +718,7 @@ TEST_P(StackBudgetTest, PastTheBudgetTheGuestGetsEnfileAndTheFrontEndStillWorks)
   ::munmap(map, kExtraSize);
 
   // What needs no new fd goes on: a LOOKUP of an inode already held.
-  Reply again = fuse(1, req(FUSE_LOOKUP, fuse::kRootInode).add_name("f0").finish(),
+  Reply again = fuse(1, req(FUSE_LOOKUP, fuse::kRootInode.value()).add_name("f0").finish(),
                      sizeof(fuse_out_header) + sizeof(fuse_entry_out));
   EXPECT_TRUE(again.ok()) << again.error();
 }

@@ -54,8 +54,8 @@ int create_as_non_member(const std::string& root, bool drop_groups) {
     init.flags = static_cast<uint32_t>(flags);
     init.flags2 = static_cast<uint32_t>(flags >> 32);
     if (!send(RequestBuilder(FUSE_INIT, 0, 2).add(init).finish()).ok()) _exit(203);
-    Reply dir =
-        send(RequestBuilder(FUSE_LOOKUP, fuse::kRootInode, 4).add_name("groupdir").finish());
+    Reply dir = send(
+        RequestBuilder(FUSE_LOOKUP, fuse::kRootInode.value(), 4).add_name("groupdir").finish());
     if (!dir.ok()) _exit(204);
     fuse_create_in create{};
     create.flags = O_WRONLY;

@@ -121,7 +121,8 @@ class SessionTest : public ServerTest {
 // Extended attributes
 
 TEST_F(OpTest, GetxattrSizeQuery) {
-  EXPECT_CALL(fs_, getxattr(CtxIs(kUid, kGid, kPid), 5, std::string_view("user.foo"), 0u))
+  EXPECT_CALL(fs_,
+              getxattr(CtxIs(kUid, kGid, kPid), fuse::InodeId{5}, std::string_view("user.foo"), 0u))
       .WillOnce(Return(XattrReply{"", 42}));
   Reply r = send(FUSE_GETXATTR, 5, Body().obj(fuse_getxattr_in{0, 0}).name("user.foo"));
   ASSERT_EQ(r.returned, kHdr + sizeof(fuse_getxattr_out));
@@ -130,7 +131,7 @@ TEST_F(OpTest, GetxattrSizeQuery) {
 }
 
 TEST_F(OpTest, GetxattrValue) {
-  EXPECT_CALL(fs_, getxattr(_, 5, std::string_view("user.foo"), 100u))
+  EXPECT_CALL(fs_, getxattr(_, fuse::InodeId{5}, std::string_view("user.foo"), 100u))
       .WillOnce(Return(XattrReply{"hello", 5}));
   Reply r = send(FUSE_GETXATTR, 5, Body().obj(fuse_getxattr_in{100, 0}).name("user.foo"));
   ASSERT_EQ(r.returned, kHdr + 5);
@@ -167,25 +168,28 @@ TEST_F(OpTest, GetxattrMalformed) {
   expect_error(send(FUSE_GETXATTR, 5, Body().obj(in).raw(std::string("us\0er\0", 6))), EINVAL);
   ::testing::Mock::VerifyAndClearExpectations(&fs_);
   // The longest valid name still works.
-  EXPECT_CALL(fs_, getxattr(_, 5, std::string_view(std::string(255, 'a')), 16u))
+  EXPECT_CALL(fs_, getxattr(_, fuse::InodeId{5}, std::string_view(std::string(255, 'a')), 16u))
       .WillOnce(Return(XattrReply{"", 0}));
   EXPECT_EQ(send(FUSE_GETXATTR, 5, Body().obj(in).name(std::string(255, 'a'))).error(), 0);
   expect_alive();
 }
 
 TEST_F(OpTest, ListxattrSizeQueryAndNames) {
-  EXPECT_CALL(fs_, listxattr(CtxIs(kUid, kGid, kPid), 6, 0u)).WillOnce(Return(XattrReply{"", 17}));
+  EXPECT_CALL(fs_, listxattr(CtxIs(kUid, kGid, kPid), fuse::InodeId{6}, 0u))
+      .WillOnce(Return(XattrReply{"", 17}));
   Reply q = send(FUSE_LISTXATTR, 6, Body().obj(fuse_getxattr_in{0, 0}));
   ASSERT_EQ(q.returned, kHdr + sizeof(fuse_getxattr_out));
   EXPECT_EQ(q.at<fuse_getxattr_out>().size, 17u);
 
   const std::string names("user.a\0user.bc\0", 15);
-  EXPECT_CALL(fs_, listxattr(_, 6, 64u)).WillOnce(Return(XattrReply{names, names.size()}));
+  EXPECT_CALL(fs_, listxattr(_, fuse::InodeId{6}, 64u))
+      .WillOnce(Return(XattrReply{names, names.size()}));
   Reply r = send(FUSE_LISTXATTR, 6, Body().obj(fuse_getxattr_in{64, 0}));
   ASSERT_EQ(r.returned, kHdr + names.size());
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(r.buf.data() + kHdr), names.size()), names);
 
-  EXPECT_CALL(fs_, listxattr(_, 6, 4u)).WillOnce(Return(XattrReply{names, names.size()}));
+  EXPECT_CALL(fs_, listxattr(_, fuse::InodeId{6}, 4u))
+      .WillOnce(Return(XattrReply{names, names.size()}));
   expect_error(send(FUSE_LISTXATTR, 6, Body().obj(fuse_getxattr_in{4, 0})), ERANGE);
   EXPECT_CALL(fs_, listxattr(_, _, _)).Times(0);
   expect_error(send(FUSE_LISTXATTR, 6, Body().raw("123")), EINVAL);
@@ -202,7 +206,7 @@ static_assert(sizeof(CompatSetxattrIn) == FUSE_COMPAT_SETXATTR_IN_SIZE);
 TEST_F(OpTest, SetxattrCompatLayout) {
   // OpTest's filesystem wants nothing: SETXATTR_EXT is not agreed.
   ASSERT_EQ(server_.agreed_flags() & FUSE_SETXATTR_EXT, 0u);
-  EXPECT_CALL(fs_, setxattr(CtxIs(kUid, kGid, kPid), 5, std::string_view("user.a"),
+  EXPECT_CALL(fs_, setxattr(CtxIs(kUid, kGid, kPid), fuse::InodeId{5}, std::string_view("user.a"),
                             std::string_view("v\0l", 3), uint32_t{XATTR_CREATE}, 0u))
       .WillOnce(Return(ok()));
   Reply r = send(FUSE_SETXATTR, 5,
@@ -213,9 +217,9 @@ TEST_F(OpTest, SetxattrCompatLayout) {
 
 TEST_F(SessionTest, SetxattrExtLayout) {
   start(FUSE_SETXATTR_EXT);
-  EXPECT_CALL(fs_,
-              setxattr(_, 5, std::string_view("system.posix_acl_access"), std::string_view("acl!"),
-                       uint32_t{XATTR_REPLACE}, uint32_t{FUSE_SETXATTR_ACL_KILL_SGID}))
+  EXPECT_CALL(fs_, setxattr(_, fuse::InodeId{5}, std::string_view("system.posix_acl_access"),
+                            std::string_view("acl!"), uint32_t{XATTR_REPLACE},
+                            uint32_t{FUSE_SETXATTR_ACL_KILL_SGID}))
       .WillOnce(Return(ok()));
   fuse_setxattr_in in{};
   in.size = 4;
@@ -253,7 +257,8 @@ TEST_F(OpTest, SetxattrMalformed) {
   ::testing::Mock::VerifyAndClearExpectations(&fs_);
   // The largest value is fine.
   const std::string max(XATTR_SIZE_MAX, 'x');
-  EXPECT_CALL(fs_, setxattr(_, 5, std::string_view("user.a"), std::string_view(max), 0u, 0u))
+  EXPECT_CALL(
+      fs_, setxattr(_, fuse::InodeId{5}, std::string_view("user.a"), std::string_view(max), 0u, 0u))
       .WillOnce(Return(ok()));
   EXPECT_EQ(send(FUSE_SETXATTR, 5,
                  Body().obj(CompatSetxattrIn{XATTR_SIZE_MAX, 0}).name("user.a").raw(max))
@@ -263,7 +268,8 @@ TEST_F(OpTest, SetxattrMalformed) {
 }
 
 TEST_F(OpTest, Removexattr) {
-  EXPECT_CALL(fs_, removexattr(CtxIs(kUid, kGid, kPid), 8, std::string_view("user.gone")))
+  EXPECT_CALL(fs_,
+              removexattr(CtxIs(kUid, kGid, kPid), fuse::InodeId{8}, std::string_view("user.gone")))
       .WillOnce(Return(ok()))
       .WillOnce(Return(fail(ENODATA)));
   EXPECT_EQ(send(FUSE_REMOVEXATTR, 8, Body().name("user.gone")).error(), 0);
@@ -287,8 +293,8 @@ TEST_F(OpTest, CopyFileRange) {
   in.off_out = 8192;
   in.len = 65536;
   in.flags = 0;
-  EXPECT_CALL(fs_,
-              copy_file_range(CtxIs(kUid, kGid, kPid), 10, 11, 4096u, 12, 13, 8192u, 65536u, 0u))
+  EXPECT_CALL(fs_, copy_file_range(CtxIs(kUid, kGid, kPid), fuse::InodeId{10}, fuse::HandleId{11},
+                                   4096u, fuse::InodeId{12}, fuse::HandleId{13}, 8192u, 65536u, 0u))
       .WillOnce(Return(size_t{30000}));
   Reply r = send(FUSE_COPY_FILE_RANGE, 10, Body().obj(in));
   ASSERT_EQ(r.returned, kHdr + sizeof(fuse_write_out));
@@ -311,21 +317,22 @@ TEST_F(OpTest, Tmpfile) {
   in.flags = O_RDWR | O_TMPFILE;
   in.mode = S_IFREG | 0600;
   in.umask = 022;
-  EXPECT_CALL(fs_, tmpfile(CtxIs(kUid, kGid, kPid), 3, mode_t{S_IFREG | 0600},
-                           uint32_t{O_RDWR | O_TMPFILE}, mode_t{022}))
-      .WillOnce(Return(std::make_pair(sample_entry(40), OpenReply{77, FOPEN_KEEP_CACHE})));
+  EXPECT_CALL(fs_, tmpfile(CtxIs(kUid, kGid, kPid), fuse::InodeId{3}, mode_t{S_IFREG | 0600},
+                           uint32_t{O_RDWR | O_TMPFILE}, mode_t{022}, _))
+      .WillOnce(Return(std::make_pair(sample_entry(fuse::InodeId{40}),
+                                      OpenReply{fuse::HandleId{77}, FOPEN_KEEP_CACHE})));
   // The kernel sends the name of vfs_tmpfile()'s dentry, "/".
   Reply r = send(FUSE_TMPFILE, 3, Body().obj(in).name("/"));
   ASSERT_EQ(r.returned, kHdr + sizeof(fuse_entry_out) + sizeof(fuse_open_out));
   EXPECT_EQ(r.error(), 0);
-  expect_entry_out(r.at<fuse_entry_out>(), 40);
+  expect_entry_out(r.at<fuse_entry_out>(), fuse::InodeId{40});
   auto open = r.at<fuse_open_out>(sizeof(fuse_entry_out));
   EXPECT_EQ(open.fh, 77u);
   EXPECT_EQ(open.open_flags, uint32_t{FOPEN_KEEP_CACHE});
 }
 
 TEST_F(OpTest, TmpfileMalformed) {
-  EXPECT_CALL(fs_, tmpfile(_, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, tmpfile(_, _, _, _, _, _)).Times(0);
   expect_error(send(FUSE_TMPFILE, 3, Body().raw(std::string(sizeof(fuse_create_in) - 1, 'c'))),
                EINVAL);
   expect_error(send(FUSE_TMPFILE, 3, Body().obj(fuse_create_in{}).raw("/")), EINVAL);  // no NUL
@@ -352,8 +359,8 @@ fuse_ioctl_in ioctl_in(uint32_t flags, uint32_t cmd, uint32_t in_size, uint32_t 
 TEST_F(OpTest, IoctlPassesInputAndReturnsOutput) {
   constexpr uint32_t kCmd = 0x40086602;  // FS_IOC_SETFLAGS
   constexpr uint32_t kFlags = FUSE_IOCTL_32BIT | FUSE_IOCTL_DIR;
-  EXPECT_CALL(fs_,
-              ioctl(CtxIs(kUid, kGid, kPid), 9, 21, kFlags, kCmd, std::string_view("abcd"), 8u))
+  EXPECT_CALL(fs_, ioctl(CtxIs(kUid, kGid, kPid), fuse::InodeId{9}, fuse::HandleId{21}, kFlags,
+                         kCmd, std::string_view("abcd"), 8u))
       .WillOnce(Return(IoctlReply{7, "xyz"}));
   Reply r = send(FUSE_IOCTL, 9, Body().obj(ioctl_in(kFlags, kCmd, 4, 8)).raw("abcd"));
   ASSERT_EQ(r.returned, kHdr + sizeof(fuse_ioctl_out) + 3);
@@ -419,8 +426,8 @@ fuse_lk_in lk_in(uint32_t type, uint64_t start, uint64_t end, uint32_t lk_flags 
 constexpr uint64_t kOffsetMax = std::numeric_limits<int64_t>::max();
 
 TEST_F(OpTest, Getlk) {
-  EXPECT_CALL(fs_,
-              getlk(CtxIs(kUid, kGid, kPid), 5, 33, 0xabcdefu, LockIs(10, 20, F_WRLCK, 77), 0u))
+  EXPECT_CALL(fs_, getlk(CtxIs(kUid, kGid, kPid), fuse::InodeId{5}, fuse::HandleId{33}, 0xabcdefu,
+                         LockIs(10, 20, F_WRLCK, 77), 0u))
       .WillOnce(Return(FileLock{0, kOffsetMax, F_RDLCK, 4321}));
   Reply r = send(FUSE_GETLK, 5, Body().obj(lk_in(F_WRLCK, 10, 20)));
   ASSERT_EQ(r.returned, kHdr + sizeof(fuse_lk_out));
@@ -432,10 +439,11 @@ TEST_F(OpTest, Getlk) {
 }
 
 TEST_F(OpTest, SetlkPosixAndFlock) {
-  EXPECT_CALL(fs_, setlk(_, 5, 33, 0xabcdefu, LockIs(0, kOffsetMax, F_UNLCK, 77), 0u))
+  EXPECT_CALL(fs_, setlk(_, fuse::InodeId{5}, fuse::HandleId{33}, 0xabcdefu,
+                         LockIs(0, kOffsetMax, F_UNLCK, 77), 0u))
       .WillOnce(Return(ok()));
-  EXPECT_CALL(
-      fs_, setlk(_, 5, 33, 0xabcdefu, LockIs(0, kOffsetMax, F_WRLCK, 77), uint32_t{FUSE_LK_FLOCK}))
+  EXPECT_CALL(fs_, setlk(_, fuse::InodeId{5}, fuse::HandleId{33}, 0xabcdefu,
+                         LockIs(0, kOffsetMax, F_WRLCK, 77), uint32_t{FUSE_LK_FLOCK}))
       .WillOnce(Return(fail(EAGAIN)));
   EXPECT_EQ(send(FUSE_SETLK, 5, Body().obj(lk_in(F_UNLCK, 0, kOffsetMax))).error(), 0);
   expect_error(send(FUSE_SETLK, 5, Body().obj(lk_in(F_WRLCK, 0, kOffsetMax, FUSE_LK_FLOCK))),
@@ -515,8 +523,8 @@ TEST_F(SetlkwTest, DeferredReplyAppearsWhenTheFilesystemIsDone) {
   DeferredState state;
   FakeDeferrer deferrer(state);
   std::function<void(VoidResult)> done;
-  EXPECT_CALL(fs_, setlkw(CtxIs(kUid, kGid, kPid), 5, 33, 0xabcdefu, LockIs(0, 99, F_WRLCK, 77), 0u,
-                          kUnique, _))
+  EXPECT_CALL(fs_, setlkw(CtxIs(kUid, kGid, kPid), fuse::InodeId{5}, fuse::HandleId{33}, 0xabcdefu,
+                          LockIs(0, 99, F_WRLCK, 77), 0u, kUnique, _))
       .WillOnce(Invoke([&](const Context&, InodeId, HandleId, uint64_t, const FileLock&, uint32_t,
                            uint64_t, std::function<void(VoidResult)> d) { done = d; }));
   // handle() must return without the wait having ended; if it blocks, end
@@ -584,7 +592,7 @@ TEST_F(SetlkwTest, DoneCalledBeforeSetlkwReturns) {
 TEST_F(SetlkwTest, SynchronousFallbackWaitsForDone) {
   std::thread waker;
   std::atomic<bool> released{false};
-  EXPECT_CALL(fs_, setlkw(_, 5, 33, _, _, _, kUnique, _))
+  EXPECT_CALL(fs_, setlkw(_, fuse::InodeId{5}, fuse::HandleId{33}, _, _, _, kUnique, _))
       .WillOnce(Invoke([&](const Context&, InodeId, HandleId, uint64_t, const FileLock&, uint32_t,
                            uint64_t, std::function<void(VoidResult)> done) {
         waker = std::thread([&released, done] {
@@ -645,29 +653,28 @@ TEST_F(OpTest, InterruptNamesTheInterruptedRequest) {
 TEST_F(SessionTest, SupplementaryGroupsExtension) {
   start(FUSE_CREATE_SUPP_GROUP);
   EXPECT_CALL(fs_,
-              mkdir(AllOf(CtxIs(kUid, kGid, kPid),
-                          Field(&Context::supplementary_groups, ElementsAre(100u)), NoSecctx()),
-                    1, NameIs("dir"), 0755, 022))
-      .WillOnce(Return(sample_entry(3)));
+              mkdir(CtxIs(kUid, kGid, kPid), fuse::InodeId{1}, NameIs("dir"), 0755, 022,
+                    AllOf(Field(&Extensions::supplementary_groups, ElementsAre(100u)), NoSecctx())))
+      .WillOnce(Return(sample_entry(fuse::InodeId{3})));
   EXPECT_EQ(send(mkdir_with_ext(groups_ext({100}))).error(), 0);
   // Three groups (16 bytes of body, no padding), on CREATE.
-  EXPECT_CALL(fs_, create(Field(&Context::supplementary_groups, ElementsAre(1u, 2u, 3u)), 1,
-                          NameIs("f"), _, _, _))
-      .WillOnce(Return(std::make_pair(sample_entry(4), OpenReply{})));
+  EXPECT_CALL(fs_, create(_, fuse::InodeId{1}, NameIs("f"), _, _, _, _,
+                          Field(&Extensions::supplementary_groups, ElementsAre(1u, 2u, 3u))))
+      .WillOnce(Return(std::make_pair(sample_entry(fuse::InodeId{4}), OpenReply{})));
   std::string ext = groups_ext({1, 2, 3});
   EXPECT_EQ(ext.size(), 24u);
   Bytes req = with_ext(
       make_request(FUSE_CREATE, 1, Body().obj(fuse_create_in{}).name("f").raw(ext)), ext.size());
   EXPECT_EQ(send(req).error(), 0);
   // Without the extension the context has no groups.
-  EXPECT_CALL(fs_, mkdir(Field(&Context::supplementary_groups, IsEmpty()), _, _, _, _))
-      .WillOnce(Return(sample_entry(5)));
+  EXPECT_CALL(fs_, mkdir(_, _, _, _, _, Field(&Extensions::supplementary_groups, IsEmpty())))
+      .WillOnce(Return(sample_entry(fuse::InodeId{5})));
   EXPECT_EQ(send(mkdir_with_ext("")).error(), 0);
 }
 
 TEST_F(SessionTest, ExtensionsRejectedUnlessNegotiated) {
   start(0);
-  EXPECT_CALL(fs_, mkdir(_, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, mkdir(_, _, _, _, _, _)).Times(0);
   expect_error(send(mkdir_with_ext(groups_ext({100}))), EINVAL);
   expect_error(send(mkdir_with_ext(empty_secctx_block())), EINVAL);
   ::testing::Mock::VerifyAndClearExpectations(&fs_);
@@ -697,17 +704,17 @@ TEST_F(SessionTest, MalformedExtensionsAreEinval) {
       groups_ext({1}) + groups_ext({2}),            // twice
       empty_secctx_block() + empty_secctx_block(),  // twice
   };
-  EXPECT_CALL(fs_, mkdir(_, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, mkdir(_, _, _, _, _, _)).Times(0);
   for (size_t i = 0; i < std::size(cases); ++i) {
     SCOPED_TRACE("case " + std::to_string(i));
     expect_error(send(mkdir_with_ext(cases[i])), EINVAL);
   }
   ::testing::Mock::VerifyAndClearExpectations(&fs_);
   // Both extensions together, well formed.
-  EXPECT_CALL(fs_, mkdir(AllOf(SecctxIs("security.selinux", "ctx"),
-                               Field(&Context::supplementary_groups, ElementsAre(7u))),
-                         1, NameIs("dir"), _, _))
-      .WillOnce(Return(sample_entry(3)));
+  EXPECT_CALL(fs_, mkdir(_, fuse::InodeId{1}, NameIs("dir"), _, _,
+                         AllOf(SecctxIs("security.selinux", "ctx"),
+                               Field(&Extensions::supplementary_groups, ElementsAre(7u)))))
+      .WillOnce(Return(sample_entry(fuse::InodeId{3})));
   EXPECT_EQ(send(mkdir_with_ext(secctx_block("security.selinux", "ctx") + groups_ext({7}))).error(),
             0);
   expect_alive();
@@ -716,27 +723,29 @@ TEST_F(SessionTest, MalformedExtensionsAreEinval) {
 TEST_F(SessionTest, SecurityContextExtension) {
   start(FUSE_SECURITY_CTX);
   const std::string label("system_u:object_r:tmp_t:s0\0", 27);
-  EXPECT_CALL(fs_, mkdir(SecctxIs("security.selinux", label), 1, NameIs("dir"), 0755, 022))
-      .WillOnce(Return(sample_entry(3)));
+  EXPECT_CALL(fs_, mkdir(_, fuse::InodeId{1}, NameIs("dir"), 0755, 022,
+                         SecctxIs("security.selinux", label)))
+      .WillOnce(Return(sample_entry(fuse::InodeId{3})));
   EXPECT_EQ(send(mkdir_with_ext(secctx_block("security.selinux", label))).error(), 0);
 
   // Every creating operation carries it: SYMLINK, MKNOD, CREATE, TMPFILE.
   const std::string ext = secctx_block("security.x", "v");
-  EXPECT_CALL(fs_, symlink(SecctxIs("security.x", "v"), 1, NameIs("l"), std::string_view("t")))
-      .WillOnce(Return(sample_entry(4)));
+  EXPECT_CALL(fs_, symlink(_, fuse::InodeId{1}, NameIs("l"), std::string_view("t"),
+                           SecctxIs("security.x", "v")))
+      .WillOnce(Return(sample_entry(fuse::InodeId{4})));
   EXPECT_EQ(
       send(with_ext(make_request(FUSE_SYMLINK, 1, Body().name("l").name("t").raw(ext)), ext.size()))
           .error(),
       0);
-  EXPECT_CALL(fs_, mknod(SecctxIs("security.x", "v"), 1, NameIs("n"), _, _, _))
-      .WillOnce(Return(sample_entry(5)));
+  EXPECT_CALL(fs_, mknod(_, fuse::InodeId{1}, NameIs("n"), _, _, _, SecctxIs("security.x", "v")))
+      .WillOnce(Return(sample_entry(fuse::InodeId{5})));
   EXPECT_EQ(
       send(with_ext(make_request(FUSE_MKNOD, 1, Body().obj(fuse_mknod_in{}).name("n").raw(ext)),
                     ext.size()))
           .error(),
       0);
-  EXPECT_CALL(fs_, tmpfile(SecctxIs("security.x", "v"), 1, _, _, _))
-      .WillOnce(Return(std::make_pair(sample_entry(6), OpenReply{})));
+  EXPECT_CALL(fs_, tmpfile(_, fuse::InodeId{1}, _, _, _, SecctxIs("security.x", "v")))
+      .WillOnce(Return(std::make_pair(sample_entry(fuse::InodeId{6}), OpenReply{})));
   EXPECT_EQ(
       send(with_ext(make_request(FUSE_TMPFILE, 1, Body().obj(fuse_create_in{}).name("/").raw(ext)),
                     ext.size()))
@@ -744,7 +753,8 @@ TEST_F(SessionTest, SecurityContextExtension) {
       0);
 
   // A header with no context (no LSM in the guest): no label.
-  EXPECT_CALL(fs_, mkdir(NoSecctx(), _, _, _, _)).WillOnce(Return(sample_entry(7)));
+  EXPECT_CALL(fs_, mkdir(_, _, _, _, _, NoSecctx()))
+      .WillOnce(Return(sample_entry(fuse::InodeId{7})));
   EXPECT_EQ(send(mkdir_with_ext(empty_secctx_block())).error(), 0);
 }
 
@@ -765,7 +775,7 @@ TEST_F(SessionTest, MalformedSecurityContextIsEinval) {
   reinterpret_cast<fuse_secctx_header*>(empty_with_body.data())->size = 16;
   std::string long_name = secctx_block(std::string(256, 'n'), "v");
   const std::string cases[] = {two, zero_value, overrun, no_nul, extra, empty_with_body, long_name};
-  EXPECT_CALL(fs_, mkdir(_, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, mkdir(_, _, _, _, _, _)).Times(0);
   for (size_t i = 0; i < std::size(cases); ++i) {
     SCOPED_TRACE("case " + std::to_string(i));
     expect_error(send(mkdir_with_ext(cases[i])), EINVAL);
@@ -778,21 +788,22 @@ TEST_F(SessionTest, MalformedSecurityContextIsEinval) {
 TEST_F(SessionTest, LegacyInlineSecurityContext) {
   start(FUSE_SECURITY_CTX, /*minor=*/37);
   const std::string block = secctx_block("security.selinux", "lbl");
-  EXPECT_CALL(fs_, mkdir(SecctxIs("security.selinux", "lbl"), 1, NameIs("dir"), 0755, 022))
-      .WillOnce(Return(sample_entry(3)));
+  EXPECT_CALL(fs_, mkdir(_, fuse::InodeId{1}, NameIs("dir"), 0755, 022,
+                         SecctxIs("security.selinux", "lbl")))
+      .WillOnce(Return(sample_entry(fuse::InodeId{3})));
   EXPECT_EQ(
       send(FUSE_MKDIR, 1, Body().obj(fuse_mkdir_in{0755, 022}).name("dir").raw(block)).error(), 0);
-  EXPECT_CALL(
-      fs_, symlink(SecctxIs("security.selinux", "lbl"), 1, NameIs("l"), std::string_view("target")))
-      .WillOnce(Return(sample_entry(4)));
+  EXPECT_CALL(fs_, symlink(_, fuse::InodeId{1}, NameIs("l"), std::string_view("target"),
+                           SecctxIs("security.selinux", "lbl")))
+      .WillOnce(Return(sample_entry(fuse::InodeId{4})));
   EXPECT_EQ(send(FUSE_SYMLINK, 1, Body().name("l").name("target").raw(block)).error(), 0);
-  EXPECT_CALL(fs_, create(NoSecctx(), 1, NameIs("f"), _, _, _))
-      .WillOnce(Return(std::make_pair(sample_entry(5), OpenReply{})));
+  EXPECT_CALL(fs_, create(_, fuse::InodeId{1}, NameIs("f"), _, _, _, _, NoSecctx()))
+      .WillOnce(Return(std::make_pair(sample_entry(fuse::InodeId{5}), OpenReply{})));
   EXPECT_EQ(send(FUSE_CREATE, 1, Body().obj(fuse_create_in{}).name("f").raw(empty_secctx_block()))
                 .error(),
             0);
   // Garbage after the name is still garbage.
-  EXPECT_CALL(fs_, mkdir(_, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, mkdir(_, _, _, _, _, _)).Times(0);
   expect_error(send(FUSE_MKDIR, 1, Body().obj(fuse_mkdir_in{}).name("dir").raw("12345678")),
                EINVAL);
   // Not on operations that create nothing.
@@ -803,7 +814,7 @@ TEST_F(SessionTest, LegacyInlineSecurityContext) {
 
 TEST_F(SessionTest, InlineSecurityContextOnlyBefore738) {
   start(FUSE_SECURITY_CTX, /*minor=*/38);
-  EXPECT_CALL(fs_, mkdir(_, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, mkdir(_, _, _, _, _, _)).Times(0);
   expect_error(send(FUSE_MKDIR, 1,
                     Body().obj(fuse_mkdir_in{}).name("dir").raw(secctx_block("security.a", "v"))),
                EINVAL);

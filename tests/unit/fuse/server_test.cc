@@ -214,14 +214,14 @@ TEST(ServerOptionsTest, InitHonoursOptions) {
 // Opcodes, decoded and encoded
 
 TEST_F(OpTest, LookupPassesContextParentAndName) {
-  EXPECT_CALL(fs_, lookup(CtxIs(kUid, kGid, kPid), 9, NameIs("hello.txt")))
-      .WillOnce(Return(sample_entry(77)));
+  EXPECT_CALL(fs_, lookup(CtxIs(kUid, kGid, kPid), fuse::InodeId{9}, NameIs("hello.txt")))
+      .WillOnce(Return(sample_entry(fuse::InodeId{77})));
   Reply r = send(FUSE_LOOKUP, 9, Body().name("hello.txt"));
   ASSERT_EQ(r.returned, kHdr + sizeof(fuse_entry_out));
   EXPECT_EQ(r.hdr().len, r.returned);
   EXPECT_EQ(r.error(), 0);
   EXPECT_EQ(r.hdr().unique, kUnique);
-  expect_entry_out(r.at<fuse_entry_out>(), 77);
+  expect_entry_out(r.at<fuse_entry_out>(), fuse::InodeId{77});
 }
 
 TEST_F(OpTest, LookupErrorIsNegatedErrno) {
@@ -230,10 +230,12 @@ TEST_F(OpTest, LookupErrorIsNegatedErrno) {
 }
 
 TEST_F(OpTest, LookupOfDotAndDotDotReachesFilesystem) {
-  EXPECT_CALL(fs_, lookup(_, kRootInode, NameIs(".."))).WillOnce(Return(sample_entry(1)));
-  EXPECT_CALL(fs_, lookup(_, kRootInode, NameIs("."))).WillOnce(Return(sample_entry(1)));
-  EXPECT_EQ(send(FUSE_LOOKUP, kRootInode, Body().name("..")).error(), 0);
-  EXPECT_EQ(send(FUSE_LOOKUP, kRootInode, Body().name(".")).error(), 0);
+  EXPECT_CALL(fs_, lookup(_, kRootInode, NameIs("..")))
+      .WillOnce(Return(sample_entry(fuse::InodeId{1})));
+  EXPECT_CALL(fs_, lookup(_, kRootInode, NameIs(".")))
+      .WillOnce(Return(sample_entry(fuse::InodeId{1})));
+  EXPECT_EQ(send(FUSE_LOOKUP, kRootInode.value(), Body().name("..")).error(), 0);
+  EXPECT_EQ(send(FUSE_LOOKUP, kRootInode.value(), Body().name(".")).error(), 0);
 }
 
 TEST_F(OpTest, FilesystemErrnoOutOfRangeBecomesEio) {
@@ -243,7 +245,7 @@ TEST_F(OpTest, FilesystemErrnoOutOfRangeBecomesEio) {
 }
 
 TEST_F(OpTest, Forget) {
-  EXPECT_CALL(fs_, forget(33, 5));
+  EXPECT_CALL(fs_, forget(fuse::InodeId{33}, 5));
   Reply r = send(FUSE_FORGET, 33, Body().obj(fuse_forget_in{5}));
   EXPECT_EQ(r.returned, 0u);
   EXPECT_EQ(r.buf[0], 0xee);  // nothing written
@@ -271,7 +273,7 @@ TEST_F(OpTest, BatchForgetLargerThanOneChunk) {
   EXPECT_CALL(fs_, batch_forget(_))
       .WillRepeatedly(Invoke([&](std::span<const std::pair<InodeId, uint64_t>> items) {
         total += items.size();
-        for (auto& [ino, n] : items) sum += ino * n;
+        for (auto& [ino, n] : items) sum += ino.value() * n;
       }));
   Body b;
   b.obj(fuse_batch_forget_in{200, 0});
@@ -300,7 +302,7 @@ TEST_F(OpTest, GetattrWithAndWithoutHandle) {
   attr.attr.st_rdev = makedev(8, 1);
   attr.attr.st_nlink = 2;
   attr.timeout = 3s + 7ns;
-  EXPECT_CALL(fs_, getattr(CtxIs(kUid, kGid, kPid), 5, std::optional<HandleId>(44)))
+  EXPECT_CALL(fs_, getattr(CtxIs(kUid, kGid, kPid), fuse::InodeId{5}, std::optional<HandleId>(44)))
       .WillOnce(Return(attr));
   fuse_getattr_in in{};
   in.getattr_flags = FUSE_GETATTR_FH;
@@ -317,13 +319,13 @@ TEST_F(OpTest, GetattrWithAndWithoutHandle) {
 
   // Without FUSE_GETATTR_FH the fh field is junk and must not be passed.
   in.getattr_flags = 0;
-  EXPECT_CALL(fs_, getattr(_, 5, std::optional<HandleId>())).WillOnce(Return(attr));
+  EXPECT_CALL(fs_, getattr(_, fuse::InodeId{5}, std::optional<HandleId>())).WillOnce(Return(attr));
   EXPECT_EQ(send(FUSE_GETATTR, 5, Body().obj(in)).error(), 0);
 }
 
 TEST_F(OpTest, SetattrDecodesEveryField) {
   SetattrRequest got;
-  EXPECT_CALL(fs_, setattr(_, 8, _))
+  EXPECT_CALL(fs_, setattr(_, fuse::InodeId{8}, _))
       .WillOnce(Invoke([&](const Context&, InodeId, const SetattrRequest& s) {
         got = s;
         AttrReply a;
@@ -353,13 +355,13 @@ TEST_F(OpTest, SetattrDecodesEveryField) {
   EXPECT_EQ(got.atime.tv_nsec, 567);
   EXPECT_EQ(got.mtime.tv_nsec, UTIME_NOW);
   ASSERT_TRUE(got.handle.has_value());
-  EXPECT_EQ(*got.handle, 31u);
+  EXPECT_EQ(*got.handle, HandleId{31});
 }
 
 TEST_F(OpTest, SetattrWithoutFhHasNoHandle) {
   SetattrRequest got;
-  got.handle = 1;
-  EXPECT_CALL(fs_, setattr(_, 8, _))
+  got.handle = HandleId{1};
+  EXPECT_CALL(fs_, setattr(_, fuse::InodeId{8}, _))
       .WillOnce(Invoke([&](const Context&, InodeId, const SetattrRequest& s) {
         got = s;
         return Result<AttrReply>(AttrReply{});
@@ -382,7 +384,7 @@ TEST_F(OpTest, SetattrRejectsBadNanoseconds) {
 }
 
 TEST_F(OpTest, Readlink) {
-  EXPECT_CALL(fs_, readlink(_, 12)).WillOnce(Return(std::string("../target/file")));
+  EXPECT_CALL(fs_, readlink(_, fuse::InodeId{12})).WillOnce(Return(std::string("../target/file")));
   Reply r = send(FUSE_READLINK, 12);
   ASSERT_EQ(r.returned, kHdr + 14);
   EXPECT_EQ(r.hdr().len, kHdr + 14);
@@ -390,22 +392,22 @@ TEST_F(OpTest, Readlink) {
 }
 
 TEST_F(OpTest, ReadlinkLongerThanReplyRoomIsEio) {
-  EXPECT_CALL(fs_, readlink(_, 12)).WillOnce(Return(std::string(100, 'x')));
+  EXPECT_CALL(fs_, readlink(_, fuse::InodeId{12})).WillOnce(Return(std::string(100, 'x')));
   expect_error(send(FUSE_READLINK, 12, {}, kHdr + 50), EIO);
   expect_alive();
 }
 
 TEST_F(OpTest, Symlink) {
-  EXPECT_CALL(fs_,
-              symlink(CtxIs(kUid, kGid, kPid), 3, NameIs("link"), std::string_view("/some/where")))
-      .WillOnce(Return(sample_entry(50)));
+  EXPECT_CALL(fs_, symlink(CtxIs(kUid, kGid, kPid), fuse::InodeId{3}, NameIs("link"),
+                           std::string_view("/some/where"), _))
+      .WillOnce(Return(sample_entry(fuse::InodeId{50})));
   Reply r = send(FUSE_SYMLINK, 3, Body().name("link").name("/some/where"));
   ASSERT_EQ(r.returned, kHdr + sizeof(fuse_entry_out));
-  expect_entry_out(r.at<fuse_entry_out>(), 50);
+  expect_entry_out(r.at<fuse_entry_out>(), fuse::InodeId{50});
 }
 
 TEST_F(OpTest, SymlinkMalformed) {
-  EXPECT_CALL(fs_, symlink(_, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, symlink(_, _, _, _, _)).Times(0);
   expect_error(send(FUSE_SYMLINK, 3, Body().name("link").name("")), EINVAL);  // empty target
   expect_error(send(FUSE_SYMLINK, 3, Body().name("link").raw("t")), EINVAL);  // no NUL
   expect_error(send(FUSE_SYMLINK, 3, Body().name("link")), EINVAL);           // no target
@@ -414,34 +416,36 @@ TEST_F(OpTest, SymlinkMalformed) {
   expect_error(send(FUSE_SYMLINK, 3, Body().name("l").name(std::string(PATH_MAX, 'x'))), EINVAL);
   expect_alive();
   // The longest legal target: PATH_MAX - 1 bytes.
-  EXPECT_CALL(fs_, symlink(_, 3, NameIs("l"), _)).WillOnce(Return(sample_entry(2)));
+  EXPECT_CALL(fs_, symlink(_, fuse::InodeId{3}, NameIs("l"), _, _))
+      .WillOnce(Return(sample_entry(fuse::InodeId{2})));
   EXPECT_EQ(send(FUSE_SYMLINK, 3, Body().name("l").name(std::string(PATH_MAX - 1, 'x'))).error(),
             0);
 }
 
 TEST_F(OpTest, Mknod) {
-  EXPECT_CALL(fs_, mknod(CtxIs(kUid, kGid, kPid), 4, NameIs("dev"), S_IFCHR | 0600,
-                         makedev(136, 0x1234), 022))
-      .WillOnce(Return(sample_entry(60)));
+  EXPECT_CALL(fs_, mknod(CtxIs(kUid, kGid, kPid), fuse::InodeId{4}, NameIs("dev"), S_IFCHR | 0600,
+                         makedev(136, 0x1234), 022, _))
+      .WillOnce(Return(sample_entry(fuse::InodeId{60})));
   fuse_mknod_in in{};
   in.mode = S_IFCHR | 0600;
   in.rdev = 0x34u | (136u << 8) | (0x12u << 20);
   in.umask = 022;
   Reply r = send(FUSE_MKNOD, 4, Body().obj(in).name("dev"));
   ASSERT_EQ(r.returned, kHdr + sizeof(fuse_entry_out));
-  expect_entry_out(r.at<fuse_entry_out>(), 60);
+  expect_entry_out(r.at<fuse_entry_out>(), fuse::InodeId{60});
 }
 
 TEST_F(OpTest, Mkdir) {
-  EXPECT_CALL(fs_, mkdir(_, 4, NameIs("sub"), 0755, 027)).WillOnce(Return(sample_entry(61)));
+  EXPECT_CALL(fs_, mkdir(_, fuse::InodeId{4}, NameIs("sub"), 0755, 027, _))
+      .WillOnce(Return(sample_entry(fuse::InodeId{61})));
   Reply r = send(FUSE_MKDIR, 4, Body().obj(fuse_mkdir_in{0755, 027}).name("sub"));
   ASSERT_EQ(r.returned, kHdr + sizeof(fuse_entry_out));
-  expect_entry_out(r.at<fuse_entry_out>(), 61);
+  expect_entry_out(r.at<fuse_entry_out>(), fuse::InodeId{61});
 }
 
 TEST_F(OpTest, UnlinkAndRmdir) {
-  EXPECT_CALL(fs_, unlink(_, 4, NameIs("f"))).WillOnce(Return(ok()));
-  EXPECT_CALL(fs_, rmdir(_, 4, NameIs("d"))).WillOnce(Return(fail(ENOTEMPTY)));
+  EXPECT_CALL(fs_, unlink(_, fuse::InodeId{4}, NameIs("f"))).WillOnce(Return(ok()));
+  EXPECT_CALL(fs_, rmdir(_, fuse::InodeId{4}, NameIs("d"))).WillOnce(Return(fail(ENOTEMPTY)));
   Reply r = send(FUSE_UNLINK, 4, Body().name("f"));
   EXPECT_EQ(r.returned, kHdr);
   EXPECT_EQ(r.error(), 0);
@@ -449,8 +453,10 @@ TEST_F(OpTest, UnlinkAndRmdir) {
 }
 
 TEST_F(OpTest, RenameAndRename2) {
-  EXPECT_CALL(fs_, rename(_, 4, NameIs("old"), 6, NameIs("new"), 0u)).WillOnce(Return(ok()));
-  EXPECT_CALL(fs_, rename(_, 4, NameIs("a"), 7, NameIs("b"), RENAME_EXCHANGE))
+  EXPECT_CALL(fs_, rename(_, fuse::InodeId{4}, NameIs("old"), fuse::InodeId{6}, NameIs("new"), 0u))
+      .WillOnce(Return(ok()));
+  EXPECT_CALL(
+      fs_, rename(_, fuse::InodeId{4}, NameIs("a"), fuse::InodeId{7}, NameIs("b"), RENAME_EXCHANGE))
       .WillOnce(Return(ok()));
   Reply r = send(FUSE_RENAME, 4, Body().obj(fuse_rename_in{6}).name("old").name("new"));
   EXPECT_EQ(r.returned, kHdr);
@@ -477,19 +483,19 @@ TEST_F(OpTest, RenameMalformed) {
 }
 
 TEST_F(OpTest, Link) {
-  EXPECT_CALL(fs_, link(_, 90, 4, NameIs("hard"))).WillOnce(Return(sample_entry(90)));
+  EXPECT_CALL(fs_, link(_, fuse::InodeId{90}, fuse::InodeId{4}, NameIs("hard")))
+      .WillOnce(Return(sample_entry(fuse::InodeId{90})));
   Reply r = send(FUSE_LINK, 4, Body().obj(fuse_link_in{90}).name("hard"));
   ASSERT_EQ(r.returned, kHdr + sizeof(fuse_entry_out));
-  expect_entry_out(r.at<fuse_entry_out>(), 90);
+  expect_entry_out(r.at<fuse_entry_out>(), fuse::InodeId{90});
 }
 
 TEST_F(OpTest, OpenAndOpendir) {
-  EXPECT_CALL(fs_, open(AllOf(CtxIs(kUid, kGid, kPid),
-                              Field(&Context::fuse_open_flags, FUSE_OPEN_KILL_SUIDGID)),
-                        20, O_RDWR | O_APPEND))
-      .WillOnce(Return(OpenReply{555, FOPEN_KEEP_CACHE}));
-  EXPECT_CALL(fs_, opendir(_, 21, O_RDONLY | O_DIRECTORY))
-      .WillOnce(Return(OpenReply{556, FOPEN_CACHE_DIR}));
+  EXPECT_CALL(fs_, open(CtxIs(kUid, kGid, kPid), fuse::InodeId{20}, O_RDWR | O_APPEND,
+                        /*kill_suidgid=*/true))
+      .WillOnce(Return(OpenReply{fuse::HandleId{555}, FOPEN_KEEP_CACHE}));
+  EXPECT_CALL(fs_, opendir(_, fuse::InodeId{21}, O_RDONLY | O_DIRECTORY))
+      .WillOnce(Return(OpenReply{fuse::HandleId{556}, FOPEN_CACHE_DIR}));
   Reply r =
       send(FUSE_OPEN, 20, Body().obj(fuse_open_in{O_RDWR | O_APPEND, FUSE_OPEN_KILL_SUIDGID}));
   ASSERT_EQ(r.returned, kHdr + sizeof(fuse_open_out));
@@ -502,10 +508,11 @@ TEST_F(OpTest, OpenAndOpendir) {
 }
 
 TEST_F(OpTest, Create) {
-  EXPECT_CALL(fs_, create(AllOf(CtxIs(kUid, kGid, kPid),
-                                Field(&Context::fuse_open_flags, FUSE_OPEN_KILL_SUIDGID)),
-                          4, NameIs("new.txt"), S_IFREG | 0644, O_CREAT | O_EXCL | O_WRONLY, 022))
-      .WillOnce(Return(std::make_pair(sample_entry(70), OpenReply{71, FOPEN_DIRECT_IO})));
+  EXPECT_CALL(fs_, create(CtxIs(kUid, kGid, kPid), fuse::InodeId{4}, NameIs("new.txt"),
+                          S_IFREG | 0644, O_CREAT | O_EXCL | O_WRONLY, 022,
+                          /*kill_suidgid=*/true, _))
+      .WillOnce(Return(std::make_pair(sample_entry(fuse::InodeId{70}),
+                                      OpenReply{fuse::HandleId{71}, FOPEN_DIRECT_IO})));
   fuse_create_in in{};
   in.flags = O_CREAT | O_EXCL | O_WRONLY;
   in.mode = S_IFREG | 0644;
@@ -514,14 +521,14 @@ TEST_F(OpTest, Create) {
   Reply r = send(FUSE_CREATE, 4, Body().obj(in).name("new.txt"));
   ASSERT_EQ(r.returned, kHdr + sizeof(fuse_entry_out) + sizeof(fuse_open_out));
   EXPECT_EQ(r.hdr().len, r.returned);
-  expect_entry_out(r.at<fuse_entry_out>(), 70);
+  expect_entry_out(r.at<fuse_entry_out>(), fuse::InodeId{70});
   auto open = r.at<fuse_open_out>(sizeof(fuse_entry_out));
   EXPECT_EQ(open.fh, 71u);
   EXPECT_EQ(open.open_flags, static_cast<uint32_t>(FOPEN_DIRECT_IO));
 }
 
 TEST_F(OpTest, ReadFillsDataBehindHeader) {
-  EXPECT_CALL(fs_, read(_, 20, 555, _, 100, 4096))
+  EXPECT_CALL(fs_, read(_, fuse::InodeId{20}, fuse::HandleId{555}, _, 100, 4096))
       .WillOnce(
           Invoke([](const Context&, InodeId, HandleId, IovecWriter& out, uint32_t size, uint64_t) {
             std::string data(60, 'r');
@@ -541,7 +548,7 @@ TEST_F(OpTest, ReadFillsDataBehindHeader) {
 }
 
 TEST_F(OpTest, ReadSizeIsClampedToReplyRoom) {
-  EXPECT_CALL(fs_, read(_, 20, 555, _, 30, 0))
+  EXPECT_CALL(fs_, read(_, fuse::InodeId{20}, fuse::HandleId{555}, _, 30, 0))
       .WillOnce(
           Invoke([](const Context&, InodeId, HandleId, IovecWriter& out, uint32_t size, uint64_t) {
             EXPECT_EQ(out.remaining(), 30u);
@@ -566,12 +573,10 @@ TEST_F(OpTest, ReadError) {
 
 TEST_F(OpTest, WriteGetsExactlyTheData) {
   std::string got;
-  EXPECT_CALL(fs_,
-              write(AllOf(CtxIs(kUid, kGid, kPid),
-                          Field(&Context::file_flags, Optional(uint32_t{O_WRONLY | O_APPEND}))),
-                    20, 555, _, 11, 8192, FUSE_WRITE_CACHE))
+  EXPECT_CALL(fs_, write(CtxIs(kUid, kGid, kPid), fuse::InodeId{20}, fuse::HandleId{555}, _, 11,
+                         8192, FUSE_WRITE_CACHE, Optional(uint32_t{O_WRONLY | O_APPEND})))
       .WillOnce(Invoke([&](const Context&, InodeId, HandleId, IovecReader& in, uint32_t size,
-                           uint64_t, uint32_t) {
+                           uint64_t, uint32_t, std::optional<uint32_t>) {
         EXPECT_EQ(in.remaining(), size);
         got.resize(size);
         EXPECT_TRUE(in.read(got.data(), size));
@@ -595,7 +600,7 @@ TEST_F(OpTest, Statfs) {
   st.f_bavail = 10;
   st.f_bsize = 4096;
   st.f_namemax = 255;
-  EXPECT_CALL(fs_, statfs(_, 1)).WillOnce(Return(st));
+  EXPECT_CALL(fs_, statfs(_, fuse::InodeId{1})).WillOnce(Return(st));
   Reply r = send(FUSE_STATFS, 1);
   ASSERT_EQ(r.returned, kHdr + sizeof(fuse_statfs_out));
   auto out = r.at<fuse_statfs_out>();
@@ -606,8 +611,9 @@ TEST_F(OpTest, Statfs) {
 }
 
 TEST_F(OpTest, ReleaseAndReleasedir) {
-  EXPECT_CALL(fs_, release(_, 20, 555, O_RDWR)).WillOnce(Return(ok()));
-  EXPECT_CALL(fs_, releasedir(_, 21, 556)).WillOnce(Return(ok()));
+  EXPECT_CALL(fs_, release(_, fuse::InodeId{20}, fuse::HandleId{555}, O_RDWR))
+      .WillOnce(Return(ok()));
+  EXPECT_CALL(fs_, releasedir(_, fuse::InodeId{21}, fuse::HandleId{556})).WillOnce(Return(ok()));
   fuse_release_in in{};
   in.fh = 555;
   in.flags = O_RDWR;
@@ -621,9 +627,11 @@ TEST_F(OpTest, ReleaseAndReleasedir) {
 }
 
 TEST_F(OpTest, FsyncAndFsyncdir) {
-  EXPECT_CALL(fs_, fsync(_, 20, 555, true)).WillOnce(Return(ok()));
-  EXPECT_CALL(fs_, fsync(_, 20, 555, false)).WillOnce(Return(fail(EIO)));
-  EXPECT_CALL(fs_, fsyncdir(_, 21, 556, true)).WillOnce(Return(ok()));
+  EXPECT_CALL(fs_, fsync(_, fuse::InodeId{20}, fuse::HandleId{555}, true)).WillOnce(Return(ok()));
+  EXPECT_CALL(fs_, fsync(_, fuse::InodeId{20}, fuse::HandleId{555}, false))
+      .WillOnce(Return(fail(EIO)));
+  EXPECT_CALL(fs_, fsyncdir(_, fuse::InodeId{21}, fuse::HandleId{556}, true))
+      .WillOnce(Return(ok()));
   EXPECT_EQ(send(FUSE_FSYNC, 20, Body().obj(fuse_fsync_in{555, FUSE_FSYNC_FDATASYNC, 0})).error(),
             0);
   expect_error(send(FUSE_FSYNC, 20, Body().obj(fuse_fsync_in{555, 0, 0})), EIO);
@@ -633,7 +641,8 @@ TEST_F(OpTest, FsyncAndFsyncdir) {
 }
 
 TEST_F(OpTest, Flush) {
-  EXPECT_CALL(fs_, flush(_, 20, 555, 0xabcdef)).WillOnce(Return(ok()));
+  EXPECT_CALL(fs_, flush(_, fuse::InodeId{20}, fuse::HandleId{555}, 0xabcdef))
+      .WillOnce(Return(ok()));
   fuse_flush_in in{};
   in.fh = 555;
   in.lock_owner = 0xabcdef;
@@ -643,12 +652,14 @@ TEST_F(OpTest, Flush) {
 }
 
 TEST_F(OpTest, Access) {
-  EXPECT_CALL(fs_, access(CtxIs(kUid, kGid, kPid), 20, R_OK | X_OK)).WillOnce(Return(fail(EACCES)));
+  EXPECT_CALL(fs_, access(CtxIs(kUid, kGid, kPid), fuse::InodeId{20}, R_OK | X_OK))
+      .WillOnce(Return(fail(EACCES)));
   expect_error(send(FUSE_ACCESS, 20, Body().obj(fuse_access_in{R_OK | X_OK, 0})), EACCES);
 }
 
 TEST_F(OpTest, Lseek) {
-  EXPECT_CALL(fs_, lseek(_, 20, 555, 100, SEEK_DATA)).WillOnce(Return(uint64_t{4096}));
+  EXPECT_CALL(fs_, lseek(_, fuse::InodeId{20}, fuse::HandleId{555}, 100, SEEK_DATA))
+      .WillOnce(Return(uint64_t{4096}));
   fuse_lseek_in in{};
   in.fh = 555;
   in.offset = 100;
@@ -659,7 +670,9 @@ TEST_F(OpTest, Lseek) {
 }
 
 TEST_F(OpTest, Fallocate) {
-  EXPECT_CALL(fs_, fallocate(_, 20, 555, FALLOC_FL_KEEP_SIZE, 10, 1 << 20)).WillOnce(Return(ok()));
+  EXPECT_CALL(
+      fs_, fallocate(_, fuse::InodeId{20}, fuse::HandleId{555}, FALLOC_FL_KEEP_SIZE, 10, 1 << 20))
+      .WillOnce(Return(ok()));
   fuse_fallocate_in in{};
   in.fh = 555;
   in.offset = 10;
@@ -671,7 +684,7 @@ TEST_F(OpTest, Fallocate) {
 }
 
 TEST_F(OpTest, Syncfs) {
-  EXPECT_CALL(fs_, syncfs(_, 1)).WillOnce(Return(ok()));
+  EXPECT_CALL(fs_, syncfs(_, fuse::InodeId{1})).WillOnce(Return(ok()));
   Reply r = send(FUSE_SYNCFS, 1, Body().obj(fuse_syncfs_in{}));
   EXPECT_EQ(r.returned, kHdr);
   EXPECT_EQ(r.error(), 0);
@@ -727,7 +740,7 @@ auto fill_dir(int max_entries, int* added) {
     for (int i = static_cast<int>(offset); i < max_entries; ++i) {
       std::string name = "entry-" + std::to_string(i);
       if (!sink.fits(name.size())) break;
-      Entry e = sample_entry(100 + i);
+      Entry e = sample_entry(InodeId{100 + static_cast<uint64_t>(i)});
       sink.add(
           DirEntry{static_cast<uint64_t>(1000 + i), static_cast<uint64_t>(i + 1), DT_REG, name},
           plus ? &e : nullptr);
@@ -739,7 +752,8 @@ auto fill_dir(int max_entries, int* added) {
 
 TEST_F(OpTest, ReaddirEncodesDirents) {
   int added = 0;
-  EXPECT_CALL(fs_, readdir(CtxIs(kUid, kGid, kPid), 21, 556, 0, false, _))
+  EXPECT_CALL(fs_,
+              readdir(CtxIs(kUid, kGid, kPid), fuse::InodeId{21}, fuse::HandleId{556}, 0, false, _))
       .WillOnce(Invoke(fill_dir(3, &added)));
   fuse_read_in in{};
   in.fh = 556;
@@ -760,7 +774,8 @@ TEST_F(OpTest, ReaddirEncodesDirents) {
 
 TEST_F(OpTest, ReaddirStopsAtRequestedSize) {
   int added = 0;
-  EXPECT_CALL(fs_, readdir(_, 21, 556, 5, false, _)).WillOnce(Invoke(fill_dir(1000, &added)));
+  EXPECT_CALL(fs_, readdir(_, fuse::InodeId{21}, fuse::HandleId{556}, 5, false, _))
+      .WillOnce(Invoke(fill_dir(1000, &added)));
   fuse_read_in in{};
   in.fh = 556;
   in.offset = 5;
@@ -819,7 +834,8 @@ TEST_F(OpTest, ReaddirErrorAfterEntriesKeepsEntries) {
 
 TEST_F(OpTest, ReaddirplusEncodesEntries) {
   int added = 0;
-  EXPECT_CALL(fs_, readdir(_, 21, 556, 0, true, _)).WillOnce(Invoke(fill_dir(2, &added)));
+  EXPECT_CALL(fs_, readdir(_, fuse::InodeId{21}, fuse::HandleId{556}, 0, true, _))
+      .WillOnce(Invoke(fill_dir(2, &added)));
   fuse_read_in in{};
   in.fh = 556;
   in.size = 4096;
@@ -829,8 +845,8 @@ TEST_F(OpTest, ReaddirplusEncodesEntries) {
   ASSERT_EQ(d.size(), 2u);
   EXPECT_EQ(d[1].name, "entry-1");
   EXPECT_EQ(d[1].ino, 1001u);
-  expect_entry_out(d[0].entry, 100);
-  expect_entry_out(d[1].entry, 101);
+  expect_entry_out(d[0].entry, fuse::InodeId{100});
+  expect_entry_out(d[1].entry, fuse::InodeId{101});
   EXPECT_EQ(r.returned, kHdr + 2 * FUSE_DIRENT_ALIGN(FUSE_NAME_OFFSET_DIRENTPLUS + 7));
 }
 
@@ -930,15 +946,15 @@ TEST_F(MalformedTest, BodyTooShortForEachStruct) {
   // Any filesystem call would be a bug: the struct was not all there.
   EXPECT_CALL(fs_, getattr(_, _, _)).Times(0);
   EXPECT_CALL(fs_, setattr(_, _, _)).Times(0);
-  EXPECT_CALL(fs_, mknod(_, _, _, _, _, _)).Times(0);
-  EXPECT_CALL(fs_, mkdir(_, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, mknod(_, _, _, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, mkdir(_, _, _, _, _, _)).Times(0);
   EXPECT_CALL(fs_, rename(_, _, _, _, _, _)).Times(0);
   EXPECT_CALL(fs_, link(_, _, _, _)).Times(0);
-  EXPECT_CALL(fs_, open(_, _, _)).Times(0);
+  EXPECT_CALL(fs_, open(_, _, _, _)).Times(0);
   EXPECT_CALL(fs_, opendir(_, _, _)).Times(0);
-  EXPECT_CALL(fs_, create(_, _, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, create(_, _, _, _, _, _, _, _)).Times(0);
   EXPECT_CALL(fs_, read(_, _, _, _, _, _)).Times(0);
-  EXPECT_CALL(fs_, write(_, _, _, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, write(_, _, _, _, _, _, _, _)).Times(0);
   EXPECT_CALL(fs_, release(_, _, _, _)).Times(0);
   EXPECT_CALL(fs_, releasedir(_, _, _)).Times(0);
   EXPECT_CALL(fs_, fsync(_, _, _, _)).Times(0);
@@ -952,7 +968,7 @@ TEST_F(MalformedTest, BodyTooShortForEachStruct) {
   EXPECT_CALL(fs_, lookup(_, _, _)).Times(0);
   EXPECT_CALL(fs_, unlink(_, _, _)).Times(0);
   EXPECT_CALL(fs_, rmdir(_, _, _)).Times(0);
-  EXPECT_CALL(fs_, symlink(_, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, symlink(_, _, _, _, _)).Times(0);
   for (const auto& c : cases) {
     SCOPED_TRACE("opcode " + std::to_string(c.opcode));
     // The body is the struct minus its last byte (for name ops: nothing).
@@ -972,7 +988,7 @@ TEST_F(MalformedTest, ForgetWithShortBodyIsDropped) {
 
 TEST_F(MalformedTest, NameWithoutNul) {
   EXPECT_CALL(fs_, lookup(_, _, _)).Times(0);
-  EXPECT_CALL(fs_, mkdir(_, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, mkdir(_, _, _, _, _, _)).Times(0);
   expect_error(send(FUSE_LOOKUP, 1, Body().raw("abc")), EINVAL);
   expect_error(send(FUSE_MKDIR, 1, Body().obj(fuse_mkdir_in{0755, 0}).raw("abc")), EINVAL);
   expect_alive();
@@ -989,7 +1005,7 @@ TEST_F(MalformedTest, NameWithSlash) {
 
 TEST_F(MalformedTest, EmptyName) {
   EXPECT_CALL(fs_, lookup(_, _, _)).Times(0);
-  EXPECT_CALL(fs_, create(_, _, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, create(_, _, _, _, _, _, _, _)).Times(0);
   expect_error(send(FUSE_LOOKUP, 1, Body().name("")), EINVAL);
   expect_error(send(FUSE_CREATE, 1, Body().obj(fuse_create_in{}).name("")), EINVAL);
   expect_alive();
@@ -999,7 +1015,7 @@ TEST_F(MalformedTest, NameLongerThanNameMax) {
   // A well-formed name the host cannot hold: the host's own answer,
   // ENAMETOOLONG, as the Rust virtiofsd gives (its openat fails so).
   EXPECT_CALL(fs_, lookup(_, _, _)).Times(0);
-  EXPECT_CALL(fs_, mkdir(_, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, mkdir(_, _, _, _, _, _)).Times(0);
   EXPECT_CALL(fs_, rename(_, _, _, _, _, _)).Times(0);
   expect_error(send(FUSE_LOOKUP, 1, Body().name(std::string(256, 'n'))), ENAMETOOLONG);
   expect_error(send(FUSE_MKDIR, 1, Body().obj(fuse_mkdir_in{0755, 0}).name(std::string(1024, 'n'))),
@@ -1022,12 +1038,12 @@ TEST_F(MalformedTest, BytesAfterNameNul) {
 }
 
 TEST_F(MalformedTest, DotAndDotDotRejectedExceptForLookup) {
-  EXPECT_CALL(fs_, mkdir(_, _, _, _, _)).Times(0);
-  EXPECT_CALL(fs_, mknod(_, _, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, mkdir(_, _, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, mknod(_, _, _, _, _, _, _)).Times(0);
   EXPECT_CALL(fs_, unlink(_, _, _)).Times(0);
   EXPECT_CALL(fs_, rmdir(_, _, _)).Times(0);
   EXPECT_CALL(fs_, link(_, _, _, _)).Times(0);
-  EXPECT_CALL(fs_, create(_, _, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, create(_, _, _, _, _, _, _, _)).Times(0);
   for (std::string_view dot : {".", ".."}) {
     SCOPED_TRACE(std::string(dot));
     expect_error(send(FUSE_MKDIR, 1, Body().obj(fuse_mkdir_in{0755, 0}).name(dot)), EINVAL);
@@ -1038,8 +1054,9 @@ TEST_F(MalformedTest, DotAndDotDotRejectedExceptForLookup) {
     expect_error(send(FUSE_CREATE, 1, Body().obj(fuse_create_in{}).name(dot)), EINVAL);
   }
   expect_alive();
-  EXPECT_CALL(fs_, lookup(_, kRootInode, NameIs(".."))).WillOnce(Return(sample_entry(1)));
-  EXPECT_EQ(send(FUSE_LOOKUP, kRootInode, Body().name("..")).error(), 0);
+  EXPECT_CALL(fs_, lookup(_, kRootInode, NameIs("..")))
+      .WillOnce(Return(sample_entry(fuse::InodeId{1})));
+  EXPECT_EQ(send(FUSE_LOOKUP, kRootInode.value(), Body().name("..")).error(), 0);
 }
 
 TEST_F(MalformedTest, BatchForgetCountLargerThanBody) {
@@ -1056,7 +1073,7 @@ TEST_F(MalformedTest, BatchForgetCountLargerThanBody) {
 }
 
 TEST_F(MalformedTest, WriteSizeLargerThanData) {
-  EXPECT_CALL(fs_, write(_, _, _, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, write(_, _, _, _, _, _, _, _)).Times(0);
   fuse_write_in in{};
   in.size = 12;
   expect_error(send(FUSE_WRITE, 20, Body().obj(in).raw("hello world")), EINVAL);
@@ -1069,7 +1086,7 @@ TEST_F(MalformedTest, WriteSizeLargerThanData) {
 }
 
 TEST_F(MalformedTest, WriteLargerThanMaxWrite) {
-  EXPECT_CALL(fs_, write(_, _, _, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, write(_, _, _, _, _, _, _, _)).Times(0);
   fuse_write_in in{};
   in.size = (1u << 20) + 1;
   expect_error(send(FUSE_WRITE, 20, Body().obj(in).raw(std::string(in.size, 'w')), 8192), EINVAL);
@@ -1078,7 +1095,7 @@ TEST_F(MalformedTest, WriteLargerThanMaxWrite) {
 
 TEST_F(MalformedTest, ReplyTooSmallForPayloadIsEioWithoutSideEffect) {
   EXPECT_CALL(fs_, lookup(_, _, _)).Times(0);
-  EXPECT_CALL(fs_, create(_, _, _, _, _, _)).Times(0);
+  EXPECT_CALL(fs_, create(_, _, _, _, _, _, _, _)).Times(0);
   EXPECT_CALL(fs_, getattr(_, _, _)).Times(0);
   expect_error(send(FUSE_LOOKUP, 1, Body().name("a"), kHdr + sizeof(fuse_entry_out) - 1), EIO);
   expect_error(
@@ -1123,7 +1140,7 @@ TEST_F(MalformedTest, MalformedAndUnanswerable) {
 }
 
 TEST_F(MalformedTest, ForgetNeedsNoReplyRoom) {
-  EXPECT_CALL(fs_, forget(7, 1));
+  EXPECT_CALL(fs_, forget(fuse::InodeId{7}, 1));
   EXPECT_EQ(send(FUSE_FORGET, 7, Body().obj(fuse_forget_in{1}), 0).returned, 0u);
 }
 
@@ -1134,7 +1151,7 @@ TEST_F(OpTest, ConcurrentRequests) {
       .WillRepeatedly(
           Invoke([](const Context&, InodeId ino, std::optional<HandleId>) -> Result<AttrReply> {
             AttrReply a;
-            a.attr.st_ino = ino;
+            a.attr.st_ino = ino.value();
             return a;
           }));
   std::vector<std::thread> threads;

@@ -36,24 +36,30 @@ class MockFs : public FileSystem {
   MOCK_METHOD(Result<AttrReply>, setattr, (const Context&, InodeId, const SetattrRequest&),
               (override));
   MOCK_METHOD(Result<std::string>, readlink, (const Context&, InodeId), (override));
-  MOCK_METHOD(Result<Entry>, symlink, (const Context&, InodeId, const Name&, std::string_view),
+  MOCK_METHOD(Result<Entry>, symlink,
+              (const Context&, InodeId, const Name&, std::string_view, const Extensions&),
               (override));
-  MOCK_METHOD(Result<Entry>, mknod, (const Context&, InodeId, const Name&, mode_t, dev_t, mode_t),
+  MOCK_METHOD(Result<Entry>, mknod,
+              (const Context&, InodeId, const Name&, mode_t, dev_t, mode_t, const Extensions&),
               (override));
-  MOCK_METHOD(Result<Entry>, mkdir, (const Context&, InodeId, const Name&, mode_t, mode_t),
+  MOCK_METHOD(Result<Entry>, mkdir,
+              (const Context&, InodeId, const Name&, mode_t, mode_t, const Extensions&),
               (override));
   MOCK_METHOD(VoidResult, unlink, (const Context&, InodeId, const Name&), (override));
   MOCK_METHOD(VoidResult, rmdir, (const Context&, InodeId, const Name&), (override));
   MOCK_METHOD(VoidResult, rename,
               (const Context&, InodeId, const Name&, InodeId, const Name&, uint32_t), (override));
   MOCK_METHOD(Result<Entry>, link, (const Context&, InodeId, InodeId, const Name&), (override));
-  MOCK_METHOD(Result<OpenReply>, open, (const Context&, InodeId, uint32_t), (override));
+  MOCK_METHOD(Result<OpenReply>, open, (const Context&, InodeId, uint32_t, bool), (override));
   MOCK_METHOD((Result<std::pair<Entry, OpenReply>>), create,
-              (const Context&, InodeId, const Name&, mode_t, uint32_t, mode_t), (override));
+              (const Context&, InodeId, const Name&, mode_t, uint32_t, mode_t, bool,
+               const Extensions&),
+              (override));
   MOCK_METHOD(Result<size_t>, read,
               (const Context&, InodeId, HandleId, IovecWriter&, uint32_t, uint64_t), (override));
   MOCK_METHOD(Result<size_t>, write,
-              (const Context&, InodeId, HandleId, IovecReader&, uint32_t, uint64_t, uint32_t),
+              (const Context&, InodeId, HandleId, IovecReader&, uint32_t, uint64_t, uint32_t,
+               std::optional<uint32_t>),
               (override));
   MOCK_METHOD(VoidResult, flush, (const Context&, InodeId, HandleId, uint64_t), (override));
   MOCK_METHOD(VoidResult, fsync, (const Context&, InodeId, HandleId, bool), (override));
@@ -82,7 +88,7 @@ class MockFs : public FileSystem {
                uint64_t),
               (override));
   MOCK_METHOD((Result<std::pair<Entry, OpenReply>>), tmpfile,
-              (const Context&, InodeId, mode_t, uint32_t, mode_t), (override));
+              (const Context&, InodeId, mode_t, uint32_t, mode_t, const Extensions&), (override));
   MOCK_METHOD(Result<IoctlReply>, ioctl,
               (const Context&, InodeId, HandleId, uint32_t, uint32_t, std::string_view, uint32_t),
               (override));
@@ -212,7 +218,7 @@ class ServerTest : public ::testing::Test {
 
   // Asserts that a well-formed request is still served normally.
   void expect_alive() {
-    EXPECT_CALL(fs_, getattr(_, 5, std::optional<HandleId>()))
+    EXPECT_CALL(fs_, getattr(_, InodeId{5}, std::optional<HandleId>()))
         .WillOnce(Return(AttrReply{}))
         .RetiresOnSaturation();
     fuse_getattr_in in{};
@@ -237,7 +243,7 @@ inline Entry sample_entry(InodeId ino) {
   Entry e;
   e.inode = ino;
   e.generation = 7;
-  e.attr.st_ino = 1000 + ino;
+  e.attr.st_ino = 1000 + ino.value();
   e.attr.st_mode = S_IFREG | 0644;
   e.attr.st_size = 12345;
   e.attr.st_mtim = {1700000000, 999};
@@ -248,13 +254,13 @@ inline Entry sample_entry(InodeId ino) {
 }
 
 inline void expect_entry_out(const fuse_entry_out& out, InodeId ino) {
-  EXPECT_EQ(out.nodeid, ino);
+  EXPECT_EQ(out.nodeid, ino.value());
   EXPECT_EQ(out.generation, 7u);
   EXPECT_EQ(out.entry_valid, 1u);
   EXPECT_EQ(out.entry_valid_nsec, 500'000'000u);
   EXPECT_EQ(out.attr_valid, 2u);
   EXPECT_EQ(out.attr_valid_nsec, 0u);
-  EXPECT_EQ(out.attr.ino, 1000 + ino);
+  EXPECT_EQ(out.attr.ino, 1000 + ino.value());
   EXPECT_EQ(out.attr.mode, static_cast<uint32_t>(S_IFREG | 0644));
   EXPECT_EQ(out.attr.size, 12345u);
   EXPECT_EQ(out.attr.mtime, 1700000000u);

@@ -349,8 +349,9 @@ class HeldLockFs final : public fuse::FileSystem {
                                   std::optional<fuse::HandleId> h) override {
     return inner_.getattr(c, i, h);
   }
-  Result<fuse::OpenReply> open(const fuse::Context& c, fuse::InodeId i, uint32_t f) override {
-    return inner_.open(c, i, f);
+  Result<fuse::OpenReply> open(const fuse::Context& c, fuse::InodeId i, uint32_t f,
+                               bool kill_suidgid) override {
+    return inner_.open(c, i, f, kill_suidgid);
   }
   Result<size_t> read(const fuse::Context& c, fuse::InodeId i, fuse::HandleId h, IovecWriter& out,
                       uint32_t size, uint64_t offset) override {

@@ -144,7 +144,7 @@ class MemoryTest : public ::testing::Test {
     // in steps, so the measured spans start warm.
     auto warm = fs.lookup(ctx, fuse::kRootInode, names_[0]);
     EXPECT_TRUE(warm);
-    std::vector<uint64_t> nodes;
+    std::vector<fuse::InodeId> nodes;
     nodes.reserve(kFiles);
     const size_t before_inodes = heap_in_use();
     for (int i = 1; i < kFiles; ++i) {
@@ -153,7 +153,7 @@ class MemoryTest : public ::testing::Test {
       nodes.push_back(e->inode);
     }
     const size_t after_inodes = heap_in_use();
-    for (uint64_t node : nodes) EXPECT_TRUE(fs.open(ctx, node, O_RDONLY));
+    for (fuse::InodeId node : nodes) EXPECT_TRUE(fs.open(ctx, node, O_RDONLY, false));
     const size_t after_handles = heap_in_use();
     const double n = kFiles - 1;
     return {(static_cast<double>(after_inodes) - static_cast<double>(before_inodes)) / n,

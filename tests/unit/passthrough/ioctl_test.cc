@@ -50,7 +50,7 @@ class IoctlTest : public ::testing::Test {
     auto e = fs_->lookup(root_ctx_, kRootInode, *fuse::Name::from("f"));
     ASSERT_TRUE(e);
     ino_ = e->inode;
-    auto h = fs_->open(root_ctx_, ino_, O_RDONLY);
+    auto h = fs_->open(root_ctx_, ino_, O_RDONLY, false);
     ASSERT_TRUE(h);
     fh_ = h->handle;
   }
@@ -73,8 +73,8 @@ class IoctlTest : public ::testing::Test {
 
   std::string root_, file_;
   std::unique_ptr<PassthroughFs> fs_;
-  fuse::InodeId ino_ = 0;
-  fuse::HandleId fh_ = 0;
+  fuse::InodeId ino_ = fuse::InodeId{0};
+  fuse::HandleId fh_ = fuse::HandleId{0};
   fuse::Context root_ctx_{};
   fuse::Context owner_{1000, 1000, 1};
   fuse::Context other_{2000, 2000, 1};

@@ -160,12 +160,12 @@ class LocksTest : public ::testing::Test {
   InodeId lookup(const char* n) {
     auto e = fs_->lookup(ctx_, kRootInode, *fuse::Name::from(n));
     EXPECT_TRUE(e.has_value());
-    return e ? e->inode : 0;
+    return e ? e->inode : InodeId{0};
   }
   HandleId open(uint32_t flags) {
-    auto o = fs_->open(ctx_, file_, flags);
+    auto o = fs_->open(ctx_, file_, flags, false);
     EXPECT_TRUE(o.has_value());
-    return o ? o->handle : 0;
+    return o ? o->handle : HandleId{0};
   }
   int setlk(HandleId h, uint64_t owner, const FileLock& l, uint32_t flags = kPosix) {
     auto r = fs_->setlk(ctx_, file_, h, owner, l, flags);
@@ -195,8 +195,8 @@ class LocksTest : public ::testing::Test {
   std::string root_;
   std::unique_ptr<PassthroughFs> fs_;
   fuse::Context ctx_;
-  InodeId file_ = 0;
-  HandleId h1_ = 0, h2_ = 0;
+  InodeId file_ = fuse::InodeId{0};
+  HandleId h1_ = fuse::HandleId{0}, h2_ = fuse::HandleId{0};
 };
 
 TEST_F(LocksTest, WithoutTheOptionsLockOpsAnswerEnosys) {
@@ -284,7 +284,7 @@ TEST_F(LocksTest, BadRequestsAreRefused) {
   EXPECT_EQ(setlk(h1_, 1, lk(F_WRLCK, 0, kEof + 1)), EINVAL);
   EXPECT_EQ(setlk(h1_, 1, lk(77)), EINVAL);
   EXPECT_EQ(setlk(h1_, 1, lk(77), kFlock), EINVAL);
-  EXPECT_EQ(setlk(h1_ + 100, 1, lk(F_WRLCK)), EBADF);
+  EXPECT_EQ(setlk(HandleId{h1_.value() + 100}, 1, lk(F_WRLCK)), EBADF);
   // A write lock needs a handle open for writing, a read lock one for reading.
   HandleId ro = open(O_RDONLY);
   HandleId wo = open(O_WRONLY);
@@ -505,21 +505,23 @@ TEST(LockManagerLimits, WaitersAndOwnerDescriptionsAreBounded) {
   std::ofstream(file) << "x";
   UniqueFd proc(::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC));
   auto handle = std::make_shared<HandleData>();
-  handle->inode = 2;
+  handle->inode = InodeId{2};
   handle->fd.reset(::open(file.c_str(), O_RDWR | O_CLOEXEC));
   ASSERT_TRUE(handle->fd);
   {
     LockManager locks(proc.get(), LockLimits{2, 4});
-    ASSERT_TRUE(locks.setlk(2, 1, handle, 1, lk(F_WRLCK, 0, 0), false));
+    ASSERT_TRUE(
+        locks.setlk(fuse::InodeId{2}, fuse::HandleId{1}, handle, 1, lk(F_WRLCK, 0, 0), false));
     Completions c;
     for (uint64_t i = 0; i < 3; ++i) {
-      locks.setlkw(2, 1, handle, 10 + i, lk(F_WRLCK, 0, 0), false, i, c.callback());
+      locks.setlkw(fuse::InodeId{2}, fuse::HandleId{1}, handle, 10 + i, lk(F_WRLCK, 0, 0), false, i,
+                   c.callback());
     }
     ASSERT_TRUE(c.wait_for(1));
     EXPECT_EQ(c.results(), std::vector<int>{ENOLCK});
     EXPECT_EQ(locks.waiter_count(), 2u);
     EXPECT_EQ(locks.owner_fd_count(), 4u);
-    auto r = locks.setlk(2, 1, handle, 99, lk(F_RDLCK, 5, 5), false);
+    auto r = locks.setlk(fuse::InodeId{2}, fuse::HandleId{1}, handle, 99, lk(F_RDLCK, 5, 5), false);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().value, ENOLCK);
     locks.reset();
@@ -542,18 +544,19 @@ TEST(LockManagerReset, AWaitRegisteringDuringAResetEndsAndResetReturns) {
   std::ofstream(file) << "x";
   UniqueFd proc(::open("/proc/self/fd", O_PATH | O_DIRECTORY | O_CLOEXEC));
   auto handle = std::make_shared<HandleData>();
-  handle->inode = 2;
+  handle->inode = InodeId{2};
   handle->fd.reset(::open(file.c_str(), O_RDWR | O_CLOEXEC));
   ASSERT_TRUE(handle->fd);
   auto locks = std::make_shared<LockManager>(proc.get());
-  ASSERT_TRUE(locks->setlk(2, 1, handle, /*owner=*/1, lk(F_WRLCK), false));
+  ASSERT_TRUE(
+      locks->setlk(fuse::InodeId{2}, fuse::HandleId{1}, handle, /*owner=*/1, lk(F_WRLCK), false));
   Completions c;
   auto second = c.callback();
-  locks->setlkw(2, 1, handle, /*owner=*/2, lk(F_WRLCK), false, /*unique=*/10,
-                [locks, handle, second, first = c.callback()](VoidResult r) {
+  locks->setlkw(fuse::InodeId{2}, fuse::HandleId{1}, handle, /*owner=*/2, lk(F_WRLCK), false,
+                /*unique=*/10, [locks, handle, second, first = c.callback()](VoidResult r) {
                   first(r);
-                  locks->setlkw(2, 1, handle, /*owner=*/3, lk(F_WRLCK), false, /*unique=*/12,
-                                second);
+                  locks->setlkw(fuse::InodeId{2}, fuse::HandleId{1}, handle, /*owner=*/3,
+                                lk(F_WRLCK), false, /*unique=*/12, second);
                 });
   ASSERT_EQ(locks->waiter_count(), 1u);
   std::promise<void> reset_done;
@@ -571,9 +574,11 @@ TEST(LockManagerReset, AWaitRegisteringDuringAResetEndsAndResetReturns) {
   EXPECT_EQ(locks->waiter_count(), 0u);
   // The next session waits normally again (the reset dropped owner 1's
   // lock with the rest: take it again).
-  ASSERT_TRUE(locks->setlk(2, 1, handle, /*owner=*/1, lk(F_WRLCK), false));
+  ASSERT_TRUE(
+      locks->setlk(fuse::InodeId{2}, fuse::HandleId{1}, handle, /*owner=*/1, lk(F_WRLCK), false));
   Completions after;
-  locks->setlkw(2, 1, handle, /*owner=*/4, lk(F_WRLCK), false, /*unique=*/14, after.callback());
+  locks->setlkw(fuse::InodeId{2}, fuse::HandleId{1}, handle, /*owner=*/4, lk(F_WRLCK), false,
+                /*unique=*/14, after.callback());
   EXPECT_EQ(locks->waiter_count(), 1u);
   locks->interrupt(14);
   ASSERT_TRUE(after.wait_for(1));

@@ -38,6 +38,7 @@ using test::read_host;
 using test::write_host;
 
 using fuse::Entry;
+using fuse::HandleId;
 using fuse::InodeId;
 using fuse::kRootInode;
 
@@ -103,12 +104,12 @@ class PassthroughFsTest : public ::testing::Test {
   InodeId must_lookup(InodeId parent, std::string_view n) {
     auto e = lookup(parent, n);
     EXPECT_TRUE(e.has_value()) << n << ": " << (e ? "" : errno_name(e.error().value));
-    return e ? e->inode : 0;
+    return e ? e->inode : InodeId{0};
   }
   fuse::HandleId must_open(InodeId inode, uint32_t flags) {
-    auto o = fs_->open(ctx_, inode, flags);
+    auto o = fs_->open(ctx_, inode, flags, false);
     EXPECT_TRUE(o.has_value());
-    return o ? o->handle : 0;
+    return o ? o->handle : HandleId{0};
   }
 
   mode_t old_umask_ = 0;
@@ -153,7 +154,7 @@ TEST_F(PassthroughFsTest, BatchForgetFreesEveryListedInode) {
   InodeId a = must_lookup(kRootInode, "a");
   InodeId b = must_lookup(kRootInode, "b");
   must_lookup(kRootInode, "b");
-  std::vector<std::pair<InodeId, uint64_t>> items = {{a, 1}, {b, 2}, {999999, 1}};
+  std::vector<std::pair<InodeId, uint64_t>> items = {{a, 1}, {b, 2}, {InodeId{999999}, 1}};
   fs_->batch_forget(items);
   EXPECT_EQ(count_open_fds(), before);
   EXPECT_EQ(fs_->inode_count(), 1u);
@@ -183,7 +184,7 @@ TEST_F(PassthroughFsTest, HostSymlinkPointingOutsideIsNeverFollowed) {
   ASSERT_TRUE(e);
   EXPECT_TRUE(S_ISLNK(e->attr.st_mode));  // the link itself, not "/"
   EXPECT_EQ(lookup(e->inode, "etc").error(), Errno{ENOTDIR});
-  EXPECT_EQ(fs_->open(ctx_, e->inode, O_RDONLY).error(), Errno{ELOOP});
+  EXPECT_EQ(fs_->open(ctx_, e->inode, O_RDONLY, false).error(), Errno{ELOOP});
   EXPECT_EQ(fs_->opendir(ctx_, e->inode, 0).error(), Errno{ENOTDIR});
   EXPECT_EQ(*fs_->readlink(ctx_, e->inode), "/");
 
@@ -208,7 +209,7 @@ TEST_F(PassthroughFsTest, GetattrMatchesTheHost) {
   EXPECT_EQ(attr->attr.st_mode, st.st_mode);
   EXPECT_EQ(attr->attr.st_mtim.tv_nsec, st.st_mtim.tv_nsec);
   EXPECT_EQ(attr->timeout, std::chrono::seconds(1));
-  EXPECT_EQ(fs_->getattr(ctx_, 424242, std::nullopt).error(), Errno{EBADF});
+  EXPECT_EQ(fs_->getattr(ctx_, fuse::InodeId{424242}, std::nullopt).error(), Errno{EBADF});
 }
 
 TEST_F(PassthroughFsTest, SetattrChangesEachField) {
@@ -252,7 +253,7 @@ TEST_F(PassthroughFsTest, SetattrChangesEachField) {
   req.handle = h;
   ASSERT_TRUE(fs_->setattr(ctx_, f, req));
   EXPECT_EQ(read_host(path("f")), "01");
-  req.handle = h + 1000;  // a handle the guest does not own
+  req.handle = HandleId{h.value() + 1000};  // a handle the guest does not own
   EXPECT_EQ(fs_->setattr(ctx_, f, req).error(), Errno{EBADF});
 
   req = {};
@@ -276,7 +277,7 @@ TEST_F(PassthroughFsTest, SetattrChangesEachField) {
 }
 
 TEST_F(PassthroughFsTest, SymlinkCreatesTheHostLinkAndReadlinkReadsIt) {
-  auto e = fs_->symlink(ctx_, kRootInode, name("l"), "some/target");
+  auto e = fs_->symlink(ctx_, kRootInode, name("l"), "some/target", {});
   ASSERT_TRUE(e);
   char buf[64] = {};
   ASSERT_EQ(::readlink(path("l").c_str(), buf, sizeof(buf)), 11);
@@ -285,22 +286,22 @@ TEST_F(PassthroughFsTest, SymlinkCreatesTheHostLinkAndReadlinkReadsIt) {
   EXPECT_EQ(*fs_->readlink(ctx_, e->inode), "some/target");
   EXPECT_EQ(fs_->lookup_count(e->inode), 1u);
   EXPECT_EQ(fs_->readlink(ctx_, kRootInode).error(), Errno{EINVAL});
-  EXPECT_EQ(fs_->symlink(ctx_, kRootInode, name("m"), std::string_view("a\0b", 3)).error(),
+  EXPECT_EQ(fs_->symlink(ctx_, kRootInode, name("m"), std::string_view("a\0b", 3), {}).error(),
             Errno{EINVAL});
 }
 
 TEST_F(PassthroughFsTest, MknodMakesAFifoThatOpenRefuses) {
-  auto e = fs_->mknod(ctx_, kRootInode, name("fifo"), S_IFIFO | 0666, 0, 022);
+  auto e = fs_->mknod(ctx_, kRootInode, name("fifo"), S_IFIFO | 0666, 0, 022, {});
   ASSERT_TRUE(e);
   struct stat st = host_lstat(path("fifo"));
   EXPECT_TRUE(S_ISFIFO(st.st_mode));
   EXPECT_EQ(st.st_mode & 07777, 0644u);  // the guest's umask applied
   // Opening a FIFO would block the worker until a writer shows up.
-  EXPECT_EQ(fs_->open(ctx_, e->inode, O_RDONLY).error(), Errno{EBADF});
+  EXPECT_EQ(fs_->open(ctx_, e->inode, O_RDONLY, false).error(), Errno{EBADF});
 }
 
 TEST_F(PassthroughFsTest, MkdirRmdirUnlinkAndDotNames) {
-  auto d = fs_->mkdir(ctx_, kRootInode, name("d"), 0777, 027);
+  auto d = fs_->mkdir(ctx_, kRootInode, name("d"), 0777, 027, {});
   ASSERT_TRUE(d);
   struct stat st = host_lstat(path("d"));
   EXPECT_TRUE(S_ISDIR(st.st_mode));
@@ -314,11 +315,12 @@ TEST_F(PassthroughFsTest, MkdirRmdirUnlinkAndDotNames) {
   ASSERT_TRUE(fs_->rmdir(ctx_, kRootInode, name("d")));
   EXPECT_FALSE(std::filesystem::exists(path("d")));
 
-  EXPECT_EQ(fs_->mkdir(ctx_, kRootInode, name("."), 0755, 0).error(), Errno{EINVAL});
+  EXPECT_EQ(fs_->mkdir(ctx_, kRootInode, name("."), 0755, 0, {}).error(), Errno{EINVAL});
   EXPECT_EQ(fs_->rmdir(ctx_, kRootInode, name("..")).error(), Errno{EINVAL});
   EXPECT_EQ(fs_->unlink(ctx_, kRootInode, name(".")).error(), Errno{EINVAL});
-  EXPECT_EQ(fs_->symlink(ctx_, kRootInode, name(".."), "x").error(), Errno{EINVAL});
-  EXPECT_EQ(fs_->create(ctx_, kRootInode, name("."), 0644, O_RDWR, 0).error(), Errno{EINVAL});
+  EXPECT_EQ(fs_->symlink(ctx_, kRootInode, name(".."), "x", {}).error(), Errno{EINVAL});
+  EXPECT_EQ(fs_->create(ctx_, kRootInode, name("."), 0644, O_RDWR, 0, false, {}).error(),
+            Errno{EINVAL});
   EXPECT_EQ(fs_->rename(ctx_, kRootInode, name(".."), kRootInode, name("x"), 0).error(),
             Errno{EINVAL});
 }
@@ -376,7 +378,7 @@ TEST_F(PassthroughFsTest, ReadAndWriteGoStraightThroughSegments) {
 
   char s1[] = "Hello", s2[] = ", ", s3[] = "world!";
   IovecReader in({{s1, 5}, {s2, 2}, {s3, 6}});
-  auto written = fs_->write(ctx_, f, h, in, 13, 3, 0);
+  auto written = fs_->write(ctx_, f, h, in, 13, 3, 0, std::nullopt);
   ASSERT_TRUE(written);
   EXPECT_EQ(*written, 13u);
   EXPECT_EQ(in.remaining(), 0u);
@@ -391,9 +393,9 @@ TEST_F(PassthroughFsTest, ReadAndWriteGoStraightThroughSegments) {
   EXPECT_EQ(std::string(d1, 4) + std::string(d2, 3) + std::string(d3, 6), "Hello, world!");
 
   IovecReader too_short({{s1, 5}});
-  EXPECT_EQ(fs_->write(ctx_, f, h, too_short, 6, 0, 0).error(), Errno{EINVAL});
+  EXPECT_EQ(fs_->write(ctx_, f, h, too_short, 6, 0, 0, std::nullopt).error(), Errno{EINVAL});
   IovecWriter any({{d1, 4}});
-  EXPECT_EQ(fs_->read(ctx_, f, h + 77, any, 4, 0).error(), Errno{EBADF});
+  EXPECT_EQ(fs_->read(ctx_, f, HandleId{h.value() + 77}, any, 4, 0).error(), Errno{EBADF});
 }
 
 TEST_F(PassthroughFsTest, ReadSpanningMoreSegmentsThanIovMax) {
@@ -423,7 +425,7 @@ TEST_F(PassthroughFsTest, OpenFlushFsyncRelease) {
   EXPECT_EQ(fs_->handle_count(), 1u);
   char c[] = "z";
   IovecReader in({{c, 1}});
-  ASSERT_TRUE(fs_->write(ctx_, f, h, in, 1, 0, 0));
+  ASSERT_TRUE(fs_->write(ctx_, f, h, in, 1, 0, 0, std::nullopt));
   ASSERT_TRUE(fs_->flush(ctx_, f, h, 0));
   ASSERT_TRUE(fs_->fsync(ctx_, f, h, false));
   ASSERT_TRUE(fs_->fsync(ctx_, f, h, true));
@@ -436,7 +438,7 @@ TEST_F(PassthroughFsTest, OpenFlushFsyncRelease) {
 }
 
 TEST_F(PassthroughFsTest, CreateOpensANewFileAndRefusesExistingSpecialFiles) {
-  auto c = fs_->create(ctx_, kRootInode, name("new"), S_IFREG | 0666, O_RDWR, 077);
+  auto c = fs_->create(ctx_, kRootInode, name("new"), S_IFREG | 0666, O_RDWR, 077, false, {});
   ASSERT_TRUE(c);
   struct stat st = host_lstat(path("new"));
   EXPECT_EQ(st.st_mode & 07777, 0600u);
@@ -444,21 +446,22 @@ TEST_F(PassthroughFsTest, CreateOpensANewFileAndRefusesExistingSpecialFiles) {
   EXPECT_EQ(fs_->lookup_count(c->first.inode), 1u);
   char data[] = "abc";
   IovecReader in({{data, 3}});
-  ASSERT_TRUE(fs_->write(ctx_, c->first.inode, c->second.handle, in, 3, 0, 0));
+  ASSERT_TRUE(fs_->write(ctx_, c->first.inode, c->second.handle, in, 3, 0, 0, std::nullopt));
   EXPECT_EQ(read_host(path("new")), "abc");
 
-  EXPECT_EQ(fs_->create(ctx_, kRootInode, name("new"), 0644, O_RDWR | O_EXCL, 0).error(),
+  EXPECT_EQ(fs_->create(ctx_, kRootInode, name("new"), 0644, O_RDWR | O_EXCL, 0, false, {}).error(),
             Errno{EEXIST});
-  auto again = fs_->create(ctx_, kRootInode, name("new"), 0644, O_RDWR | O_TRUNC, 0);
+  auto again = fs_->create(ctx_, kRootInode, name("new"), 0644, O_RDWR | O_TRUNC, 0, false, {});
   ASSERT_TRUE(again);
   EXPECT_EQ(again->first.inode, c->first.inode);
   EXPECT_EQ(read_host(path("new")), "");
 
   ASSERT_EQ(::mkfifo(path("fifo").c_str(), 0666), 0);
-  EXPECT_EQ(fs_->create(ctx_, kRootInode, name("fifo"), 0644, O_RDONLY, 0).error(),
+  EXPECT_EQ(fs_->create(ctx_, kRootInode, name("fifo"), 0644, O_RDONLY, 0, false, {}).error(),
             Errno{EBADF});  // returns instead of blocking on the FIFO
   ASSERT_EQ(::symlink("new", path("link").c_str()), 0);
-  EXPECT_EQ(fs_->create(ctx_, kRootInode, name("link"), 0644, O_RDONLY, 0).error(), Errno{ELOOP});
+  EXPECT_EQ(fs_->create(ctx_, kRootInode, name("link"), 0644, O_RDONLY, 0, false, {}).error(),
+            Errno{ELOOP});
 }
 
 TEST_F(PassthroughFsTest, LseekFindsDataAndHolesInASparseFile) {
@@ -523,7 +526,7 @@ TEST_F(PassthroughFsTest, SyncfsAndFsyncdir) {
   EXPECT_EQ(fs_->fsyncdir(ctx_, f, d->handle, false).error(), Errno{EBADF});
   ASSERT_TRUE(fs_->releasedir(ctx_, kRootInode, d->handle));
   EXPECT_EQ(fs_->fsyncdir(ctx_, kRootInode, d->handle, false).error(), Errno{EBADF});
-  EXPECT_EQ(fs_->syncfs(ctx_, 777777).error(), Errno{EBADF});
+  EXPECT_EQ(fs_->syncfs(ctx_, fuse::InodeId{777777}).error(), Errno{EBADF});
 }
 
 TEST_F(PassthroughFsTest, AccessFollowsTheInodeMode) {
@@ -599,7 +602,7 @@ TEST_F(PassthroughFsTest, ReaddirplusTakesOneReferencePerReturnedEntry) {
   size_t real = 0;
   for (size_t i = 0; i < first.names.size(); ++i) {
     if (first.names[i] == "." || first.names[i] == "..") {
-      EXPECT_EQ(first.entries[i].inode, 0u);
+      EXPECT_EQ(first.entries[i].inode, InodeId{0});
     } else {
       ++real;
     }
@@ -619,7 +622,7 @@ TEST_F(PassthroughFsTest, ReaddirplusTakesOneReferencePerReturnedEntry) {
         std::find(first.names.begin(), first.names.end(), names[i]) != first.names.end();
     EXPECT_EQ(fs_->lookup_count(entries[i].inode), in_first ? 2u : 1u) << names[i];
   }
-  EXPECT_EQ(fs_->readdir(ctx_, d, 999, 0, true, first).error(), Errno{EBADF});
+  EXPECT_EQ(fs_->readdir(ctx_, d, fuse::HandleId{999}, 0, true, first).error(), Errno{EBADF});
 }
 
 TEST_F(PassthroughFsTest, CreatingOperationsRunUnderTheGuestsIdsOnThisThreadOnly) {
@@ -641,14 +644,14 @@ TEST_F(PassthroughFsTest, CreatingOperationsRunUnderTheGuestsIdsOnThisThreadOnly
     }
   });
   for (int i = 0; i < 100; ++i) {
-    auto c = fs_->create(user, open_dir, name("f" + std::to_string(i)), 0644, O_RDWR, 0);
+    auto c = fs_->create(user, open_dir, name("f" + std::to_string(i)), 0644, O_RDWR, 0, false, {});
     ASSERT_TRUE(c);
   }
-  auto dir = fs_->mkdir(user, open_dir, name("d"), 0755, 0);
-  auto node = fs_->mknod(user, open_dir, name("p"), S_IFIFO | 0600, 0, 0);
-  auto link = fs_->symlink(user, open_dir, name("l"), "target");
-  auto denied = fs_->create(user, closed_dir, name("f"), 0644, O_RDWR, 0);
-  auto denied_dir = fs_->mkdir(user, closed_dir, name("d"), 0755, 0);
+  auto dir = fs_->mkdir(user, open_dir, name("d"), 0755, 0, {});
+  auto node = fs_->mknod(user, open_dir, name("p"), S_IFIFO | 0600, 0, 0, {});
+  auto link = fs_->symlink(user, open_dir, name("l"), "target", {});
+  auto denied = fs_->create(user, closed_dir, name("f"), 0644, O_RDWR, 0, false, {});
+  auto denied_dir = fs_->mkdir(user, closed_dir, name("d"), 0755, 0, {});
   stop = true;
   watcher.join();
   EXPECT_FALSE(changed) << "another thread's credentials changed";
@@ -674,9 +677,10 @@ TEST_F(PassthroughFsTest, CreatingOperationsRunUnderTheGuestsIdsOnThisThreadOnly
   // Opening an existing file through CREATE checks the caller's permissions.
   ASSERT_EQ(::chmod(path("open/f0").c_str(), 0600), 0);
   ASSERT_EQ(::chown(path("open/f0").c_str(), 0, 0), 0);
-  EXPECT_EQ(fs_->create(user, open_dir, name("f0"), 0644, O_RDWR, 0).error(), Errno{EACCES});
+  EXPECT_EQ(fs_->create(user, open_dir, name("f0"), 0644, O_RDWR, 0, false, {}).error(),
+            Errno{EACCES});
   ASSERT_EQ(::chown(path("open/f0").c_str(), 1000, 1000), 0);
-  EXPECT_TRUE(fs_->create(user, open_dir, name("f0"), 0644, O_RDWR, 0));
+  EXPECT_TRUE(fs_->create(user, open_dir, name("f0"), 0644, O_RDWR, 0, false, {}));
 }
 
 TEST_F(PassthroughFsTest, DestroyClosesEveryInodeAndHandleButTheRoot) {
@@ -693,7 +697,7 @@ TEST_F(PassthroughFsTest, DestroyClosesEveryInodeAndHandleButTheRoot) {
   EXPECT_EQ(fs_->inode_count(), 1u);
   EXPECT_EQ(fs_->handle_count(), 0u);
   // The next session starts from the root.
-  EXPECT_NE(must_lookup(kRootInode, "f0"), 0u);
+  EXPECT_NE(must_lookup(kRootInode, "f0"), InodeId{0});
 }
 
 TEST_F(PassthroughFsTest, CachePolicyGivesTimeoutsAndOpenFlags) {
@@ -717,9 +721,9 @@ TEST_F(PassthroughFsTest, CachePolicyGivesTimeoutsAndOpenFlags) {
     ASSERT_TRUE(e);
     EXPECT_EQ(e->entry_timeout, c.timeout);
     EXPECT_EQ(e->attr_timeout, c.timeout);
-    EXPECT_EQ(fs->open(ctx_, e->inode, O_RDONLY)->open_flags, c.file_flags);
+    EXPECT_EQ(fs->open(ctx_, e->inode, O_RDONLY, false)->open_flags, c.file_flags);
     EXPECT_EQ(fs->opendir(ctx_, kRootInode, 0)->open_flags, c.dir_flags);
-    auto created = fs->create(ctx_, kRootInode, name("g"), 0644, O_RDWR, 0);
+    auto created = fs->create(ctx_, kRootInode, name("g"), 0644, O_RDWR, 0, false, {});
     ASSERT_TRUE(created);
     EXPECT_EQ(created->second.open_flags, c.file_flags);
     ::unlink(path("g").c_str());

@@ -33,13 +33,13 @@ class RecordingFs final : public fuse::FileSystem {
  public:
   struct Call {
     std::string name;
-    InodeId inode = 0;
+    InodeId inode = fuse::InodeId{0};
     uint64_t arg = 0;  // flags, count, mask, cmd, ... depending on the call
   };
   std::vector<Call> calls;
   std::optional<int> lookup_error, open_error, opendir_error;
   fuse::InitReply init_reply{};
-  static constexpr InodeId kLookedUp = 77;
+  static constexpr InodeId kLookedUp{77};
 
   bool called(const std::string& name) const {
     for (const auto& c : calls)
@@ -53,7 +53,7 @@ class RecordingFs final : public fuse::FileSystem {
   }
 
   Result<fuse::InitReply> init(const fuse::InitRequest& r) override {
-    calls.push_back({"init", 0, r.kernel_flags});
+    calls.push_back({"init", {}, r.kernel_flags});
     return init_reply;
   }
   void destroy() override { calls.push_back({"destroy"}); }
@@ -66,11 +66,11 @@ class RecordingFs final : public fuse::FileSystem {
   }
   void forget(InodeId inode, uint64_t count) override { calls.push_back({"forget", inode, count}); }
   void batch_forget(std::span<const std::pair<InodeId, uint64_t>> items) override {
-    calls.push_back({"batch_forget", 0, items.size()});
+    calls.push_back({"batch_forget", {}, items.size()});
   }
   Result<fuse::AttrReply> getattr(const Context&, InodeId inode,
                                   std::optional<HandleId> h) override {
-    calls.push_back({"getattr", inode, h.value_or(0)});
+    calls.push_back({"getattr", inode, h ? h->value() : 0});
     fuse::AttrReply r;
     r.attr.st_size = 1234;
     return r;
@@ -84,15 +84,18 @@ class RecordingFs final : public fuse::FileSystem {
     calls.push_back({"readlink", inode});
     return std::string("target");
   }
-  Result<Entry> symlink(const Context&, InodeId p, const Name&, std::string_view) override {
+  Result<Entry> symlink(const Context&, InodeId p, const Name&, std::string_view,
+                        const fuse::Extensions&) override {
     calls.push_back({"symlink", p});
     return Entry{};
   }
-  Result<Entry> mknod(const Context&, InodeId p, const Name&, mode_t, dev_t, mode_t) override {
+  Result<Entry> mknod(const Context&, InodeId p, const Name&, mode_t, dev_t, mode_t,
+                      const fuse::Extensions&) override {
     calls.push_back({"mknod", p});
     return Entry{};
   }
-  Result<Entry> mkdir(const Context&, InodeId p, const Name&, mode_t, mode_t) override {
+  Result<Entry> mkdir(const Context&, InodeId p, const Name&, mode_t, mode_t,
+                      const fuse::Extensions&) override {
     calls.push_back({"mkdir", p});
     return Entry{};
   }
@@ -113,13 +116,14 @@ class RecordingFs final : public fuse::FileSystem {
     calls.push_back({"link", inode});
     return Entry{};
   }
-  Result<fuse::OpenReply> open(const Context&, InodeId inode, uint32_t flags) override {
+  Result<fuse::OpenReply> open(const Context&, InodeId inode, uint32_t flags, bool) override {
     calls.push_back({"open", inode, flags});
     if (open_error) return fail(*open_error);
-    return fuse::OpenReply{55, FOPEN_KEEP_CACHE};
+    return fuse::OpenReply{fuse::HandleId{55}, FOPEN_KEEP_CACHE};
   }
   Result<std::pair<Entry, fuse::OpenReply>> create(const Context&, InodeId p, const Name&, mode_t,
-                                                   uint32_t flags, mode_t) override {
+                                                   uint32_t flags, mode_t, bool,
+                                                   const fuse::Extensions&) override {
     calls.push_back({"create", p, flags});
     return std::pair{Entry{}, fuse::OpenReply{}};
   }
@@ -129,7 +133,7 @@ class RecordingFs final : public fuse::FileSystem {
     return size_t{size / 2};
   }
   Result<size_t> write(const Context&, InodeId inode, HandleId, IovecReader&, uint32_t size,
-                       uint64_t, uint32_t) override {
+                       uint64_t, uint32_t, std::optional<uint32_t>) override {
     calls.push_back({"write", inode, size});
     return size_t{size};
   }
@@ -142,7 +146,7 @@ class RecordingFs final : public fuse::FileSystem {
     return ok();
   }
   VoidResult release(const Context&, InodeId inode, HandleId h, uint32_t) override {
-    calls.push_back({"release", inode, h});
+    calls.push_back({"release", inode, h.value()});
     return ok();
   }
   Result<struct statvfs> statfs(const Context&, InodeId inode) override {
@@ -172,7 +176,7 @@ class RecordingFs final : public fuse::FileSystem {
   Result<fuse::OpenReply> opendir(const Context&, InodeId inode, uint32_t flags) override {
     calls.push_back({"opendir", inode, flags});
     if (opendir_error) return fail(*opendir_error);
-    return fuse::OpenReply{66, 0};
+    return fuse::OpenReply{fuse::HandleId{66}, 0};
   }
   VoidResult readdir(const Context&, InodeId inode, HandleId, uint64_t, bool plus,
                      fuse::DirSink&) override {
@@ -211,7 +215,7 @@ class RecordingFs final : public fuse::FileSystem {
     return size_t{length};
   }
   Result<std::pair<Entry, fuse::OpenReply>> tmpfile(const Context&, InodeId p, mode_t, uint32_t,
-                                                    mode_t) override {
+                                                    mode_t, const fuse::Extensions&) override {
     calls.push_back({"tmpfile", p});
     return std::pair{Entry{}, fuse::OpenReply{}};
   }
@@ -235,7 +239,7 @@ class RecordingFs final : public fuse::FileSystem {
     calls.push_back({"setlkw", inode, unique});
     done(fail(EINTR));
   }
-  void interrupt(uint64_t unique) override { calls.push_back({"interrupt", 0, unique}); }
+  void interrupt(uint64_t unique) override { calls.push_back({"interrupt", {}, unique}); }
 };
 
 class ReadOnlyFsTest : public ::testing::Test {
@@ -252,20 +256,25 @@ TEST_F(ReadOnlyFsTest, ModifyingOperationsAreErofsAndNeverForwarded) {
   char byte = 'x';
   IovecReader in(IovecList{iovec{&byte, 1}});
   const std::vector<std::pair<std::string, int>> results = {
-      {"setattr", ro.setattr(ctx, 5, fuse::SetattrRequest{}).error().value},
-      {"symlink", ro.symlink(ctx, 1, name, "target").error().value},
-      {"mknod", ro.mknod(ctx, 1, name, S_IFIFO | 0644, 0, 022).error().value},
-      {"mkdir", ro.mkdir(ctx, 1, name, 0755, 022).error().value},
-      {"unlink", ro.unlink(ctx, 1, name).error().value},
-      {"rmdir", ro.rmdir(ctx, 1, name).error().value},
-      {"rename", ro.rename(ctx, 1, name, 1, other, 0).error().value},
-      {"link", ro.link(ctx, 5, 1, other).error().value},
-      {"write", ro.write(ctx, 5, 9, in, 1, 0, 0).error().value},
-      {"fallocate", ro.fallocate(ctx, 5, 9, 0, 0, 4096).error().value},
-      {"setxattr", ro.setxattr(ctx, 5, "user.a", "v", 0, 0).error().value},
-      {"removexattr", ro.removexattr(ctx, 5, "user.a").error().value},
-      {"copy_file_range", ro.copy_file_range(ctx, 5, 9, 0, 6, 10, 0, 100, 0).error().value},
-      {"tmpfile", ro.tmpfile(ctx, 1, S_IFREG | 0600, O_RDWR, 022).error().value},
+      {"setattr", ro.setattr(ctx, fuse::InodeId{5}, fuse::SetattrRequest{}).error().value},
+      {"symlink", ro.symlink(ctx, fuse::InodeId{1}, name, "target", {}).error().value},
+      {"mknod", ro.mknod(ctx, fuse::InodeId{1}, name, S_IFIFO | 0644, 0, 022, {}).error().value},
+      {"mkdir", ro.mkdir(ctx, fuse::InodeId{1}, name, 0755, 022, {}).error().value},
+      {"unlink", ro.unlink(ctx, fuse::InodeId{1}, name).error().value},
+      {"rmdir", ro.rmdir(ctx, fuse::InodeId{1}, name).error().value},
+      {"rename", ro.rename(ctx, fuse::InodeId{1}, name, fuse::InodeId{1}, other, 0).error().value},
+      {"link", ro.link(ctx, fuse::InodeId{5}, fuse::InodeId{1}, other).error().value},
+      {"write",
+       ro.write(ctx, fuse::InodeId{5}, fuse::HandleId{9}, in, 1, 0, 0, std::nullopt).error().value},
+      {"fallocate",
+       ro.fallocate(ctx, fuse::InodeId{5}, fuse::HandleId{9}, 0, 0, 4096).error().value},
+      {"setxattr", ro.setxattr(ctx, fuse::InodeId{5}, "user.a", "v", 0, 0).error().value},
+      {"removexattr", ro.removexattr(ctx, fuse::InodeId{5}, "user.a").error().value},
+      {"copy_file_range", ro.copy_file_range(ctx, fuse::InodeId{5}, fuse::HandleId{9}, 0,
+                                             fuse::InodeId{6}, fuse::HandleId{10}, 0, 100, 0)
+                              .error()
+                              .value},
+      {"tmpfile", ro.tmpfile(ctx, fuse::InodeId{1}, S_IFREG | 0600, O_RDWR, 022, {}).error().value},
   };
   for (const auto& [op, error] : results) EXPECT_EQ(error, EROFS) << op;
   EXPECT_TRUE(inner.calls.empty()) << inner.calls.front().name << " was forwarded";
@@ -299,74 +308,75 @@ TEST_F(ReadOnlyFsTest, ReadingOperationsAreForwarded) {
   ro.destroy();
   EXPECT_TRUE(inner.called("destroy"));
 
-  auto entry = ro.lookup(ctx, 3, name);
+  auto entry = ro.lookup(ctx, fuse::InodeId{3}, name);
   ASSERT_TRUE(entry);
   EXPECT_EQ(entry->inode, RecordingFs::kLookedUp);
-  EXPECT_EQ(inner.last("lookup")->inode, 3u);
+  EXPECT_EQ(inner.last("lookup")->inode, InodeId{3});
 
-  ro.forget(8, 3);
-  EXPECT_EQ(inner.last("forget")->inode, 8u);
+  ro.forget(fuse::InodeId{8}, 3);
+  EXPECT_EQ(inner.last("forget")->inode, InodeId{8});
   EXPECT_EQ(inner.last("forget")->arg, 3u);
-  const std::pair<InodeId, uint64_t> items[] = {{8, 1}, {9, 2}};
+  const std::pair<InodeId, uint64_t> items[] = {{InodeId{8}, 1}, {InodeId{9}, 2}};
   ro.batch_forget(items);
   EXPECT_EQ(inner.last("batch_forget")->arg, 2u);
 
-  auto attr = ro.getattr(ctx, 8, HandleId{12});
+  auto attr = ro.getattr(ctx, fuse::InodeId{8}, HandleId{12});
   ASSERT_TRUE(attr);
   EXPECT_EQ(attr->attr.st_size, 1234);
   EXPECT_EQ(inner.last("getattr")->arg, 12u);
 
-  EXPECT_EQ(ro.readlink(ctx, 8).value(), "target");
+  EXPECT_EQ(ro.readlink(ctx, fuse::InodeId{8}).value(), "target");
 
   char buf[64];
   IovecWriter out(IovecList{iovec{buf, sizeof(buf)}});
-  EXPECT_EQ(ro.read(ctx, 8, 12, out, 64, 0).value(), 32u);
+  EXPECT_EQ(ro.read(ctx, fuse::InodeId{8}, fuse::HandleId{12}, out, 64, 0).value(), 32u);
   EXPECT_EQ(inner.last("read")->arg, 64u);
 
-  EXPECT_TRUE(ro.flush(ctx, 8, 12, 0xabc));
+  EXPECT_TRUE(ro.flush(ctx, fuse::InodeId{8}, fuse::HandleId{12}, 0xabc));
   EXPECT_EQ(inner.last("flush")->arg, 0xabcu);
-  EXPECT_TRUE(ro.fsync(ctx, 8, 12, true));
+  EXPECT_TRUE(ro.fsync(ctx, fuse::InodeId{8}, fuse::HandleId{12}, true));
   EXPECT_EQ(inner.last("fsync")->arg, 1u);
-  EXPECT_TRUE(ro.release(ctx, 8, 12, O_RDONLY));
+  EXPECT_TRUE(ro.release(ctx, fuse::InodeId{8}, fuse::HandleId{12}, O_RDONLY));
   EXPECT_EQ(inner.last("release")->arg, 12u);
-  EXPECT_EQ(ro.statfs(ctx, 1).value().f_bsize, 4096u);
-  EXPECT_EQ(ro.lseek(ctx, 8, 12, 99, SEEK_DATA).value(), 100u);
-  EXPECT_TRUE(ro.syncfs(ctx, 1));
+  EXPECT_EQ(ro.statfs(ctx, fuse::InodeId{1}).value().f_bsize, 4096u);
+  EXPECT_EQ(ro.lseek(ctx, fuse::InodeId{8}, fuse::HandleId{12}, 99, SEEK_DATA).value(), 100u);
+  EXPECT_TRUE(ro.syncfs(ctx, fuse::InodeId{1}));
   EXPECT_TRUE(inner.called("syncfs"));
 
   struct NullSink : fuse::DirSink {
     bool fits(size_t) const override { return true; }
     void add(const fuse::DirEntry&, const Entry*) override {}
   } sink;
-  EXPECT_TRUE(ro.readdir(ctx, 1, 13, 0, false, sink));
-  EXPECT_TRUE(ro.readdir(ctx, 1, 13, 0, true, sink));
+  EXPECT_TRUE(ro.readdir(ctx, fuse::InodeId{1}, fuse::HandleId{13}, 0, false, sink));
+  EXPECT_TRUE(ro.readdir(ctx, fuse::InodeId{1}, fuse::HandleId{13}, 0, true, sink));
   EXPECT_TRUE(inner.called("readdir"));
   EXPECT_TRUE(inner.called("readdirplus"));
-  EXPECT_TRUE(ro.fsyncdir(ctx, 1, 13, false));
+  EXPECT_TRUE(ro.fsyncdir(ctx, fuse::InodeId{1}, fuse::HandleId{13}, false));
   EXPECT_TRUE(inner.called("fsyncdir"));
-  EXPECT_TRUE(ro.releasedir(ctx, 1, 13));
+  EXPECT_TRUE(ro.releasedir(ctx, fuse::InodeId{1}, fuse::HandleId{13}));
   EXPECT_TRUE(inner.called("releasedir"));
 
-  auto value = ro.getxattr(ctx, 8, "user.a", 100);
+  auto value = ro.getxattr(ctx, fuse::InodeId{8}, "user.a", 100);
   ASSERT_TRUE(value);
   EXPECT_EQ(value->data, "value");
   EXPECT_EQ(inner.last("getxattr")->arg, 100u);
-  auto names = ro.listxattr(ctx, 8, 0);
+  auto names = ro.listxattr(ctx, fuse::InodeId{8}, 0);
   ASSERT_TRUE(names);
   EXPECT_EQ(names->size, 7u);
 }
 
 TEST_F(ReadOnlyFsTest, LocksAndInterruptAreForwarded) {
   fuse::FileLock lock{0, 10, F_RDLCK, 7};
-  auto held = ro.getlk(ctx, 8, 12, 0x11, lock, 0);
+  auto held = ro.getlk(ctx, fuse::InodeId{8}, fuse::HandleId{12}, 0x11, lock, 0);
   ASSERT_TRUE(held);
   EXPECT_EQ(held->end, 10u);
   EXPECT_EQ(inner.last("getlk")->arg, 0x11u);
-  EXPECT_TRUE(ro.setlk(ctx, 8, 12, 0x22, lock, FUSE_LK_FLOCK));
+  EXPECT_TRUE(ro.setlk(ctx, fuse::InodeId{8}, fuse::HandleId{12}, 0x22, lock, FUSE_LK_FLOCK));
   EXPECT_EQ(inner.last("setlk")->arg, 0x22u);
 
   std::optional<VoidResult> finished;
-  ro.setlkw(ctx, 8, 12, 0x33, lock, 0, 4242, [&](VoidResult r) { finished = r; });
+  ro.setlkw(ctx, fuse::InodeId{8}, fuse::HandleId{12}, 0x33, lock, 0, 4242,
+            [&](VoidResult r) { finished = r; });
   EXPECT_EQ(inner.last("setlkw")->arg, 4242u);
   ASSERT_TRUE(finished.has_value());  // the inner fs's callback reached ours
   EXPECT_EQ(finished->error().value, EINTR);
@@ -376,12 +386,12 @@ TEST_F(ReadOnlyFsTest, LocksAndInterruptAreForwarded) {
 }
 
 TEST_F(ReadOnlyFsTest, AccessWithWriteIsErofsOtherMasksPass) {
-  EXPECT_EQ(ro.access(ctx, 8, W_OK).error().value, EROFS);
-  EXPECT_EQ(ro.access(ctx, 8, R_OK | W_OK | X_OK).error().value, EROFS);
+  EXPECT_EQ(ro.access(ctx, fuse::InodeId{8}, W_OK).error().value, EROFS);
+  EXPECT_EQ(ro.access(ctx, fuse::InodeId{8}, R_OK | W_OK | X_OK).error().value, EROFS);
   EXPECT_FALSE(inner.called("access"));
-  EXPECT_TRUE(ro.access(ctx, 8, R_OK | X_OK));
+  EXPECT_TRUE(ro.access(ctx, fuse::InodeId{8}, R_OK | X_OK));
   EXPECT_EQ(inner.last("access")->arg, uint64_t{R_OK | X_OK});
-  EXPECT_TRUE(ro.access(ctx, 8, F_OK));
+  EXPECT_TRUE(ro.access(ctx, fuse::InodeId{8}, F_OK));
   EXPECT_EQ(inner.last("access")->arg, uint64_t{F_OK});
 }
 
@@ -389,13 +399,16 @@ TEST_F(ReadOnlyFsTest, ModifyingIoctlsAreErofsReadingOnesPass) {
   for (uint32_t cmd :
        {static_cast<uint32_t>(FS_IOC_SETFLAGS), static_cast<uint32_t>(FS_IOC32_SETFLAGS),
         static_cast<uint32_t>(FS_IOC_FSSETXATTR)}) {
-    EXPECT_EQ(ro.ioctl(ctx, 8, 12, 0, cmd, "\0\0\0\0", 0).error().value, EROFS) << cmd;
+    EXPECT_EQ(
+        ro.ioctl(ctx, fuse::InodeId{8}, fuse::HandleId{12}, 0, cmd, "\0\0\0\0", 0).error().value,
+        EROFS)
+        << cmd;
   }
   EXPECT_FALSE(inner.called("ioctl"));
   for (uint32_t cmd :
        {static_cast<uint32_t>(FS_IOC_GETFLAGS), static_cast<uint32_t>(FS_IOC32_GETFLAGS),
         static_cast<uint32_t>(FS_IOC_FSGETXATTR)}) {
-    auto reply = ro.ioctl(ctx, 8, 12, 0, cmd, "", 4);
+    auto reply = ro.ioctl(ctx, fuse::InodeId{8}, fuse::HandleId{12}, 0, cmd, "", 4);
     ASSERT_TRUE(reply) << cmd;
     EXPECT_EQ(reply->out, "flags");
     EXPECT_EQ(inner.last("ioctl")->arg, cmd);
@@ -407,7 +420,7 @@ TEST_F(ReadOnlyFsTest, ModifyingIoctlsAreErofsReadingOnesPass) {
 TEST_F(ReadOnlyFsTest, IoctlsNotKnownToReadAreNotForwarded) {
   for (uint32_t cmd : {0u, 0xffffffffu, static_cast<uint32_t>(_IOW('f', 99, int)),
                        static_cast<uint32_t>(_IOW('X', 1, struct fsxattr))}) {
-    auto reply = ro.ioctl(ctx, 8, 12, 0, cmd, "\0\0\0\0", 4);
+    auto reply = ro.ioctl(ctx, fuse::InodeId{8}, fuse::HandleId{12}, 0, cmd, "\0\0\0\0", 4);
     ASSERT_FALSE(reply) << cmd;
     EXPECT_EQ(reply.error().value, ENOTTY) << cmd;
   }
@@ -419,7 +432,8 @@ class ReadOnlyOpenTest : public ReadOnlyFsTest, public ::testing::WithParamInter
  protected:
   bool dir() const { return GetParam(); }
   Result<fuse::OpenReply> do_open(uint32_t flags) {
-    return dir() ? ro.opendir(ctx, 8, flags) : ro.open(ctx, 8, flags);
+    return dir() ? ro.opendir(ctx, fuse::InodeId{8}, flags)
+                 : ro.open(ctx, fuse::InodeId{8}, flags, false);
   }
   const char* op() const { return dir() ? "opendir" : "open"; }
   void fail_inner_with(int error) { (dir() ? inner.opendir_error : inner.open_error) = error; }
@@ -498,13 +512,14 @@ INSTANTIATE_TEST_SUITE_P(OpenAndOpendir, ReadOnlyOpenTest, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "opendir" : "open"; });
 
 TEST_F(ReadOnlyFsTest, CreateOpensAnExistingFileWithoutCreating) {
-  auto created = ro.create(ctx, 3, name, S_IFREG | 0644, O_RDONLY | O_CREAT, 022);
+  auto created =
+      ro.create(ctx, fuse::InodeId{3}, name, S_IFREG | 0644, O_RDONLY | O_CREAT, 022, false, {});
   ASSERT_TRUE(created);
   EXPECT_EQ(created->first.inode, RecordingFs::kLookedUp);
-  EXPECT_EQ(created->second.handle, 55u);
+  EXPECT_EQ(created->second.handle, HandleId{55});
   EXPECT_EQ(created->second.open_flags, uint32_t{FOPEN_KEEP_CACHE});
   EXPECT_FALSE(inner.called("create"));
-  EXPECT_EQ(inner.last("lookup")->inode, 3u);
+  EXPECT_EQ(inner.last("lookup")->inode, InodeId{3});
   EXPECT_EQ(inner.last("open")->inode, RecordingFs::kLookedUp);
   EXPECT_EQ(inner.last("open")->arg, uint32_t{O_RDONLY});
   EXPECT_FALSE(inner.called("forget"));  // the guest now holds that reference
@@ -512,9 +527,13 @@ TEST_F(ReadOnlyFsTest, CreateOpensAnExistingFileWithoutCreating) {
 
 TEST_F(ReadOnlyFsTest, CreateOfAMissingNameIsErofs) {
   inner.lookup_error = ENOENT;
-  EXPECT_EQ(ro.create(ctx, 3, name, 0644, O_RDONLY | O_CREAT, 0).error().value, EROFS);
+  EXPECT_EQ(
+      ro.create(ctx, fuse::InodeId{3}, name, 0644, O_RDONLY | O_CREAT, 0, false, {}).error().value,
+      EROFS);
   inner.lookup_error = EACCES;
-  EXPECT_EQ(ro.create(ctx, 3, name, 0644, O_RDONLY | O_CREAT, 0).error().value, EACCES);
+  EXPECT_EQ(
+      ro.create(ctx, fuse::InodeId{3}, name, 0644, O_RDONLY | O_CREAT, 0, false, {}).error().value,
+      EACCES);
   EXPECT_FALSE(inner.called("open"));
   EXPECT_FALSE(inner.called("create"));
   EXPECT_FALSE(inner.called("forget"));
@@ -523,7 +542,7 @@ TEST_F(ReadOnlyFsTest, CreateOfAMissingNameIsErofs) {
 // The Rust virtiofsd keeps the lookup reference when the open after it fails;
 // the guest never learns of the inode, so it would never be forgotten.
 TEST_F(ReadOnlyFsTest, CreateWhoseOpenFailsGivesTheLookupReferenceBack) {
-  auto refused = ro.create(ctx, 3, name, 0644, O_RDWR | O_CREAT, 0);
+  auto refused = ro.create(ctx, fuse::InodeId{3}, name, 0644, O_RDWR | O_CREAT, 0, false, {});
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().value, EROFS);
   ASSERT_NE(inner.last("forget"), nullptr);
@@ -532,7 +551,7 @@ TEST_F(ReadOnlyFsTest, CreateWhoseOpenFailsGivesTheLookupReferenceBack) {
 
   inner.calls.clear();
   inner.open_error = EACCES;
-  auto denied = ro.create(ctx, 3, name, 0644, O_RDONLY | O_CREAT, 0);
+  auto denied = ro.create(ctx, fuse::InodeId{3}, name, 0644, O_RDONLY | O_CREAT, 0, false, {});
   ASSERT_FALSE(denied);
   EXPECT_EQ(denied.error().value, EACCES);
   ASSERT_NE(inner.last("forget"), nullptr);

@@ -154,7 +154,7 @@ class SafeCreateTest : public ::testing::Test {
     start();
     guest_.uid = 1000;
     guest_.gid = 1000;
-    guest_.security_context = fuse::SecurityContext{"security.selinux", kLabel};
+    ext_.security_context = fuse::SecurityContext{"security.selinux", kLabel};
   }
   void TearDown() override {
     safe_create_test_hook() = nullptr;
@@ -178,8 +178,9 @@ class SafeCreateTest : public ::testing::Test {
   std::string root_;
   PassthroughConfig config_;
   std::unique_ptr<PassthroughFs> fs_;
-  fuse::InodeId dir_ = 0;
+  fuse::InodeId dir_ = fuse::InodeId{0};
   fuse::Context guest_;
+  fuse::Extensions ext_;  // the creating requests' security context
 };
 
 TEST_F(SafeCreateTest, FileAppearsOnlyWithItsFinalOwnerModeAndLabel) {
@@ -192,7 +193,7 @@ TEST_F(SafeCreateTest, FileAppearsOnlyWithItsFinalOwnerModeAndLabel) {
     return ok();
   };
   Watcher watcher(path("d"));
-  auto created = fs_->create(guest_, dir_, name("f"), 0640, O_RDWR, 022);
+  auto created = fs_->create(guest_, dir_, name("f"), 0640, O_RDWR, 022, false, ext_);
   ASSERT_TRUE(created) << errno_name(created.error().value);
   watcher.stop();
   EXPECT_EQ(hook_calls, 1);
@@ -226,7 +227,7 @@ TEST_F(SafeCreateTest, DirectoryAppearsOnlyByRenameWithItsFinalOwnerModeAndLabel
     return ok();
   };
   Watcher watcher(path("d"));
-  auto made = fs_->mkdir(guest_, dir_, name("sub"), 0750, 0);
+  auto made = fs_->mkdir(guest_, dir_, name("sub"), 0750, 0, ext_);
   ASSERT_TRUE(made) << errno_name(made.error().value);
   watcher.stop();
 
@@ -249,9 +250,9 @@ TEST_F(SafeCreateTest, DirectoryAppearsOnlyByRenameWithItsFinalOwnerModeAndLabel
 
 TEST_F(SafeCreateTest, AFaultBetweenTheStepsLeavesNoVisibleEntry) {
   safe_create_test_hook() = [](std::string_view) -> VoidResult { return fail(EIO); };
-  EXPECT_EQ(fs_->create(guest_, dir_, name("f"), 0644, O_RDWR, 0).error(), Errno{EIO});
-  EXPECT_EQ(fs_->mknod(guest_, dir_, name("n"), S_IFREG | 0644, 0, 0).error(), Errno{EIO});
-  EXPECT_EQ(fs_->mkdir(guest_, dir_, name("sub"), 0755, 0).error(), Errno{EIO});
+  EXPECT_EQ(fs_->create(guest_, dir_, name("f"), 0644, O_RDWR, 0, false, ext_).error(), Errno{EIO});
+  EXPECT_EQ(fs_->mknod(guest_, dir_, name("n"), S_IFREG | 0644, 0, 0, ext_).error(), Errno{EIO});
+  EXPECT_EQ(fs_->mkdir(guest_, dir_, name("sub"), 0755, 0, ext_).error(), Errno{EIO});
   EXPECT_TRUE(host_names(path("d")).empty());
   // Nothing registered for the guest either.
   EXPECT_EQ(fs_->inode_count(), 2u);  // root and d
@@ -261,48 +262,52 @@ TEST_F(SafeCreateTest, ALabelThatCannotBeStoredLeavesNoEntry) {
   // The map refuses this name: the label fails after the node exists.
   config_.xattrmap = ":map:security.:user.guest.:";
   start();
-  guest_.security_context = fuse::SecurityContext{"user.guest.x", "l"};
-  EXPECT_EQ(fs_->create(guest_, dir_, name("f"), 0644, O_RDWR, 0).error(), Errno{EPERM});
-  EXPECT_EQ(fs_->mkdir(guest_, dir_, name("sub"), 0755, 0).error(), Errno{EPERM});
-  EXPECT_EQ(fs_->mknod(guest_, dir_, name("p"), S_IFIFO | 0644, 0, 0).error(), Errno{EPERM});
-  EXPECT_EQ(fs_->symlink(guest_, dir_, name("l"), "t").error(), Errno{EPERM});
+  ext_.security_context = fuse::SecurityContext{"user.guest.x", "l"};
+  EXPECT_EQ(fs_->create(guest_, dir_, name("f"), 0644, O_RDWR, 0, false, ext_).error(),
+            Errno{EPERM});
+  EXPECT_EQ(fs_->mkdir(guest_, dir_, name("sub"), 0755, 0, ext_).error(), Errno{EPERM});
+  EXPECT_EQ(fs_->mknod(guest_, dir_, name("p"), S_IFIFO | 0644, 0, 0, ext_).error(), Errno{EPERM});
+  EXPECT_EQ(fs_->symlink(guest_, dir_, name("l"), "t", ext_).error(), Errno{EPERM});
   EXPECT_TRUE(host_names(path("d")).empty());
 }
 
 TEST_F(SafeCreateTest, ExistingNamesAnswerAsAPlainCreateWould) {
-  guest_.security_context.reset();
+  ext_.security_context.reset();
   ASSERT_EQ(::mkdir(path("d/x").c_str(), 0755), 0);
   int fd = ::open(path("d/f").c_str(), O_CREAT | O_WRONLY, 0666);
   ASSERT_GE(fd, 0);
   ASSERT_EQ(::write(fd, "keep", 4), 4);
   ::close(fd);
-  EXPECT_EQ(fs_->mkdir(guest_, dir_, name("x"), 0755, 0).error(), Errno{EEXIST});
-  EXPECT_EQ(fs_->mkdir(guest_, dir_, name("f"), 0755, 0).error(), Errno{EEXIST});
-  EXPECT_EQ(fs_->create(guest_, dir_, name("f"), 0644, O_RDWR | O_EXCL, 0).error(), Errno{EEXIST});
-  EXPECT_EQ(fs_->mknod(guest_, dir_, name("f"), S_IFREG | 0644, 0, 0).error(), Errno{EEXIST});
+  EXPECT_EQ(fs_->mkdir(guest_, dir_, name("x"), 0755, 0, ext_).error(), Errno{EEXIST});
+  EXPECT_EQ(fs_->mkdir(guest_, dir_, name("f"), 0755, 0, ext_).error(), Errno{EEXIST});
+  EXPECT_EQ(fs_->create(guest_, dir_, name("f"), 0644, O_RDWR | O_EXCL, 0, false, ext_).error(),
+            Errno{EEXIST});
+  EXPECT_EQ(fs_->mknod(guest_, dir_, name("f"), S_IFREG | 0644, 0, 0, ext_).error(), Errno{EEXIST});
   // Without O_EXCL CREATE opens the existing file, content intact.
-  auto opened = fs_->create(fuse::Context{}, dir_, name("f"), 0644, O_RDWR, 0);
+  auto opened = fs_->create(fuse::Context{}, dir_, name("f"), 0644, O_RDWR, 0, false, {});
   ASSERT_TRUE(opened);
   EXPECT_EQ(std::filesystem::file_size(path("d/f")), 4u);
   // Existence is answered before the permission to create: a guest user
   // without write access to the directory still gets EEXIST (and EACCES
   // only for a new name).
   ASSERT_EQ(::chmod(path("d").c_str(), 0555), 0);
-  EXPECT_EQ(fs_->mkdir(guest_, dir_, name("x"), 0755, 0).error(), Errno{EEXIST});
-  EXPECT_EQ(fs_->mkdir(guest_, dir_, name("new"), 0755, 0).error(), Errno{EACCES});
-  EXPECT_EQ(fs_->create(guest_, dir_, name("new"), 0644, O_RDWR, 0).error(), Errno{EACCES});
+  EXPECT_EQ(fs_->mkdir(guest_, dir_, name("x"), 0755, 0, ext_).error(), Errno{EEXIST});
+  EXPECT_EQ(fs_->mkdir(guest_, dir_, name("new"), 0755, 0, ext_).error(), Errno{EACCES});
+  EXPECT_EQ(fs_->create(guest_, dir_, name("new"), 0644, O_RDWR, 0, false, ext_).error(),
+            Errno{EACCES});
   EXPECT_EQ(host_names(path("d")), (std::set<std::string>{"f", "x"}));
 }
 
 TEST_F(SafeCreateTest, CreateKeepsTheGuestsAccessModeOnTheHandle) {
-  guest_.security_context.reset();
+  ext_.security_context.reset();
   // Mode 0 and O_RDONLY: creation grants the open even though nobody could
   // open the file afterwards.
-  auto created = fs_->create(guest_, dir_, name("r"), 0, O_RDONLY, 0);
+  auto created = fs_->create(guest_, dir_, name("r"), 0, O_RDONLY, 0, false, ext_);
   ASSERT_TRUE(created) << errno_name(created.error().value);
   char byte = 'x';
   IovecReader one(IovecList{{&byte, 1}});
-  auto w = fs_->write(guest_, created->first.inode, created->second.handle, one, 1, 0, 0);
+  auto w =
+      fs_->write(guest_, created->first.inode, created->second.handle, one, 1, 0, 0, std::nullopt);
   EXPECT_EQ(w.error(), Errno{EBADF}) << "a read-only handle must not write";
   struct stat st {};
   ASSERT_EQ(::lstat(path("d/r").c_str(), &st), 0);
@@ -317,8 +322,9 @@ TEST_F(SafeCreateTest, HiddenTemporaryNamesNeverReachTheGuest) {
   fuse::Context root{};
   EXPECT_EQ(fs_->lookup(root, dir_, name(".vfsd-tmp-0123456789abcdef")).error(), Errno{ENOENT});
   EXPECT_EQ(fs_->rmdir(root, dir_, name(".vfsd-tmp-0123456789abcdef")).error(), Errno{ENOENT});
-  EXPECT_EQ(fs_->mkdir(root, dir_, name(".vfsd-tmp-x"), 0755, 0).error(), Errno{EINVAL});
-  EXPECT_EQ(fs_->create(root, dir_, name(".vfsd-tmp-x"), 0644, O_RDWR, 0).error(), Errno{EINVAL});
+  EXPECT_EQ(fs_->mkdir(root, dir_, name(".vfsd-tmp-x"), 0755, 0, {}).error(), Errno{EINVAL});
+  EXPECT_EQ(fs_->create(root, dir_, name(".vfsd-tmp-x"), 0644, O_RDWR, 0, false, {}).error(),
+            Errno{EINVAL});
   EXPECT_EQ(fs_->rename(root, dir_, name("visible"), dir_, name(".vfsd-tmp-y"), 0).error(),
             Errno{EINVAL});
 

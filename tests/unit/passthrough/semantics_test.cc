@@ -97,17 +97,20 @@ class SemanticsTest : public ::testing::Test {
   InodeId must_lookup(InodeId parent, std::string_view n) {
     auto e = fs_->lookup(root_ctx_, parent, name(n));
     EXPECT_TRUE(e) << n << ": " << (e ? "" : errno_name(e.error().value));
-    return e ? e->inode : 0;
+    return e ? e->inode : InodeId{0};
   }
-  fuse::HandleId must_open(InodeId inode, uint32_t flags, const fuse::Context& ctx = {}) {
-    auto o = fs_->open(ctx, inode, flags);
+  fuse::HandleId must_open(InodeId inode, uint32_t flags, const fuse::Context& ctx = {},
+                           bool kill_suidgid = false) {
+    auto o = fs_->open(ctx, inode, flags, kill_suidgid);
     EXPECT_TRUE(o) << (o ? "" : errno_name(o.error().value));
-    return o ? o->handle : 0;
+    return o ? o->handle : fuse::HandleId{0};
   }
   Result<size_t> write(const fuse::Context& ctx, InodeId ino, fuse::HandleId fh, std::string data,
-                       uint64_t offset, uint32_t write_flags = 0) {
+                       uint64_t offset, uint32_t write_flags = 0,
+                       std::optional<uint32_t> file_flags = std::nullopt) {
     IovecReader in(IovecList{{data.data(), data.size()}});
-    return fs_->write(ctx, ino, fh, in, static_cast<uint32_t>(data.size()), offset, write_flags);
+    return fs_->write(ctx, ino, fh, in, static_cast<uint32_t>(data.size()), offset, write_flags,
+                      file_flags);
   }
   Result<std::string> read(InodeId ino, fuse::HandleId fh, size_t size, uint64_t offset) {
     std::string buf(size, '\0');
@@ -164,7 +167,7 @@ TEST_F(SemanticsTest, WritebackOpensWriteOnlyFilesForReading) {
   fuse::HandleId wo = must_open(f, O_WRONLY);
   EXPECT_EQ(read(f, wo, 4, 0).error(), Errno{EBADF});
   EXPECT_EQ(*io_fd_flags(path("f")) & O_ACCMODE, O_WRONLY);
-  fs_->release(root_ctx_, f, wo, 0);
+  ASSERT_TRUE(fs_->release(root_ctx_, f, wo, 0));
 
   config_.writeback = true;
   start(FUSE_WRITEBACK_CACHE);
@@ -185,16 +188,13 @@ TEST_F(SemanticsTest, AppendIsHandledPerWriteNotOnTheHostFd) {
   ASSERT_TRUE(write(root_ctx_, f, h, "123", 3));
   EXPECT_EQ(read_host(path("log")), "abcXYZ123");
   // The guest's current file flags win (fcntl cleared O_APPEND).
-  fuse::Context cleared;
-  cleared.file_flags = O_WRONLY;
-  ASSERT_TRUE(write(cleared, f, h, "_", 0));
+  ASSERT_TRUE(write(root_ctx_, f, h, "_", 0, 0, O_WRONLY));
   EXPECT_EQ(read_host(path("log")), "_bcXYZ123");
-  fuse::Context appending;
-  appending.file_flags = O_WRONLY | O_APPEND;
-  ASSERT_TRUE(write(appending, f, h, "!", 0));
+  const uint32_t appending = O_WRONLY | O_APPEND;
+  ASSERT_TRUE(write(root_ctx_, f, h, "!", 0, 0, appending));
   EXPECT_EQ(read_host(path("log")), "_bcXYZ123!");
   // Writes out of the guest's page cache carry their own offsets.
-  ASSERT_TRUE(write(appending, f, h, "#", 1, FUSE_WRITE_CACHE));
+  ASSERT_TRUE(write(root_ctx_, f, h, "#", 1, FUSE_WRITE_CACHE, appending));
   EXPECT_EQ(read_host(path("log")), "_#cXYZ123!");
 }
 
@@ -206,7 +206,7 @@ TEST_F(SemanticsTest, DirectIoAndNoatimeFollowTheOptions) {
   int flags = *io_fd_flags(path("f"));
   EXPECT_FALSE(flags & O_DIRECT);
   EXPECT_FALSE(flags & O_NOATIME);
-  fs_->release(root_ctx_, f, h, 0);
+  ASSERT_TRUE(fs_->release(root_ctx_, f, h, 0));
 
   config_.allow_direct_io = true;
   config_.preserve_noatime = true;
@@ -297,8 +297,7 @@ TEST_F(KillprivTest, MarkedWritesTruncatesAndOpensClearSetuidSetgid) {
   fuse::Context opener = writer_;
   must_open(o, O_RDWR | O_TRUNC, opener);
   EXPECT_EQ(mode_of("o"), 02775u);
-  opener.fuse_open_flags = FUSE_OPEN_KILL_SUIDGID;
-  must_open(o, O_RDWR | O_TRUNC, opener);
+  must_open(o, O_RDWR | O_TRUNC, opener, /*kill_suidgid=*/true);
   EXPECT_EQ(mode_of("o"), 0775u);
   // The worker has CAP_FSETID back afterwards.
   EXPECT_TRUE(thread_has_capability(CAP_FSETID));
@@ -358,16 +357,17 @@ TEST_F(SemanticsTest, SupplementaryGroupsOpenGroupDirectoriesForThisRequestOnly)
   before.resize(static_cast<size_t>(::syscall(SYS_getgroups, before.size(), before.data())));
 
   fuse::Context member{1000, 1000, 1};
-  EXPECT_EQ(fs_->mkdir(member, team, name("a"), 0755, 0).error(), Errno{EACCES});
-  member.supplementary_groups = {3000};
+  EXPECT_EQ(fs_->mkdir(member, team, name("a"), 0755, 0, {}).error(), Errno{EACCES});
+  fuse::Extensions in_team;
+  in_team.supplementary_groups = {3000};
   std::atomic<bool> stop = false, changed = false;
   std::thread watcher([&] {
     while (!stop) {
       if (::syscall(SYS_getgroups, 0, nullptr) != static_cast<long>(before.size())) changed = true;
     }
   });
-  auto dir = fs_->mkdir(member, team, name("a"), 0755, 0);
-  auto file = fs_->create(member, team, name("f"), 0644, O_RDWR, 0);
+  auto dir = fs_->mkdir(member, team, name("a"), 0755, 0, in_team);
+  auto file = fs_->create(member, team, name("f"), 0644, O_RDWR, 0, false, in_team);
   stop = true;
   watcher.join();
   ASSERT_TRUE(dir) << errno_name(dir.error().value);
@@ -387,10 +387,10 @@ TEST_F(SemanticsTest, SetgidDirectoriesPassTheirGroupDown) {
   start(0);
   InodeId sg = must_lookup(kRootInode, "sg");
   fuse::Context user{1000, 1000, 1};
-  ASSERT_TRUE(fs_->create(user, sg, name("f"), 0644, O_RDWR, 0));
-  ASSERT_TRUE(fs_->mknod(user, sg, name("n"), S_IFREG | 0644, 0, 0));
-  ASSERT_TRUE(fs_->mknod(user, sg, name("p"), S_IFIFO | 0644, 0, 0));
-  ASSERT_TRUE(fs_->mkdir(user, sg, name("d"), 0755, 0));
+  ASSERT_TRUE(fs_->create(user, sg, name("f"), 0644, O_RDWR, 0, false, {}));
+  ASSERT_TRUE(fs_->mknod(user, sg, name("n"), S_IFREG | 0644, 0, 0, {}));
+  ASSERT_TRUE(fs_->mknod(user, sg, name("p"), S_IFIFO | 0644, 0, 0, {}));
+  ASSERT_TRUE(fs_->mkdir(user, sg, name("d"), 0755, 0, {}));
   for (const char* n : {"f", "n", "p", "d"}) {
     struct stat st = host_stat(path(std::string("sg/") + n));
     EXPECT_EQ(st.st_uid, 1000u) << n;
@@ -399,7 +399,7 @@ TEST_F(SemanticsTest, SetgidDirectoriesPassTheirGroupDown) {
   EXPECT_TRUE(host_stat(path("sg/d")).st_mode & S_ISGID);
   // Nested: the new subdirectory passes the group on in turn.
   InodeId d = must_lookup(sg, "d");
-  ASSERT_TRUE(fs_->mkdir(user, d, name("deeper"), 0755, 0));
+  ASSERT_TRUE(fs_->mkdir(user, d, name("deeper"), 0755, 0, {}));
   EXPECT_EQ(host_stat(path("sg/d/deeper")).st_gid, 3000u);
   EXPECT_TRUE(host_stat(path("sg/d/deeper")).st_mode & S_ISGID);
 }
@@ -412,7 +412,7 @@ TEST_F(SemanticsTest, TmpfileIsAnUnnamedRegisteredOpenFile) {
   start(FUSE_CREATE_SUPP_GROUP);
   InodeId d = must_lookup(kRootInode, "d");
   fuse::Context user{1000, 1000, 1};
-  auto t = fs_->tmpfile(user, d, 0600, O_RDWR, 0);
+  auto t = fs_->tmpfile(user, d, 0600, O_RDWR, 0, {});
   ASSERT_TRUE(t) << errno_name(t.error().value);
   EXPECT_TRUE(std::filesystem::is_empty(path("d")));
   EXPECT_EQ(t->first.attr.st_uid, 1000u);
@@ -423,9 +423,9 @@ TEST_F(SemanticsTest, TmpfileIsAnUnnamedRegisteredOpenFile) {
   // Linking it gives it a name with that content (the guest's linkat).
   ASSERT_TRUE(fs_->link(root_ctx_, t->first.inode, d, name("now")));
   EXPECT_EQ(read_host(path("d/now")), "hidden");
-  EXPECT_EQ(fs_->tmpfile(user, d, 0600, O_RDONLY, 0).error(), Errno{EINVAL});
+  EXPECT_EQ(fs_->tmpfile(user, d, 0600, O_RDONLY, 0, {}).error(), Errno{EINVAL});
   ASSERT_EQ(::chmod(path("d").c_str(), 0755), 0);
-  EXPECT_EQ(fs_->tmpfile(user, d, 0600, O_RDWR, 0).error(), Errno{EACCES});
+  EXPECT_EQ(fs_->tmpfile(user, d, 0600, O_RDWR, 0, {}).error(), Errno{EACCES});
 }
 
 TEST_F(SemanticsTest, GuestWithoutSupplementaryGroupsIsTrustedForGroupPermission) {
@@ -438,7 +438,7 @@ TEST_F(SemanticsTest, GuestWithoutSupplementaryGroupsIsTrustedForGroupPermission
   start(0);
   InodeId g = must_lookup(kRootInode, "g");
   fuse::Context member{1000, 1000, 1};
-  auto made = fs_->mkdir(member, g, name("sub"), 0755, 0);
+  auto made = fs_->mkdir(member, g, name("sub"), 0755, 0, {});
   ASSERT_TRUE(made) << errno_name(made.error().value);
   struct stat st {};
   ASSERT_EQ(::stat(path("g/sub").c_str(), &st), 0);
@@ -449,7 +449,7 @@ TEST_F(SemanticsTest, GuestWithoutSupplementaryGroupsIsTrustedForGroupPermission
   fs_->destroy();
   start(FUSE_CREATE_SUPP_GROUP);
   g = must_lookup(kRootInode, "g");
-  EXPECT_EQ(fs_->mkdir(member, g, name("other"), 0755, 0).error(), Errno{EACCES});
+  EXPECT_EQ(fs_->mkdir(member, g, name("other"), 0755, 0, {}).error(), Errno{EACCES});
 }
 
 TEST_F(SemanticsTest, CopyFileRangeCopiesUnderTheGuestsCredentials) {
@@ -603,7 +603,7 @@ TEST_F(SemanticsTest, SyncfsOfTheRootReachesSubmountsTheGuestDoesNotSee) {
   const std::string dev = loop.substr(loop.rfind('/') + 1);
   start(0);  // submounts not announced: the guest sees one filesystem
   InodeId mnt = must_lookup(kRootInode, "mnt");
-  ASSERT_NE(mnt, 0u);
+  ASSERT_NE(mnt, InodeId{0});
   write_host(path("mnt/dirty"), std::string(64 * 1024, 'd'));
   const uint64_t before = device_writes(dev);
   ASSERT_TRUE(fs_->syncfs(root_ctx_, kRootInode));

@@ -25,8 +25,8 @@ namespace vfsd::passthrough {
 class XattrTestPeer {
  public:
   static VoidResult apply_security_context(PassthroughFs& fs, const UniqueFd& fd,
-                                           const fuse::Context& ctx) {
-    return fs.apply_security_context(fd, ctx);
+                                           const fuse::Extensions& ext) {
+    return fs.apply_security_context(fd, ext);
   }
   static mode_t effective_create_mode(const PassthroughFs& fs, const UniqueFd& parent_fd,
                                       mode_t mode, mode_t umask) {
@@ -112,7 +112,7 @@ class XattrTest : public ::testing::Test {
   InodeId ino(std::string_view name) {
     auto e = fs_->lookup(ctx_, kRootInode, *fuse::Name::from(name));
     EXPECT_TRUE(e.has_value()) << name;
-    return e ? e->inode : 0;
+    return e ? e->inode : InodeId{0};
   }
 
   Result<std::string> get(InodeId inode, std::string_view name, uint32_t size = 65536) {
@@ -221,8 +221,8 @@ TEST_F(XattrTest, HostileNamesAndValues) {
   EXPECT_EQ(set(f, "user." + std::string(300, 'n'), "v").error().value, ERANGE);
   EXPECT_EQ(get(f, "user." + std::string(300, 'n')).error().value, ERANGE);
   EXPECT_EQ(set(f, "user.big", std::string(64 * 1024 + 1, 'v')).error().value, E2BIG);
-  EXPECT_EQ(get(9999, "user.a").error().value, EBADF);
-  EXPECT_EQ(fs_->listxattr(ctx_, 9999, 10).error().value, EBADF);
+  EXPECT_EQ(get(fuse::InodeId{9999}, "user.a").error().value, EBADF);
+  EXPECT_EQ(fs_->listxattr(ctx_, fuse::InodeId{9999}, 10).error().value, EBADF);
 }
 
 TEST_F(XattrTest, Directory) {
@@ -474,8 +474,8 @@ TEST_F(XattrTest, SecurityContextStoredThroughTheMap) {
   config_.security_label = true;
   config_.xattrmap = ":map:security.selinux:trusted.virtiofs.:";
   start(FUSE_SECURITY_CTX);
-  fuse::Context ctx;
-  ctx.security_context = fuse::SecurityContext{"security.selinux", "system_u:object_r:t:s0"};
+  fuse::Extensions ext;
+  ext.security_context = fuse::SecurityContext{"security.selinux", "system_u:object_r:t:s0"};
   const std::string label = "system_u:object_r:t:s0";
 
   // A real fd (the O_TMPFILE / create path) and O_PATH fds of every type.
@@ -485,7 +485,7 @@ TEST_F(XattrTest, SecurityContextStoredThroughTheMap) {
   UniqueFd fifo(::open(path("fifo").c_str(), O_PATH | O_CLOEXEC));
   for (const auto& [fd, rel] : {std::pair{&file, "file"}, std::pair{&dir, "dir"},
                                 std::pair{&link, "link"}, std::pair{&fifo, "fifo"}}) {
-    ASSERT_TRUE(XattrTestPeer::apply_security_context(*fs_, *fd, ctx)) << rel;
+    ASSERT_TRUE(XattrTestPeer::apply_security_context(*fs_, *fd, ext)) << rel;
     EXPECT_EQ(host_get(path(rel), "trusted.virtiofs.security.selinux").value_or("<none>"), label)
         << rel;
     EXPECT_FALSE(host_get(path(rel), "security.selinux")) << rel;
@@ -496,7 +496,7 @@ TEST_F(XattrTest, SecurityContextAbsentIsANoOp) {
   config_.xattrmap = ":map:security.selinux:trusted.virtiofs.:";
   start();
   UniqueFd file(::open(path("file").c_str(), O_RDWR | O_CLOEXEC));
-  ASSERT_TRUE(XattrTestPeer::apply_security_context(*fs_, file, fuse::Context{}));
+  ASSERT_TRUE(XattrTestPeer::apply_security_context(*fs_, file, fuse::Extensions{}));
   char names[1024];
   EXPECT_EQ(::llistxattr(path("file").c_str(), names, sizeof(names)), 0);
 }
@@ -506,16 +506,16 @@ TEST_F(XattrTest, SecurityContextFailureIsReported) {
   // it failed (and removes the node).
   config_.xattrmap = ":map:security.:user.guest.:";
   start();
-  fuse::Context ctx;
-  ctx.security_context = fuse::SecurityContext{"security.selinux", "l"};
+  fuse::Extensions ext;
+  ext.security_context = fuse::SecurityContext{"security.selinux", "l"};
   UniqueFd link(::open(path("link").c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-  auto r = XattrTestPeer::apply_security_context(*fs_, link, ctx);
+  auto r = XattrTestPeer::apply_security_context(*fs_, link, ext);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().value, EPERM);
   // A name the map refuses is refused too.
-  ctx.security_context = fuse::SecurityContext{"user.guest.x", "l"};
+  ext.security_context = fuse::SecurityContext{"user.guest.x", "l"};
   UniqueFd file(::open(path("file").c_str(), O_RDWR | O_CLOEXEC));
-  EXPECT_EQ(XattrTestPeer::apply_security_context(*fs_, file, ctx).error().value, EPERM);
+  EXPECT_EQ(XattrTestPeer::apply_security_context(*fs_, file, ext).error().value, EPERM);
   EXPECT_FALSE(host_get(path("file"), "user.guest.user.guest.x"));
 }
 

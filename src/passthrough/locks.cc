@@ -100,6 +100,26 @@ bool mode_allows(int mode, uint32_t type) {
   return true;
 }
 
+// Whether a SETLKW may start its wait, and if not, why not.
+enum class Admission {
+  kAdmitted,        // registered as waiting: a thread is to block for it
+  kSessionEnding,   // reset() is ending the session's waits (EINTR)
+  kInterrupted,     // its INTERRUPT came before it (EINTR)
+  kTooManyWaiters,  // max_waiters wait already (ENOLCK, "lock table full")
+};
+
+// What a SETLKW that was not admitted answers.
+int refusal_errno(Admission admission) {
+  return admission == Admission::kTooManyWaiters ? ENOLCK : EINTR;
+}
+
+void unblock_wake_signal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, kWakeSignal);
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+}
+
 }  // namespace
 
 struct LockManager::OwnerFd {
@@ -110,14 +130,27 @@ struct LockManager::OwnerFd {
 };
 
 struct LockManager::Waiter {
-  uint64_t unique = 0;
+  uint64_t unique = 0;  // the SETLKW's request, as interrupt() names it (0 too)
+  // The call the thread blocks in: flock(op) on the handle's own fd, or
+  // F_OFD_SETLKW with `fl` on the owner's description. Both are held here,
+  // so that their fds stay open until the wait is over.
+  bool flock_lock = false;
+  int op = 0;
+  struct flock fl {};
+  std::shared_ptr<HandleData> handle;
+  std::shared_ptr<OwnerFd> owner;
   pthread_t thread{};
   bool started = false;    // `thread` is set and the thread may be in its call
   bool cancelled = false;  // the wait must end with EINTR
   std::function<void(VoidResult)> done;
+
+  // The blocking lock call: 0, or -1 and errno.
+  int lock_blocking() const {
+    return flock_lock ? ::flock(handle->fd.get(), op) : ::fcntl(owner->fd.get(), F_OFD_SETLKW, &fl);
+  }
 };
 
-struct LockManager::WaitState {
+struct LockManager::WaitState : std::enable_shared_from_this<WaitState> {
   std::mutex mu;
   std::condition_variable cv;
   std::list<std::shared_ptr<Waiter>> waiting;  // registered, not yet out of the call
@@ -127,7 +160,114 @@ struct LockManager::WaitState {
   // (a request racing with DESTROY or INIT on another queue) ends at once
   // with EINTR instead of starting a wait that nothing would end.
   bool closing = false;
+
+  // Starts the wait of `w` on a thread of its own, or ends it at once (EINTR
+  // or ENOLCK) when it may not start.
+  void begin(const std::shared_ptr<Waiter>& w, size_t max_waiters);
+
+ private:
+  // Registers `w` as waiting (and running) if it may wait.
+  Admission admit(const std::shared_ptr<Waiter>& w, size_t max_waiters);
+  // Undoes admit() for a wait whose thread could not start.
+  void withdraw(const std::shared_ptr<Waiter>& w);
+  // The waiter thread's body.
+  void run(const std::shared_ptr<Waiter>& w);
+  // Blocks until the lock is taken, the call fails or the wait is cancelled.
+  VoidResult wait_for_lock(const Waiter& w);
+  // Answers the request and lets go of what the wait held.
+  void finish(Waiter& w, const VoidResult& result);
 };
+
+void LockManager::WaitState::begin(const std::shared_ptr<Waiter>& w, size_t max_waiters) {
+  if (Admission admission = admit(w, max_waiters); admission != Admission::kAdmitted) {
+    w->done(fail(refusal_errno(admission)));
+    return;
+  }
+  try {
+    std::thread([self = shared_from_this(), w] { self->run(w); }).detach();
+  } catch (const std::system_error&) {
+    withdraw(w);
+    log::guest_fault(log::GuestFault::kLimitReached,
+                     "locks: cannot start a lock waiter thread; SETLKW answers ENOLCK");
+    w->done(fail(ENOLCK));
+  }
+}
+
+Admission LockManager::WaitState::admit(const std::shared_ptr<Waiter>& w, size_t max_waiters) {
+  std::lock_guard guard(mu);
+  // The session is ending: as if DESTROY came a moment later.
+  if (closing) return Admission::kSessionEnding;
+  auto early = std::find(early_interrupts.begin(), early_interrupts.end(), w->unique);
+  if (early != early_interrupts.end()) {
+    early_interrupts.erase(early);
+    return Admission::kInterrupted;
+  }
+  if (waiting.size() >= max_waiters) {
+    log::guest_fault(log::GuestFault::kLimitReached,
+                     "locks: {} lock waits already; SETLKW answers ENOLCK", max_waiters);
+    return Admission::kTooManyWaiters;
+  }
+  waiting.push_back(w);
+  ++running;
+  return Admission::kAdmitted;
+}
+
+void LockManager::WaitState::withdraw(const std::shared_ptr<Waiter>& w) {
+  std::lock_guard guard(mu);
+  waiting.remove(w);
+  --running;
+  cv.notify_all();
+}
+
+void LockManager::WaitState::run(const std::shared_ptr<Waiter>& w) {
+  // Worker threads may block signals; this one must receive the wake-up.
+  unblock_wake_signal();
+  {
+    std::lock_guard guard(mu);
+    w->thread = pthread_self();
+    w->started = true;
+  }
+  VoidResult result = wait_for_lock(*w);
+  {
+    std::lock_guard guard(mu);
+    waiting.remove(w);  // no signal is sent to this thread after this
+    cv.notify_all();
+  }
+  finish(*w, result);
+}
+
+VoidResult LockManager::WaitState::wait_for_lock(const Waiter& w) {
+  for (;;) {
+    {
+      std::lock_guard guard(mu);
+      if (w.cancelled) return fail(EINTR);
+    }
+    // A cancel between the check above and the call below is caught by the
+    // canceller signalling again until we are out.
+    if (w.lock_blocking() == 0) return ok();
+    if (errno != EINTR) return fail_errno();
+    // EINTR: cancelled (checked above) or a stray signal (wait again).
+  }
+}
+
+void LockManager::WaitState::finish(Waiter& w, const VoidResult& result) {
+  try {
+    w.done(result);
+  } catch (...) {
+    // Nothing may escape a detached thread (std::terminate); the reply is
+    // the transport's to lose.
+    log::error("locks: completing a lock wait failed");
+  }
+  w.done = nullptr;
+  // The description and the handle (and their fd budget units) go before
+  // `running` says this thread is done: reset() and the destructor wait for
+  // that, and the budget may go with the filesystem right after.
+  w.owner.reset();
+  w.handle.reset();
+  std::lock_guard guard(mu);
+  --running;
+  cv.notify_all();
+}
 
 LockManager::LockManager(int proc_self_fd, LockLimits limits)
     : proc_self_fd_(proc_self_fd), limits_(limits), wait_(std::make_shared<WaitState>()) {
@@ -244,116 +384,23 @@ void LockManager::setlkw(fuse::InodeId inode, fuse::HandleId handle_id,
     done(first);
     return;
   }
-
-  // What the waiter blocks in, and the objects that keep its fd open.
-  std::shared_ptr<OwnerFd> o;
-  struct flock fl {};
-  int op = 0;
+  auto w = std::make_shared<Waiter>();
+  w->unique = unique;
+  w->flock_lock = flock;
   if (flock) {
-    op = *flock_op(lock.type);  // valid: setlk() checked it
+    w->op = *flock_op(lock.type);  // valid: setlk() checked it
   } else {
-    fl = *to_host(lock);
+    w->fl = *to_host(lock);
     auto found = owner_fd(inode, handle_id, *handle, owner, lock.type, true);
     if (!found) {
       done(tl::unexpected(found.error()));
       return;
     }
-    o = std::move(*found);
+    w->owner = std::move(*found);
   }
-
-  auto w = std::make_shared<Waiter>();
-  w->unique = unique;
+  w->handle = std::move(handle);
   w->done = std::move(done);
-  std::shared_ptr<WaitState> state = wait_;
-  // Whether the wait may start; else the errno it ends with at once.
-  int refused = 0;
-  {
-    std::lock_guard guard(state->mu);
-    auto early = std::find(state->early_interrupts.begin(), state->early_interrupts.end(), unique);
-    if (state->closing) {
-      refused = EINTR;  // the session is ending: as if DESTROY came a moment later
-    } else if (early != state->early_interrupts.end()) {
-      state->early_interrupts.erase(early);
-      refused = EINTR;
-    } else if (state->waiting.size() >= limits_.max_waiters) {
-      log::guest_fault(log::GuestFault::kLimitReached,
-                       "locks: {} lock waits already; SETLKW answers ENOLCK", limits_.max_waiters);
-      refused = ENOLCK;
-    } else {
-      state->waiting.push_back(w);
-      ++state->running;
-    }
-  }
-  if (refused != 0) {
-    w->done(fail(refused));
-    return;
-  }
-
-  auto body = [state, w, o, handle, fl, op, flock]() mutable {
-    // Worker threads may block signals; this one must receive the wake-up.
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, kWakeSignal);
-    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
-    {
-      std::lock_guard guard(state->mu);
-      w->thread = pthread_self();
-      w->started = true;
-    }
-    VoidResult result = ok();
-    for (;;) {
-      {
-        std::lock_guard guard(state->mu);
-        if (w->cancelled) {
-          result = fail(EINTR);
-          break;
-        }
-      }
-      // A cancel between the check above and the call below is caught by
-      // the canceller signalling again until we are out.
-      int rc = flock ? ::flock(handle->fd.get(), op) : ::fcntl(o->fd.get(), F_OFD_SETLKW, &fl);
-      if (rc == 0) break;
-      if (errno != EINTR) {
-        result = fail_errno();
-        break;
-      }
-      // EINTR: cancelled (checked above) or a stray signal (wait again).
-    }
-    {
-      std::lock_guard guard(state->mu);
-      state->waiting.remove(w);  // no signal is sent to this thread after this
-      state->cv.notify_all();
-    }
-    try {
-      w->done(result);
-    } catch (...) {
-      // Nothing may escape a detached thread (std::terminate); the reply
-      // is the transport's to lose.
-      log::error("locks: completing a lock wait failed");
-    }
-    w->done = nullptr;
-    // The description and the handle (and their fd budget units) go before
-    // `running` says this thread is done: reset() and the destructor wait for
-    // that, and the budget may go with the filesystem right after.
-    o.reset();
-    handle.reset();
-    std::lock_guard guard(state->mu);
-    --state->running;
-    state->cv.notify_all();
-  };
-  try {
-    std::thread(std::move(body)).detach();
-  } catch (const std::system_error&) {
-    {
-      std::lock_guard guard(state->mu);
-      state->waiting.remove(w);
-      --state->running;
-      state->cv.notify_all();
-    }
-    log::guest_fault(log::GuestFault::kLimitReached,
-                     "locks: cannot start a lock waiter thread; SETLKW answers ENOLCK");
-    w->done(fail(ENOLCK));
-  }
+  wait_->begin(w, limits_.max_waiters);
 }
 
 void LockManager::cancel(const std::function<bool(const Waiter&)>& pick) {

@@ -153,7 +153,7 @@ Result<std::string> PassthroughFs::xattr_name_to_host(std::string_view guest_nam
     // The guest may not reach the stored copies under their own names.
     if (guest_name.starts_with(kRewritePrefix)) return fail(EPERM);
     if (guest_name.starts_with(kSecurityPrefix) && guest_name != kSelinux) {
-      name = std::string(kRewritePrefix) + name;
+      name.insert(0, kRewritePrefix);
     }
   }
   auto host = xattr_map_.to_host(name);
@@ -340,10 +340,14 @@ namespace vfsd::passthrough {
 // --- CVE-2021-20263 ----------------------------------------------------------------
 
 namespace {
+// ENOTSUP and EOPNOTSUPP are one errno on Linux (the only host this daemon
+// runs on), so testing for ENOTSUP covers both spellings.
+static_assert(ENOTSUP == EOPNOTSUPP);
+
 // What a removal of the remapped capability may answer when there is none to
 // remove: ENODATA (absent), ENOTSUP (no xattrs of that namespace here).
 bool nothing_to_clear(int error) {
-  return error == ENODATA || error == ENOTSUP || error == EOPNOTSUPP;
+  return error == ENODATA || error == ENOTSUP;
 }
 }  // namespace
 

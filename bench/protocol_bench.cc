@@ -22,51 +22,16 @@
 
 #include "fuse/server.h"
 #include "passthrough/passthrough_fs.h"
+#include "support/fuse_codec.h"
 
 namespace {
 
 using vfsd::IovecReader;
 using vfsd::IovecWriter;
+// The tests' request builder: the unique is set at each send.
+using vfsd::test::RequestBuilder;
 
 constexpr uint64_t kRoot = 1;
-
-// One request's bytes: header, fixed body, then optional trailing bytes.
-class WireRequest {
- public:
-  WireRequest(uint32_t opcode, uint64_t nodeid) {
-    header_.opcode = opcode;
-    header_.nodeid = nodeid;
-  }
-  template <class T>
-  WireRequest& add(const T& body) {
-    const auto* p = reinterpret_cast<const char*>(&body);
-    body_.insert(body_.end(), p, p + sizeof(T));
-    return *this;
-  }
-  WireRequest& add_name(const std::string& name) {
-    body_.insert(body_.end(), name.begin(), name.end());
-    body_.push_back('\0');
-    return *this;
-  }
-  WireRequest& add_bytes(size_t n, char fill) {
-    body_.insert(body_.end(), n, fill);
-    return *this;
-  }
-  /// `claimed_len` overrides the header's length (0: the true length).
-  std::vector<char> bytes(uint64_t unique, uint32_t claimed_len = 0) const {
-    fuse_in_header h = header_;
-    h.unique = unique;
-    h.len = claimed_len != 0 ? claimed_len : static_cast<uint32_t>(sizeof(h) + body_.size());
-    std::vector<char> out(reinterpret_cast<const char*>(&h),
-                          reinterpret_cast<const char*>(&h) + sizeof(h));
-    out.insert(out.end(), body_.begin(), body_.end());
-    return out;
-  }
-
- private:
-  fuse_in_header header_{};
-  std::vector<char> body_;
-};
 
 // A host folder with a few files, served by one PassthroughFs + Server.
 class Daemon {
@@ -93,7 +58,8 @@ class Daemon {
     init.minor = FUSE_KERNEL_MINOR_VERSION;
     init.max_readahead = 1 << 20;
     init.flags = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_MAX_PAGES | FUSE_DO_READDIRPLUS;
-    expect_ok(send(WireRequest(FUSE_INIT, 0).add(init)), "INIT");
+    RequestBuilder request(FUSE_INIT, 0, 0);
+    expect_ok(send(request.add(init)), "INIT");
   }
   ~Daemon() {
     server_.reset();
@@ -102,9 +68,10 @@ class Daemon {
     std::filesystem::remove_all(dir_, ec);
   }
 
-  /// Sends a request; returns the reply's error field (0 = success).
-  int32_t send(const WireRequest& request, size_t reply_room = 4096, uint32_t claimed_len = 0) {
-    std::vector<char> in = request.bytes(unique_ += 2, claimed_len);
+  /// Sends a request under a fresh unique, its header claiming `claimed_len`
+  /// bytes (0: the true length); returns the reply's error field (0 = success).
+  int32_t send(RequestBuilder& request, size_t reply_room = 4096, uint32_t claimed_len = 0) {
+    vfsd::test::Bytes in = request.unique(unique_ += 2).claimed_len(claimed_len).finish();
     if (reply_.size() < reply_room) reply_.resize(reply_room);
     IovecReader reader({iovec{in.data(), in.size()}});
     IovecWriter writer({iovec{reply_.data(), reply_room}});
@@ -128,13 +95,15 @@ class Daemon {
   }
 
   uint64_t lookup(const std::string& name) {
-    expect_ok(send(WireRequest(FUSE_LOOKUP, kRoot).add_name(name)), "LOOKUP");
+    RequestBuilder request(FUSE_LOOKUP, kRoot, 0);
+    expect_ok(send(request.add_name(name)), "LOOKUP");
     return reply_body<fuse_entry_out>().nodeid;
   }
   uint64_t open(uint64_t node, uint32_t flags) {
     fuse_open_in in{};
     in.flags = flags;
-    expect_ok(send(WireRequest(FUSE_OPEN, node).add(in)), "OPEN");
+    RequestBuilder request(FUSE_OPEN, node, 0);
+    expect_ok(send(request.add(in)), "OPEN");
     return reply_body<fuse_open_out>().fh;
   }
 
@@ -161,7 +130,7 @@ Daemon& daemon() {
 
 void BM_Getattr(benchmark::State& state) {
   Daemon& d = daemon();
-  const WireRequest req = WireRequest(FUSE_GETATTR, kRoot).add(fuse_getattr_in{});
+  RequestBuilder req = RequestBuilder(FUSE_GETATTR, kRoot, 0).add(fuse_getattr_in{});
   for (auto _ : state) benchmark::DoNotOptimize(d.send(req));
 }
 BENCHMARK(BM_Getattr);
@@ -169,11 +138,11 @@ BENCHMARK(BM_Getattr);
 // A LOOKUP and the FORGET that returns its reference: the guest's dentry churn.
 void BM_LookupForget(benchmark::State& state) {
   Daemon& d = daemon();
-  const WireRequest lookup = WireRequest(FUSE_LOOKUP, kRoot).add_name("small");
+  RequestBuilder lookup = RequestBuilder(FUSE_LOOKUP, kRoot, 0).add_name("small");
   const uint64_t node = d.lookup("small");
   fuse_forget_in forget{};
   forget.nlookup = 1;
-  const WireRequest drop = WireRequest(FUSE_FORGET, node).add(forget);
+  RequestBuilder drop = RequestBuilder(FUSE_FORGET, node, 0).add(forget);
   for (auto _ : state) {
     benchmark::DoNotOptimize(d.send(lookup));
     benchmark::DoNotOptimize(d.send(drop));
@@ -183,7 +152,7 @@ BENCHMARK(BM_LookupForget);
 
 void BM_LookupMissing(benchmark::State& state) {
   Daemon& d = daemon();
-  const WireRequest req = WireRequest(FUSE_LOOKUP, kRoot).add_name("no-such-file");
+  RequestBuilder req = RequestBuilder(FUSE_LOOKUP, kRoot, 0).add_name("no-such-file");
   for (auto _ : state) benchmark::DoNotOptimize(d.send(req));
 }
 BENCHMARK(BM_LookupMissing);
@@ -193,12 +162,13 @@ void BM_OpenRelease(benchmark::State& state) {
   const uint64_t node = d.lookup("small");
   fuse_open_in open{};
   open.flags = O_RDONLY;
-  const WireRequest open_req = WireRequest(FUSE_OPEN, node).add(open);
+  RequestBuilder open_req = RequestBuilder(FUSE_OPEN, node, 0).add(open);
   for (auto _ : state) {
     d.expect_ok(d.send(open_req), "OPEN");
     fuse_release_in release{};
     release.fh = d.reply_body<fuse_open_out>().fh;
-    benchmark::DoNotOptimize(d.send(WireRequest(FUSE_RELEASE, node).add(release)));
+    RequestBuilder release_req(FUSE_RELEASE, node, 0);
+    benchmark::DoNotOptimize(d.send(release_req.add(release)));
   }
 }
 BENCHMARK(BM_OpenRelease);
@@ -211,7 +181,7 @@ void BM_Read(benchmark::State& state) {
   fuse_read_in in{};
   in.fh = d.open(node, O_RDONLY);
   in.size = size;
-  const WireRequest req = WireRequest(FUSE_READ, node).add(in);
+  RequestBuilder req = RequestBuilder(FUSE_READ, node, 0).add(in);
   for (auto _ : state) benchmark::DoNotOptimize(d.send(req, sizeof(fuse_out_header) + size));
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * size);
 }
@@ -224,7 +194,8 @@ void BM_Write(benchmark::State& state) {
   fuse_write_in in{};
   in.fh = d.open(node, O_WRONLY);
   in.size = size;
-  const WireRequest req = WireRequest(FUSE_WRITE, node).add(in).add_bytes(size, 'w');
+  RequestBuilder req =
+      RequestBuilder(FUSE_WRITE, node, 0).add(in).add_bytes(std::string(size, 'w'));
   for (auto _ : state) benchmark::DoNotOptimize(d.send(req));
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * size);
 }
@@ -233,7 +204,7 @@ BENCHMARK(BM_Write)->Arg(4096)->Arg(128 * 1024);
 // A request whose length runs past the bytes present: the cost of refusing.
 void BM_Malformed(benchmark::State& state) {
   Daemon& d = daemon();
-  const WireRequest req = WireRequest(FUSE_GETATTR, kRoot).add(fuse_getattr_in{});
+  RequestBuilder req = RequestBuilder(FUSE_GETATTR, kRoot, 0).add(fuse_getattr_in{});
   for (auto _ : state) benchmark::DoNotOptimize(d.send(req, 4096, /*claimed_len=*/1u << 30));
 }
 BENCHMARK(BM_Malformed);

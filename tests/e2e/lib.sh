@@ -34,6 +34,88 @@ vfsd_skip() {
   exit 77
 }
 
+# ---- what the e2e scripts (tests/e2e/run_*.sh) share ----------------------------
+
+# vfsd_e2e_args HELP_LINES VALUE_OPTIONS FLAG_OPTIONS ARG...: parses a
+# script's command line into the caller's variables (set their defaults
+# first). Every script takes --binary PATH (binary), --timeout S (limit),
+# --sabotage, --keep (sabotage=1, keep=1), --verbose (VFSD_VERBOSE=1) and
+# -h/--help (prints lines HELP_LINES, e.g. 2,24, of the script). Its own
+# options: VALUE_OPTIONS are "NAME[:VAR]" words, options with a value (VAR
+# defaults to NAME with "-" as "_"); FLAG_OPTIONS set VAR=1 the same way.
+# Values are written --name=value or --name value. An unknown argument is a
+# usage error (exit 2).
+vfsd_e2e_args() {
+  # Locals start with "_": they must not hide the caller's variables.
+  local _help=$1 _values="binary timeout:limit $2" _flags="sabotage keep $3" _arg _spec _var
+  shift 3
+  while (($#)); do
+    _arg=$1 _var=""
+    case $_arg in
+      --verbose) export VFSD_VERBOSE=1; shift; continue ;;
+      -h | --help) sed -n "${_help}p" "$0"; exit 0 ;;
+    esac
+    for _spec in $_values; do
+      [[ ${_arg%%=*} == "--${_spec%%:*}" ]] || continue
+      _var=${_spec#*:} _var=${_var//-/_}
+      if [[ $_arg == *=* ]]; then printf -v "$_var" '%s' "${_arg#*=}"; else printf -v "$_var" '%s' "${2:-}"; shift; fi
+      break
+    done
+    if [[ -z $_var ]]; then
+      for _spec in $_flags; do
+        [[ $_arg == "--${_spec%%:*}" ]] || continue
+        _var=${_spec#*:} _var=${_var//-/_}
+        printf -v "$_var" 1
+        break
+      done
+    fi
+    [[ -n $_var ]] || { echo "unknown argument: $_arg" >&2; exit 2; }
+    shift
+  done
+}
+
+# vfsd_need_binary PATH: our daemon must be built (else exit 2).
+vfsd_need_binary() {
+  [[ -x $1 ]] || { echo "our daemon '$1' is not built" >&2; exit 2; }
+}
+
+# vfsd_need_guest: a guest kernel and QEMU must be installed (else exit 2).
+vfsd_need_guest() {
+  vfsd_kernel_image >/dev/null || { echo "no guest kernel: run scripts/install-deps.sh" >&2; exit 2; }
+  command -v qemu-system-x86_64 >/dev/null ||
+    { echo "qemu-system-x86_64 missing: run scripts/install-deps.sh" >&2; exit 2; }
+}
+
+# vfsd_work_dir NAME: makes the run's work folder, $work (vfsd-NAME.XXXXXX
+# under TMPDIR), and cleans up at exit: first the script's own
+# vfsd_e2e_cleanup when it defines one, then the daemon still running
+# (VFSD_DAEMON_PID) is killed and the folder removed, unless keep=1 then
+# (the script sets it to keep the evidence of a failure).
+vfsd_work_dir() {
+  work=$(mktemp -d "${TMPDIR:-/tmp}/vfsd-$1.XXXXXX")
+  trap vfsd_e2e_exit EXIT
+}
+vfsd_e2e_exit() {
+  if declare -F vfsd_e2e_cleanup >/dev/null; then vfsd_e2e_cleanup; fi
+  [[ -n $VFSD_DAEMON_PID ]] && kill "$VFSD_DAEMON_PID" 2>/dev/null
+  if ((${keep:-0})); then echo "work folder kept: $work"; else rm -rf "$work"; fi
+}
+
+# Check results, for the scripts' reports: vfsd_record NAME PASS|FAIL DETAIL
+# sets the caller's result[NAME] and detail[NAME] (declare -A result detail;
+# order=()) and appends NAME to order the first time; a name seen twice
+# keeps its first failure. vfsd_check NAME DETAIL-ON-FAILURE COMMAND...
+# records whether COMMAND succeeds.
+vfsd_record() {
+  [[ -v "result[$1]" ]] || order+=("$1")
+  if [[ ${result[$1]:-} != FAIL ]]; then result[$1]=$2 detail[$1]=${3:-}; fi
+}
+vfsd_check() {
+  local n=$1 d=$2
+  shift 2
+  if "$@"; then vfsd_record "$n" PASS; else vfsd_record "$n" FAIL "$d"; fi
+}
+
 # What a kernel prints when something is wrong in it: WARN(), BUG(), oopses,
 # panics, sanitizer and lockup reports. Matched against the guest console,
 # which shows KERN_WARNING and above (loglevel=5 in vfsd_boot_guest), and
@@ -123,7 +205,11 @@ vfsd_start_daemon() {
     ours)
       [[ -x $bin ]] || vfsd_die "our daemon binary '$bin' is not executable"
       vfsd_sanitizer_env
-      cmd=("$bin" "--socket-path=$sock" "--shared-dir=$dir")
+      # VFSD_DAEMON_PREFIX: words run before it, which must exec it (e.g.
+      # setpriv ... --: the daemon as another user).
+      local -a prefix=()
+      [[ -n ${VFSD_DAEMON_PREFIX:-} ]] && read -r -a prefix <<<"$VFSD_DAEMON_PREFIX"
+      cmd=("${prefix[@]}" "$bin" "--socket-path=$sock" "--shared-dir=$dir")
       # VFSD_DAEMON_ARGS: more options for our daemon (e.g. --sandbox=chroot).
       # shellcheck disable=SC2206
       [[ -n ${VFSD_DAEMON_ARGS:-} ]] && cmd+=($VFSD_DAEMON_ARGS)

@@ -28,40 +28,23 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/lib.sh"
 
 where="" mode="" binary="$VFSD_ROOT/build/virtiofsd" limit=240 sabotage=0 keep=0
-while (($#)); do
-  case $1 in
-    --where=*) where=${1#*=} ;;
-    --sandbox=*) mode=${1#*=} ;;
-    --binary=*) binary=${1#*=} ;;
-    --binary) binary=${2:-}; shift ;;
-    --timeout=*) limit=${1#*=} ;;
-    --timeout) limit=${2:-}; shift ;;
-    --sabotage) sabotage=1 ;;
-    --keep) keep=1 ;;
-    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-  esac
-  shift
-done
+vfsd_e2e_args 2,24 "where sandbox:mode" "" "$@"
 [[ $where == guest || $where == host ]] || { echo "--where=guest|host is required" >&2; exit 2; }
 [[ $mode == namespace || $mode == chroot || $mode == none ]] ||
   { echo "--sandbox=namespace|chroot|none is required" >&2; exit 2; }
-[[ -x $binary ]] || { echo "our daemon '$binary' is not built" >&2; exit 2; }
+vfsd_need_binary "$binary"
 if [[ $where == guest ]]; then
   vfsd_kernel_image >/dev/null || { echo "no guest kernel: run scripts/install-deps.sh" >&2; exit 2; }
 fi
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/vfsd-escape.XXXXXX")
+vfsd_work_dir escape
 chmod 0755 "$work"
 share=$work/share outside=$work/outside jail=$work/jail
 mnt_pid=""
-cleanup() {
-  [[ -n $VFSD_DAEMON_PID ]] && kill "$VFSD_DAEMON_PID" 2>/dev/null
+vfsd_e2e_cleanup() { # the host client's mount
   [[ -n $mnt_pid ]] && kill "$mnt_pid" 2>/dev/null
   umount -l "$jail/mnt" 2>/dev/null || true
-  if ((keep)); then echo "work folder kept: $work"; else rm -rf "$work"; fi
 }
-trap cleanup EXIT
 
 # ---- what the client must not reach, and the share ----------------------------
 secret="SECRET-OUTSIDE-$RANDOM$RANDOM"

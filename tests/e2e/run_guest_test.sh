@@ -26,39 +26,18 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/lib.sh"
 
 daemon="" binary="$VFSD_ROOT/build/virtiofsd" sabotage=0 limit=360 keep=0
-while (($#)); do
-  case $1 in
-    --daemon=*) daemon=${1#*=} ;;
-    --daemon) daemon=${2:-}; shift ;;
-    --binary=*) binary=${1#*=} ;;
-    --binary) binary=${2:-}; shift ;;
-    --timeout=*) limit=${1#*=} ;;
-    --timeout) limit=${2:-}; shift ;;
-    --sabotage) sabotage=1 ;;
-    --keep) keep=1 ;;
-    --verbose) export VFSD_VERBOSE=1 ;;
-    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-  esac
-  shift
-done
+vfsd_e2e_args 2,24 daemon "" "$@"
 case $daemon in
-  ours) [[ -x $binary ]] || { echo "our daemon '$binary' is not built" >&2; exit 2; } ;;
+  ours) vfsd_need_binary "$binary" ;;
   c) [[ -x $VFSD_C_DAEMON ]] || vfsd_skip "$VFSD_C_DAEMON is not installed (scripts/install-deps.sh)" ;;
   rust) vfsd_rust_command >/dev/null || vfsd_skip "Rust virtiofsd not fetched (scripts/install-deps.sh)" ;;
   *) echo "usage: $0 --daemon=ours|c|rust [--binary PATH] [--sabotage]" >&2; exit 2 ;;
 esac
-vfsd_kernel_image >/dev/null || { echo "no guest kernel: run scripts/install-deps.sh" >&2; exit 2; }
-command -v qemu-system-x86_64 >/dev/null || { echo "qemu-system-x86_64 missing: run scripts/install-deps.sh" >&2; exit 2; }
+vfsd_need_guest
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/vfsd-e2e.XXXXXX")
+vfsd_work_dir e2e
 share=$work/share
 mkdir -p "$share"
-cleanup() {
-  [[ -n $VFSD_DAEMON_PID ]] && kill "$VFSD_DAEMON_PID" 2>/dev/null
-  if ((keep)); then echo "work folder kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
 
 # ---- the shared folder, as the host prepares it ------------------------------
 echo "hello from the host" >"$share/hello.txt"
@@ -138,46 +117,35 @@ vfsd_stop_daemon 30 || daemon_self_exit=1
 # ---- results --------------------------------------------------------------------
 declare -A result detail
 order=()
-record() { # name PASS|FAIL detail
-  [[ -v "result[$1]" ]] || order+=("$1")
-  # A name seen twice keeps its first failure.
-  if [[ ${result[$1]:-} != FAIL ]]; then result[$1]=$2 detail[$1]=${3:-}; fi
-}
 
 # Guest markers: "E2E <name> <PASS|FAIL> <detail>"
 mount_passes=0
 while read -r _ name res rest; do
   [[ $name == mount && $res == PASS ]] && ((++mount_passes))
-  record "$name" "$res" "$rest"
+  vfsd_record "$name" "$res" "$rest"
 done < <(vfsd_console_lines "$work/console.log" 'E2E [a-z_0-9]* \(PASS\|FAIL\)')
 
 expected_guest=(mount listing crud big_write hostfile_sha256 mkdir_rmdir rename_over hardlink
   symlink chmod_chown_utimes unlink_open many_host many_guest statfs nonroot_owner nonroot_denied
   tree_copy reboot_write reboot_read umount2 reboot2_read umount3)
 for n in "${expected_guest[@]}"; do
-  [[ -v "result[$n]" ]] || record "$n" FAIL "marker missing from the guest console"
+  [[ -v "result[$n]" ]] || vfsd_record "$n" FAIL "marker missing from the guest console"
 done
 
-hcheck() { # name detail-on-failure command...
-  local n=$1 d=$2
-  shift 2
-  if "$@"; then record "$n" PASS; else record "$n" FAIL "$d"; fi
-}
-
 if [[ -f $work/console.log.daemon-died ]]; then
-  record guest_finished FAIL "the daemon died while the guest was running (QEMU stopped, status $qemu_rc)"
+  vfsd_record guest_finished FAIL "the daemon died while the guest was running (QEMU stopped, status $qemu_rc)"
 elif ((qemu_rc == 124 || qemu_rc == 137)); then
-  record guest_finished FAIL "QEMU killed by the ${limit}s time limit (hung guest?)"
+  vfsd_record guest_finished FAIL "QEMU killed by the ${limit}s time limit (hung guest?)"
 elif ((qemu_rc != 0)); then
-  record guest_finished FAIL "QEMU exited with status $qemu_rc"
+  vfsd_record guest_finished FAIL "QEMU exited with status $qemu_rc"
 else
-  record guest_finished PASS
+  vfsd_record guest_finished PASS
 fi
-hcheck guest_rebooted "mount marker seen $mount_passes times, expected 3 (boot + 2 reboots)" \
+vfsd_check guest_rebooted "mount marker seen $mount_passes times, expected 3 (boot + 2 reboots)" \
   test "$mount_passes" -eq 3
 # Kernel warnings, BUGs and oopses, on the console and in the dmesg dump of
 # each boot (3: the guest reboots twice).
-while read -r name res rest; do record "$name" "$res" "$rest"; done \
+while read -r name res rest; do vfsd_record "$name" "$res" "$rest"; done \
   < <(vfsd_kernel_checks "$work/console.log" 3)
 
 if ((sabotage)) && [[ -f $share/big.bin ]]; then
@@ -187,36 +155,36 @@ fi
 # Host-side verification, now that the guest is gone.
 s=$share
 crud_want=$(printf 'fXYst\0\0\0Z' | od -An -tx1)
-hcheck host_crud "crud.txt on the host: $(od -An -tx1 "$s/crud.txt" 2>&1 | tr -s ' ')" \
+vfsd_check host_crud "crud.txt on the host: $(od -An -tx1 "$s/crud.txt" 2>&1 | tr -s ' ')" \
   test "$(od -An -tx1 "$s/crud.txt" 2>/dev/null)" = "$crud_want"
 big_guest=$(sed -n 's/.*sha256=\([0-9a-f]*\).*/\1/p' <<<"${detail[big_write]:-}")
 big_host=$(sha256sum "$s/big.bin" 2>/dev/null | cut -d' ' -f1 || true)
-hcheck host_big_sha256 "host sha256 '$big_host', guest wrote '$big_guest'" \
+vfsd_check host_big_sha256 "host sha256 '$big_host', guest wrote '$big_guest'" \
   test -n "$big_guest" -a "$big_host" = "$big_guest" -a "$(stat -c %s "$s/big.bin" 2>/dev/null)" = 67108864
-hcheck host_mkdir_rmdir "kept missing or gone present" test -d "$s/kept" -a ! -e "$s/gone"
-hcheck host_rename_over "ren-src/ren-dst wrong on the host" \
+vfsd_check host_mkdir_rmdir "kept missing or gone present" test -d "$s/kept" -a ! -e "$s/gone"
+vfsd_check host_rename_over "ren-src/ren-dst wrong on the host" \
   test ! -e "$s/ren-src" -a "$(cat "$s/ren-dst" 2>/dev/null)" = one
-hcheck host_hardlink "host: $(stat -c '%n ino=%i nlink=%h' "$s/link-a" "$s/link-b" 2>&1 | tr '\n' ' ')" \
+vfsd_check host_hardlink "host: $(stat -c '%n ino=%i nlink=%h' "$s/link-a" "$s/link-b" 2>&1 | tr '\n' ' ')" \
   test "$(stat -c %i "$s/link-a" 2>/dev/null)" = "$(stat -c %i "$s/link-b" 2>/dev/null)" \
   -a "$(stat -c %h "$s/link-a" 2>/dev/null)" = 2
-hcheck host_symlink "host readlink: '$(readlink "$s/sym-rel")' '$(readlink "$s/sym-dangling")'" \
+vfsd_check host_symlink "host readlink: '$(readlink "$s/sym-rel")' '$(readlink "$s/sym-dangling")'" \
   test "$(readlink "$s/sym-rel")" = link-a -a "$(readlink "$s/sym-dangling")" = /nonexistent/target
 attrs_want="640 4321 5432 $(date -u -d '2001-02-03 04:05:06' +%s) $(date -u -d '2002-03-04 05:06:07' +%s)"
 attrs_host=$(stat -c '%a %u %g %X %Y' "$s/attrs" 2>&1 || true)
-hcheck host_chmod_chown_utimes "host stat '$attrs_host', expected '$attrs_want'" \
+vfsd_check host_chmod_chown_utimes "host stat '$attrs_host', expected '$attrs_want'" \
   test "$attrs_host" = "$attrs_want"
-hcheck host_unlink_open "open-unlinked still exists on the host" test ! -e "$s/open-unlinked"
+vfsd_check host_unlink_open "open-unlinked still exists on the host" test ! -e "$s/open-unlinked"
 gmany_want=$(for ((i = 0; i < 2000; i++)); do echo "guest-file-$i"; done | LC_ALL=C sort)
-hcheck host_many_guest "gmany on the host has $(ls -1 "$s/gmany" 2>/dev/null | wc -l) entries or wrong names" \
+vfsd_check host_many_guest "gmany on the host has $(ls -1 "$s/gmany" 2>/dev/null | wc -l) entries or wrong names" \
   test "$(ls -1 "$s/gmany" 2>/dev/null | LC_ALL=C sort)" = "$gmany_want"
 owners=$(stat -c '%u:%g' "$s/userdir/ufile" "$s/userdir/udir" 2>&1 | tr '\n' ' ' || true)
-hcheck host_nonroot_owner "host owners: $owners (want 1234:2345)" \
+vfsd_check host_nonroot_owner "host owners: $owners (want 1234:2345)" \
   test "$owners" = "1234:2345 1234:2345 " -a "$(cat "$s/userdir/ufile" 2>/dev/null)" = by-user
-hcheck host_tree_copy "diff -r tree tree-cpa / untar/tree differs" \
+vfsd_check host_tree_copy "diff -r tree tree-cpa / untar/tree differs" \
   bash -c "diff -r '$s/tree' '$s/tree-cpa' >/dev/null 2>&1 && diff -r '$s/tree' '$s/untar/tree' >/dev/null 2>&1 &&
     [[ \$(stat -c %a '$s/tree-cpa/a/f3') == 600 && \$(stat -c %Y '$s/tree-cpa/a/f5') == \$(stat -c %Y '$s/tree/a/f5') ]] &&
     [[ \$(readlink '$s/tree-cpa/d/link') == ../a/b/c/deep.txt ]]"
-hcheck host_reboot "reboot/data, reboot/after or reboot/after2 wrong, or phase file left" \
+vfsd_check host_reboot "reboot/data, reboot/after or reboot/after2 wrong, or phase file left" \
   test "$(cat "$s/reboot/data" 2>/dev/null)" = "$reboot_token" \
   -a "$(cat "$s/reboot/after" 2>/dev/null)" = "after-reboot $reboot_token" \
   -a "$(cat "$s/reboot/after2" 2>/dev/null)" = "after-reboot2 $reboot_token" -a ! -e "$s/reboot/phase"
@@ -232,16 +200,16 @@ child_new_mnt yes
 child_new_pid yes
 child_new_net yes"
   confinement_got=$(cat "$work/confinement.txt" 2>/dev/null || true)
-  hcheck daemon_confinement "while mounted: $(tr '\n' ' ' <<<"$confinement_got")" \
+  vfsd_check daemon_confinement "while mounted: $(tr '\n' ' ' <<<"$confinement_got")" \
     test "$confinement_got" = "$confinement_want"
 fi
 sanitizer=$(vfsd_sanitizer_reports "$work/daemon.log" || true)
-hcheck daemon_sanitizers "the daemon log has sanitizer reports: $(head -n 1 <<<"$sanitizer")" \
+vfsd_check daemon_sanitizers "the daemon log has sanitizer reports: $(head -n 1 <<<"$sanitizer")" \
   test -z "$sanitizer"
 if ((daemon_self_exit)); then
-  record daemon_exit FAIL "the daemon did not exit by itself within 30s of QEMU quitting"
+  vfsd_record daemon_exit FAIL "the daemon did not exit by itself within 30s of QEMU quitting"
 else
-  hcheck daemon_exit "the daemon exited with status ${VFSD_DAEMON_EXIT:-?}, not 0" test "${VFSD_DAEMON_EXIT:-}" = 0
+  vfsd_check daemon_exit "the daemon exited with status ${VFSD_DAEMON_EXIT:-?}, not 0" test "${VFSD_DAEMON_EXIT:-}" = 0
 fi
 
 # ---- report ---------------------------------------------------------------------

@@ -22,35 +22,17 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/lib.sh"
 
 mode="" binary="$VFSD_ROOT/build/virtiofsd" limit=240 keep=0 sabotage=0
-while (($#)); do
-  case $1 in
-    --sandbox=*) mode=${1#*=} ;;
-    --binary=*) binary=${1#*=} ;;
-    --binary) binary=${2:-}; shift ;;
-    --timeout=*) limit=${1#*=} ;;
-    --keep) keep=1 ;;
-    --sabotage) sabotage=1 ;;
-    --verbose) export VFSD_VERBOSE=1 ;;
-    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-  esac
-  shift
-done
+vfsd_e2e_args 2,19 "sandbox:mode" "" "$@"
 [[ $mode == none || $mode == namespace ]] || { echo "--sandbox=none|namespace is required" >&2; exit 2; }
-[[ -x $binary ]] || { echo "our daemon '$binary' is not built" >&2; exit 2; }
+vfsd_need_binary "$binary"
 vfsd_kernel_image >/dev/null || vfsd_skip "no guest kernel (run scripts/install-deps.sh)"
 command -v setpriv >/dev/null || vfsd_skip "setpriv (util-linux) is missing"
 ((EUID == 0)) || vfsd_skip "needs root to start the daemon as another user"
 
 nobody=65534
-work=$(mktemp -d "${TMPDIR:-/tmp}/vfsd-idmap.XXXXXX")
+vfsd_work_dir idmap
 chmod 0755 "$work"
 share=$work/share sockdir=$work/sock
-cleanup() {
-  [[ -n $VFSD_DAEMON_PID ]] && kill "$VFSD_DAEMON_PID" 2>/dev/null
-  if ((keep)); then echo "work folder kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
 mkdir -p "$share" "$sockdir"
 chown "$nobody:$nobody" "$share" "$sockdir"
 echo host >"$share/hostfile"
@@ -70,18 +52,9 @@ fi
 
 vfsd_build_initramfs "$work/initrd" "$HERE/guest/idmap_guest.sh" >/dev/null
 sock=$sockdir/vhost.sock
-vfsd_sanitizer_env
-cmd=(setpriv --reuid="$nobody" --regid="$nobody" --clear-groups -- "$binary"
-  "--socket-path=$sock" "--shared-dir=$share" "${args[@]}")
-echo "+ ${cmd[*]}" >"$work/daemon.log"
-"${cmd[@]}" >>"$work/daemon.log" 2>&1 &
-VFSD_DAEMON_PID=$!
-for ((i = 0; i < 300; i++)); do
-  [[ -S $sock ]] && break
-  kill -0 "$VFSD_DAEMON_PID" 2>/dev/null || break
-  sleep 0.1
-done
-[[ -S $sock ]] || { echo "no socket; daemon log:" >&2; sed 's/^/  | /' "$work/daemon.log" >&2; exit 2; }
+VFSD_DAEMON_PREFIX="setpriv --reuid=$nobody --regid=$nobody --clear-groups --" \
+  VFSD_DAEMON_ARGS="${args[*]}" \
+  vfsd_start_daemon ours "$sock" "$share" "$work/daemon.log" "$binary" || exit 2
 
 qemu_rc=0
 vfsd_boot_guest "$sock" "$work/initrd" "$work/console.log" "$limit" || qemu_rc=$?

@@ -222,27 +222,7 @@ LAUNCHERS="libvirt kata-go kata-rs incus lxd proxmox podman lima virtme-ng micro
 
 # ---- arguments -------------------------------------------------------------------
 launcher="" only="" daemon=ours binary="$VFSD_ROOT/build/virtiofsd" build_dir="" sabotage=0 limit=240 keep=0 list=0
-while (($#)); do
-  case $1 in
-    --launcher=*) launcher=${1#*=} ;;
-    --launcher) launcher=${2:-}; shift ;;
-    --variants=*) only=${1#*=} ;;
-    --daemon=*) daemon=${1#*=} ;;
-    --binary=*) binary=${1#*=} ;;
-    --binary) binary=${2:-}; shift ;;
-    --build-dir=*) build_dir=${1#*=} ;;
-    --build-dir) build_dir=${2:-}; shift ;;
-    --timeout=*) limit=${1#*=} ;;
-    --timeout) limit=${2:-}; shift ;;
-    --sabotage) sabotage=1 ;;
-    --keep) keep=1 ;;
-    --verbose) export VFSD_VERBOSE=1 ;;
-    --list) list=1 ;;
-    -h | --help) sed -n '2,36p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-  esac
-  shift
-done
+vfsd_e2e_args 2,36 "launcher variants:only daemon build-dir" list "$@"
 variants_of() { local v; for v in "${VORDER[@]}"; do [[ ${v%%/*} == "$1" ]] && echo "${v#*/}"; done; }
 if ((list)); then
   for l in $LAUNCHERS; do
@@ -254,9 +234,8 @@ if ((list)); then
   exit 0
 fi
 [[ " $LAUNCHERS " == *" $launcher "* ]] || { echo "usage: $0 --launcher=NAME (one of: $LAUNCHERS) | --list" >&2; exit 2; }
-[[ -x $binary ]] || { echo "our daemon '$binary' is not built" >&2; exit 2; }
-vfsd_kernel_image >/dev/null || { echo "no guest kernel: run scripts/install-deps.sh" >&2; exit 2; }
-command -v qemu-system-x86_64 >/dev/null || { echo "qemu-system-x86_64 missing" >&2; exit 2; }
+vfsd_need_binary "$binary"
+vfsd_need_guest
 command -v jq >/dev/null || { echo "jq missing (scripts/install-deps.sh)" >&2; exit 2; }
 python3 -c 'import socket' 2>/dev/null || vfsd_skip "python3 with the socket module is needed to pass descriptors"
 [[ $(id -u) == 0 ]] || vfsd_skip "the launchers' command lines run as root (or as a user root switches to)"
@@ -288,7 +267,7 @@ for n in "${names[@]}"; do
 done
 nofile_host_max=$(ulimit -Hn)
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/vfsd-launch.XXXXXX")
+vfsd_work_dir launch
 chmod 0755 "$work" # users the launchers switch to must reach their folders
 declare -A PID HELPER
 # proc_tree PID: PID and every descendant.
@@ -302,7 +281,7 @@ alive() { # PID: exists and is not a zombie
   s=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
   [[ -n $s && $s != Z ]]
 }
-cleanup() {
+vfsd_e2e_cleanup() {
   # Everything this run started (helpers, daemons, their children) and
   # that is still there.
   local k p tree=""
@@ -310,23 +289,12 @@ cleanup() {
     for p in ${PID[$k]:-} ${HELPER[$k]:-}; do tree+=" $(proc_tree "$p" | tr '\n' ' ')"; done
   done
   for p in $tree; do kill -KILL "$p" 2>/dev/null || true; done
-  if ((keep)); then echo "work folder kept: $work"; else rm -rf "$work"; fi
 }
-trap cleanup EXIT
 
 nofile_refused_on_host=${nofile_refused_on_host:-0}
 declare -A result detail
 order=() sabotaged=()
 elapsed=""
-record() { # name PASS|FAIL detail
-  [[ -v "result[$1]" ]] || order+=("$1")
-  if [[ ${result[$1]:-} != FAIL ]]; then result[$1]=$2 detail[$1]=${3:-}; fi
-}
-hcheck() { # name detail-on-failure command...
-  local n=$1 d=$2
-  shift 2
-  if "$@"; then record "$n" PASS; else record "$n" FAIL "$d"; fi
-}
 
 report() {
   local failed=() n
@@ -388,12 +356,12 @@ for p in ${PROBES[$launcher]:-}; do
         b=$(jq -r .binary "$d")
         [[ -x $stage$b ]] && "$stage$b" --print-capabilities >/dev/null 2>&1 && { found=$stage$b; break; }
       done
-      hcheck probe_descriptor "no vhost-user descriptor of type fs names a binary that answers" test -n "$found"
+      vfsd_check probe_descriptor "no vhost-user descriptor of type fs names a binary that answers" test -n "$found"
       [[ -n $found && $daemon == ours ]] && exe=$found
       ;;
     caps-separate-options)
       caps=$($exe --print-capabilities 2>/dev/null) || caps=""
-      hcheck probe_capabilities "--print-capabilities: '$(tr -d '\n ' <<<"$caps")' lacks type fs or separate-options (libvirt would build the legacy -o form)" \
+      vfsd_check probe_capabilities "--print-capabilities: '$(tr -d '\n ' <<<"$caps")' lacks type fs or separate-options (libvirt would build the legacy -o form)" \
         test "$(jq -r '.type == "fs" and (.features | index("separate-options") != null)' <<<"$caps" 2>/dev/null)" = true
       ;;
     caps-incus)
@@ -403,16 +371,16 @@ for p in ${PROBES[$launcher]:-}; do
       else
         posixacl_arg=--posix-acl
       fi
-      hcheck probe_capabilities "--print-capabilities is not JSON with a features list: '$caps'" \
+      vfsd_check probe_capabilities "--print-capabilities is not JSON with a features list: '$caps'" \
         test "$(jq -r '.features | type' <<<"$caps" 2>/dev/null)" = array
       ;;
     version)
       # shellcheck disable=SC2086 # $exe is a command line (--daemon=rust)
-      hcheck probe_version "--version did not exit 0" $exe --version
+      vfsd_check probe_version "--version did not exit 0" $exe --version
       ;;
     help-readonly)
       out=$($exe --help 2>/dev/null) && rc=0 || rc=$?
-      hcheck probe_help_readonly "--help exited $rc or its stdout lacks --readonly" \
+      vfsd_check probe_help_readonly "--help exited $rc or its stdout lacks --readonly" \
         test "$rc" = 0 -a -n "$(grep -e --readonly <<<"$out")"
       ;;
   esac
@@ -455,7 +423,7 @@ for n in "${names[@]}"; do
     probe_sock=nofile-probe/s.sock
     # shellcheck disable=SC2086 # the words of the command line
     probe_err=$(cd "$rundir" && timeout 20 "$exe" ${args//$(basename "$sock")/$probe_sock} 2>&1 >/dev/null) && probe_rc=0 || probe_rc=$?
-    hcheck "rlimit_refused_$n" "exit $probe_rc, stderr '$probe_err', probe folder: $(ls -A "$probe_dir")" \
+    vfsd_check "rlimit_refused_$n" "exit $probe_rc, stderr '$probe_err', probe folder: $(ls -A "$probe_dir")" \
       test "$probe_rc" -ne 0 -a "$(printf '%s\n' "$probe_err" | wc -l)" -eq 1 \
       -a -z "$(ls -A "$probe_dir")" -a "${probe_err/--rlimit-nofile/}" != "$probe_err"
     echo "host: LimitNOFILE=1048576 is not possible here; $n boots with --rlimit-nofile $nofile_host_max" >&2
@@ -563,18 +531,18 @@ for n in "${names[@]}"; do
     PID[$n]=$(cat "$work/$n.pid" 2>/dev/null || true)
   fi
   if ((ready)) && [[ -n ${PID[$n]} ]] && ! kill -0 "${PID[$n]}" 2>/dev/null; then ready=0 why="the daemon exited"; fi
-  if ((ready)); then record "ready_$n" PASS "${why}"; else record "ready_$n" FAIL "$why"; fi
+  if ((ready)); then vfsd_record "ready_$n" PASS "${why}"; else vfsd_record "ready_$n" FAIL "$why"; fi
 
   for c in ${V[$v.check]}; do
     case $c in
       socket-group)
         got=$(stat -c '%G %a' "$sock" 2>&1 || true)
-        hcheck "socket_group_$n" "socket is '$got', expected group $socket_group, mode 770" test "$got" = "$socket_group 770"
+        vfsd_check "socket_group_$n" "socket is '$got', expected group $socket_group, mode 770" test "$got" = "$socket_group 770"
         ;;
       pidfile-pid)
         # The pid virtme-ng signals is the daemon's own (one process with
         # --sandbox none), alive, and running our binary.
-        hcheck "pidfile_$n" "$sock.pid names '${PID[$n]}', not a live virtiofsd" \
+        vfsd_check "pidfile_$n" "$sock.pid names '${PID[$n]}', not a live virtiofsd" \
           test -n "${PID[$n]}" -a "$(readlink "/proc/${PID[$n]}/exe" 2>/dev/null)" = "$(readlink -f "${exe%% *}")"
         ;;
     esac
@@ -699,25 +667,25 @@ wait "$launcher_side" 2>/dev/null || true
 
 # ---- results ------------------------------------------------------------------------
 while read -r _ name res rest; do
-  record "$name" "$res" "$rest"
+  vfsd_record "$name" "$res" "$rest"
 done < <(vfsd_console_lines "$console" 'E2E [a-z_0-9-]* \(PASS\|FAIL\)')
 for n in "${names[@]}"; do
   for c in mount read write umount; do
-    [[ -v "result[${c}_$n]" ]] || record "${c}_$n" FAIL "marker missing from the guest console"
+    [[ -v "result[${c}_$n]" ]] || vfsd_record "${c}_$n" FAIL "marker missing from the guest console"
   done
 done
 if [[ -f $console.daemon-died ]]; then
-  record guest_finished FAIL "$(cat "$console.daemon-died") (QEMU stopped, status $qemu_rc)"
+  vfsd_record guest_finished FAIL "$(cat "$console.daemon-died") (QEMU stopped, status $qemu_rc)"
 elif ((qemu_rc == 124 || qemu_rc == 137)); then
-  record guest_finished FAIL "QEMU killed by the ${limit}s time limit (hung guest?)"
+  vfsd_record guest_finished FAIL "QEMU killed by the ${limit}s time limit (hung guest?)"
 elif ((qemu_rc != 0)); then
-  record guest_finished FAIL "QEMU exited with status $qemu_rc"
+  vfsd_record guest_finished FAIL "QEMU exited with status $qemu_rc"
 elif ! grep -q '^[0-9.]* E2E-STOP-POINT' "$console"; then
-  record guest_finished FAIL "the guest never reached its stop point"
+  vfsd_record guest_finished FAIL "the guest never reached its stop point"
 else
-  record guest_finished PASS
+  vfsd_record guest_finished PASS
 fi
-while read -r name res rest; do record "$name" "$res" "$rest"; done < <(vfsd_kernel_checks "$console" 1)
+while read -r name res rest; do vfsd_record "$name" "$res" "$rest"; done < <(vfsd_kernel_checks "$console" 1)
 
 # The stop, as the launcher does it.
 for n in "${names[@]}"; do
@@ -727,16 +695,16 @@ for n in "${names[@]}"; do
       st="" h=${HELPER[$n]:-}
       for ((k = 0; k < 300; k++)); do alive "${PID[$n]}" || break; sleep 0.1; done
       if alive "${PID[$n]}"; then
-        record "stop_$n" FAIL "still running 30 s after QEMU quit (the launcher relies on exit-on-disconnect)"
+        vfsd_record "stop_$n" FAIL "still running 30 s after QEMU quit (the launcher relies on exit-on-disconnect)"
       else
         [[ -n $h ]] && { wait "$h" 2>/dev/null && st=0 || st=$?; }
         HELPER[$n]="" PID[$n]=""
         left=""
         for p in $(cat "$work/$n.tree" 2>/dev/null); do alive "$p" && left+=" $p"; done
         if [[ -n $left ]]; then
-          record "stop_$n" FAIL "exited, but processes it started are left:$left"
+          vfsd_record "stop_$n" FAIL "exited, but processes it started are left:$left"
         else
-          hcheck "stop_$n" "exited by itself with status $st, not 0" test "$st" = 0
+          vfsd_check "stop_$n" "exited by itself with status $st, not 0" test "$st" = 0
         fi
       fi
       ;;
@@ -745,7 +713,7 @@ for n in "${names[@]}"; do
       st="(unknown: not the launcher's child)"
       if [[ $left == none && -n ${HELPER[$n]:-} ]]; then wait "${HELPER[$n]}" 2>/dev/null && st=0 || st=$?; HELPER[$n]=""; fi
       [[ $left == none ]] && PID[$n]=""
-      hcheck "stop_$n" "after ${V[$v.stop]^^} to the launcher's pid, still alive after 10 s: $left" \
+      vfsd_check "stop_$n" "after ${V[$v.stop]^^} to the launcher's pid, still alive after 10 s: $left" \
         test "$left" = none
       [[ ${result[stop_$n]} == PASS ]] && detail[stop_$n]="${V[$v.stop]^^}: gone with every process it started, exit status $st"
       ;;
@@ -757,30 +725,30 @@ for n in "${names[@]}"; do
   v=$launcher/$n
   f=$work/share-$n/guest.txt
   if [[ ${V[$v.ro]} == 1 ]]; then
-    hcheck "host_readonly_$n" "guest.txt exists on the host of a --readonly share" test ! -e "$f"
+    vfsd_check "host_readonly_$n" "guest.txt exists on the host of a --readonly share" test ! -e "$f"
   else
-    hcheck "host_write_$n" "guest.txt on the host: '$(cat "$f" 2>&1)'" test "$(cat "$f" 2>/dev/null)" = "${V[$v.guest_token]}"
+    vfsd_check "host_write_$n" "guest.txt on the host: '$(cat "$f" 2>&1)'" test "$(cat "$f" 2>/dev/null)" = "${V[$v.guest_token]}"
     if [[ -n ${V[$v.hostowner]} ]]; then
       # Guest root's file belongs to the host ids guest 0 maps to (a user
       # namespace's map, or --translate-uid/gid map:0:1000000:...).
       got=$(stat -c %u:%g "$f" 2>&1 || true)
-      hcheck "host_owner_$n" "guest.txt is owned by $got on the host, expected ${V[$v.hostowner]}" \
+      vfsd_check "host_owner_$n" "guest.txt is owned by $got on the host, expected ${V[$v.hostowner]}" \
         test "$got" = "${V[$v.hostowner]}"
     fi
   fi
   for c in ${V[$v.check]}; do
     if [[ $c == rust-log-quiet ]]; then
-      hcheck "rust_log_$n" "RUST_LOG=ERROR, yet the daemon logged below error: $(grep -m1 -E '\] ?(warn|info|debug)|INFO|WARN' "$work/$n.log")" \
+      vfsd_check "rust_log_$n" "RUST_LOG=ERROR, yet the daemon logged below error: $(grep -m1 -E '\] ?(warn|info|debug)|INFO|WARN' "$work/$n.log")" \
         bash -c "! tail -n +2 '$work/$n.log' | grep -qiE '^\[[^]]* (warn|warning|info|debug|trace) '"
     fi
   done
   if [[ ${V[$v.via]} == proxmox ]]; then
     # The daemon served on after its launcher shut the shared listening
     # socket down (the mount and write above happened after that).
-    hcheck "listener_shutdown_$n" "the launcher never shut its listening socket down" \
+    vfsd_check "listener_shutdown_$n" "the launcher never shut its listening socket down" \
       grep -q 'shut down and closed its listening socket' "$work/$n.log"
   fi
   sanitizer=$(vfsd_sanitizer_reports "$work/$n.log" || true)
-  hcheck "sanitizers_$n" "sanitizer report: $(head -n 1 <<<"$sanitizer")" test -z "$sanitizer"
+  vfsd_check "sanitizers_$n" "sanitizer report: $(head -n 1 <<<"$sanitizer")" test -z "$sanitizer"
 done
 report

@@ -28,35 +28,18 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$HERE/lib.sh"
 
 binary="$VFSD_ROOT/build/virtiofsd" sabotage=0 limit=240 keep=0
-while (($#)); do
-  case $1 in
-    --binary=*) binary=${1#*=} ;;
-    --binary) binary=${2:-}; shift ;;
-    --timeout=*) limit=${1#*=} ;;
-    --timeout) limit=${2:-}; shift ;;
-    --sabotage) sabotage=1 ;;
-    --keep) keep=1 ;;
-    --verbose) export VFSD_VERBOSE=1 ;;
-    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
-  esac
-  shift
-done
-[[ -x $binary ]] || { echo "our daemon '$binary' is not built" >&2; exit 2; }
-vfsd_kernel_image >/dev/null || { echo "no guest kernel: run scripts/install-deps.sh" >&2; exit 2; }
-command -v qemu-system-x86_64 >/dev/null || { echo "qemu-system-x86_64 missing" >&2; exit 2; }
+vfsd_e2e_args 2,24 "" "" "$@"
+vfsd_need_binary "$binary"
+vfsd_need_guest
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/vfsd-reconnect.XXXXXX")
+vfsd_work_dir reconnect
 share=$work/share
 mkdir -p "$share/reconnect"
 guest1_bg=""
-cleanup() {
+vfsd_e2e_cleanup() { # guest 1's QEMU, if the run ends before it was killed
   if [[ -n $guest1_bg ]]; then kill "$guest1_bg" 2>/dev/null || true; fi
   if [[ -s $work/console1.log.qemu-pid ]]; then kill -9 "$(cat "$work/console1.log.qemu-pid")" 2>/dev/null || true; fi
-  [[ -n $VFSD_DAEMON_PID ]] && kill "$VFSD_DAEMON_PID" 2>/dev/null
-  if ((keep)); then echo "work folder kept: $work"; else rm -rf "$work"; fi
 }
-trap cleanup EXIT
 
 echo "hello from the host" >"$share/hello.txt"
 echo 1 >"$share/reconnect/phase"
@@ -64,19 +47,10 @@ vfsd_build_initramfs "$work/initrd" "$HERE/guest/reconnect_checks.sh"
 
 declare -A result detail
 order=()
-record() { # name PASS|FAIL detail
-  [[ -v "result[$1]" ]] || order+=("$1")
-  if [[ ${result[$1]:-} != FAIL ]]; then result[$1]=$2 detail[$1]=${3:-}; fi
-}
-check() { # name detail-on-failure command...
-  local n=$1 d=$2
-  shift 2
-  if "$@"; then record "$n" PASS; else record "$n" FAIL "$d"; fi
-}
 # Guest markers of console log $1, names suffixed with $2.
 collect() {
   local name res rest
-  while read -r _ name res rest; do record "$name$2" "$res" "$rest"; done \
+  while read -r _ name res rest; do vfsd_record "$name$2" "$res" "$rest"; done \
     < <(vfsd_console_lines "$1" 'E2E [a-z_0-9]* \(PASS\|FAIL\)')
 }
 waits() { grep -c 'Waiting for vhost-user socket connection' "$work/daemon.log" || true; }
@@ -106,26 +80,26 @@ guest1_bg=$!
 if wait_for "$limit" grep -q 'E2E-RECONNECT-WRITTEN' "$work/console1.log"; then
   qpid=$(cat "$work/console1.log.qemu-pid" 2>/dev/null || true)
   if [[ -n $qpid ]] && kill -9 "$qpid"; then
-    record guest1_sigkilled PASS "QEMU pid $qpid"
+    vfsd_record guest1_sigkilled PASS "QEMU pid $qpid"
   else
-    record guest1_sigkilled FAIL "no QEMU pid to kill"
+    vfsd_record guest1_sigkilled FAIL "no QEMU pid to kill"
   fi
 else
-  record guest1_sigkilled FAIL "guest 1 never printed E2E-RECONNECT-WRITTEN"
+  vfsd_record guest1_sigkilled FAIL "guest 1 never printed E2E-RECONNECT-WRITTEN"
 fi
 wait "$guest1_bg" || rc1=$?
 guest1_bg=""
 t_killed=$EPOCHREALTIME
 collect "$work/console1.log" ""
-check guest1_qemu_status "QEMU 1 exited with $rc1, not by SIGKILL (137)" test "$rc1" = 137
+vfsd_check guest1_qemu_status "QEMU 1 exited with $rc1, not by SIGKILL (137)" test "$rc1" = 137
 
 # ---- the daemon between the two VMMs ---------------------------------------------
 wait_for 30 bash -c "(( \$(grep -c 'Waiting for vhost-user socket connection' '$work/daemon.log') >= 2 ))" || true
-check daemon_survived_kill "the daemon is gone after QEMU 1 was killed (or did not wait again: $(waits) waits)" \
+vfsd_check daemon_survived_kill "the daemon is gone after QEMU 1 was killed (or did not wait again: $(waits) waits)" \
   bash -c "kill -0 $VFSD_DAEMON_PID 2>/dev/null && (( \$(grep -c 'Waiting for vhost-user socket connection' '$work/daemon.log') >= 2 ))"
 host_sha=$(sha256sum "$share/reconnect/data" 2>/dev/null | cut -d' ' -f1 || true)
 g1_sha=$(sed -n 's/.*sha256=\([0-9a-f]*\).*/\1/p' <<<"${detail[guest1_write]:-}")
-check host_sha_after_kill "host sha256 '$host_sha', guest 1 wrote '$g1_sha'" \
+vfsd_check host_sha_after_kill "host sha256 '$host_sha', guest 1 wrote '$g1_sha'" \
   test -n "$g1_sha" -a "$host_sha" = "$g1_sha"
 
 # ---- guest 2: a new QEMU on the same socket ---------------------------------------
@@ -135,25 +109,25 @@ vfsd_boot_guest "$work/vhost.sock" "$work/initrd" "$work/console2.log" "$limit" 
 t_done=$EPOCHREALTIME
 collect "$work/console2.log" 2
 for n in mount2 guest2_read2 guest2_tree2 guest2_umount2; do
-  [[ -v "result[$n]" ]] || record "$n" FAIL "marker missing from guest 2's console"
+  [[ -v "result[$n]" ]] || vfsd_record "$n" FAIL "marker missing from guest 2's console"
 done
 for n in mount guest1_write; do
-  [[ -v "result[$n]" ]] || record "$n" FAIL "marker missing from guest 1's console"
+  [[ -v "result[$n]" ]] || vfsd_record "$n" FAIL "marker missing from guest 1's console"
 done
-check guest2_finished "QEMU 2 exited with status $rc2" test "$rc2" = 0
+vfsd_check guest2_finished "QEMU 2 exited with status $rc2" test "$rc2" = 0
 g2_sha=$(sed -n 's/.*sha256=\([0-9a-f]*\).*/\1/p' <<<"${detail[guest2_read2]:-}")
-check guest2_sees_guest1_bytes "guest 2 read sha256 '$g2_sha', guest 1 wrote '$g1_sha'" \
+vfsd_check guest2_sees_guest1_bytes "guest 2 read sha256 '$g2_sha', guest 1 wrote '$g1_sha'" \
   test -n "$g1_sha" -a "$g2_sha" = "$g1_sha"
-check host_guest2_file "reconnect/from-guest2 on the host: '$(cat "$share/reconnect/from-guest2" 2>&1)'" \
+vfsd_check host_guest2_file "reconnect/from-guest2 on the host: '$(cat "$share/reconnect/from-guest2" 2>&1)'" \
   test "$(cat "$share/reconnect/from-guest2" 2>/dev/null)" = "written by guest 2"
 for c in 1 2; do
-  while read -r name res rest; do record "$name$c" "$res" "$rest"; done \
+  while read -r name res rest; do vfsd_record "$name$c" "$res" "$rest"; done \
     < <(vfsd_kernel_checks "$work/console$c.log" 1)
 done
 
 # ---- the daemon after guest 2, then SIGTERM -----------------------------------------
 wait_for 30 bash -c "(( \$(grep -c 'Waiting for vhost-user socket connection' '$work/daemon.log') >= 3 ))" || true
-check daemon_alive_after_guest2 "the daemon is gone after guest 2 (or did not wait again: $(waits) waits)" \
+vfsd_check daemon_alive_after_guest2 "the daemon is gone after guest 2 (or did not wait again: $(waits) waits)" \
   bash -c "kill -0 $VFSD_DAEMON_PID 2>/dev/null && (( \$(grep -c 'Waiting for vhost-user socket connection' '$work/daemon.log') >= 3 ))"
 term_status=""
 if daemon_alive; then
@@ -167,10 +141,10 @@ if daemon_alive; then
   wait "$killer" 2>/dev/null || true
 fi
 VFSD_DAEMON_PID=""
-check daemon_sigterm_exit "after SIGTERM the daemon's status is '${term_status:-gone before}', not 0" \
+vfsd_check daemon_sigterm_exit "after SIGTERM the daemon's status is '${term_status:-gone before}', not 0" \
   test "$term_status" = 0
 sanitizer=$(vfsd_sanitizer_reports "$work/daemon.log" || true)
-check daemon_sanitizers "sanitizer reports: $(head -n 1 <<<"$sanitizer")" test -z "$sanitizer"
+vfsd_check daemon_sanitizers "sanitizer reports: $(head -n 1 <<<"$sanitizer")" test -z "$sanitizer"
 elapsed=$(awk -v a="$t0" -v b="$t_done" 'BEGIN{printf "%.1f", b-a}')
 gap=$(awk -v a="$t_killed" -v b="$t_done" 'BEGIN{printf "%.1f", b-a}')
 

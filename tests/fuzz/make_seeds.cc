@@ -6,7 +6,7 @@
 //
 // writes OUT/<target>/<name>. Two sources:
 //  - built here: request sequences as a Linux guest encodes them
-//    (tests/integration/fuse_codec.h), each exercising one area against the
+//    (tests/support/fuse_codec.h), each exercising one area against the
 //    scratch share of the fuse_passthrough target (whose entries are named
 //    below) or FakeFs; rings laid out by tests/support/virtq_driver.h;
 //    a QEMU-like vhost-user session; --xattrmap rules and command lines of
@@ -39,14 +39,14 @@
 #include "fuse/abi_ext.h"
 #include "fuzz_common.h"
 #include "guest_init.h"
-#include "integration/fuse_codec.h"
+#include "support/fuse_codec.h"
 #include "support/virtq_driver.h"
 #include "vhost_user/backend.h"
 #include "vhost_user/message.h"
 
 using namespace vfsd;
 using namespace vfsd::fuzz;
-using itest::RequestBuilder;
+using test::RequestBuilder;
 
 namespace {
 

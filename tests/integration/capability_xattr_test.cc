@@ -24,7 +24,7 @@
 #include "raw_fuse.h"
 #include "support/host_files.h"
 
-namespace vfsd::itest {
+namespace vfsd::test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -242,4 +242,4 @@ TEST(CapabilityXattrUnmappedTest, NothingIsClearedByTheDaemon) {
 }
 
 }  // namespace
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

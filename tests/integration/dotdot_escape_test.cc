@@ -15,11 +15,11 @@
 #include <string>
 
 #include "fuse/server.h"
-#include "fuse_codec.h"
 #include "passthrough/passthrough_fs.h"
+#include "support/fuse_codec.h"
 #include "support/host_files.h"
 
-namespace vfsd::itest {
+namespace vfsd::test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -129,4 +129,4 @@ INSTANTIATE_TEST_SUITE_P(Modes, DotDotTest,
                          });
 
 }  // namespace
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

@@ -32,7 +32,7 @@
 #include "raw_fuse.h"
 #include "support/host_files.h"
 
-namespace vfsd::itest {
+namespace vfsd::test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -400,4 +400,4 @@ INSTANTIATE_TEST_SUITE_P(Modes, EscapeTest,
                          });
 
 }  // namespace
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

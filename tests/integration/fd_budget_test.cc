@@ -25,7 +25,7 @@
 #include "raw_fuse.h"
 #include "support/host_files.h"
 
-namespace vfsd::itest {
+namespace vfsd::test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -340,4 +340,4 @@ TEST_F(FdBudgetTest, ForgetsRacingWithRequestsFreeEachInodeOnce) {
 }
 
 }  // namespace
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

@@ -22,15 +22,12 @@
 #include <vector>
 
 #include "fuse/server.h"
-#include "fuse_codec.h"
 #include "passthrough/passthrough_fs.h"
+#include "support/fuse_codec.h"
 #include "support/host_files.h"
 
-namespace vfsd::itest {
+namespace vfsd::test {
 namespace {
-
-using test::read_host;
-using test::write_host;
 
 namespace fs = std::filesystem;
 using fuse::kRootInode;
@@ -832,4 +829,4 @@ TEST_F(FusePassthroughTest, OpendirOfAFileIsRefused) {
 }
 
 }  // namespace
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

@@ -14,11 +14,11 @@
 #include <string>
 
 #include "fuse/server.h"
-#include "fuse_codec.h"
 #include "passthrough/passthrough_fs.h"
+#include "support/fuse_codec.h"
 #include "support/host_files.h"
 
-namespace vfsd::itest {
+namespace vfsd::test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -136,4 +136,4 @@ TEST_F(GuestIdsTest, SetattrToOwnerMinusOneChangesNothing) {
 }
 
 }  // namespace
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

@@ -24,8 +24,8 @@
 #include <vector>
 
 #include "fuse/server.h"
-#include "fuse_codec.h"
 #include "passthrough/passthrough_fs.h"
+#include "support/fuse_codec.h"
 #include "support/host_files.h"
 
 // Every operator new of the process goes through here, so the test sees the
@@ -64,7 +64,7 @@ void operator delete[](void* p, size_t) noexcept {
   std::free(p);
 }
 
-namespace vfsd::itest {
+namespace vfsd::test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -314,4 +314,4 @@ TEST_F(GuestSizedAllocationTest, ARequestThatThrowsIsAnsweredEioAndServingGoesOn
 }
 
 }  // namespace
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

@@ -22,11 +22,11 @@
 
 #include "fuse/abi_ext.h"
 #include "fuse/server.h"
-#include "fuse_codec.h"
 #include "passthrough/passthrough_fs.h"
+#include "support/fuse_codec.h"
 #include "support/host_files.h"
 
-namespace vfsd::itest {
+namespace vfsd::test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -350,4 +350,4 @@ TEST_F(IdTranslationTest, SupplementaryGroupsAreTranslatedToo) {
 }
 
 }  // namespace
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

@@ -17,11 +17,11 @@
 
 #include "fuse/abi_ext.h"
 #include "fuse/server.h"
-#include "fuse_codec.h"
 #include "passthrough/passthrough_fs.h"
+#include "support/fuse_codec.h"
 #include "support/host_files.h"
 
-namespace vfsd::itest {
+namespace vfsd::test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -157,4 +157,4 @@ INSTANTIATE_TEST_SUITE_P(KillprivV2, KillPrivTest, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "On" : "Off"; });
 
 }  // namespace
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

@@ -24,11 +24,11 @@
 #include <vector>
 
 #include "fuse/server.h"
-#include "fuse_codec.h"
 #include "passthrough/passthrough_fs.h"
+#include "support/fuse_codec.h"
 #include "util/unique_fd.h"
 
-namespace vfsd::itest {
+namespace vfsd::test {
 
 /// One PassthroughFs behind one fuse::Server, after INIT.
 class RawFuse {
@@ -357,4 +357,4 @@ inline void expect_same_host(const HostSnapshot& before, const HostSnapshot& aft
   }
 }
 
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

@@ -29,12 +29,12 @@
 #include <vector>
 
 #include "fuse/server.h"
-#include "fuse_codec.h"
 #include "passthrough/passthrough_fs.h"
 #include "passthrough/read_only_fs.h"
+#include "support/fuse_codec.h"
 #include "support/host_files.h"
 
-namespace vfsd::itest {
+namespace vfsd::test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -478,4 +478,4 @@ INSTANTIATE_TEST_SUITE_P(Layers, ReadOnlyHostileTest, ::testing::Bool(), [](cons
 });
 
 }  // namespace
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

@@ -39,7 +39,7 @@
 #include "raw_fuse.h"
 #include "support/host_files.h"
 
-namespace vfsd::itest {
+namespace vfsd::test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -307,4 +307,4 @@ INSTANTIATE_TEST_SUITE_P(Inodes, SpecialFilesTest,
                          });
 
 }  // namespace
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

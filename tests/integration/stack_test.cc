@@ -25,25 +25,18 @@
 #include <vector>
 
 #include "app/fuse_request_handler.h"
-#include "frontend.h"
 #include "fuse/server.h"
-#include "fuse_codec.h"
 #include "passthrough/passthrough_fs.h"
+#include "support/fuse_codec.h"
 #include "support/host_files.h"
+#include "support/vhost_user_frontend.h"
 #include "support/virtq_driver.h"
 #include "vhost_user/backend.h"
 #include "vhost_user/message.h"
 
-namespace vfsd::itest {
+namespace vfsd::test {
 namespace {
 
-using test::read_host;
-
-using test::kVirtqDescFIndirect;
-using test::kVirtqDescFNext;
-using test::kVirtqDescFWrite;
-using test::VirtqDesc;
-using test::VirtqDriver;
 using vhost_user::Request;
 
 // Guest RAM: one region, at a guest-physical address that is not 0 and a
@@ -92,7 +85,7 @@ struct Used {
 class StackTest : public ::testing::TestWithParam<MemSetup> {
  protected:
   void SetUp() override {
-    fds_before_ = count_fds();
+    fds_before_ = count_open_fds();
     old_umask_ = ::umask(0);
     char tmpl[] = "/tmp/vfsd-stack-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
@@ -104,15 +97,7 @@ class StackTest : public ::testing::TestWithParam<MemSetup> {
     fs_ = std::move(*created);
     server_ = std::make_unique<fuse::Server>(*fs_, fuse::ServerOptions{});
     handler_ = std::make_unique<app::FuseRequestHandler>(*server_);
-    backend_ = std::make_unique<vhost_user::Backend>(*handler_, vhost_user::BackendOptions{2});
-
-    int sv[2];
-    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    frontend_ = std::make_unique<Frontend>(UniqueFd(sv[0]));
-    serve_thread_ = std::thread([this, fd = sv[1]] {
-      serve_result_ = backend_->serve(UniqueFd(fd));
-      serve_done_.store(true);
-    });
+    frontend_ = std::make_unique<FakeFrontend>(*handler_, vhost_user::BackendOptions{2});
 
     memfd_.reset(::memfd_create("guest-ram", MFD_CLOEXEC));
     ASSERT_TRUE(memfd_.valid());
@@ -132,24 +117,19 @@ class StackTest : public ::testing::TestWithParam<MemSetup> {
 
   void TearDown() override {
     // Closing the front-end's end is a disconnect: serve() returns ok.
-    if (frontend_) frontend_->close();
-    if (serve_thread_.joinable()) {
-      for (int i = 0; i < kTimeoutMs / 10 && !serve_done_.load(); ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-      if (!serve_done_.load()) {
+    if (frontend_) {
+      frontend_->close();
+      if (!wait_until([this] { return frontend_->served(); }, kTimeoutMs)) {
         ADD_FAILURE() << "serve() did not return after the front-end closed its socket";
         std::abort();  // the thread cannot be joined; do not hang the suite
       }
-      serve_thread_.join();
-      EXPECT_TRUE(serve_result_.has_value())
-          << "serve() failed: " << errno_name(serve_result_.error().value);
+      VoidResult served = frontend_->wait_served();
+      EXPECT_TRUE(served.has_value()) << "serve() failed: " << errno_name(served.error().value);
     }
-    backend_.reset();
+    frontend_.reset();
     handler_.reset();
     server_.reset();
     fs_.reset();
-    frontend_.reset();
     drivers_[0].reset();
     drivers_[1].reset();
     if (ram_ != nullptr) ::munmap(ram_, kMemSize);
@@ -161,53 +141,46 @@ class StackTest : public ::testing::TestWithParam<MemSetup> {
     std::error_code ec;
     std::filesystem::remove_all(root_, ec);
     ::umask(old_umask_);
-    EXPECT_EQ(count_fds(), fds_before_) << "file descriptors leaked";
+    EXPECT_EQ(count_open_fds(), fds_before_) << "file descriptors leaked";
   }
 
   // The message sequence QEMU 7.2 sends for a vhost-user-fs device, with
   // NEED_REPLY on the set-up messages so that each is known to be done.
   void Handshake() {
-    Frontend& fe = *frontend_;
-    auto features = fe.call(Request::kGetFeatures);
-    ASSERT_TRUE(features.has_value());
-    EXPECT_EQ(features->u64() & kFeatures, kFeatures);
+    FakeFrontend& fe = *frontend_;
+    EXPECT_EQ(fe.call(Request::kGetFeatures).u64() & kFeatures, kFeatures);
 
-    auto protocol = fe.call(Request::kGetProtocolFeatures);
-    ASSERT_TRUE(protocol.has_value());
-    EXPECT_EQ(protocol->u64() & kProtocolFeatures, kProtocolFeatures);
-    EXPECT_EQ(protocol->u64() & kProtocolConfig, 0u) << "CONFIG must not be offered";
-    ASSERT_TRUE(fe.send(Request::kSetProtocolFeatures, kProtocolFeatures));
+    const uint64_t protocol = fe.call(Request::kGetProtocolFeatures).u64();
+    EXPECT_EQ(protocol & kProtocolFeatures, kProtocolFeatures);
+    EXPECT_EQ(protocol & kProtocolConfig, 0u) << "CONFIG must not be offered";
+    fe.send(Request::kSetProtocolFeatures, bytes(kProtocolFeatures));
 
-    auto queues = fe.call(Request::kGetQueueNum);
-    ASSERT_TRUE(queues.has_value());
-    EXPECT_EQ(queues->u64(), 2u);
-    auto slots = fe.call(Request::kGetMaxMemSlots);
-    ASSERT_TRUE(slots.has_value());
-    EXPECT_GE(slots->u64(), 1u);
+    EXPECT_EQ(fe.call(Request::kGetQueueNum).u64(), 2u);
+    EXPECT_GE(fe.call(Request::kGetMaxMemSlots).u64(), 1u);
 
     int sv[2];
     ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     backend_req_.reset(sv[0]);
     UniqueFd theirs(sv[1]);
-    ASSERT_EQ(fe.acked_raw(Request::kSetBackendReqFd, nullptr, 0, {theirs.get()}), 0);
+    ASSERT_EQ(fe.acked(Request::kSetBackendReqFd, {}, {theirs.get()}), 0u);
     theirs.reset();
 
-    ASSERT_EQ(fe.acked_raw(Request::kSetOwner, nullptr, 0), 0);
+    ASSERT_EQ(fe.acked(Request::kSetOwner), 0u);
     // QEMU sets call fds before SET_FEATURES, while no ring exists, and
     // replaces them later.
     for (uint64_t q = 0; q < 2; ++q) {
       early_call_[q] = make_eventfd();
-      ASSERT_EQ(fe.acked(Request::kSetVringCall, q, {early_call_[q].get()}), 0);
+      ASSERT_EQ(fe.acked(Request::kSetVringCall, bytes(q), {early_call_[q].get()}), 0u);
       err_[q] = make_eventfd();
-      ASSERT_EQ(fe.acked(Request::kSetVringErr, q, {err_[q].get()}), 0);
+      ASSERT_EQ(fe.acked(Request::kSetVringErr, bytes(q), {err_[q].get()}), 0u);
     }
-    ASSERT_EQ(fe.acked(Request::kSetFeatures, kFeatures), 0);
+    ASSERT_EQ(fe.acked(Request::kSetFeatures, bytes(kFeatures)), 0u);
 
     switch (GetParam()) {
       case MemSetup::kAddMemReg: {
         vhost_user::SingleMemoryRegion reg{};
         reg.region = {kGpaBase, kMemSize, kUvaBase, 0};
-        ASSERT_EQ(fe.acked(Request::kAddMemReg, reg, {memfd_.get()}), 0);
+        ASSERT_EQ(fe.acked(Request::kAddMemReg, bytes(reg), {memfd_.get()}), 0u);
         break;
       }
       case MemSetup::kSetMemTable: {
@@ -215,7 +188,7 @@ class StackTest : public ::testing::TestWithParam<MemSetup> {
           vhost_user::MemoryTableHead head;
           vhost_user::MemoryRegion region;
         } table{{1, 0}, {kGpaBase, kMemSize, kUvaBase, 0}};
-        ASSERT_EQ(fe.acked(Request::kSetMemTable, table, {memfd_.get()}), 0);
+        ASSERT_EQ(fe.acked(Request::kSetMemTable, bytes(table), {memfd_.get()}), 0u);
         break;
       }
       case MemSetup::kTwoRegions: {
@@ -223,29 +196,30 @@ class StackTest : public ::testing::TestWithParam<MemSetup> {
         vhost_user::SingleMemoryRegion hi{};
         hi.region = {kGpaBase + kRegionSplit, kMemSize - kRegionSplit, kUvaBase + kRegionSplit,
                      kRegionSplit};
-        ASSERT_EQ(fe.acked(Request::kAddMemReg, hi, {memfd_.get()}), 0);
+        ASSERT_EQ(fe.acked(Request::kAddMemReg, bytes(hi), {memfd_.get()}), 0u);
         vhost_user::SingleMemoryRegion lo{};
         lo.region = {kGpaBase, kRegionSplit, kUvaBase, 0};
-        ASSERT_EQ(fe.acked(Request::kAddMemReg, lo, {memfd_.get()}), 0);
+        ASSERT_EQ(fe.acked(Request::kAddMemReg, bytes(lo), {memfd_.get()}), 0u);
         break;
       }
     }
 
     for (uint32_t q = 0; q < 2; ++q) {
       VirtqDriver& d = *drivers_[q];
-      ASSERT_EQ(fe.acked(Request::kSetVringNum, vhost_user::VringState{q, d.queue_size()}), 0);
-      ASSERT_EQ(fe.acked(Request::kSetVringBase, vhost_user::VringState{q, 0}), 0);
+      ASSERT_EQ(fe.acked(Request::kSetVringNum, bytes(vhost_user::VringState{q, d.queue_size()})),
+                0u);
+      ASSERT_EQ(fe.acked(Request::kSetVringBase, bytes(vhost_user::VringState{q, 0})), 0u);
       vhost_user::VringAddr addr{};
       addr.index = q;
       addr.desc_user_addr = uva(d.desc_gpa());
       addr.used_user_addr = uva(d.used_gpa());
       addr.avail_user_addr = uva(d.avail_gpa());
-      ASSERT_EQ(fe.acked(Request::kSetVringAddr, addr), 0);
+      ASSERT_EQ(fe.acked(Request::kSetVringAddr, bytes(addr)), 0u);
       kick_[q] = make_eventfd();
-      ASSERT_EQ(fe.acked(Request::kSetVringKick, uint64_t{q}, {kick_[q].get()}), 0);
+      ASSERT_EQ(fe.acked(Request::kSetVringKick, bytes(uint64_t{q}), {kick_[q].get()}), 0u);
       call_[q] = make_eventfd();
-      ASSERT_EQ(fe.acked(Request::kSetVringCall, uint64_t{q}, {call_[q].get()}), 0);
-      ASSERT_EQ(fe.acked(Request::kSetVringEnable, vhost_user::VringState{q, 1}), 0);
+      ASSERT_EQ(fe.acked(Request::kSetVringCall, bytes(uint64_t{q}), {call_[q].get()}), 0u);
+      ASSERT_EQ(fe.acked(Request::kSetVringEnable, bytes(vhost_user::VringState{q, 1})), 0u);
     }
   }
 
@@ -336,11 +310,7 @@ class StackTest : public ::testing::TestWithParam<MemSetup> {
   std::unique_ptr<passthrough::PassthroughFs> fs_;
   std::unique_ptr<fuse::Server> server_;
   std::unique_ptr<app::FuseRequestHandler> handler_;
-  std::unique_ptr<vhost_user::Backend> backend_;
-  std::unique_ptr<Frontend> frontend_;
-  std::thread serve_thread_;
-  VoidResult serve_result_ = fail(EINPROGRESS);
-  std::atomic<bool> serve_done_{false};
+  std::unique_ptr<FakeFrontend> frontend_;
   UniqueFd memfd_;
   char* ram_ = nullptr;
   std::unique_ptr<VirtqDriver> drivers_[2];
@@ -458,17 +428,14 @@ TEST_P(StackTest, GetVringBaseReturnsTheNextIndexAndStopsTheRing) {
   }
   const uint16_t published = driver(1).avail_idx();  // INIT + 3 GETATTR
   EXPECT_EQ(published, 4u);
-  auto base = frontend_->call(Request::kGetVringBase, vhost_user::VringState{1, 0});
-  ASSERT_TRUE(base.has_value());
-  ASSERT_EQ(base->payload.size(), sizeof(vhost_user::VringState));
-  vhost_user::VringState s{};
-  std::memcpy(&s, base->payload.data(), sizeof(s));
-  EXPECT_EQ(s.index, 1u);
-  EXPECT_EQ(s.num, published);
-  auto base0 = frontend_->call(Request::kGetVringBase, vhost_user::VringState{0, 0});
-  ASSERT_TRUE(base0.has_value());
-  std::memcpy(&s, base0->payload.data(), sizeof(s));
-  EXPECT_EQ(s.num, 0u);
+  FakeFrontend::Reply base =
+      frontend_->call(Request::kGetVringBase, bytes(vhost_user::VringState{1, 0}));
+  ASSERT_EQ(base.payload.size(), sizeof(vhost_user::VringState));
+  EXPECT_EQ(base.state().index, 1u);
+  EXPECT_EQ(base.state().num, published);
+  FakeFrontend::Reply base0 =
+      frontend_->call(Request::kGetVringBase, bytes(vhost_user::VringState{0, 0}));
+  EXPECT_EQ(base0.state().num, 0u);
 
   // Stopped: a chain published now is not served.
   const uint16_t used_before = driver(1).used_idx();
@@ -625,19 +592,15 @@ TEST_P(StackTest, CallFdReplacedWhileTheRingRunsIsTheOneSignalled) {
   // QEMU swaps the call fd while the guest runs.
   UniqueFd old_call = std::move(call_[1]);
   call_[1] = make_eventfd();
-  ASSERT_EQ(frontend_->acked(Request::kSetVringCall, uint64_t{1}, {call_[1].get()}), 0);
+  ASSERT_EQ(frontend_->acked(Request::kSetVringCall, bytes(uint64_t{1}), {call_[1].get()}), 0u);
   ASSERT_TRUE(getattr().ok());  // submit() waits on the new call fd
   EXPECT_EQ(wait_eventfd(old_call.get(), 0), 0u);
 }
 
 TEST_P(StackTest, ClosingTheFrontendEndsServeCleanly) {
   frontend_->close();
-  for (int i = 0; i < kTimeoutMs / 10 && !serve_done_.load(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE(serve_done_.load());
-  serve_thread_.join();
-  EXPECT_TRUE(serve_result_.has_value());
+  ASSERT_TRUE(wait_until([this] { return frontend_->served(); }, kTimeoutMs));
+  EXPECT_TRUE(frontend_->wait_served().has_value());
 }
 
 // The guest's fd budget against the daemon's own fds: with RLIMIT_NOFILE
@@ -661,7 +624,7 @@ class StackBudgetTest : public StackTest {
   void lower_fd_limit(rlim_t reserve) {
     ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved_), 0);
     rlimit low = saved_;
-    low.rlim_cur = static_cast<rlim_t>(count_fds()) + kBudget + reserve;
+    low.rlim_cur = static_cast<rlim_t>(count_open_fds()) + kBudget + reserve;
     ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
     lowered_ = true;
   }
@@ -693,7 +656,7 @@ TEST_P(StackBudgetTest, PastTheBudgetTheGuestGetsEnfileAndTheFrontEndStillWorks)
   UniqueFd old_call = std::move(call_[1]);
   call_[1] = make_eventfd();
   ASSERT_TRUE(call_[1].valid()) << "the test's own eventfd: " << errno_name(errno);
-  ASSERT_EQ(frontend_->acked(Request::kSetVringCall, uint64_t{1}, {call_[1].get()}), 0);
+  ASSERT_EQ(frontend_->acked(Request::kSetVringCall, bytes(uint64_t{1}), {call_[1].get()}), 0u);
   // A new memory region is mapped, and a request whose reply lands there is
   // served.
   constexpr uint64_t kExtraGpa = kGpaBase + kMemSize + (1 << 20);
@@ -703,7 +666,7 @@ TEST_P(StackBudgetTest, PastTheBudgetTheGuestGetsEnfileAndTheFrontEndStillWorks)
   ASSERT_EQ(::ftruncate(extra.get(), kExtraSize), 0);
   vhost_user::SingleMemoryRegion reg{};
   reg.region = {kExtraGpa, kExtraSize, kUvaBase + kMemSize + (1 << 20), 0};
-  ASSERT_EQ(frontend_->acked(Request::kAddMemReg, reg, {extra.get()}), 0);
+  ASSERT_EQ(frontend_->acked(Request::kAddMemReg, bytes(reg), {extra.get()}), 0u);
   void* map = ::mmap(nullptr, kExtraSize, PROT_READ | PROT_WRITE, MAP_SHARED, extra.get(), 0);
   ASSERT_NE(map, MAP_FAILED);
   Bytes getattr = req(FUSE_GETATTR, fuse::kRootInode.value()).add(fuse_getattr_in{}).finish();
@@ -742,4 +705,4 @@ INSTANTIATE_TEST_SUITE_P(Memory, StackTest,
                          });
 
 }  // namespace
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

@@ -18,10 +18,10 @@
 #include "app/startup.h"
 #include "fuse/abi_ext.h"
 #include "fuse/server.h"
-#include "fuse_codec.h"
 #include "passthrough/passthrough_fs.h"
+#include "support/fuse_codec.h"
 
-namespace vfsd::itest {
+namespace vfsd::test {
 namespace {
 
 constexpr gid_t kDaemonOnlyGroup = 4242;
@@ -94,4 +94,4 @@ TEST(SupplementaryGroups, TheDaemonsOwnGroupsDoNotCountForTheGuest) {
 }
 
 }  // namespace
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

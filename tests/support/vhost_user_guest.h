@@ -13,11 +13,12 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <string>
 
-#include "integration/frontend.h"
-#include "integration/fuse_codec.h"
+#include "support/fuse_codec.h"
+#include "support/vhost_user_frontend.h"
 #include "support/virtq_driver.h"
 #include "vhost_user/message.h"
 
@@ -46,14 +47,14 @@ class VhostUserGuest {
     UniqueFd fd = connect_unix(socket_path);
     if (!fd) return "connect: " + std::string(std::strerror(errno));
     if (std::string error = attach(std::move(fd)); !error.empty()) return error;
-    itest::Reply reply = init();
+    Reply reply = init();
     if (!reply.ok()) return "INIT failed: " + std::to_string(reply.error());
     return "";
   }
 
   /// Sets the device up over an already connected `socket`, without INIT.
   std::string attach(UniqueFd socket) {
-    frontend_ = std::make_unique<itest::Frontend>(std::move(socket));
+    frontend_ = std::make_unique<Frontend>(std::move(socket));
     memfd_.reset(::memfd_create("guest-ram", MFD_CLOEXEC));
     if (!memfd_ || ::ftruncate(memfd_.get(), kMemSize) != 0) return "memfd";
     void* map = ::mmap(nullptr, kMemSize, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_.get(), 0);
@@ -62,17 +63,19 @@ class VhostUserGuest {
     drivers_[0] = std::make_unique<VirtqDriver>(ram_, kGpaBase, kHiprioArea, 64);
     drivers_[1] = std::make_unique<VirtqDriver>(ram_ + kHiprioArea, kGpaBase + kHiprioArea,
                                                 kMemSize - kHiprioArea, 128);
-    return handshake();
+    try {
+      return handshake();
+    } catch (const std::exception& e) {  // no reply, or the socket failed
+      return std::string("set-up: ") + e.what();
+    }
   }
 
   /// FUSE_INIT with a Linux 6.1 guest's flags.
-  itest::Reply init() {
-    return fuse(itest::init_request(next_unique()), sizeof(fuse_out_header) + 256);
-  }
+  Reply init() { return fuse(init_request(next_unique()), sizeof(fuse_out_header) + 256); }
 
   /// One FUSE request on the request queue; an empty Reply when no answer
   /// came within the bound.
-  itest::Reply fuse(const itest::Bytes& request, uint32_t reply_room = 8192) {
+  Reply fuse(const Bytes& request, uint32_t reply_room = 8192) {
     VirtqDriver& d = *drivers_[1];
     d.reset_alloc();
     const uint16_t head = d.add_chain({std::string(request.begin(), request.end())}, {reply_room});
@@ -81,17 +84,17 @@ class VhostUserGuest {
     d.publish(head);
     const uint64_t one = 1;
     if (::write(kick_[1].get(), &one, sizeof one) != 8) return {};
-    if (itest::wait_eventfd(call_[1].get(), kTimeoutMs) == 0) return {};
+    if (wait_eventfd(call_[1].get(), kTimeoutMs) == 0) return {};
     auto [id, len] = d.used_elem(before);
     if (id != head) return {};
     const VirtqDesc first = d.desc(head);
     const VirtqDesc reply = d.desc(first.next);
     const std::string bytes = d.read(reply.addr, std::min<uint32_t>(len, reply.len));
-    return itest::decode_reply(itest::Bytes(bytes.begin(), bytes.end()), len);
+    return decode_reply(Bytes(bytes.begin(), bytes.end()), len);
   }
 
-  itest::RequestBuilder request(uint32_t opcode, uint64_t node, uint32_t uid, uint32_t gid) {
-    return itest::RequestBuilder(opcode, node, next_unique()).creds(uid, gid);
+  RequestBuilder request(uint32_t opcode, uint64_t node, uint32_t uid, uint32_t gid) {
+    return RequestBuilder(opcode, node, next_unique()).creds(uid, gid);
   }
 
  private:
@@ -106,27 +109,26 @@ class VhostUserGuest {
 
   std::string handshake() {
     using vhost_user::Request;
-    itest::Frontend& fe = *frontend_;
+    Frontend& fe = *frontend_;
+    using vhost_user::VringState;
     constexpr uint64_t features = vhost_user::kFeatureVersion1 | vhost_user::kFeatureEventIdx |
                                   vhost_user::kFeatureProtocolFeatures;
     constexpr uint64_t protocol =
         vhost_user::kProtocolReplyAck | vhost_user::kProtocolConfigureMemSlots;
-    auto offered = fe.call(Request::kGetFeatures);
-    if (!offered || (offered->u64() & features) != features) return "GET_FEATURES";
-    auto offered_protocol = fe.call(Request::kGetProtocolFeatures);
-    if (!offered_protocol || (offered_protocol->u64() & protocol) != protocol) {
+    if ((fe.call(Request::kGetFeatures).u64() & features) != features) return "GET_FEATURES";
+    if ((fe.call(Request::kGetProtocolFeatures).u64() & protocol) != protocol) {
       return "GET_PROTOCOL_FEATURES";
     }
-    if (!fe.send(Request::kSetProtocolFeatures, protocol)) return "SET_PROTOCOL_FEATURES";
-    if (fe.acked_raw(Request::kSetOwner, nullptr, 0) != 0) return "SET_OWNER";
-    if (fe.acked(Request::kSetFeatures, features) != 0) return "SET_FEATURES";
+    fe.send(Request::kSetProtocolFeatures, bytes(protocol));
+    if (fe.acked(Request::kSetOwner) != 0) return "SET_OWNER";
+    if (fe.acked(Request::kSetFeatures, bytes(features)) != 0) return "SET_FEATURES";
     vhost_user::SingleMemoryRegion reg{};
     reg.region = {kGpaBase, kMemSize, kUvaBase, 0};
-    if (fe.acked(Request::kAddMemReg, reg, {memfd_.get()}) != 0) return "ADD_MEM_REG";
+    if (fe.acked(Request::kAddMemReg, bytes(reg), {memfd_.get()}) != 0) return "ADD_MEM_REG";
     for (uint32_t q = 0; q < 2; ++q) {
       VirtqDriver& d = *drivers_[q];
-      if (fe.acked(Request::kSetVringNum, vhost_user::VringState{q, d.queue_size()}) != 0 ||
-          fe.acked(Request::kSetVringBase, vhost_user::VringState{q, 0}) != 0) {
+      if (fe.acked(Request::kSetVringNum, bytes(VringState{q, d.queue_size()})) != 0 ||
+          fe.acked(Request::kSetVringBase, bytes(VringState{q, 0})) != 0) {
         return "SET_VRING_NUM/BASE";
       }
       vhost_user::VringAddr addr{};
@@ -134,19 +136,19 @@ class VhostUserGuest {
       addr.desc_user_addr = uva(d.desc_gpa());
       addr.used_user_addr = uva(d.used_gpa());
       addr.avail_user_addr = uva(d.avail_gpa());
-      if (fe.acked(Request::kSetVringAddr, addr) != 0) return "SET_VRING_ADDR";
-      kick_[q] = itest::make_eventfd();
-      call_[q] = itest::make_eventfd();
-      if (fe.acked(Request::kSetVringKick, uint64_t{q}, {kick_[q].get()}) != 0 ||
-          fe.acked(Request::kSetVringCall, uint64_t{q}, {call_[q].get()}) != 0 ||
-          fe.acked(Request::kSetVringEnable, vhost_user::VringState{q, 1}) != 0) {
+      if (fe.acked(Request::kSetVringAddr, bytes(addr)) != 0) return "SET_VRING_ADDR";
+      kick_[q] = make_eventfd();
+      call_[q] = make_eventfd();
+      if (fe.acked(Request::kSetVringKick, bytes(uint64_t{q}), {kick_[q].get()}) != 0 ||
+          fe.acked(Request::kSetVringCall, bytes(uint64_t{q}), {call_[q].get()}) != 0 ||
+          fe.acked(Request::kSetVringEnable, bytes(VringState{q, 1})) != 0) {
         return "SET_VRING_KICK/CALL/ENABLE";
       }
     }
     return "";
   }
 
-  std::unique_ptr<itest::Frontend> frontend_;
+  std::unique_ptr<Frontend> frontend_;
   UniqueFd memfd_;
   char* ram_ = nullptr;
   std::unique_ptr<VirtqDriver> drivers_[2];

@@ -438,15 +438,15 @@ struct MadeDir {
 MadeDir mkdir_as(test::VhostUserGuest& guest, const std::string& name, uint32_t uid, uint32_t gid) {
   fuse_mkdir_in in{};
   in.mode = 0755;
-  itest::Reply r = guest.fuse(guest.request(FUSE_MKDIR, fuse::kRootInode.value(), uid, gid)
-                                  .add(in)
-                                  .add_name(name)
-                                  .finish());
+  test::Reply r = guest.fuse(guest.request(FUSE_MKDIR, fuse::kRootInode.value(), uid, gid)
+                                 .add(in)
+                                 .add_name(name)
+                                 .finish());
   if (r.bytes == 0) return {};
   return {r.error(), r.as<fuse_entry_out>().attr.uid, r.as<fuse_entry_out>().attr.gid};
 }
 std::pair<uint32_t, uint32_t> guest_owner(test::VhostUserGuest& guest, const std::string& name) {
-  itest::Reply r = guest.fuse(
+  test::Reply r = guest.fuse(
       guest.request(FUSE_LOOKUP, fuse::kRootInode.value(), 0, 0).add_name(name).finish());
   if (!r.ok()) return {~0u, ~0u};
   return {r.as<fuse_entry_out>().attr.uid, r.as<fuse_entry_out>().attr.gid};

@@ -36,15 +36,15 @@ using test::VhostUserGuest;
 namespace fs = std::filesystem;
 
 // The requests each guest makes, as root.
-itest::Reply lookup(VhostUserGuest& g, const std::string& name) {
+test::Reply lookup(VhostUserGuest& g, const std::string& name) {
   return g.fuse(g.request(FUSE_LOOKUP, FUSE_ROOT_ID, 0, 0).add_name(name).finish());
 }
-itest::Reply mkdir(VhostUserGuest& g, const std::string& name) {
+test::Reply mkdir(VhostUserGuest& g, const std::string& name) {
   fuse_mkdir_in in{};
   in.mode = 0755;
   return g.fuse(g.request(FUSE_MKDIR, FUSE_ROOT_ID, 0, 0).add(in).add_name(name).finish());
 }
-itest::Reply getattr(VhostUserGuest& g, uint64_t nodeid) {
+test::Reply getattr(VhostUserGuest& g, uint64_t nodeid) {
   fuse_getattr_in in{};
   return g.fuse(g.request(FUSE_GETATTR, nodeid, 0, 0).add(in).finish());
 }

@@ -1,4 +1,4 @@
-// Shared by the fuse::Server tests: a mocked FileSystem, a request builder,
+// Shared by the fuse::Server tests: a mocked FileSystem, request bodies,
 // uneven segmenting of request and reply buffers, and the test fixture.
 #pragma once
 
@@ -14,6 +14,7 @@
 
 #include "fuse/abi_ext.h"
 #include "fuse/server.h"
+#include "support/fuse_codec.h"
 
 namespace vfsd::fuse::testsupport {
 
@@ -110,22 +111,29 @@ MATCHER_P3(CtxIs, uid, gid, pid, "") {
   return arg.uid == uid && arg.gid == gid && arg.pid == static_cast<pid_t>(pid);
 }
 
-// Request body builder.
-struct Body {
-  Bytes bytes;
+// A request's body, built by the shared request builder; make_request()
+// (and the fixture's send) put the header on it.
+class Body {
+ public:
   template <class T>
   Body& obj(const T& v) {
-    const auto* p = reinterpret_cast<const uint8_t*>(&v);
-    bytes.insert(bytes.end(), p, p + sizeof(T));
+    b_.add(v);
     return *this;
   }
   // Appends the string's bytes plus a NUL.
-  Body& name(std::string_view s) { return raw(s).raw(std::string_view("\0", 1)); }
-  Body& raw(std::string_view s) {
-    bytes.insert(bytes.end(), s.begin(), s.end());
+  Body& name(std::string_view s) {
+    b_.add_name(s);
     return *this;
   }
-  size_t size() const { return bytes.size(); }
+  Body& raw(std::string_view s) {
+    b_.add_bytes(s);
+    return *this;
+  }
+  const Bytes& bytes() const { return b_.body(); }
+  size_t size() const { return bytes().size(); }
+
+ private:
+  ::vfsd::test::RequestBuilder b_{0, 0, 0};
 };
 
 inline constexpr uint64_t kUnique = 0x1122334455667788;
@@ -134,18 +142,10 @@ inline constexpr size_t kHdr = sizeof(fuse_out_header);
 
 inline Bytes make_request(uint32_t opcode, uint64_t nodeid, const Body& body = {},
                           uint64_t unique = kUnique) {
-  fuse_in_header h{};
-  h.len = static_cast<uint32_t>(sizeof(h) + body.size());
-  h.opcode = opcode;
-  h.unique = unique;
-  h.nodeid = nodeid;
-  h.uid = kUid;
-  h.gid = kGid;
-  h.pid = kPid;
-  Body b;
-  b.obj(h);
-  b.bytes.insert(b.bytes.end(), body.bytes.begin(), body.bytes.end());
-  return b.bytes;
+  return ::vfsd::test::RequestBuilder(opcode, nodeid, unique)
+      .creds(kUid, kGid, kPid)
+      .add_bytes(body.bytes().data(), body.size())
+      .finish();
 }
 
 // Cuts `buf` into uneven segments (3, 13, 1, 24, 7, 50 bytes, repeating).

@@ -9,15 +9,14 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include "fuse/server.h"
 #include "fusedev/session.h"
 #include "passthrough/passthrough_fs.h"
+#include "support/host_files.h"
 
 namespace vfsd::fusedev::testing {
 
@@ -74,16 +73,12 @@ inline bool in_ci() {
     }                                                             \
   } while (0)
 
+// The host-file helpers of tests/support, under the names these tests use.
 inline std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  return ::vfsd::test::read_host(path);
 }
-
 inline void write_file(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << data;
+  ::vfsd::test::write_host(path, data);
 }
 
 inline bool is_mounted(const std::string& path) {

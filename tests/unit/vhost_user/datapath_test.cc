@@ -4,8 +4,8 @@
 
 #include <memory>
 
-#include "fake_frontend.h"
 #include "support/virtq_driver.h"
+#include "test_support.h"
 
 namespace vfsd::vhost_user::test {
 namespace {

@@ -12,8 +12,8 @@
 #include <thread>
 #include <vector>
 
-#include "fake_frontend.h"
 #include "support/virtq_driver.h"
+#include "test_support.h"
 #include "util/deferred_reply.h"
 
 namespace vfsd::vhost_user::test {

@@ -11,7 +11,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "fake_frontend.h"
+#include "test_support.h"
 #include "vhost_user/listener.h"
 
 namespace vfsd::vhost_user::test {

@@ -1,7 +1,9 @@
-// A tiny FUSE client for the integration tests: encodes requests as the
+// A tiny FUSE client for the tests and the benchmark: encodes requests as the
 // guest kernel would put them on the wire (<linux/fuse.h> structs) and
-// decodes replies. Shared by the fuse+passthrough test (which feeds the bytes
-// to fuse::Server directly) and the stack test (which puts them in guest RAM).
+// decodes replies. The one request builder of the tree: the integration
+// tests feed its bytes to fuse::Server directly, the stack test and
+// VhostUserGuest put them in guest RAM, the fuse::Server unit tests and
+// bench/protocol_bench build their requests with it too.
 #pragma once
 
 #include <linux/fuse.h>
@@ -15,12 +17,12 @@
 #include <type_traits>
 #include <vector>
 
-namespace vfsd::itest {
+namespace vfsd::test {
 
 using Bytes = std::vector<uint8_t>;
 
 /// Builds one request: a fuse_in_header followed by the body pieces added.
-/// `len` is filled in by finish() unless the test overrides it.
+/// `len` is filled in by finish() unless the test overrides it (claimed_len).
 class RequestBuilder {
  public:
   RequestBuilder(uint32_t opcode, uint64_t nodeid, uint64_t unique) {
@@ -36,6 +38,18 @@ class RequestBuilder {
     return *this;
   }
 
+  /// Sets the header's unique (e.g. a fresh one per send of a kept request).
+  RequestBuilder& unique(uint64_t unique) {
+    header_.unique = unique;
+    return *this;
+  }
+  /// The length the header claims instead of the true one (a malformed
+  /// request); 0 goes back to the true length.
+  RequestBuilder& claimed_len(uint32_t len) {
+    claimed_len_ = len;
+    return *this;
+  }
+
   template <class T>
   RequestBuilder& add(const T& value) {
     static_assert(std::is_trivially_copyable_v<T>);
@@ -46,6 +60,9 @@ class RequestBuilder {
     body_.insert(body_.end(), p, p + n);
     return *this;
   }
+  RequestBuilder& add_bytes(std::string_view bytes) {
+    return add_bytes(bytes.data(), bytes.size());
+  }
   /// A name as the kernel sends it: the bytes and one terminating NUL.
   RequestBuilder& add_name(std::string_view name) {
     add_bytes(name.data(), name.size());
@@ -53,9 +70,12 @@ class RequestBuilder {
     return *this;
   }
 
+  /// The body added so far (without the header).
+  const Bytes& body() const { return body_; }
+
   Bytes finish() const {
     fuse_in_header h = header_;
-    h.len = static_cast<uint32_t>(sizeof(h) + body_.size());
+    h.len = claimed_len_ != 0 ? claimed_len_ : static_cast<uint32_t>(sizeof(h) + body_.size());
     // Sized once and filled with memcpy: g++ 12 at -O2 misreads an insert
     // after a 40-byte vector as out of bounds (-Warray-bounds).
     Bytes out(sizeof(h) + body_.size());
@@ -66,6 +86,7 @@ class RequestBuilder {
 
  private:
   fuse_in_header header_{};
+  uint32_t claimed_len_ = 0;
   Bytes body_;
 };
 
@@ -146,24 +167,26 @@ inline std::vector<DecodedDirent> decode_dirents(const Bytes& payload, bool plus
   return out;
 }
 
+/// The INIT flags a Linux 6.1 virtiofs guest sends (flags2 in the upper half).
+inline constexpr uint64_t kLinux61InitFlags =
+    FUSE_ASYNC_READ | FUSE_POSIX_LOCKS | FUSE_ATOMIC_O_TRUNC | FUSE_EXPORT_SUPPORT |
+    FUSE_BIG_WRITES | FUSE_DONT_MASK | FUSE_SPLICE_WRITE | FUSE_SPLICE_MOVE | FUSE_SPLICE_READ |
+    FUSE_FLOCK_LOCKS | FUSE_HAS_IOCTL_DIR | FUSE_AUTO_INVAL_DATA | FUSE_DO_READDIRPLUS |
+    FUSE_READDIRPLUS_AUTO | FUSE_ASYNC_DIO | FUSE_WRITEBACK_CACHE | FUSE_NO_OPEN_SUPPORT |
+    FUSE_PARALLEL_DIROPS | FUSE_HANDLE_KILLPRIV | FUSE_POSIX_ACL | FUSE_ABORT_ERROR |
+    FUSE_MAX_PAGES | FUSE_CACHE_SYMLINKS | FUSE_NO_OPENDIR_SUPPORT | FUSE_EXPLICIT_INVAL_DATA |
+    FUSE_MAP_ALIGNMENT | FUSE_SUBMOUNTS | FUSE_HANDLE_KILLPRIV_V2 | FUSE_SETXATTR_EXT |
+    FUSE_INIT_EXT;
+
 /// The INIT request a Linux 6.1 virtiofs guest sends (protocol 7.38, flags2).
 inline Bytes init_request(uint64_t unique, uint32_t minor = 38) {
   fuse_init_in in{};
   in.major = FUSE_KERNEL_VERSION;
   in.minor = minor;
   in.max_readahead = 128 * 1024;
-  uint64_t flags = FUSE_ASYNC_READ | FUSE_POSIX_LOCKS | FUSE_ATOMIC_O_TRUNC | FUSE_EXPORT_SUPPORT |
-                   FUSE_BIG_WRITES | FUSE_DONT_MASK | FUSE_SPLICE_WRITE | FUSE_SPLICE_MOVE |
-                   FUSE_SPLICE_READ | FUSE_FLOCK_LOCKS | FUSE_HAS_IOCTL_DIR | FUSE_AUTO_INVAL_DATA |
-                   FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_ASYNC_DIO |
-                   FUSE_WRITEBACK_CACHE | FUSE_NO_OPEN_SUPPORT | FUSE_PARALLEL_DIROPS |
-                   FUSE_HANDLE_KILLPRIV | FUSE_POSIX_ACL | FUSE_ABORT_ERROR | FUSE_MAX_PAGES |
-                   FUSE_CACHE_SYMLINKS | FUSE_NO_OPENDIR_SUPPORT | FUSE_EXPLICIT_INVAL_DATA |
-                   FUSE_MAP_ALIGNMENT | FUSE_SUBMOUNTS | FUSE_HANDLE_KILLPRIV_V2 |
-                   FUSE_SETXATTR_EXT | FUSE_INIT_EXT;
-  in.flags = static_cast<uint32_t>(flags);
-  in.flags2 = static_cast<uint32_t>(flags >> 32);
+  in.flags = static_cast<uint32_t>(kLinux61InitFlags);
+  in.flags2 = static_cast<uint32_t>(kLinux61InitFlags >> 32);
   return RequestBuilder(FUSE_INIT, 0, unique).add(in).finish();
 }
 
-}  // namespace vfsd::itest
+}  // namespace vfsd::test

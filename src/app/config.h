@@ -1,6 +1,7 @@
 // The command line, parsed into a Config. The option names and meanings are
 // those of the Rust virtiofsd 1.13 (and its legacy `-o` form), so that a
 // libvirt or Kata configuration that starts it can start us instead.
+// Pinned by: config_test.cc(CommandLine.*), run_launcher_test.sh
 #pragma once
 
 #include <sys/types.h>
@@ -40,7 +41,7 @@ struct Config {
   std::vector<sandbox::NamespaceIdMap> uid_map;
   std::vector<sandbox::NamespaceIdMap> gid_map;
   /// --migration-*: accepted and validated; migration itself is not offered
-  /// to front-ends yet (no LOG_ALL or DEVICE_STATE feature).
+  /// to front-ends (no LOG_ALL or DEVICE_STATE feature).
   struct Migration {
     std::string mode = "find-paths";  // find-paths | file-handles
     std::string on_error = "abort";   // abort | guest-error
@@ -65,6 +66,8 @@ ParseOutcome parse_command_line(int argc, const char* const* argv);
 /// socket path fits a sockaddr_un, --fd is a listening socket, the
 /// --socket-group exists; resolves socket_gid). Returns "" or the one-line
 /// usage error naming the option and the reason.
+/// Pinned by: daemon_process_test.cc(
+///   DaemonProcessTest.UsageErrorsAreOneLineNameTheOptionAndCreateNothing)
 std::string check_before_start(Config& config);
 
 /// Prints a usage error as the single line "virtiofsd: MESSAGE" on stderr

@@ -33,6 +33,7 @@ using PrepareServing = std::function<fuse::FileSystem*(int& exit_code)>;
 /// could not be set up (or what `prepare` said). Blocks SIGTERM and SIGINT
 /// in the calling thread while it runs; call it before starting other
 /// threads that should not see those signals.
+/// Pinned by: run_fuse_mount_test.cc(RunFuseMountTest.*)
 int run_fuse_mount(const FuseMountOptions& options, const PrepareServing& prepare);
 
 }  // namespace vfsd::app

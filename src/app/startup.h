@@ -17,6 +17,9 @@ namespace vfsd::app {
 /// started later inherits whatever is set then).
 /// Root in a user namespace with one uid and one gid mapped and setgroups
 /// denied keeps its groups (it cannot drop them), as the Rust virtiofsd does.
+/// Pinned by: supplementary_groups_test.cc(SupplementaryGroups.*),
+/// config_test.cc(SupplementaryGroups.*), daemon_process_test.cc(
+///   DaemonProcessTest.StartsWithoutTheSupplementaryGroupsItWasGiven)
 VoidResult drop_supplementary_groups();
 /// Whether that exception applies, from /proc/self/{setgroups,uid_map,gid_map}.
 bool can_keep_supplementary_groups(const std::string& setgroups, const std::string& uid_map,
@@ -28,6 +31,7 @@ bool can_keep_supplementary_groups(const std::string& setgroups, const std::stri
 /// as the returned fd stays open (the whole run: a second daemon on the same
 /// socket fails here, before it touches the socket), then truncated and
 /// filled with "<pid>\n". EWOULDBLOCK: another process holds the lock.
+/// Pinned by: daemon_process_test.cc(DaemonProcessTest.PidFileNamesTheDaemonAndLocksOutASecondOne)
 Result<UniqueFd> write_pid_file(const std::string& path);
 
 }  // namespace vfsd::app

@@ -5,6 +5,8 @@
 // Everything in a request is hostile: lengths, counts, names and offsets are
 // checked against the bytes actually present before use, and every struct is
 // copied out of the request before it is looked at.
+// Pinned by: server_test.cc(MalformedTest.*), fuse_fake_fuzzer.cc,
+// guest_sized_allocation_test.cc(GuestSizedAllocationTest.*)
 #pragma once
 
 #include <atomic>
@@ -44,12 +46,15 @@ class Server {
   /// blocks the calling thread until the wait ends (a fallback for
   /// transports with a thread per request).
   /// Thread-safe: called concurrently from several queue workers.
+  /// Pinned by: server_ops_test.cc(SetlkwTest.*), server_test.cc(OpTest.ConcurrentRequests,
+  ///   MalformedTest.ReplyTooSmallForHeaderGivesNoReply)
   size_t handle(IovecReader& request, IovecWriter& reply, ReplyDeferrer* deferrer = nullptr);
 
   /// Ends the open session as a DESTROY would (the filesystem drops every
   /// inode and handle of it), without a request: the transport lost its
   /// guest (a frontend disconnected) and the next one starts with INIT.
   /// Waits for requests in flight; a no-op without a session.
+  /// Pinned by: reconnect_test.cc(ReconnectTest.SocketPathServesASecondFrontendWithAFreshSession)
   void end_session();
 
   /// Whether a session is open (INIT answered, no DESTROY since).

@@ -9,6 +9,8 @@
 // The request path costs one atomic increment and one decrement; readers
 // never block unless a reset is in progress. A reset is preferred over new
 // requests, so a busy queue cannot starve it.
+// Pinned by: session_reset_test.cc(SessionReset.*),
+// server_test.cc(ServerTest.SecondInitDestroysThenInitsAgain, ServerTest.DestroyEndsSession)
 #pragma once
 
 #include <atomic>

@@ -7,6 +7,7 @@
 // read one request, let the server answer it and write the reply with one
 // write(). A request the server defers (SETLKW) gets its own small reply
 // buffer and is answered by whichever thread finishes it.
+// Pinned by: session_test.cc(SessionTest.*), run_fuse_mount_test.cc(RunFuseMountTest.*)
 #pragma once
 
 #include <atomic>

@@ -12,6 +12,8 @@
 //
 // Lifetime: a Budget must outlive every Charge taken from it (PassthroughFs
 // declares its budgets before everything that holds charges).
+// Pinned by: budget_test.cc(BudgetTest.*), fd_budget_test.cc(FdBudgetTest.*),
+// stack_test.cc(StackBudgetTest.*), soak_test.cc(Soak.*)
 #pragma once
 
 #include <atomic>

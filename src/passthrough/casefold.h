@@ -4,6 +4,8 @@
 // software, Android media) finds "README.TXT" as "readme.txt". Only ASCII is
 // folded: Unicode folding rules differ between systems and would make two
 // distinct host names collide.
+// Pinned by: semantics_test.cc(CasefoldTest.AsciiOnlyComparison,
+// SemanticsTest.CasefoldLookupFindsTheHostNameIgnoringAsciiCase)
 #pragma once
 
 #include <cstddef>
@@ -17,6 +19,7 @@ namespace vfsd::passthrough {
 /// Entries a casefold scan examines at most. A failed lookup in a huge
 /// directory must not cost the worker an unbounded walk; past this bound the
 /// lookup answers ENOENT as it would have without casefolding.
+/// Pinned by: semantics_test.cc(SemanticsTest.CasefoldScanIsBounded)
 inline constexpr size_t kCasefoldScanLimit = 1 << 16;
 
 /// Whether `a` and `b` are equal when ASCII letters are compared without case.

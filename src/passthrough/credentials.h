@@ -22,6 +22,8 @@ namespace vfsd::passthrough {
 /// worker's request the wrong credentials; this guard uses the raw syscalls,
 /// which change only the calling thread. Only the effective ids change: the
 /// real and saved ids stay 0, which is what allows switching back.
+/// Pinned by: stack_test.cc(StackTest.CreateRunsUnderTheGuestCredentialsOnTheWorkerThread),
+/// passthrough_fs_test.cc(PassthroughFsTest.CreatingOperationsRunUnderTheGuestsIdsOnThisThreadOnly)
 class ScopedCredentials {
  public:
   /// Switches to (uid, gid, groups): groups and gid first, because after the
@@ -30,6 +32,8 @@ class ScopedCredentials {
   /// an empty `groups` leaves the thread's groups unchanged, and so does a
   /// thread that is not root (an unprivileged daemon cannot set groups).
   /// EOVERFLOW for an id of -1 (which the syscalls take as "unchanged").
+  /// Pinned by: guest_ids_test.cc(GuestIdsTest.CreatingRequestsWithAnIdOfMinusOneAreRefused),
+  /// semantics_test.cc(SemanticsTest.SupplementaryGroupsOpenGroupDirectoriesForThisRequestOnly)
   static Result<ScopedCredentials> enter(uid_t uid, gid_t gid, std::span<const gid_t> groups = {});
 
   /// Like enter(), then, if the uid changed, raises CAP_DAC_OVERRIDE in the
@@ -38,6 +42,8 @@ class ScopedCredentials {
   /// FUSE_CREATE_SUPP_GROUP, e.g. Linux 6.1): its kernel already checked the
   /// caller's permission on the parent with the full group list, which the
   /// host cannot repeat. The capability goes away with the uid change back.
+  /// Pinned by: semantics_test.cc(
+  ///   SemanticsTest.GuestWithoutSupplementaryGroupsIsTrustedForGroupPermission)
   static Result<ScopedCredentials> enter_trusting_guest_permission_check(uid_t uid, gid_t gid);
 
   ScopedCredentials(ScopedCredentials&& other) noexcept;
@@ -63,6 +69,8 @@ class ScopedCredentials {
 /// be raised again on destruction. Without CAP_FSETID the host kernel clears
 /// setuid/setgid on a write or truncate exactly as for an unprivileged writer,
 /// which is what killpriv v2 asks of us.
+/// Pinned by: semantics_test.cc(CapabilityDropTest.DropsOnlyThisThreadsCapabilityAndRestoresIt),
+/// kill_priv_test.cc(KillPrivTest.*)
 class ScopedCapabilityDrop {
  public:
   /// Drops `capability` (a CAP_* number); a no-op guard if the thread does

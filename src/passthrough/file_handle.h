@@ -8,6 +8,8 @@
 // the mount the handle came from. Handles only ever come from our own
 // name_to_handle_at calls, never from the guest: open_by_handle_at can reach
 // any inode of the filesystem, also outside the shared directory.
+// Pinned by: file_handle_test.cc(FileHandleTest.*, ManyFilesTest.*),
+// fd_budget_test.cc(FdBudgetTest.FileHandleInodesStopAtTheirCap)
 #pragma once
 
 #include <sys/stat.h>
@@ -88,6 +90,9 @@ inline bool handles_unsupported(Errno e) {
 /// unprivileged) turns handles off altogether with a warning; other
 /// name_to_handle_at errors fail. With handles on, a submount without them
 /// falls back on its own (per mount, at lookup).
+/// Pinned by: file_handle_test.cc(
+///   FileHandleTest.MandatoryRefusesASharedDirWithoutHandlesAndPreferFallsBack,
+///   FileHandleTest.PreferWithoutDacReadSearchServesWithFdsAndMandatoryRefuses)
 Result<bool> check_file_handles(int root_fd, bool mandatory);
 
 }  // namespace vfsd::passthrough

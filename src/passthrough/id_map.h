@@ -13,6 +13,8 @@
 // no rule covers maps to itself, so an empty map is the identity and costs
 // one branch. Within a direction, source ranges must not overlap; a count of
 // 0 is an empty range that covers nothing (Incus sends such rules).
+// Pinned by: id_map_test.cc(IdMapRuleParse.*, IdMap.*), run_idmap_test.sh,
+// id_translation_test.cc(IdTranslationTest.*)
 #pragma once
 
 #include <cstdint>
@@ -61,6 +63,8 @@ class IdMap {
   /// rule when a range leaves the u32 ids (base + count > 4294967295, on
   /// either side: 4294967295 is no id, it means "unchanged" to chown) or a
   /// source range overlaps an earlier one of the same direction.
+  /// Pinned by: id_map_test.cc(IdMap.RangesPastTheLastIdAreRefused,
+  ///   IdMap.OverlappingSourceRangesAreRefusedPerDirection)
   static std::optional<IdMap> build(std::span<const IdMapRule> rules, std::string& message);
 
   /// No rule at all: both directions are the identity.

@@ -14,6 +14,8 @@ namespace vfsd::passthrough {
 /// forget(InodeId, uint64_t)). Destroyed while it still owns it, it forgets
 /// it again: an error path after the reference was taken cannot leak it.
 /// release_to_guest() hands it to the guest, whose FORGET then drops it.
+/// Pinned by: read_only_fs_test.cc(ReadOnlyFsTest.CreateWhoseOpenFailsGivesTheLookupReferenceBack),
+/// fd_budget_test.cc(FdBudgetTest.CreatingPastTheBudgetCreatesNothing)
 template <class Owner>
 class LookupRef {
  public:

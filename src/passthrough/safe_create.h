@@ -6,6 +6,7 @@
 // the steps never leaves an entry with the wrong owner, mode or label under
 // the guest's name: an unnamed file vanishes by itself, a hidden directory is
 // never shown to the guest and is removed on error.
+// Pinned by: safe_create_test.cc(SafeCreateTest.*)
 #pragma once
 
 #include <sys/types.h>

@@ -34,6 +34,8 @@
 //    AT_SYMLINK_NOFOLLOW) take a fuse::Name, which is one such component by
 //    construction, and none of them follows its final component: they are
 //    covered by the same argument.
+//    Pinned by: safe_open_test.cc(SingleComponentTest.*, OpenBeneathTest.*), escape_test.cc(
+//    EscapeTest.*), dotdot_escape_test.cc(DotDotTest.*), run_escape_test.sh
 //
 // 2. By a magic link in /proc/self/fd (reopen_own_fd, ProcFdName): turns an fd
 //    the daemon holds (an O_PATH fd of an inode, a handle's fd) into a new
@@ -44,6 +46,8 @@
 //    /proc/self/fd name (a guest name such as "/proc/self/fd/3" has a '/' and
 //    is refused, and "3" is looked up in the guest's directory, never in
 //    /proc).
+//    Pinned by: escape_test.cc(EscapeTest.DigitNamesAreNotTheDaemonsFds),
+//    safe_open_test.cc(OpenBeneathTest.ParentAndOwnFdReopen)
 #pragma once
 
 #include <sys/types.h>
@@ -68,6 +72,7 @@ bool is_single_component(std::string_view name, bool allow_dot = false);
 /// RESOLVE_NO_MAGICLINKS when the kernel has it, else openat (see above).
 /// Errors are the open's: ELOOP for a symlink opened without O_PATH, EXDEV if
 /// the kernel saw the name leave `dir_fd` (never, after the check).
+/// Pinned by: safe_open_test.cc(OpenBeneathTest.*, SingleComponentTest.*)
 Result<UniqueFd> open_beneath(int dir_fd, const char* name, int flags, mode_t mode = 0);
 
 /// The parent directory of the directory `dir_fd` (O_PATH | O_DIRECTORY): the
@@ -91,6 +96,8 @@ class ProcFdName {
 /// `flags` (O_CLOEXEC added; O_NOFOLLOW and O_CREAT dropped: the magic link
 /// must be followed, and nothing is created). Callers decide which inodes may
 /// be opened for I/O (PassthroughFs::reopen: regular files and directories).
+/// Pinned by: safe_open_test.cc(OpenBeneathTest.ParentAndOwnFdReopen),
+/// special_files_test.cc(SpecialFilesTest.*)
 Result<UniqueFd> reopen_own_fd(int proc_self_fd, const UniqueFd& own_fd, int flags);
 
 /// Whether open_beneath() goes through openat2 (false after the kernel

@@ -2,6 +2,8 @@
 // virtiofsd: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, SETGID, SETUID, MKNOD and
 // SETFCAP, plus DAC_READ_SEARCH when inodes are kept as file handles
 // (open_by_handle_at needs it). --modcaps=+x:-y edits that set.
+// Pinned by: capabilities_test.cc(Modcaps.*, DropCapabilities.*),
+// daemon_process_test.cc(DaemonProcessTest.ModcapsAndFileHandlesChangeTheKeptCapabilities)
 #pragma once
 
 #include <set>

@@ -12,9 +12,8 @@
 namespace vfsd::sandbox {
 
 /// The fds the daemon keeps for itself out of the limit: one per memory
-/// slot, and room for what it opens besides (the Rust virtiofsd's
-/// INTERNAL_FD_RESERVE), plus one per thread that may open an fd before it
-/// is counted.
+/// slot (kMaxMemSlots, 509), and room for what it opens besides (the Rust
+/// virtiofsd's INTERNAL_FD_RESERVE). Its threads' fds are kThreadFdReserve.
 inline constexpr uint64_t kInternalFdReserve = 509 + 100;
 
 /// The daemon's own threads, each of which may hold an fd it opened for a
@@ -26,6 +25,7 @@ inline constexpr uint64_t kThreadFdReserve = 64;
 /// limit of `limit`: the limit minus both reserves, at least 1 so that a tiny
 /// limit still lets the guest look something up (and the daemon's own opens
 /// then fail with EMFILE, answered as an errno).
+/// Pinned by: capabilities_test.cc(RlimitNofile.TheGuestBudgetIsTheLimitLessTheReserve)
 uint64_t guest_fd_budget(uint64_t limit);
 
 /// Sets the limit; returns the soft limit in force afterwards. On failure

@@ -10,6 +10,8 @@
 //  - chroot: chroot(2) into the shared directory, for containers that cannot
 //    create namespaces (root only).
 //  - none: nothing; the passthrough's own checks are the only confinement.
+// Pinned by: sandbox_test.cc(SandboxTest.*), run_escape_test.sh, daemon_process_test.cc(
+//   DaemonProcessTest.AnUnprivilegedUserGetsAUserNamespace)
 #pragma once
 
 #include <sys/types.h>
@@ -64,6 +66,8 @@ struct Options {
   /// newgidmap (shadow's setuid helpers, which check /etc/subuid and
   /// /etc/subgid), run from a helper process left outside the namespace, as
   /// the Rust virtiofsd does.
+  /// Pinned by: daemon_process_test.cc(DaemonProcessTest.AnUnprivilegedUserGetsAUserNamespace,
+  ///   DaemonProcessTest.UnprivilegedNamespaceWithUidMapGidMapAndTranslation)
   std::vector<NamespaceIdMap> uid_map;
   std::vector<NamespaceIdMap> gid_map;
 };
@@ -73,6 +77,7 @@ struct Options {
 /// and SIGHUP, and exits with the child's status) unless
 /// `options.in_forked_child` says the caller already is the child. A
 /// failure names its step in `step`.
+/// Pinned by: sandbox_test.cc(SandboxTest.TheParentForwardsSignalsAndReturnsTheChildsStatus)
 Result<Inside> enter(const Options& options, std::string& step);
 
 /// Forwards SIGTERM, SIGINT and SIGHUP to `child` and waits for it; returns
@@ -80,6 +85,8 @@ Result<Inside> enter(const Options& options, std::string& step);
 /// child killed by a signal). Drops every capability first (a parent that
 /// only waits needs none) but CAP_SYS_ADMIN with `keep_unmount` (a FUSE
 /// mount's supervisor unmounts afterwards).
+/// Pinned by: sandbox_test.cc(SandboxTest.TheParentForwardsSignalsAndReturnsTheChildsStatus),
+/// daemon_process_test.cc(DaemonProcessTest.DefaultSandboxSeccompAndCapabilitiesAsDocumented)
 int wait_for_child(pid_t child, bool keep_unmount = false);
 
 }  // namespace vfsd::sandbox

@@ -2,6 +2,8 @@
 // one table in seccomp.cc; anything else gets the chosen action. Loaded on
 // the main thread before any other thread exists, so every thread inherits
 // it.
+// Pinned by: seccomp_test.cc(Seccomp.*),
+// daemon_process_test.cc(DaemonProcessTest.DefaultSandboxSeccompAndCapabilitiesAsDocumented)
 #pragma once
 
 #include <optional>

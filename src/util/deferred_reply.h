@@ -2,6 +2,8 @@
 // the worker that carried it: the transport hands out a DeferredReply that
 // keeps the request's reply buffer alive, and whoever finishes the wait
 // writes the reply and hands it back, from any thread.
+// Pinned by: server_ops_test.cc(SetlkwTest.*), deferred_test.cc(Deferred.*),
+// session_test.cc(SessionTest.DeferredSetlkwDoesNotHoldTheReader)
 #pragma once
 
 #include <cstddef>

@@ -3,6 +3,8 @@
 // validated guest buffers (virtio), a /dev/fuse buffer, or a test's vectors.
 // File data moves with preadv/pwritev straight on the segments: take the
 // iovecs with `iovecs(n)`, do the syscall, then `advance(done)`.
+// Pinned by: iovec_io_test.cc(IovecReader.*, IovecWriter.*),
+// passthrough_fs_test.cc(PassthroughFsTest.ReadAndWriteGoStraightThroughSegments)
 #pragma once
 
 #include <sys/uio.h>

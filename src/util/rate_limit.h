@@ -1,6 +1,7 @@
 // Rate limiting for logs a guest can trigger at will (malformed chains,
 // malformed requests, requests that failed inside the daemon): without it a
 // hostile guest fills the host's disk or journal through our log.
+// Pinned by: rate_limit_test.cc(RateLimiter.*, GuestFaultLog.*)
 #pragma once
 
 #include <array>

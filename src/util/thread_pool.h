@@ -5,6 +5,7 @@
 // Threads are started by whoever calls submit(): they inherit its signal
 // mask, capabilities and seccomp filter, so the pool must only be used after
 // the daemon confined itself (the queue workers are).
+// Pinned by: thread_pool_test.cc(ThreadPool.*), deferred_test.cc(Pool.*)
 #pragma once
 
 #include <condition_variable>

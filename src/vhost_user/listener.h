@@ -23,6 +23,8 @@ namespace vfsd::vhost_user {
 /// virtiofsd does), or 0770 owned by `group` (--socket-group) so that the
 /// members of that group may connect too. Call it before other threads run:
 /// the umask is per process.
+/// Pinned by: protocol_test.cc(Listener.*),
+/// daemon_process_test.cc(DaemonProcessTest.TheSocketIsTheOwnersOnly)
 Result<UniqueFd> listen_unix(const std::string& path, std::optional<gid_t> group = std::nullopt);
 
 /// Waits for and accepts one connection on a listening socket (close-on-exec).

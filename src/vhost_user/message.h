@@ -3,6 +3,7 @@
 // use, and the per-request rules on payload size and attached fds. Reading a
 // message turns every received fd into a UniqueFd before anything is checked,
 // so a refused or truncated message cannot leak one.
+// Pinned by: protocol_test.cc(Protocol.*), vhost_user_fuzzer.cc
 #pragma once
 
 #include <cstdint>
@@ -82,6 +83,7 @@ inline constexpr uint32_t kMaxMemTableRegions = 8;
 /// Largest payload read at all; anything bigger closes the connection (it
 /// cannot be a message we understand, and buffering it would let the
 /// front-end make us allocate at will).
+/// Pinned by: protocol_test.cc(Protocol.OversizePayloadClosesTheConnection)
 inline constexpr uint32_t kMaxPayloadSize = 4096;
 
 struct Header {
@@ -170,12 +172,16 @@ struct Message {
 /// size, number of fds (including the ones that depend on the payload:
 /// SET_MEM_TABLE's region count, the no-fd bit of KICK/CALL/ERR). EINVAL for
 /// a bad size or fd count, ENOSYS for an unknown or unsupported request.
+/// Pinned by: protocol_test.cc(Protocol.EveryMessageWithAWrongPayloadSizeIsRefusedAndTheNextServed,
+/// Protocol.EveryMessageWithAWrongFdCountIsRefusedAndItsFdsClosed)
 VoidResult validate(const Message& message);
 
 /// Reads one message from a connected stream socket. nullopt on a clean EOF
 /// before a header; an error when the connection cannot continue (EOF or
 /// error mid-message, bad version, payload over kMaxPayloadSize). Received
 /// fds are close-on-exec.
+/// Pinned by: protocol_test.cc(Protocol.EofInsideAMessageIsAnErrorAndCleanEofIsNot,
+/// Protocol.GarbageHeaderClosesTheConnectionWithoutLeaks)
 Result<std::optional<Message>> read_message(int socket_fd);
 
 /// Sends a reply: header (version 1 | REPLY, same request code) + payload.

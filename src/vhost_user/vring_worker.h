@@ -31,6 +31,8 @@
 // above, so stop() never waits on a guest's lock. At most a queue's worth of
 // chains is in the pool at a time; beyond that the worker waits for answers
 // before it pops more.
+// Pinned by: deferred_test.cc(Deferred.*, Pool.*), datapath_test.cc(DataPath.*),
+// stack_test.cc(StackTest.GetVringBaseReturnsTheNextIndexAndStopsTheRing)
 #pragma once
 
 #include <atomic>
@@ -58,6 +60,8 @@ struct DeferredState;  // defined in vring_worker.cc
 /// runs (QEMU does, while the guest runs): signalling and replacing hold the
 /// same lock, so a worker never writes to an fd that was closed (and whose
 /// number may already belong to something else).
+/// Pinned by: stack_test.cc(StackTest.CallFdReplacedWhileTheRingRunsIsTheOneSignalled),
+/// datapath_test.cc(DataPath.ReplacedCallFdIsSignalledAndTheOldOneNot)
 class CallFd {
  public:
   /// Closes the previous fd; an invalid `fd` means "no notifications".

@@ -1,6 +1,8 @@
 // The guest's RAM as the frontend shared it (memfd regions). Every host
 // pointer into guest memory is obtained here, after a check that the whole
 // requested range lies inside mapped regions.
+// Pinned by: guest_memory_test.cc(GuestMemory.*), virtqueue_fuzzer.cc,
+// queue_test.cc(QueueTest.BufferOutsideGuestMemory)
 #pragma once
 
 #include <cstdint>
@@ -50,8 +52,8 @@ class MappedRegion {
 class GuestMemory {
  public:
   GuestMemory() = default;
-  /// Fails with EINVAL if regions overlap in guest-physical or user space,
-  /// or if a region's range overflows 64 bits.
+  /// Fails with EINVAL if a region is null or empty, if regions overlap in
+  /// guest-physical or user space, or if a region's range overflows 64 bits.
   static Result<GuestMemory> create(std::vector<std::shared_ptr<MappedRegion>> regions);
 
   const std::vector<std::shared_ptr<MappedRegion>>& regions() const { return regions_; }
@@ -68,6 +70,8 @@ class GuestMemory {
   /// byte is unmapped or the range overflows. A zero-length range touches no
   /// memory: true, nothing appended, whatever `gpa` is (virtio allows
   /// zero-length buffers).
+  /// Pinned by: guest_memory_test.cc(GuestMemory.*),
+  /// stack_test.cc(StackTest.WriteBufferStraddlingARegionBoundary)
   bool gpa_to_iovecs(uint64_t gpa, uint64_t len, IovecList& out) const;
 
  private:

@@ -3,6 +3,7 @@
 // driver wants an interrupt (VIRTIO_RING_F_EVENT_IDX or the NO_INTERRUPT flag).
 //
 // Not thread-safe: one worker owns one queue.
+// Pinned by: queue_test.cc(QueueTest.*), virtqueue_fuzzer.cc
 #pragma once
 
 #include <cstdint>
@@ -74,6 +75,7 @@ class SplitQueue {
   /// more. Descriptors are translated through `memory` (guest-physical).
   /// A refused chain (other than kHeadOutOfRange) still belongs to the
   /// device: the caller puts it on the used ring with length 0.
+  /// Pinned by: datapath_test.cc(DataPath.MalformedChainsAreReturnedEmptyAndTheQueueGoesOn)
   std::optional<PoppedChain> pop(const GuestMemory& memory);
 
   /// Puts a chain on the used ring with `len` bytes written into it.
@@ -128,6 +130,7 @@ class RequestHandler {
   /// ignored and the chain goes back when the DeferredReply is finished.
   /// `deferrer` is valid during this call only; null where the caller cannot
   /// defer.
+  /// Pinned by: deferred_test.cc(Deferred.*)
   virtual uint32_t handle(uint32_t queue_index, IovecReader& request, IovecWriter& reply,
                           ReplyDeferrer* deferrer) = 0;
 };

@@ -64,12 +64,18 @@ struct Options {
   pid_t daemon_pid = 0;
 };
 
+// One operation is one FUSE request, or a short sequence of them that a
+// guest sends for one system call (open+close, create+close+unlink).
 struct Workload {
-  uint32_t opcode;
+  uint32_t opcode;        // of the first request
   uint32_t data_out = 0;  // WRITE payload
   uint32_t data_in = 0;   // READ payload room
   uint32_t reply_room = 0;
+  uint32_t steps = 1;  // requests per operation
 };
+
+// The reply room of the multi-step operations: an entry and an open reply.
+constexpr uint32_t kCreateReply = sizeof(fuse_entry_out) + sizeof(fuse_open_out);
 
 Workload workload_named(const std::string& name) {
   if (name == "getattr") return {FUSE_GETATTR, 0, 0, sizeof(fuse_attr_out)};
@@ -78,8 +84,20 @@ Workload workload_named(const std::string& name) {
   if (name == "read-1m") return {FUSE_READ, 0, 1 << 20, 0};
   if (name == "write-4k") return {FUSE_WRITE, 4096, 0, sizeof(fuse_write_out)};
   if (name == "write-1m") return {FUSE_WRITE, 1 << 20, 0, sizeof(fuse_write_out)};
+  // OPEN then RELEASE of its handle.
+  if (name == "open") return {FUSE_OPEN, 0, 0, kCreateReply, 2};
+  // CREATE, RELEASE, UNLINK, then the FORGET that gives the entry back.
+  if (name == "create") return {FUSE_CREATE, 0, 0, kCreateReply, 4};
   throw std::runtime_error("unknown workload " + name);
 }
+
+// Where one slot is in its operation.
+struct SlotState {
+  uint32_t step = 0;
+  uint64_t node = 0;  // from the OPEN/CREATE reply
+  uint64_t fh = 0;
+  uint64_t serial = 0;  // names of created files
+};
 
 UniqueFd connect_unix(const std::string& path) {
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -179,7 +197,8 @@ class Guest {
   void set_up() {
     auto init = call(vfsd::test::init_request(next_unique()), sizeof(fuse_out_header) + 256);
     if (!init.ok()) throw std::runtime_error("INIT: error " + std::to_string(init.error()));
-    if (load_.opcode == FUSE_READ || load_.opcode == FUSE_WRITE || options_.workload == "lookup") {
+    if (load_.opcode == FUSE_READ || load_.opcode == FUSE_WRITE || load_.opcode == FUSE_OPEN ||
+        options_.workload == "lookup") {
       auto e = call(RequestBuilder(FUSE_LOOKUP, kRootNode, next_unique()).add_name("f").finish(),
                     sizeof(fuse_out_header) + sizeof(fuse_entry_out));
       if (!e.ok()) throw std::runtime_error("LOOKUP f: error " + std::to_string(e.error()));
@@ -198,6 +217,7 @@ class Guest {
   void run() {
     const uint32_t depth = options_.depth;
     std::vector<Clock::time_point> started(depth);
+    slots_.assign(depth, SlotState{});
     std::vector<double> latencies_us;
     latencies_us.reserve(1 << 20);
     uint64_t done = 0, errors = 0;
@@ -228,12 +248,36 @@ class Guest {
       for (; last_used_ != used; ++last_used_) {
         auto [id, len] = queue_->used_elem(last_used_);
         const uint32_t slot = id / kDescsPerSlot;
+        SlotState& st = slots_[slot];
+        fuse_out_header out{};
+        const char* reply = slot_host(slot) + reply_offset();
+        std::memcpy(&out, reply, sizeof(out));
+        const bool no_reply = load_.opcode == FUSE_CREATE && st.step == 3;  // FORGET
+        // A miss is the answer a lookup-miss asks for.
+        const bool expected_miss = options_.workload == "lookup-miss" && out.error == -ENOENT;
+        if (!no_reply && (len < sizeof(out) || (out.error != 0 && !expected_miss))) ++errors;
+        if (st.step == 0 && load_.steps > 1) {
+          fuse_entry_out e{};
+          fuse_open_out o{};
+          if (load_.opcode == FUSE_OPEN) {
+            std::memcpy(&o, reply + sizeof(out), sizeof(o));
+            e.nodeid = file_;
+          } else {
+            std::memcpy(&e, reply + sizeof(out), sizeof(e));
+            std::memcpy(&o, reply + sizeof(out) + sizeof(e), sizeof(o));
+          }
+          st.node = e.nodeid;
+          st.fh = o.fh;
+        }
+        if (++st.step < load_.steps) {
+          submit(slot);  // the operation's next request
+          continue;
+        }
+        st.step = 0;
+        ++st.serial;
         latencies_us.push_back(
             std::chrono::duration<double, std::micro>(now - started[slot]).count());
         ++done;
-        fuse_out_header out{};
-        std::memcpy(&out, slot_host(slot) + reply_offset(), sizeof(out));
-        if (len < sizeof(out) || out.error != 0) ++errors;
         if (stopping) {
           --outstanding;
         } else {
@@ -265,10 +309,43 @@ class Guest {
   char* slot_host(uint32_t slot) const { return ram_ + (slot_gpa(slot) - kGpaBase); }
   size_t reply_offset() const { return kRequestRoom + load_.data_out; }
 
-  // Builds slot `slot`'s request in its own buffers and publishes it.
+  // The request of step `st.step` of a multi-step operation.
+  RequestBuilder step_request(uint32_t slot, const SlotState& st) {
+    const std::string name = "c-" + std::to_string(slot) + "-" + std::to_string(st.serial);
+    RequestBuilder b(FUSE_FORGET, st.node, unique_);
+    if (load_.opcode == FUSE_OPEN && st.step == 0) {
+      fuse_open_in in{};
+      in.flags = O_RDONLY;
+      b = RequestBuilder(FUSE_OPEN, file_, unique_);
+      b.add(in);
+    } else if (st.step == 0) {
+      fuse_create_in in{};
+      in.flags = O_RDWR | O_CREAT | O_EXCL;
+      in.mode = S_IFREG | 0644;
+      b = RequestBuilder(FUSE_CREATE, kRootNode, unique_);
+      b.add(in).add_name(name);
+    } else if (st.step == 1) {
+      fuse_release_in in{};
+      in.fh = st.fh;
+      b = RequestBuilder(FUSE_RELEASE, st.node, unique_);
+      b.add(in);
+    } else if (st.step == 2) {
+      b = RequestBuilder(FUSE_UNLINK, kRootNode, unique_);
+      b.add_name(name);
+    } else {
+      fuse_forget_in in{};
+      in.nlookup = 1;
+      b.add(in);
+    }
+    return b;
+  }
+
+  // Builds slot `slot`'s next request in its own buffers and publishes it.
   void submit(uint32_t slot) {
     RequestBuilder b(load_.opcode, kRootNode, next_unique());
-    if (load_.opcode == FUSE_GETATTR) {
+    if (load_.steps > 1) {
+      b = step_request(slot, slots_[slot]);
+    } else if (load_.opcode == FUSE_GETATTR) {
       b.add(fuse_getattr_in{});
     } else if (load_.opcode == FUSE_LOOKUP) {
       b = RequestBuilder(FUSE_LOOKUP, kRootNode, unique_);
@@ -396,6 +473,7 @@ class Guest {
   uint64_t unique_ = 0;
   uint16_t last_used_ = 0;
   uint64_t file_ = 0, fh_ = 0;
+  std::vector<SlotState> slots_;
 };
 
 }  // namespace
@@ -421,7 +499,7 @@ int main(int argc, char** argv) try {
     } else {
       std::fprintf(stderr,
                    "usage: vhost_load --socket PATH [--workload getattr|lookup|lookup-miss|"
-                   "read-4k|read-1m|write-4k|write-1m] [--depth N] [--seconds S] "
+                   "read-4k|read-1m|write-4k|write-1m|open|create] [--depth N] [--seconds S] "
                    "[--daemon-pid PID]\n");
       return 2;
     }

@@ -309,6 +309,17 @@ class Guest {
   char* slot_host(uint32_t slot) const { return ram_ + (slot_gpa(slot) - kGpaBase); }
   size_t reply_offset() const { return kRequestRoom + load_.data_out; }
 
+  // READ or WRITE of `size` bytes at offset 0 of the open file.
+  template <class In>
+  RequestBuilder io_request(uint32_t opcode, uint32_t size) {
+    In in{};
+    in.fh = fh_;
+    in.size = size;
+    RequestBuilder b(opcode, file_, unique_);
+    b.add(in);
+    return b;
+  }
+
   // The request of step `st.step` of a multi-step operation.
   RequestBuilder step_request(uint32_t slot, const SlotState& st) {
     const std::string name = "c-" + std::to_string(slot) + "-" + std::to_string(st.serial);
@@ -352,19 +363,9 @@ class Guest {
       b.add_name(options_.workload == "lookup" ? std::string("f")
                                                : "missing-" + std::to_string(unique_));
     } else if (load_.opcode == FUSE_READ) {
-      b = RequestBuilder(FUSE_READ, file_, unique_);
-      fuse_read_in in{};
-      in.fh = fh_;
-      in.size = load_.data_in;
-      in.offset = 0;
-      b.add(in);
+      b = io_request<fuse_read_in>(FUSE_READ, load_.data_in);
     } else {
-      b = RequestBuilder(FUSE_WRITE, file_, unique_);
-      fuse_write_in in{};
-      in.fh = fh_;
-      in.size = load_.data_out;
-      in.offset = 0;
-      b.add(in);
+      b = io_request<fuse_write_in>(FUSE_WRITE, load_.data_out);
     }
     Bytes request = b.finish();
     if (load_.opcode == FUSE_WRITE) {

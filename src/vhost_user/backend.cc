@@ -381,8 +381,9 @@ VoidResult Backend::maybe_start(uint32_t index) {
   }
   // Queue 0 is virtio-fs's hiprio queue (see BackendOptions::thread_pool_size).
   ThreadPool* pool = index == 0 ? nullptr : pool_.get();
-  auto worker = VringWorker::start(index, std::move(*queue), ring.kick.get(), memory_, ring.call,
-                                   handler_, pool);
+  auto worker =
+      VringWorker::start(index, std::move(*queue), ring.kick.get(), memory_, ring.call, handler_,
+                         pool, index == 0 ? std::chrono::nanoseconds{0} : options_.max_poll);
   if (!worker) {
     log::error("vring {}: cannot start its worker: {}", index, errno_name(worker.error().value));
     return tl::unexpected(worker.error());

@@ -21,6 +21,7 @@
 // Pinned by: datapath_test.cc(DataPath.*), protocol_test.cc(Protocol.*), vhost_user_fuzzer.cc
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -61,6 +62,9 @@ struct BackendOptions {
   /// its queue's thread. The hiprio queue (FORGET, INTERRUPT: short, and
   /// kept in order) is always served on its own thread.
   uint32_t thread_pool_size = 0;
+  /// The longest a request queue's worker polls its ring after it ran dry
+  /// (adaptive_poll.h); zero: it always sleeps on the kick.
+  std::chrono::nanoseconds max_poll{0};
 };
 
 /// The longest tag virtio_fs_config holds.

@@ -36,10 +36,14 @@ struct DeferredState {
   // Written by finish(), polled by the worker. Owned here (not by the
   // worker) so that a late finish() never writes to a closed fd number.
   UniqueFd event;
+  // Whether `finished` is non-empty, readable without mu: what a polling
+  // worker looks at.
+  std::atomic<bool> has_finished{false};
 
   // Queues an answered chain for the worker and wakes it. Needs mu held.
   void push_finished(uint16_t head, uint32_t len) {
     finished.emplace_back(head, len);
+    has_finished.store(true, std::memory_order_release);
     const uint64_t one = 1;
     while (::write(event.get(), &one, sizeof one) < 0 && errno == EINTR) {
     }
@@ -184,7 +188,8 @@ void MemorySnapshot::set(std::shared_ptr<const virtio::GuestMemory> memory) {
 VringWorker::VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kick_fd,
                          UniqueFd stop_fd, const MemorySnapshot& memory, CallFd& call,
                          virtio::RequestHandler& handler, ThreadPool* pool,
-                         std::shared_ptr<detail::DeferredState> deferred)
+                         std::shared_ptr<detail::DeferredState> deferred,
+                         AdaptivePoll::Duration max_poll)
     : index_(queue_index),
       queue_(std::move(queue)),
       kick_fd_(kick_fd),
@@ -193,13 +198,15 @@ VringWorker::VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kic
       call_(call),
       handler_(handler),
       pool_(pool),
+      poll_(max_poll),
       deferred_(std::move(deferred)) {}
 
 Result<std::unique_ptr<VringWorker>> VringWorker::start(uint32_t queue_index,
                                                         virtio::SplitQueue queue, int kick_fd,
                                                         const MemorySnapshot& memory, CallFd& call,
                                                         virtio::RequestHandler& handler,
-                                                        ThreadPool* pool) {
+                                                        ThreadPool* pool,
+                                                        AdaptivePoll::Duration max_poll) {
   UniqueFd stop_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop_fd) return fail_errno();
   auto deferred = std::make_shared<detail::DeferredState>();
@@ -207,7 +214,7 @@ Result<std::unique_ptr<VringWorker>> VringWorker::start(uint32_t queue_index,
   if (!deferred->event) return fail_errno();
   std::unique_ptr<VringWorker> w(new VringWorker(queue_index, std::move(queue), kick_fd,
                                                  std::move(stop_fd), memory, call, handler, pool,
-                                                 std::move(deferred)));
+                                                 std::move(deferred), max_poll));
   try {
     w->thread_ = std::thread([p = w.get()] { p->run(); });
   } catch (const std::system_error&) {
@@ -270,6 +277,7 @@ bool VringWorker::add_finished() {
   {
     std::lock_guard lock(deferred_->mu);
     finished.swap(deferred_->finished);
+    deferred_->has_finished.store(false, std::memory_order_relaxed);
   }
   for (const auto& [head, len] : finished) queue_.add_used(head, len);
   return !finished.empty();
@@ -281,44 +289,95 @@ void VringWorker::run() {
   // then went to an fd we no longer have): serve them first.
   process();
   while (!stopping_.load(std::memory_order_relaxed)) {
-    pollfd fds[3] = {
-        {kick_fd_, POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}, {deferred_->event.get(), POLLIN, 0}};
-    int n = ::poll(fds, 3, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      log::error("vring {}: poll: {}; worker stops", index_, errno_name(errno));
-      break;
-    }
-    if (fds[1].revents != 0) break;
-    bool serve = false;
-    if (fds[2].revents & POLLIN) {
-      uint64_t count;
-      // Drained before the list is taken: a finish() after this read writes
-      // the eventfd again, so nothing it queues is left unseen.
-      (void)!::read(deferred_->event.get(), &count, sizeof count);
+    if (poll_for_work()) {
       if (add_finished() && queue_.should_notify()) call_.signal();
-      // A full pool has room again: go on popping without a kick (the
-      // driver was told not to send one).
-      serve = std::exchange(pool_was_full_, false);
+      pool_was_full_ = false;  // process() finds out again
+      process();
+      continue;
     }
-    if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
-      // Not a working eventfd: waiting again would spin.
-      log::warn("vring {}: kick fd reported an error; worker stops", index_);
-      break;
-    }
-    if (fds[0].revents & POLLIN) {
-      uint64_t count;
-      ssize_t r = ::read(kick_fd_, &count, sizeof count);
-      if (r == 0) {
-        log::warn("vring {}: kick fd at EOF; worker stops", index_);
-        break;
-      }
-      // r < 0 (EAGAIN: someone else drained it) is harmless: process anyway.
-      serve = true;
-    }
-    if (serve) process();
+    if (!wait_and_serve()) break;
   }
   log::debug("vring {}: worker stopped at avail index {}", index_, queue_.next_avail());
+}
+
+namespace {
+
+std::chrono::nanoseconds monotonic_now() {
+  return std::chrono::steady_clock::now().time_since_epoch();
+}
+
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
+
+bool VringWorker::poll_for_work() {
+  const AdaptivePoll::Duration window = poll_.window();
+  if (window.count() == 0) return false;
+  // While we poll the driver need not kick: that saves it a syscall and us
+  // a wake-up. A full pool is resumed by its answers, so poll those too.
+  if (!pool_was_full_) queue_.suppress_notification();
+  const auto deadline = monotonic_now() + window;
+  do {
+    if ((!pool_was_full_ && queue_.has_available()) ||
+        deferred_->has_finished.load(std::memory_order_acquire)) {
+      poll_.found_work();
+      return true;
+    }
+    if (stopping_.load(std::memory_order_relaxed)) return false;
+    cpu_relax();
+  } while (monotonic_now() < deadline);
+  // Nothing came: ask for kicks again; what raced in is served now.
+  if (!pool_was_full_ && queue_.enable_notification()) {
+    poll_.found_work();
+    return true;
+  }
+  return false;
+}
+
+bool VringWorker::wait_and_serve() {
+  pollfd fds[3] = {
+      {kick_fd_, POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}, {deferred_->event.get(), POLLIN, 0}};
+  const auto slept_from = poll_.max().count() != 0 ? monotonic_now() : AdaptivePoll::Duration{};
+  int n = ::poll(fds, 3, -1);
+  if (n < 0) {
+    if (errno == EINTR) return true;
+    log::error("vring {}: poll: {}; worker stops", index_, errno_name(errno));
+    return false;
+  }
+  if (fds[1].revents != 0) return false;
+  if (poll_.max().count() != 0) poll_.slept(monotonic_now() - slept_from);
+  bool serve = false;
+  if (fds[2].revents & POLLIN) {
+    uint64_t count;
+    // Drained before the list is taken: a finish() after this read writes
+    // the eventfd again, so nothing it queues is left unseen.
+    (void)!::read(deferred_->event.get(), &count, sizeof count);
+    if (add_finished() && queue_.should_notify()) call_.signal();
+    // A full pool has room again: go on popping without a kick (the
+    // driver was told not to send one).
+    serve = std::exchange(pool_was_full_, false);
+  }
+  if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+    // Not a working eventfd: waiting again would spin.
+    log::warn("vring {}: kick fd reported an error; worker stops", index_);
+    return false;
+  }
+  if (fds[0].revents & POLLIN) {
+    uint64_t count;
+    ssize_t r = ::read(kick_fd_, &count, sizeof count);
+    if (r == 0) {
+      log::warn("vring {}: kick fd at EOF; worker stops", index_);
+      return false;
+    }
+    // r < 0 (EAGAIN: someone else drained it) is harmless: process anyway.
+    serve = true;
+  }
+  if (serve) process();
+  return true;
 }
 
 bool VringWorker::give_back_refused(uint16_t head, virtio::ChainError error) {

@@ -43,6 +43,7 @@
 
 #include "util/result.h"
 #include "util/unique_fd.h"
+#include "vhost_user/adaptive_poll.h"
 #include "virtio/guest_memory.h"
 #include "virtio/queue.h"
 
@@ -93,11 +94,12 @@ class VringWorker {
   /// outlive the worker (the Backend owns them and stops the worker first).
   /// The worker serves what is already available before waiting for a kick.
   /// With a `pool` (which must outlive the worker too), the chains are served
-  /// by its threads.
-  static Result<std::unique_ptr<VringWorker>> start(uint32_t queue_index, virtio::SplitQueue queue,
-                                                    int kick_fd, const MemorySnapshot& memory,
-                                                    CallFd& call, virtio::RequestHandler& handler,
-                                                    ThreadPool* pool = nullptr);
+  /// by its threads. After the ring runs dry the worker polls it for up to
+  /// `max_poll` (adaptively, see adaptive_poll.h) before it sleeps.
+  static Result<std::unique_ptr<VringWorker>> start(
+      uint32_t queue_index, virtio::SplitQueue queue, int kick_fd, const MemorySnapshot& memory,
+      CallFd& call, virtio::RequestHandler& handler, ThreadPool* pool = nullptr,
+      AdaptivePoll::Duration max_poll = AdaptivePoll::Duration::zero());
   ~VringWorker();
   VringWorker(const VringWorker&) = delete;
   VringWorker& operator=(const VringWorker&) = delete;
@@ -110,8 +112,15 @@ class VringWorker {
  private:
   VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kick_fd, UniqueFd stop_fd,
               const MemorySnapshot& memory, CallFd& call, virtio::RequestHandler& handler,
-              ThreadPool* pool, std::shared_ptr<detail::DeferredState> deferred);
+              ThreadPool* pool, std::shared_ptr<detail::DeferredState> deferred,
+              AdaptivePoll::Duration max_poll);
   void run();
+  // Polls the avail ring for the adaptive window; true if work (chains, or
+  // answers from the pool or a deferred reply) arrived. Leaves kicks enabled
+  // when it returns false.
+  bool poll_for_work();
+  // Waits for a kick, a stop or an answer; false when the worker must stop.
+  bool wait_and_serve();
   // Serves everything available, until stopping is requested or the pool
   // is full.
   void process();
@@ -141,6 +150,7 @@ class VringWorker {
   // process() stopped popping because the pool was full; the next answer
   // resumes it. Worker thread only.
   bool pool_was_full_ = false;
+  AdaptivePoll poll_;  // worker thread only
   std::atomic<bool> stopping_{false};
   // Shared with the DeferredReply objects this worker handed out; outlives
   // the worker while any of them does.

@@ -327,6 +327,23 @@ bool SplitQueue::enable_notification() {
   return pending != 0 && pending <= size_;
 }
 
+void SplitQueue::suppress_notification() {
+  if (event_idx_) {
+    // The driver kicks when its avail idx crosses avail_event; one behind
+    // what we consumed is crossed by nothing it can publish next.
+    u16_at(used_, kUsedRing + kUsedElemSize * size_)
+        .store(static_cast<uint16_t>(next_avail_ - 1), std::memory_order_relaxed);
+  } else {
+    u16_at(used_, 0).store(kUsedFNoNotify, std::memory_order_relaxed);
+  }
+}
+
+bool SplitQueue::has_available() const {
+  const uint16_t avail_idx = u16_at(avail_, kAvailIdx).load(std::memory_order_acquire);
+  const uint16_t pending = static_cast<uint16_t>(avail_idx - next_avail_);
+  return pending != 0 && pending <= size_;
+}
+
 void SplitQueue::disable_notification() {
   // With EVENT_IDX, leaving avail_event behind is enough: the driver kicks
   // only when crossing it. Otherwise ask explicitly.

@@ -91,6 +91,12 @@ class SplitQueue {
   bool enable_notification();
   /// Tells the driver that kicks are not needed while we are busy.
   void disable_notification();
+  /// Tells the driver not to kick even for its next buffer: the device is
+  /// polling the avail ring. enable_notification() undoes it.
+  void suppress_notification();
+  /// Whether the driver published chains not popped yet: a load and a
+  /// compare, for polling (a runaway index is not work, as in pop()).
+  bool has_available() const;
 
   /// The index of the next chain to pop (what GET_VRING_BASE reports).
   uint16_t next_avail() const { return next_avail_; }

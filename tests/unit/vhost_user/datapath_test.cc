@@ -2,6 +2,9 @@
 // VirtqDriver plays the guest, and the test handler upper-cases requests.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <functional>
 #include <memory>
 
 #include "support/virtq_driver.h"
@@ -277,6 +280,48 @@ TEST_F(DataPath, EventIdxSuppressedNotificationIsNotSignalled) {
   // "c"): the one for "b" was suppressed.
   fe_->call(Request::kGetVringBase, bytes(VringState{1, 0}));
   EXPECT_EQ(drain_eventfd(call_[1].get()), 1u);
+}
+
+// Publishes a chain and kicks only when avail_event asks for it, as the
+// Linux driver does; returns whether it kicked.
+bool publish_as_linux_does(VirtqDriver& d, const std::function<void()>& kick) {
+  const uint16_t old_idx = d.avail_idx();
+  d.publish(d.add_chain({"p"}, {8}));
+  // The driver's full barrier between publishing and reading avail_event.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  const uint16_t new_idx = static_cast<uint16_t>(old_idx + 1);
+  const bool need = static_cast<uint16_t>(new_idx - d.avail_event() - 1) <
+                    static_cast<uint16_t>(new_idx - old_idx);
+  if (need) kick();
+  return need;
+}
+
+TEST_F(DataPath, APollingWorkerTellsTheDriverNotToKickAndServesWhatItPublished) {
+  ASSERT_TRUE(fe_->hang_up().has_value());
+  fe_ =
+      std::make_unique<FakeFrontend>(handler_, BackendOptions{.max_poll = std::chrono::seconds(1)});
+  boot();
+  VirtqDriver& d = *driver_[1];
+  int unkicked = 0;
+  for (uint16_t i = 1; i <= 100; ++i) {
+    if (!publish_as_linux_does(d, [&] { kick(1); })) ++unkicked;
+    // A chain published without a kick is still served: no stall.
+    ASSERT_TRUE(wait_used(1, i)) << "request " << i;
+  }
+  // The window opened (the requests follow each other within a second),
+  // and while it was open the driver was told not to kick.
+  EXPECT_GT(unkicked, 50);
+}
+
+TEST_F(DataPath, WithoutPollingTheDriverKicksForEveryRequest) {
+  boot();  // BackendOptions{}: max_poll zero
+  VirtqDriver& d = *driver_[1];
+  int unkicked = 0;
+  for (uint16_t i = 1; i <= 20; ++i) {
+    if (!publish_as_linux_does(d, [&] { kick(1); })) ++unkicked;
+    ASSERT_TRUE(wait_used(1, i));
+  }
+  EXPECT_EQ(unkicked, 0);
 }
 
 TEST_F(DataPath, WithoutEventIdxNoInterruptFlagSuppresses) {

@@ -357,6 +357,12 @@ void add_daemon_options(CLI::App& cli, Options& o) {
   cli.add_option("--thread-pool-size", config.thread_pool_size,
                  "Maximum thread pool size. A value of \"0\" disables the pool (requests are "
                  "served on their queue's thread) [default: 0]");
+  cli.add_option("--poll-max-us", config.poll_max_us,
+                 "Beyond the Rust virtiofsd: the longest a request queue polls for the "
+                 "guest's next request after it ran dry, before it sleeps; the window adapts "
+                 "to the guest (it closes when requests come slower than this). 0 never polls "
+                 "[default: 0]")
+      ->check(CLI::Range(0u, 1000u));
   cli.add_flag("--syslog", config.syslog, "Log to syslog (LOG_USER) [default: stderr]");
   cli.add_flag("--reconnect", config.reconnect,
                "Beyond the Rust virtiofsd: when the frontend disconnects (or is killed), keep "

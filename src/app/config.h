@@ -31,6 +31,7 @@ struct Config {
   bool readdirplus = true;            // --no-readdirplus turns it off (so does --cache=never)
   std::string log_level = "info";     // --log-level (or -d, -o loglevel=)
   uint32_t thread_pool_size = 0;      // --thread-pool-size: 0 serves on the queue threads
+  uint32_t poll_max_us = 0;           // --poll-max-us: 0 never polls a ring
   bool syslog = false;                // --syslog: log to LOG_USER instead of stderr
   sandbox::Mode sandbox = sandbox::Mode::kNamespace;               // --sandbox
   sandbox::SeccompAction seccomp = sandbox::SeccompAction::kKill;  // --seccomp
@@ -51,6 +52,16 @@ struct Config {
   /// Deprecation warnings to log once logging is set up.
   std::vector<std::string> warnings;
 };
+
+/// Request queues offered (GET_QUEUE_NUM less the hiprio queue). QEMU's
+/// vhost-user-fs-pci sets up as many as its num-request-queues asks for, up
+/// to this, and serves the guest its own config space. With --tag the config
+/// space is ours and announces every offered queue, which a front-end with a
+/// fixed queue count (crosvm, vhost-user-device) would not set up: then one.
+inline constexpr uint32_t kMaxRequestQueues = 16;
+inline uint32_t offered_request_queues(const Config& config) {
+  return config.tag.empty() ? kMaxRequestQueues : 1;
+}
 
 /// What parsing decided: run with a config, or exit now with a code (after
 /// --help / --version, or a usage error that was already printed).

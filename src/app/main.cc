@@ -272,10 +272,13 @@ int run_vhost_user(const Config& config) {
     {
       // A Backend per connection: nothing of the last frontend's memory
       // table, rings or features survives into the next.
-      vhost_user::Backend backend(handler, vhost_user::BackendOptions{
-                                               .tag = config.tag,
-                                               .thread_pool_size = config.thread_pool_size,
-                                           });
+      vhost_user::Backend backend(handler,
+                                  vhost_user::BackendOptions{
+                                      .num_queues = 1 + offered_request_queues(config),
+                                      .tag = config.tag,
+                                      .thread_pool_size = config.thread_pool_size,
+                                      .max_poll = std::chrono::microseconds{config.poll_max_us},
+                                  });
       served = backend.serve(std::move(*connection));
     }
     if (!config.reconnect) {

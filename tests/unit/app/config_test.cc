@@ -384,6 +384,27 @@ TEST(CommandLine, ThreadPoolSizeDefaultsToZero) {
             0);
 }
 
+TEST(CommandLine, SeveralRequestQueuesAreOfferedUnlessTheConfigSpaceIsOurs) {
+  auto plain = parse({"--socket-path=/s", "--shared-dir=/tmp"});
+  ASSERT_TRUE(plain.config);
+  EXPECT_GE(offered_request_queues(*plain.config), 4u);
+  auto tagged = parse({"--socket-path=/s", "--shared-dir=/tmp", "--tag=fs"});
+  ASSERT_TRUE(tagged.config);
+  EXPECT_EQ(offered_request_queues(*tagged.config), 1u);
+}
+
+TEST(CommandLine, PollMaxUsDefaultsToNoPollingAndIsBounded) {
+  auto def = parse({"--socket-path=/s", "--shared-dir=/tmp"});
+  ASSERT_TRUE(def.config);
+  EXPECT_EQ(def.config->poll_max_us, 0u);
+  auto set = parse({"--socket-path=/s", "--shared-dir=/tmp", "--poll-max-us=50"});
+  ASSERT_TRUE(set.config);
+  EXPECT_EQ(set.config->poll_max_us, 50u);
+  // A window past a millisecond is a spinning core, not a poll.
+  EXPECT_NE(parse({"--socket-path=/s", "--shared-dir=/tmp", "--poll-max-us=5000"}).exit_code, 0);
+  EXPECT_NE(parse({"--socket-path=/s", "--shared-dir=/tmp", "--poll-max-us=-1"}).exit_code, 0);
+}
+
 }  // namespace
 }  // namespace vfsd::app
 

@@ -25,6 +25,18 @@ struct HandleData {
   // Directories: READDIR seeks the shared fd to the guest's cookie and reads
   // from there; the pair must not interleave with another READDIR's.
   std::mutex dir_mutex;
+  // Directories, guarded by dir_mutex: what getdents64 returned that no
+  // reply had room for. A guest reading on from where the last reply ended
+  // (the usual case) is served from here: no seek, which would make the
+  // host filesystem find its place in the directory again, and no entry
+  // read twice from the host.
+  struct DirStream {
+    std::vector<char> records;  // allocated by the first READDIR
+    size_t pos = 0;             // records[pos, end) are not given out yet
+    size_t end = 0;
+    uint64_t offset = 0;  // the guest's cookie that records[pos] follows
+    bool valid = false;   // false: the next READDIR seeks
+  } dir_stream;
 };
 
 /// Thread-safe handle map. A handle is only usable with the inode it was

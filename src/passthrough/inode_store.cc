@@ -33,6 +33,12 @@ std::shared_ptr<const InodeData> InodeStore::stored(fuse::InodeId id) const {
   return it == by_id_.end() ? nullptr : it->second.data;
 }
 
+Result<std::shared_ptr<const InodeData>> InodeStore::get_stored(fuse::InodeId id) const {
+  auto data = stored(id);
+  if (!data) return fail(EBADF);
+  return data;
+}
+
 Result<std::shared_ptr<const InodeData>> InodeStore::open(fuse::InodeId id) const {
   auto data = stored(id);
   if (!data) return fail(EBADF);

@@ -90,6 +90,10 @@ class InodeStore {
   /// (the guest gets ESTALE too: the inode is gone, not the node id).
   /// Costs one open_by_handle_at (and a close) per call for handle inodes.
   Result<std::shared_ptr<const InodeData>> open(fuse::InodeId id) const;
+  /// The inode as stored, with no syscall: a handle inode comes without an
+  /// fd (for callers that open it from its handle themselves). EBADF for an
+  /// unknown id.
+  Result<std::shared_ptr<const InodeData>> get_stored(fuse::InodeId id) const;
 
   /// Takes one lookup reference on the inode with `key`, creating it from
   /// `fd` when it is not known yet (else `fd` is closed). With `handle`, a

@@ -388,7 +388,11 @@ Result<UniqueFd> PassthroughFs::reopen(const InodeData& data, int flags) const {
   }
   // The magic link resolves to exactly the inode the O_PATH fd holds, with no
   // path walk that a concurrent rename could redirect.
-  return reopen_own_fd(proc_self_fd_.get(), data.fd, flags);
+  if (data.fd) return reopen_own_fd(proc_self_fd_.get(), data.fd, flags);
+  // A handle inode as stored (no O_PATH fd): the handle names exactly its
+  // inode too, and opening it directly saves the O_PATH open and its close.
+  if (!data.handle || !data.mount) return fail(EBADF);
+  return data.handle->open(data.mount->fd.get(), flags & ~(O_NOFOLLOW | O_CREAT));
 }
 
 uint32_t PassthroughFs::open_reply_flags(bool directory) const {
@@ -833,7 +837,8 @@ Result<Entry> PassthroughFs::link(const fuse::Context&, InodeId ino, InodeId new
 Result<fuse::OpenReply> PassthroughFs::open(const fuse::Context& ctx, InodeId ino, uint32_t flags,
                                             bool kill_suidgid) {
   if (flags & kNotOpenFlags) return fail(EINVAL);
-  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
+  // As stored: reopen() opens a handle inode straight from its handle.
+  VFSD_ASSIGN_OR_RETURN(auto data, inodes_.get_stored(ino));
   const int host_flags = io_open_flags(flags);
   // The handle's unit of the fd budget before its fd exists.
   VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire());
@@ -1082,7 +1087,7 @@ Result<std::pair<Entry, fuse::OpenReply>> PassthroughFs::tmpfile(const fuse::Con
 // --- directories ------------------------------------------------------------
 
 Result<fuse::OpenReply> PassthroughFs::opendir(const fuse::Context&, InodeId ino, uint32_t) {
-  VFSD_ASSIGN_OR_RETURN(auto data, inode(ino));
+  VFSD_ASSIGN_OR_RETURN(auto data, inodes_.get_stored(ino));
   if (!S_ISDIR(data->type)) return fail(ENOTDIR);
   VFSD_ASSIGN_OR_RETURN(auto charge, fd_budget_.acquire());
   VFSD_ASSIGN_OR_RETURN(auto fd, reopen_io(*data, O_RDONLY | O_DIRECTORY));
@@ -1102,27 +1107,50 @@ VoidResult PassthroughFs::readdir(const fuse::Context&, InodeId ino, HandleId fh
 
   std::lock_guard lock(h->dir_mutex);
   const int fd = h->fd.get();
-  if (::lseek(fd, static_cast<off_t>(offset), SEEK_SET) < 0) return fail_errno();
-  // Entries read but not taken by the sink are read again by the next
-  // READDIR, which seeks to the cookie of the last one taken. An error after
-  // some entries were added ends the reply with those (the guest asks again).
-  std::vector<char> buffer(32 * 1024);
+  HandleData::DirStream& stream = h->dir_stream;
+  if (!stream.valid || stream.offset != offset) {
+    stream.valid = false;
+    if (::lseek(fd, static_cast<off_t>(offset), SEEK_SET) < 0) return fail_errno();
+    stream.pos = stream.end = 0;
+    stream.offset = offset;
+    stream.valid = true;
+  }
+  // Records read but not taken by the sink stay in the stream for the next
+  // READDIR from this cookie. An error after some entries were added ends
+  // the reply with those (the guest asks again).
+  constexpr size_t kRecordBuffer = 8 * 1024;
+  if (stream.records.size() != kRecordBuffer) stream.records.resize(kRecordBuffer);
   bool added = false;
   for (;;) {
-    long n = ::syscall(SYS_getdents64, fd, buffer.data(), buffer.size());
-    if (n < 0) return added ? ok() : VoidResult(fail_errno());
-    if (n == 0) return ok();
+    if (stream.pos == stream.end) {
+      long n = ::syscall(SYS_getdents64, fd, stream.records.data(), stream.records.size());
+      if (n < 0) {
+        const int error = errno;
+        stream.valid = false;  // the fd's position is not known any more
+        return added ? ok() : VoidResult(fail(error));
+      }
+      if (n == 0) return ok();
+      stream.pos = 0;
+      stream.end = static_cast<size_t>(n);
+    }
+    size_t consumed = 0;
     auto filled =
-        add_dirents(std::span(buffer.data(), static_cast<size_t>(n)), dir.get(), sink, added);
-    if (!filled) return added ? ok() : VoidResult(tl::unexpected(filled.error()));
+        add_dirents(std::span(stream.records.data() + stream.pos, stream.end - stream.pos),
+                    dir.get(), sink, added, consumed, stream.offset);
+    stream.pos += consumed;
+    if (!filled) {
+      if (filled.error().value == EIO) stream.valid = false;  // a broken record: start over
+      return added ? ok() : VoidResult(tl::unexpected(filled.error()));
+    }
     if (*filled == DirFill::kFull) return ok();
   }
 }
 
 Result<PassthroughFs::DirFill> PassthroughFs::add_dirents(std::span<const char> records,
                                                           const InodeData* plus_dir,
-                                                          fuse::DirSink& sink, bool& added) {
-  for (size_t pos = 0; pos < records.size();) {
+                                                          fuse::DirSink& sink, bool& added,
+                                                          size_t& consumed, uint64_t& cookie) {
+  for (size_t pos = 0; pos < records.size(); consumed = pos) {
     Dirent64Header header;
     std::memcpy(&header, records.data() + pos, sizeof(header));
     if (header.d_reclen <= kDirentNameOffset || pos + header.d_reclen > records.size()) {
@@ -1130,11 +1158,13 @@ Result<PassthroughFs::DirFill> PassthroughFs::add_dirents(std::span<const char> 
     }
     const char* raw_name = records.data() + pos + kDirentNameOffset;
     std::string_view name(raw_name, ::strnlen(raw_name, header.d_reclen - kDirentNameOffset));
-    pos += header.d_reclen;
-    if (is_hidden_temp_name(name)) continue;  // a crash-safe mkdir in progress
     // Ask before looking up, so that no lookup reference is taken for an
     // entry the reply has no room for.
-    if (!sink.fits(name.size())) return DirFill::kFull;
+    if (!is_hidden_temp_name(name) && !sink.fits(name.size())) return DirFill::kFull;
+    pos += header.d_reclen;
+    const uint64_t previous_cookie = cookie;
+    cookie = static_cast<uint64_t>(header.d_off);
+    if (is_hidden_temp_name(name)) continue;  // a crash-safe mkdir in progress
     fuse::DirEntry entry{header.d_ino, static_cast<uint64_t>(header.d_off), header.d_type, name};
     if (!plus_dir) {
       sink.add(entry, nullptr);
@@ -1146,6 +1176,9 @@ Result<PassthroughFs::DirFill> PassthroughFs::add_dirents(std::span<const char> 
       auto looked_up = lookup_child(*plus_dir, name_z.c_str());
       if (!looked_up) {
         if (looked_up.error().value == ENOENT) continue;  // removed meanwhile
+        // Not consumed (`consumed` stops before it): the guest asks again
+        // from the entry before it.
+        cookie = previous_cookie;
         return tl::unexpected(looked_up.error());
       }
       sink.add(entry, &*looked_up);

@@ -306,8 +306,10 @@ class PassthroughFs final : public fuse::FileSystem {
   // each entry in `plus_dir` for READDIRPLUS, null for READDIR); `added` is
   // set once one entry went in. kFull when the sink has no room left.
   enum class DirFill { kMore, kFull };
+  // `consumed` is how far into `records` it went (whole records), `cookie`
+  // the d_off of the last record consumed (unchanged if none).
   Result<DirFill> add_dirents(std::span<const char> records, const InodeData* plus_dir,
-                              fuse::DirSink& sink, bool& added);
+                              fuse::DirSink& sink, bool& added, size_t& consumed, uint64_t& cookie);
 
   // SETATTR's FATTR_UID/GID (translated to the host's ids) and FATTR_SIZE
   // (through the open handle if the guest named one).

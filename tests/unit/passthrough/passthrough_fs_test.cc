@@ -587,6 +587,39 @@ TEST_F(PassthroughFsTest, ReaddirOver2000EntriesResumesAcrossSmallSinks) {
   EXPECT_GT(calls, 50);  // really resumed many times
 }
 
+// READDIR keeps what the host returned beyond the reply for the next call
+// from the same cookie; any other cookie (back, again, or a rewind) must
+// still give what the host has there.
+TEST_F(PassthroughFsTest, ReaddirFromAnyCookieGivesTheHostsEntriesThere) {
+  ASSERT_EQ(::mkdir(path("d").c_str(), 0755), 0);
+  for (int i = 0; i < 300; ++i) write_host(path("d/entry-" + std::to_string(i)), "");
+  InodeId d = must_lookup(kRootInode, "d");
+  auto h = fs_->opendir(ctx_, d, 0);
+  ASSERT_TRUE(h);
+  auto page = [&](uint64_t cookie) {
+    TestSink sink(10 * 64, false);
+    EXPECT_TRUE(fs_->readdir(ctx_, d, h->handle, cookie, false, sink));
+    return sink;
+  };
+  TestSink first = page(0);
+  TestSink second = page(first.offsets.back());
+  TestSink third = page(second.offsets.back());
+  ASSERT_FALSE(third.names.empty());
+  // Back to an earlier cookie, then the same one twice: the same entries.
+  EXPECT_EQ(page(first.offsets.back()).names, second.names);
+  EXPECT_EQ(page(first.offsets.back()).names, second.names);
+  EXPECT_EQ(page(second.offsets.back()).names, third.names);
+  // A rewind sees what the host has now, not what was read before.
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_EQ(::unlink(path("d/entry-" + std::to_string(i)).c_str()), 0);
+  }
+  write_host(path("d/new"), "");
+  int calls = 0;
+  std::vector<std::string> now = list_all(*fs_, d, h->handle, 10 * 64, false, nullptr, &calls);
+  std::sort(now.begin(), now.end());
+  EXPECT_EQ(now, (std::vector<std::string>{".", "..", "new"}));
+}
+
 TEST_F(PassthroughFsTest, ReaddirplusTakesOneReferencePerReturnedEntry) {
   ASSERT_EQ(::mkdir(path("d").c_str(), 0755), 0);
   for (int i = 0; i < 30; ++i) write_host(path("d/f" + std::to_string(i)), std::to_string(i));

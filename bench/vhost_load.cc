@@ -658,7 +658,8 @@ class Lane {
       slot.offset = 0;
       if (failed) next = static_cast<uint32_t>(steps_.size());
     } else if (st.opcode == FUSE_CREATE) {
-      slot.node = get<fuse_entry_out>(body).nodeid;
+      // A failed CREATE wrote no entry: the buffer still holds the last one.
+      slot.node = failed ? 0 : get<fuse_entry_out>(body).nodeid;
       slot.fh = get<fuse_open_out>(body + sizeof(fuse_entry_out)).fh;
       if (failed) next = static_cast<uint32_t>(steps_.size());
     } else if (st.opcode == FUSE_READDIRPLUS) {

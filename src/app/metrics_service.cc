@@ -151,17 +151,13 @@ void MetricsService::serve_connection(int fd) const {
   char buf[1024];
   while (request.size() < 16 * 1024) {
     const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n > 0) {
-      request.append(buf, static_cast<size_t>(n));
-      if (request.find("\r\n\r\n") != std::string::npos ||
-          request.find("\n\n") != std::string::npos) {
-        return;
-      }
-    } else if (n == 0) {
-      return;
-    } else if (errno == EINTR) {
-      continue;
-    } else if (errno != EAGAIN || !wait_for(fd, POLLIN, deadline)) {
+    if (n < 0 && errno == EINTR) continue;
+    // EOF, an error, or nothing more within the deadline.
+    if (n == 0 || (n < 0 && (errno != EAGAIN || !wait_for(fd, POLLIN, deadline)))) return;
+    if (n < 0) continue;  // readable now
+    request.append(buf, static_cast<size_t>(n));
+    if (request.find("\r\n\r\n") != std::string::npos ||
+        request.find("\n\n") != std::string::npos) {
       return;
     }
   }

@@ -369,6 +369,11 @@ void add_daemon_options(CLI::App& cli, Options& o) {
                "running and serve the next frontend that connects to the same socket "
                "(--socket-path or --fd) with a fresh FUSE session, as after a new mount; "
                "SIGTERM, SIGINT and SIGHUP then exit 0 [default: exit 0 on disconnect]");
+  cli.add_option("--metrics-socket", config.metrics_socket,
+                 "Beyond the Rust virtiofsd: UNIX socket (created before the sandbox, "
+                 "replacing a stale one) where each connection gets the per-operation request "
+                 "counts and latency histograms in the Prometheus text format over HTTP/1.0; "
+                 "SIGUSR1 logs a summary of them with or without it");
   cli.add_flag("--print-capabilities", o.print_capabilities,
                "Print vhost-user.json backend program capabilities and exit");
 }
@@ -694,6 +699,19 @@ std::string check_before_start(Config& config) {
            " bytes long; a UNIX socket path has at "
            "most " +
            std::to_string(sizeof(sockaddr_un::sun_path) - 1);
+  }
+  if (!config.metrics_socket.empty()) {
+    const std::string& path = config.metrics_socket;
+    if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+      return "--metrics-socket: " + path + " is " + std::to_string(path.size()) +
+             " bytes long; a UNIX socket path has at most " +
+             std::to_string(sizeof(sockaddr_un::sun_path) - 1);
+    }
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode)) {
+      return "--metrics-socket: " + path + " exists and is not a socket";
+    }
+    if (path == config.socket_path) return "--metrics-socket: the same path as --socket-path";
   }
   if (config.listen_fd) {
     const int fd = *config.listen_fd;

@@ -27,6 +27,7 @@ struct Config {
   bool reconnect = false;             // --reconnect: serve the next frontend after a disconnect
   std::string fuse_mountpoint;        // --fuse-mount: serve over /dev/fuse on the host instead
   std::string tag;                    // --tag: served in the config space (empty: none)
+  std::string metrics_socket;         // --metrics-socket: Prometheus text here (empty: none)
   passthrough::PassthroughConfig fs;  // the filesystem options
   bool readdirplus = true;            // --no-readdirplus turns it off (so does --cache=never)
   std::string log_level = "info";     // --log-level (or -d, -o loglevel=)

@@ -29,6 +29,7 @@
 #include "app/config.h"
 #include "app/fuse_mount.h"
 #include "app/fuse_request_handler.h"
+#include "app/metrics_service.h"
 #include "app/startup.h"
 #include "fuse/server.h"
 #include "passthrough/passthrough_fs.h"
@@ -38,7 +39,9 @@
 #include "sandbox/sandbox.h"
 #include "sandbox/seccomp.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "vhost_user/backend.h"
+#include "vhost_user/listener.h"
 
 namespace vfsd::app {
 namespace {
@@ -103,6 +106,8 @@ int set_up_process(const Config& config) {
   // A frontend that vanishes mid-reply must not kill us with SIGPIPE; the
   // write reports EPIPE instead.
   ::signal(SIGPIPE, SIG_IGN);
+  // Before any thread or sandbox child exists: all of them inherit it.
+  prepare_metrics_signal();
   if (config.fuse_mountpoint.empty()) {
     g_stop_status = config.reconnect ? 0 : 1;
     for (int sig : {SIGTERM, SIGHUP, SIGINT}) ::signal(sig, exit_on_stop_signal);
@@ -140,6 +145,42 @@ Result<UniqueFd> open_listener(const Config& config) {
   auto listening = vhost_user::listen_unix(config.socket_path, group);
   if (!listening) fail_step("listening on " + config.socket_path, listening.error());
   return listening;
+}
+
+// Step 2 (both transports): --metrics-socket, bound while the host's file
+// system is still in reach; an empty fd without the option.
+Result<UniqueFd> open_metrics_listener(const Config& config) {
+  if (config.metrics_socket.empty()) return UniqueFd();
+  auto listening = vhost_user::listen_unix(config.metrics_socket);
+  if (!listening)
+    fail_step("--metrics-socket: listening on " + config.metrics_socket, listening.error());
+  return listening;
+}
+
+// What the metrics show besides the requests: cheap reads of what the
+// passthrough and the server already count. `server` may be null (the
+// /dev/fuse transport keeps its server to itself).
+MetricsService::GaugeSource gauges_of(const passthrough::PassthroughFs& fs,
+                                      const fuse::Server* server) {
+  return [&fs, server] {
+    std::vector<metrics::Gauge> gauges{
+        {"inodes", "Inodes the guest knows (looked up and not forgotten), the root included.",
+         fs.inode_count()},
+        {"open_handles", "Files and directories the guest holds open.", fs.handle_count()},
+        {"guest_fds", "Host file descriptors held for the guest.", fs.fd_budget_used()},
+        {"guest_fds_limit", "The most host file descriptors the guest may hold (0: no limit).",
+         fs.fd_budget_limit()},
+        {"file_handle_inodes", "Inodes kept as file handles instead of O_PATH fds.",
+         fs.handle_inodes_used()},
+        {"lock_waiters", "SETLKW requests waiting for a host lock (replies deferred).",
+         fs.lock_waiter_count()},
+    };
+    if (server != nullptr) {
+      gauges.push_back(
+          {"requests_in_flight", "FUSE requests being served now.", server->requests_in_flight()});
+    }
+    return gauges;
+  };
 }
 
 // Step 3. Returns the guest's fd budget: the open file limit minus what
@@ -233,6 +274,8 @@ fuse::ServerOptions server_options(const Config& config) {
 int run_vhost_user(const Config& config) {
   auto listener = open_listener(config);
   if (!listener) return 1;
+  auto metrics_listener = open_metrics_listener(config);
+  if (!metrics_listener) return 1;
   auto fd_budget = set_up_fd_limit(config);
   if (!fd_budget) return 1;
   auto inside = enter_sandbox(config, listener->get(), /*in_forked_child=*/false);
@@ -241,7 +284,16 @@ int run_vhost_user(const Config& config) {
   if (!fs) return 1;
   if (int rc = confine(config, /*may_unmount=*/false); rc != 0) return rc;
 
-  fuse::Server server(*fs->top(), server_options(config));
+  metrics::RequestMetrics request_metrics;
+  fuse::ServerOptions options = server_options(config);
+  options.metrics = &request_metrics;
+  fuse::Server server(*fs->top(), options);
+  // After confine(): its thread inherits the filter.
+  MetricsService metrics_service(request_metrics, fuse::op_names(), std::move(*metrics_listener),
+                                 gauges_of(*fs->passthrough, &server));
+  if (auto started = metrics_service.start(); !started) {
+    return fail_step("starting the metrics thread", started.error());
+  }
   FuseRequestHandler handler(server);
   for (unsigned frontends = 0;; ++frontends) {
     log::info("Waiting for vhost-user socket connection...");
@@ -299,18 +351,24 @@ int run_vhost_user(const Config& config) {
 }
 
 int run_host_mount(const Config& config) {
+  auto metrics_listener = open_metrics_listener(config);
+  if (!metrics_listener) return 1;
   auto fd_budget = set_up_fd_limit(config);
   if (!fd_budget) return 1;
+  metrics::RequestMetrics request_metrics;
   FuseMountOptions options;
   options.mountpoint = config.fuse_mountpoint;
   options.threads = kFuseMountThreads;
   options.server = server_options(config);
+  options.server.metrics = &request_metrics;
   // The mount stays with a supervisor in the host's mount namespace, which
   // keeps only CAP_SYS_ADMIN to unmount it; the confined child serves. Also
   // with --sandbox=none: the child drops CAP_SYS_ADMIN like every other
   // daemon, so it could not unmount by itself.
   options.supervise = true;
   std::optional<Filesystem> fs;
+  // Declared after `fs`: its thread stops before the filesystem goes.
+  std::optional<MetricsService> metrics_service;
   return run_fuse_mount(options, [&](int& exit_code) -> fuse::FileSystem* {
     exit_code = 1;
     auto inside = enter_sandbox(config, -1, /*in_forked_child=*/true);
@@ -319,6 +377,12 @@ int run_host_mount(const Config& config) {
     if (!opened) return nullptr;
     fs.emplace(std::move(*opened));
     if (confine(config, /*may_unmount=*/!options.supervise) != 0) return nullptr;
+    metrics_service.emplace(request_metrics, fuse::op_names(), std::move(*metrics_listener),
+                            gauges_of(*fs->passthrough, nullptr));
+    if (auto started = metrics_service->start(); !started) {
+      fail_step("starting the metrics thread", started.error());
+      return nullptr;
+    }
     return fs->top();
   });
 }

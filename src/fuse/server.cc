@@ -910,14 +910,41 @@ fuse_init_out init_reply(const fuse_init_in& in, uint64_t agreed, const ServerOp
 Server::Server(FileSystem& fs, ServerOptions options)
     : fs_(fs), options_(options), max_request_len_(max_request_len(options.max_write)) {}
 
+const std::array<std::string_view, metrics::kOpSlots>& op_names() {
+  static_assert(kOps.size() == metrics::kOpSlots, "one metrics slot per op table row");
+  static const auto names = [] {
+    std::array<std::string_view, metrics::kOpSlots> n{};
+    for (size_t i = 0; i < kOps.size(); ++i) n[i] = kOps[i].name;
+    return n;
+  }();
+  return names;
+}
+
 size_t Server::handle(IovecReader& request, IovecWriter& reply, ReplyDeferrer* deferrer) {
+  Outcome outcome;
+  metrics::RequestMetrics* const metrics = options_.metrics;
+  if (metrics == nullptr) return serve(request, reply, deferrer, outcome);
+  // Around everything the server does for the request, decoding included; a
+  // deferred request (SETLKW that waits) is timed until it is deferred.
+  const uint64_t start = metrics::now_ns();
+  const size_t written = serve(request, reply, deferrer, outcome);
+  metrics->record(outcome.slot, metrics::now_ns() - start, outcome.failed);
+  return written;
+}
+
+size_t Server::serve(IovecReader& request, IovecWriter& reply, ReplyDeferrer* deferrer,
+                     Outcome& outcome) {
   const size_t available = request.remaining();
   fuse_in_header in{};
+  // Counted as failed until an answer says otherwise; a request too short
+  // for its header goes to slot 0 with the unknown opcodes.
+  outcome.failed = true;
   if (!request.read_obj(in)) {
     log::debug("fuse: request shorter than its header dropped");
     return 0;
   }
   const Op& op = op_for(in.opcode);
+  outcome.slot = op.handler == do_unknown ? 0 : in.opcode;
   const bool no_reply = op.kind == Kind::kNoReply;
   // Nothing happens for a request that could not be answered.
   if (!no_reply && reply.remaining() < kOutHeader) {
@@ -952,6 +979,8 @@ size_t Server::handle(IovecReader& request, IovecWriter& reply, ReplyDeferrer* d
     const size_t written = dispatch(req, op);
     log::trace("fuse: reply unique {}: {} bytes, error {}", in.unique, written,
                req.replied_error());
+    // A request without a reply (FORGET, a deferred one) did not fail here.
+    outcome.failed = req.replied_error() != 0;
     return written;
   } catch (const std::exception& e) {
     log::guest_fault(log::GuestFault::kRequestFailed, "fuse: {} failed: {}; answered EIO", op.name,

@@ -9,15 +9,18 @@
 // guest_sized_allocation_test.cc(GuestSizedAllocationTest.*)
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <string_view>
 
 #include "fuse/filesystem.h"
 #include "fuse/session_gate.h"
 #include "util/deferred_reply.h"
 #include "util/iovec_io.h"
+#include "util/metrics.h"
 
 namespace vfsd::fuse {
 
@@ -30,7 +33,16 @@ struct ServerOptions {
   uint32_t max_write = 1u << 20;  // bytes; FUSE_MAX_PAGES lets the guest use it
   uint32_t max_pages = 256;
   bool readdirplus = true;  // negotiate FUSE_DO_READDIRPLUS + FUSE_READDIRPLUS_AUTO
+  // Where every request's latency and outcome are recorded, in the slot of
+  // its opcode (op_names()); null: nothing is measured. Not owned; must
+  // outlive the Server.
+  metrics::RequestMetrics* metrics = nullptr;
 };
+
+/// The name of each metrics slot: the opcode's name without FUSE_ for the
+/// opcodes the server knows ("UNKNOWN" for the others; every opcode it does
+/// not know is counted in slot 0).
+const std::array<std::string_view, metrics::kOpSlots>& op_names();
 
 class Server {
  public:
@@ -68,7 +80,17 @@ class Server {
   /// requests in flight, or running. For tests and diagnostics.
   bool resetting() const { return gate_.closing(); }
 
+  /// Requests inside the session now (decoded and not yet answered or
+  /// deferred). For diagnostics.
+  uint64_t requests_in_flight() const { return gate_.in_flight(); }
+
  private:
+  // What handle() tells the metrics about one request.
+  struct Outcome {
+    size_t slot = 0;
+    bool failed = false;
+  };
+  size_t serve(IovecReader& request, IovecWriter& reply, ReplyDeferrer* deferrer, Outcome& outcome);
   size_t dispatch(detail::Request& req, const detail::Op& op);
   size_t do_init(detail::Request& req);
   size_t do_destroy(detail::Request& req);

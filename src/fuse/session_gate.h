@@ -74,6 +74,8 @@ class SessionGate {
 
   /// A reset is waiting for requests to leave, or running (tests).
   bool closing() const { return closing_.load(); }
+  /// Requests inside now. For diagnostics.
+  uint64_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
 
  private:
   void leave() {

@@ -332,10 +332,13 @@ int wait_for_child(pid_t child, bool keep_unmount) {
   sa.sa_handler = forward_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
-  for (int sig : {SIGTERM, SIGINT, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+  // The stop signals, and SIGUSR1 (the request metrics' summary, which the
+  // serving child logs).
+  constexpr int kForwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+  for (int sig : kForwarded) ::sigaction(sig, &sa, nullptr);
   sigset_t unblock;
   sigemptyset(&unblock);
-  for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&unblock, sig);
+  for (int sig : kForwarded) sigaddset(&unblock, sig);
   ::sigprocmask(SIG_UNBLOCK, &unblock, nullptr);
 
   // Waiting needs no privilege.

@@ -80,13 +80,14 @@ struct Options {
 /// Pinned by: sandbox_test.cc(SandboxTest.TheParentForwardsSignalsAndReturnsTheChildsStatus)
 Result<Inside> enter(const Options& options, std::string& step);
 
-/// Forwards SIGTERM, SIGINT and SIGHUP to `child` and waits for it; returns
+/// Forwards SIGTERM, SIGINT, SIGHUP and SIGUSR1 to `child` and waits for it; returns
 /// the exit code to leave with (the child's, or as the Rust virtiofsd for a
 /// child killed by a signal). Drops every capability first (a parent that
 /// only waits needs none) but CAP_SYS_ADMIN with `keep_unmount` (a FUSE
 /// mount's supervisor unmounts afterwards).
 /// Pinned by: sandbox_test.cc(SandboxTest.TheParentForwardsSignalsAndReturnsTheChildsStatus),
-/// daemon_process_test.cc(DaemonProcessTest.DefaultSandboxSeccompAndCapabilitiesAsDocumented)
+/// daemon_process_test.cc(DaemonProcessTest.DefaultSandboxSeccompAndCapabilitiesAsDocumented),
+/// daemon_metrics_test.cc(DaemonMetrics.SocketServesPrometheusTextAndSigusr1LogsASummary)
 int wait_for_child(pid_t child, bool keep_unmount = false);
 
 }  // namespace vfsd::sandbox

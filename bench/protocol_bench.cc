@@ -3,7 +3,7 @@
 // host folder, the reply written into a local buffer. No virtqueue, no guest:
 // what it times is the daemon's own request path (decode, dispatch, the
 // syscalls, encode). Compare builds of this tree with each other; the guest
-// benchmark (bench/guest_copy.sh) compares us with the peer daemons.
+// benchmark (bench/run_guest.sh) compares us with the peer daemons.
 //
 //   build/bench/protocol_bench [--benchmark_filter=...]
 #include <fcntl.h>

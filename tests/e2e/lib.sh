@@ -224,6 +224,9 @@ vfsd_start_daemon() {
       rc=$(vfsd_rust_command) || vfsd_die "Rust virtiofsd not found in $VFSD_RUST_DIR (run scripts/fetch-rust-virtiofsd.sh)"
       # shellcheck disable=SC2206
       cmd=($rc "--socket-path=$sock" "--shared-dir=$dir" --cache=auto --sandbox=chroot)
+      # VFSD_RUST_ARGS: more options for it (e.g. --inode-file-handles=MODE).
+      # shellcheck disable=SC2206
+      [[ -n ${VFSD_RUST_ARGS:-} ]] && cmd+=($VFSD_RUST_ARGS)
       ;;
     *) vfsd_die "unknown daemon kind '$kind' (ours|c|rust)" ;;
   esac

@@ -393,10 +393,13 @@ TEST(CommandLine, SeveralRequestQueuesAreOfferedUnlessTheConfigSpaceIsOurs) {
   EXPECT_EQ(offered_request_queues(*tagged.config), 1u);
 }
 
-TEST(CommandLine, PollMaxUsDefaultsToNoPollingAndIsBounded) {
+TEST(CommandLine, PollMaxUsDefaultsToAShortPollAndIsBounded) {
   auto def = parse({"--socket-path=/s", "--shared-dir=/tmp"});
   ASSERT_TRUE(def.config);
-  EXPECT_EQ(def.config->poll_max_us, 0u);
+  EXPECT_EQ(def.config->poll_max_us, 20u);
+  auto off = parse({"--socket-path=/s", "--shared-dir=/tmp", "--poll-max-us=0"});
+  ASSERT_TRUE(off.config);
+  EXPECT_EQ(off.config->poll_max_us, 0u);
   auto set = parse({"--socket-path=/s", "--shared-dir=/tmp", "--poll-max-us=50"});
   ASSERT_TRUE(set.config);
   EXPECT_EQ(set.config->poll_max_us, 50u);

@@ -10,6 +10,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <climits>
 #include <cstddef>
 #include <cstdio>
@@ -65,12 +66,25 @@ struct HostStat {
 };
 
 // statx on the fd itself: the attributes plus the mount id in one call.
+// Linux 6.11 and later take a null path with AT_EMPTY_PATH: the fd alone,
+// with no path string copied in and looked up (a good part of a GETATTR's
+// time in the kernel). Older kernels answer EFAULT; then "" from there on.
+std::atomic<bool> statx_null_path{true};
+
+int statx_fd(int fd, struct statx* stx) {
+  constexpr int kFlags = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT;
+  constexpr unsigned kMask = STATX_BASIC_STATS | STATX_MNT_ID;
+  if (statx_null_path.load(std::memory_order_relaxed)) {
+    const long rc = ::syscall(SYS_statx, fd, nullptr, kFlags, kMask, stx);
+    if (rc == 0 || errno != EFAULT) return static_cast<int>(rc);
+    statx_null_path.store(false, std::memory_order_relaxed);
+  }
+  return ::statx(fd, "", kFlags, kMask, stx);
+}
+
 Result<HostStat> stat_fd(int fd) {
   struct statx stx {};
-  if (::statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_STATX_SYNC_AS_STAT,
-              STATX_BASIC_STATS | STATX_MNT_ID, &stx) != 0) {
-    return fail_errno();
-  }
+  if (statx_fd(fd, &stx) != 0) return fail_errno();
   HostStat out;
   struct stat& st = out.st;
   st.st_dev = makedev(stx.stx_dev_major, stx.stx_dev_minor);

@@ -36,7 +36,8 @@ echo "=== libFuzzer targets (clang): regression inputs, then ${VFSD_FUZZ_SECONDS
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DVFSD_FUZZ=ON -DVFSD_BUILD_TESTS=OFF -DVFSD_FUZZ_SECONDS="${VFSD_FUZZ_SECONDS:-60}" >/dev/null
 cmake --build build-fuzz -j"$jobs" --target vfsd_fuzzers
-ctest --test-dir build-fuzz -L fuzz --output-on-failure
+# Each target fuzzes on one core and in its own work folder: two at a time.
+ctest --test-dir build-fuzz -L fuzz --output-on-failure -j"$jobs"
 
 echo "=== full suite (unit, integration, end-to-end guest, conformance)"
 cmake -S . -B build -G Ninja >/dev/null

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/daemon_dir_test.h"
 #include "support/daemon_process.h"
 #include "support/host_files.h"
 #include "support/vhost_user_guest.h"
@@ -61,25 +62,15 @@ std::string scrape(const std::string& path) {
   return talk_to(path, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
 }
 
-class DaemonMetrics : public ::testing::Test {
+class DaemonMetrics : public test::DaemonDirTest {
  protected:
+  DaemonMetrics() : DaemonDirTest("dmetrics") {}
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root (the daemon's normal user)";
-    char tmpl[] = "/tmp/vfsd-dmetrics-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);
-    share_ = dir_ + "/share";
-    ASSERT_EQ(::mkdir(share_.c_str(), 0755), 0);
+    test::DaemonDirTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     test::write_host(share_ + "/hello", "from the host");
-    socket_ = dir_ + "/vhost.sock";
     metrics_ = dir_ + "/metrics.sock";
   }
-  void TearDown() override {
-    std::error_code ec;
-    if (!dir_.empty()) fs::remove_all(dir_, ec);
-  }
-  std::string log() const { return test::read_host(dir_ + "/daemon.log"); }
   // Waits (bounded far above need) until the log holds `text`, while the
   // daemon lives.
   bool wait_for_log(DaemonProcess& d, const std::string& text) {
@@ -91,7 +82,7 @@ class DaemonMetrics : public ::testing::Test {
     return false;
   }
 
-  std::string dir_, share_, socket_, metrics_;
+  std::string metrics_;
 };
 
 // The default namespace sandbox: the socket is bound before the sandbox and

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "fuse/filesystem.h"
+#include "support/daemon_dir_test.h"
 #include "support/daemon_process.h"
 #include "support/host_files.h"
 #include "support/vhost_user_guest.h"
@@ -85,25 +86,9 @@ std::string status_groups(pid_t pid) {
   return line;
 }
 
-class DaemonProcessTest : public ::testing::Test {
+class DaemonProcessTest : public test::DaemonDirTest {
  protected:
-  void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root (the daemon's normal user)";
-    char tmpl[] = "/tmp/vfsd-proc-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);
-    share_ = dir_ + "/share";
-    ASSERT_EQ(::mkdir(share_.c_str(), 0755), 0);
-    socket_ = dir_ + "/vhost.sock";
-  }
-  void TearDown() override {
-    std::error_code ec;
-    if (!dir_.empty()) fs::remove_all(dir_, ec);
-  }
-  std::string log() const { return test::read_host(dir_ + "/daemon.log"); }
-
-  std::string dir_, share_, socket_;
+  DaemonProcessTest() : DaemonDirTest("proc") {}
 };
 
 TEST_F(DaemonProcessTest, TheSocketIsTheOwnersOnly) {

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/daemon_dir_test.h"
 #include "support/daemon_process.h"
 #include "support/host_files.h"
 #include "support/vhost_user_guest.h"
@@ -49,24 +50,14 @@ test::Reply getattr(VhostUserGuest& g, uint64_t nodeid) {
   return g.fuse(g.request(FUSE_GETATTR, nodeid, 0, 0).add(in).finish());
 }
 
-class ReconnectTest : public ::testing::Test {
+class ReconnectTest : public test::DaemonDirTest {
  protected:
+  ReconnectTest() : DaemonDirTest("reconnect") {}
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root (the daemon's normal user)";
-    char tmpl[] = "/tmp/vfsd-reconnect-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);
-    share_ = dir_ + "/share";
-    ASSERT_EQ(::mkdir(share_.c_str(), 0755), 0);
+    test::DaemonDirTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     test::write_host(share_ + "/hello", "from the host");
-    socket_ = dir_ + "/vhost.sock";
   }
-  void TearDown() override {
-    std::error_code ec;
-    if (!dir_.empty()) fs::remove_all(dir_, ec);
-  }
-  std::string log() const { return test::read_host(dir_ + "/daemon.log"); }
   size_t count_in_log(const std::string& text) const {
     const std::string l = log();
     size_t n = 0;
@@ -119,8 +110,6 @@ class ReconnectTest : public ::testing::Test {
     auto hello = lookup(g2, "hello");
     EXPECT_TRUE(hello.ok()) << hello.error();
   }
-
-  std::string dir_, share_, socket_;
 };
 
 // --socket-path with the default namespace sandbox: the launcher's pid (the

@@ -94,7 +94,7 @@ Result<UniqueFd> PassthroughFs::create_file_safely(const fuse::Context& ctx,
   const int dir_fd = dir.fd.get();
   const int flags = (io_flags & kStatusFlags) | O_RDWR;
   Result<UniqueFd> unnamed = fail(EOPNOTSUPP);
-  {
+  if (ext.security_context) {
     VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx, ext.supplementary_groups));
     VFSD_TRY(check_absent(dir_fd, name.c_str()));
     // Owner, group (setgid directories included) and mode are the kernel's
@@ -104,8 +104,9 @@ Result<UniqueFd> PassthroughFs::create_file_safely(const fuse::Context& ctx,
   }
 
   if (!unnamed) {
-    // No O_TMPFILE on this filesystem: a plain exclusive create, labelled
-    // afterwards and removed again if that fails (the Rust virtiofsd's way).
+    // Nothing to add after the creation, or no O_TMPFILE on this
+    // filesystem: a plain exclusive create, labelled afterwards (if at all)
+    // and removed again if that fails (the Rust virtiofsd's way).
     UniqueFd fd;
     {
       VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx, ext.supplementary_groups));
@@ -137,6 +138,16 @@ Result<UniqueFd> PassthroughFs::mkdir_safely(const fuse::Context& ctx, const fus
                                              const InodeData& dir, const fuse::Name& name,
                                              mode_t mode) {
   const int dir_fd = dir.fd.get();
+  if (!ext.security_context) {
+    // Complete when made: the mkdirat is the one step.
+    {
+      VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx, ext.supplementary_groups));
+      if (::mkdirat(dir_fd, name.c_str(), mode) != 0) return fail_errno();
+    }
+    // O_DIRECTORY: if the host replaced it meanwhile with something else,
+    // that is refused, never opened.
+    return open_beneath(dir_fd, name.c_str(), O_PATH | O_DIRECTORY);
+  }
   std::string temp;
   {
     VFSD_ASSIGN_OR_RETURN(auto creds, guest_credentials(ctx, ext.supplementary_groups));

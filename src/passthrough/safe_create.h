@@ -1,11 +1,15 @@
 // Crash-safe creation. A node the guest creates becomes visible under its
-// name only once it is complete: a regular file is made unnamed (O_TMPFILE),
-// given its owner, mode and security label, and only then linked in; a
-// directory is made under a hidden temporary name in the same parent, labelled,
-// then renamed into place with RENAME_NOREPLACE. A crash (or an error) between
-// the steps never leaves an entry with the wrong owner, mode or label under
-// the guest's name: an unnamed file vanishes by itself, a hidden directory is
-// never shown to the guest and is removed on error.
+// name only once it is complete. When the creation itself makes it complete
+// (owner, group and mode come from the kernel under the guest's credentials)
+// an exclusive create (O_CREAT|O_EXCL, mkdirat) is that single step. When a
+// step must follow (a security label), a regular file is made unnamed
+// (O_TMPFILE), labelled, and only then linked in; a directory is made under a
+// hidden temporary name in the same parent, labelled, then renamed into place
+// with RENAME_NOREPLACE. A crash (or an error) between the steps never leaves
+// an entry with the wrong owner, mode or label under the guest's name: an
+// unnamed file vanishes by itself, a hidden directory is never shown to the
+// guest and is removed on error. (The unnamed way costs about 60% more host
+// time per file on ext4, hence only where it is needed.)
 // Pinned by: safe_create_test.cc(SafeCreateTest.*)
 #pragma once
 

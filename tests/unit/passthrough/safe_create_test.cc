@@ -271,8 +271,49 @@ TEST_F(SafeCreateTest, ALabelThatCannotBeStoredLeavesNoEntry) {
   EXPECT_TRUE(host_names(path("d")).empty());
 }
 
-TEST_F(SafeCreateTest, ExistingNamesAnswerAsAPlainCreateWould) {
+TEST_F(SafeCreateTest, WithoutALabelAFileOrDirectoryIsMadeInOneExclusiveStep) {
+  // Nothing follows the creation, so no unnamed or hidden step is needed:
+  // the entry appears by its creation, already with its owner and mode.
   ext_.security_context.reset();
+  int hook_calls = 0;
+  safe_create_test_hook() = [&](std::string_view) -> VoidResult {
+    ++hook_calls;
+    return ok();
+  };
+  Watcher watcher(path("d"));
+  auto created = fs_->create(guest_, dir_, name("f"), 0640, O_RDWR, 022, false, ext_);
+  ASSERT_TRUE(created) << errno_name(created.error().value);
+  auto made = fs_->mkdir(guest_, dir_, name("sub"), 0750, 0, ext_);
+  ASSERT_TRUE(made) << errno_name(made.error().value);
+  watcher.stop();
+  EXPECT_EQ(hook_calls, 0);
+  for (const char* n : {"f", "sub"}) {
+    auto it = watcher.seen.find(n);
+    ASSERT_NE(it, watcher.seen.end()) << n;
+    EXPECT_TRUE(it->second.mask & IN_CREATE) << n << ": made under its own name";
+    ASSERT_TRUE(it->second.stat_ok) << n;
+    EXPECT_EQ(it->second.st.st_uid, 1000u) << n;
+    EXPECT_EQ(it->second.st.st_gid, 1000u) << n;
+  }
+  EXPECT_EQ(watcher.seen.find("f")->second.st.st_mode, S_IFREG | 0640);
+  EXPECT_EQ(watcher.seen.find("sub")->second.st.st_mode, S_IFDIR | 0750);
+  EXPECT_EQ(host_names(path("d")), (std::set<std::string>{"f", "sub"}));
+  struct stat st {};
+  ASSERT_EQ(::lstat(path("d/sub").c_str(), &st), 0);
+  EXPECT_EQ(made->attr.st_ino, st.st_ino);
+  ASSERT_EQ(::lstat(path("d/f").c_str(), &st), 0);
+  EXPECT_EQ(created->first.attr.st_ino, st.st_ino);
+}
+
+class SafeCreateExistingTest : public SafeCreateTest, public ::testing::WithParamInterface<bool> {};
+
+// With a label (the unnamed and hidden steps) and without (one exclusive
+// create): the same answers.
+INSTANTIATE_TEST_SUITE_P(LabelledOrNot, SafeCreateExistingTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Labelled" : "Unlabelled"; });
+
+TEST_P(SafeCreateExistingTest, ExistingNamesAnswerAsAPlainCreateWould) {
+  if (!GetParam()) ext_.security_context.reset();
   ASSERT_EQ(::mkdir(path("d/x").c_str(), 0755), 0);
   int fd = ::open(path("d/f").c_str(), O_CREAT | O_WRONLY, 0666);
   ASSERT_GE(fd, 0);

@@ -24,10 +24,18 @@ struct HandleBuffer {
 }  // namespace
 
 Result<FileHandle> FileHandle::from_fd(int fd) {
+  return handle_at(fd, "", AT_EMPTY_PATH);
+}
+
+Result<FileHandle> FileHandle::from_name(int dir_fd, const char* name) {
+  return handle_at(dir_fd, name, 0);
+}
+
+Result<FileHandle> FileHandle::handle_at(int dir_fd, const char* path, int flags) {
   HandleBuffer buffer{};
   buffer.get()->handle_bytes = kMaxBytes;
   int mount_id = 0;
-  if (::name_to_handle_at(fd, "", buffer.get(), &mount_id, AT_EMPTY_PATH) != 0) {
+  if (::name_to_handle_at(dir_fd, path, buffer.get(), &mount_id, flags) != 0) {
     return fail_errno();
   }
   FileHandle handle;

@@ -56,6 +56,9 @@ class FileHandle {
   /// are not followed). EOPNOTSUPP or EOVERFLOW when its filesystem cannot
   /// give one; other errors are the syscall's.
   static Result<FileHandle> from_fd(int fd);
+  /// The handle of what `name` (one component, not followed if a symlink)
+  /// names in the directory `dir_fd`, without opening it.
+  static Result<FileHandle> from_name(int dir_fd, const char* name);
 
   /// Opens the handle with open_by_handle_at. `mount_fd` is any fd on the
   /// handle's mount, not O_PATH (the kernel refuses those with EBADF). ESTALE when the inode no
@@ -69,6 +72,8 @@ class FileHandle {
   bool same_object(const FileHandle& other) const;
 
  private:
+  static Result<FileHandle> handle_at(int dir_fd, const char* path, int flags);
+
   uint64_t mount_id_ = 0;
   int type_ = 0;
   uint32_t size_ = 0;

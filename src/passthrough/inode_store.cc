@@ -181,6 +181,14 @@ void InodeStore::keep_fd(const InodeKey& key, UniqueFd fd) {
   replaced = std::exchange(slot.data, std::move(data));
 }
 
+std::shared_ptr<const InodeData> InodeStore::find(const InodeKey& key) const {
+  std::shared_lock lock(mutex_);
+  auto known = by_key_.find(key);
+  if (known == by_key_.end()) return nullptr;
+  auto it = by_id_.find(known->second);
+  return it == by_id_.end() ? nullptr : it->second.data;
+}
+
 bool InodeStore::add_ref(fuse::InodeId id) {
   std::unique_lock lock(mutex_);
   auto it = by_id_.find(id);

@@ -117,6 +117,9 @@ class InodeStore {
   /// Pinned by: file_handle_test.cc(FileHandleTest.WhatTheGuestUnlinksOrRenamesOverStaysReachable)
   void keep_fd(const InodeKey& key, UniqueFd fd);
 
+  /// The inode stored under `key`, or null; takes no reference.
+  std::shared_ptr<const InodeData> find(const InodeKey& key) const;
+
   /// Takes one more lookup reference on a known inode; false if unknown.
   bool add_ref(fuse::InodeId id);
 

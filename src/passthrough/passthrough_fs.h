@@ -238,6 +238,11 @@ class PassthroughFs final : public fuse::FileSystem {
 
   /// Inodes currently known (root included). For tests and diagnostics.
   size_t inode_count() const { return inodes_.size(); }
+  /// LOOKUPs answered by recognising a stored inode (lookup_known), for
+  /// tests and diagnostics.
+  uint64_t lookups_recognised() const {
+    return lookups_recognised_.load(std::memory_order_relaxed);
+  }
   /// Lookup references held on `inode`. For tests and diagnostics.
   uint64_t lookup_count(fuse::InodeId inode) const { return inodes_.refcount(inode); }
   /// Open handles. For tests and diagnostics.
@@ -271,9 +276,23 @@ class PassthroughFs final : public fuse::FileSystem {
   // ENOENT unless the directory `dir_fd` is the share's root or below it.
   VoidResult check_inside_share(int dir_fd) const;
   // Opens `name` under `parent` with O_PATH|O_NOFOLLOW (open_beneath) and
-  // registers it.
+  // registers it; an inode already known is recognised without that open
+  // (lookup_known).
+  // Pinned by: file_handle_test.cc(FileHandleTest.KnownInode*)
   Result<fuse::Entry> lookup_child(const InodeData& parent, const char* name,
                                    Budget::Charge* prepaid = nullptr);
+  // The full way of lookup_child: open_beneath, then register_inode.
+  Result<fuse::Entry> register_child(const InodeData& parent, const char* name,
+                                     Budget::Charge* prepaid = nullptr);
+  // The entry (one lookup reference taken) of the stored inode that `name`
+  // under `parent` names, given the name's stat `st` (with its mount id), or
+  // nullopt when no stored inode is provably that object.
+  std::optional<fuse::Entry> lookup_known(const InodeData& parent, const char* name,
+                                          const struct stat& st, uint64_t mnt_id);
+  // FUSE_ATTR_SUBMOUNT when `data` (stat `st` on mount `mnt_id`) is a
+  // submount root seen from `parent`; records it as one.
+  uint32_t entry_attr_flags(const InodeData& parent, const InodeData& data, const struct stat& st,
+                            uint64_t mnt_id, bool parent_lookup);
   fuse::Entry entry_for(const InodeData& data, const struct stat& st, uint32_t attr_flags) const;
   // Reopens an inode for I/O through /proc/self/fd. Regular files and
   // directories only (CVE-2020-35517): opening a FIFO blocks, a device acts
@@ -439,6 +458,7 @@ class PassthroughFs final : public fuse::FileSystem {
   std::atomic<uint32_t> session_flags_{0};
   std::mutex mount_roots_mutex_;
   std::map<uint64_t, fuse::InodeId> mount_roots_;  // mount id -> a root the guest reached
+  std::atomic<uint64_t> lookups_recognised_{0};
   InodeStore inodes_;
   HandleTable handles_;
   // Declared last: destroyed first, ending lock waits while everything they

@@ -361,6 +361,100 @@ TEST_F(FileHandleTest, AFileDeletedOnTheHostAnswersEstaleWithHandles) {
   EXPECT_EQ(kept->attr.st_nlink, 0u);
 }
 
+// A LOOKUP of an inode the guest already holds is answered from the store,
+// recognised by a stat of the name: the same node id, one more reference.
+TEST_F(FileHandleTest, KnownInodeIsRecognisedByItsNameInEveryMode) {
+  touch(path("f"), "abc");
+  ASSERT_EQ(::mkdir(path("d").c_str(), 0755), 0);
+  for (auto mode : {InodeFileHandles::kNever, InodeFileHandles::kPrefer}) {
+    SCOPED_TRACE(mode == InodeFileHandles::kNever ? "never" : "prefer");
+    fs_ = make_fs(mode);
+    ASSERT_NE(fs_, nullptr);
+    auto first = lookup(kRootInode, "f");
+    ASSERT_TRUE(first);
+    EXPECT_EQ(fs_->lookups_recognised(), 0u) << "a new inode takes the full way";
+    auto again = lookup(kRootInode, "f");
+    auto dir = lookup(kRootInode, "d");
+    auto dir_again = lookup(kRootInode, "d");
+    ASSERT_TRUE(again && dir && dir_again);
+    EXPECT_EQ(fs_->lookups_recognised(), 2u);
+    EXPECT_EQ(again->inode, first->inode);
+    EXPECT_EQ(dir_again->inode, dir->inode);
+    EXPECT_EQ(again->attr.st_ino, host_lstat(path("f")).st_ino);
+    EXPECT_EQ(again->attr.st_size, 3);
+    // Both answers took a reference: two FORGETs of one drop the inode.
+    fs_->forget(first->inode, 1);
+    EXPECT_TRUE(fs_->getattr(ctx_, first->inode, std::nullopt));
+    fs_->forget(first->inode, 1);
+    EXPECT_FALSE(fs_->getattr(ctx_, first->inode, std::nullopt));
+    // A miss is ENOENT, and a known name replaced on the host by another
+    // file is that other file.
+    EXPECT_EQ(lookup(kRootInode, "missing").error().value, ENOENT);
+    auto d2 = lookup(kRootInode, "d");
+    ASSERT_TRUE(d2);
+    ASSERT_EQ(::rename(path("f").c_str(), path("f.old").c_str()), 0);
+    touch(path("f"), "other");
+    auto replaced = lookup(kRootInode, "f");
+    ASSERT_TRUE(replaced);
+    EXPECT_EQ(replaced->attr.st_ino, host_lstat(path("f")).st_ino);
+    EXPECT_EQ(replaced->attr.st_size, 5);
+    ASSERT_EQ(::rename(path("f.old").c_str(), path("f").c_str()), 0);
+  }
+}
+
+// With handles nothing pins a looked-up inode: the host may delete it and
+// give its number to a new file. That file must not be taken for the old
+// inode (whose handle answers ESTALE); it gets a node id of its own.
+TEST_F(FileHandleTest, KnownInodeNumberReusedByTheHostIsANewInode) {
+  touch(path("f"));
+  fs_ = make_fs(InodeFileHandles::kPrefer);
+  ASSERT_NE(fs_, nullptr);
+  auto old_entry = lookup(kRootInode, "f");
+  ASSERT_TRUE(old_entry);
+  const ino_t old_ino = host_lstat(path("f")).st_ino;
+  ASSERT_EQ(::unlink(path("f").c_str()), 0);
+  // ext4 hands a freed number out again soon; files that got another one
+  // are moved aside so that the allocator moves on.
+  bool reused = false;
+  for (int i = 0; i < 2000 && !reused; ++i) {
+    touch(path("f"));
+    reused = host_lstat(path("f")).st_ino == old_ino;
+    if (!reused) {
+      ASSERT_EQ(::rename(path("f").c_str(), path("aside-" + std::to_string(i)).c_str()), 0);
+    }
+  }
+  if (!reused) GTEST_SKIP() << "the host filesystem did not reuse the inode number";
+  const uint64_t recognised = fs_->lookups_recognised();
+  auto new_entry = lookup(kRootInode, "f");
+  ASSERT_TRUE(new_entry) << errno_name(new_entry.error().value);
+  EXPECT_NE(new_entry->inode, old_entry->inode);
+  EXPECT_EQ(fs_->lookups_recognised(), recognised);
+  EXPECT_TRUE(fs_->getattr(ctx_, new_entry->inode, std::nullopt));
+  EXPECT_EQ(fs_->getattr(ctx_, old_entry->inode, std::nullopt).error().value, ESTALE);
+  // And from now on the new inode is the one recognised under the name.
+  auto again = lookup(kRootInode, "f");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->inode, new_entry->inode);
+  EXPECT_EQ(fs_->lookups_recognised(), recognised + 1);
+}
+
+// A submount root recognised again keeps its flag.
+TEST_F(FileHandleTest, KnownInodeThatIsASubmountRootKeepsItsFlag) {
+  ASSERT_EQ(::mkdir(path("tmp").c_str(), 0755), 0);
+  if (!enter_private_mount_namespace() || !mount_here("tmpfs", "tmp")) {
+    GTEST_SKIP() << "cannot mount here: " << errno_name(errno);
+  }
+  fs_ = make_fs(InodeFileHandles::kPrefer);
+  ASSERT_NE(fs_, nullptr);
+  auto first = lookup(kRootInode, "tmp");
+  auto again = lookup(kRootInode, "tmp");
+  ASSERT_TRUE(first && again);
+  EXPECT_EQ(fs_->lookups_recognised(), 1u);
+  EXPECT_EQ(again->inode, first->inode);
+  EXPECT_TRUE(first->attr_flags & FUSE_ATTR_SUBMOUNT);
+  EXPECT_TRUE(again->attr_flags & FUSE_ATTR_SUBMOUNT);
+}
+
 // The guest's own unlink or rename over a file it still holds: with
 // writeback caching it later sends SETATTR (the times) for that inode. A
 // handle no longer opens it, so the inode keeps an fd from that moment.

@@ -161,8 +161,9 @@ Result<UniqueFd> open_metrics_listener(const Config& config) {
 // passthrough and the server already count. `server` may be null (the
 // /dev/fuse transport keeps its server to itself).
 MetricsService::GaugeSource gauges_of(const passthrough::PassthroughFs& fs,
-                                      const fuse::Server* server) {
-  return [&fs, server] {
+                                      const fuse::Server* server,
+                                      const metrics::QueueCounters* queues = nullptr) {
+  return [&fs, server, queues] {
     std::vector<metrics::Gauge> gauges{
         {"inodes", "Inodes the guest knows (looked up and not forgotten), the root included.",
          fs.inode_count()},
@@ -178,6 +179,16 @@ MetricsService::GaugeSource gauges_of(const passthrough::PassthroughFs& fs,
     if (server != nullptr) {
       gauges.push_back(
           {"requests_in_flight", "FUSE requests being served now.", server->requests_in_flight()});
+    }
+    // Only the queues the guest used: a 6.12 guest with one vCPU uses one of
+    // the sixteen offered.
+    for (size_t q = 0; queues != nullptr && q < queues->size(); ++q) {
+      if (const uint64_t n = queues->get(q); n > 0) {
+        gauges.push_back({"queue_requests_total",
+                          "Requests popped from each virtqueue (0: high priority, 1 and up: the "
+                          "request queues), since the daemon started.",
+                          n, "queue=\"" + std::to_string(q) + "\"", true});
+      }
     }
     return gauges;
   };
@@ -288,9 +299,10 @@ int run_vhost_user(const Config& config) {
   fuse::ServerOptions options = server_options(config);
   options.metrics = &request_metrics;
   fuse::Server server(*fs->top(), options);
+  metrics::QueueCounters queue_counters(1 + offered_request_queues(config));
   // After confine(): its thread inherits the filter.
   MetricsService metrics_service(request_metrics, fuse::op_names(), std::move(*metrics_listener),
-                                 gauges_of(*fs->passthrough, &server));
+                                 gauges_of(*fs->passthrough, &server, &queue_counters));
   if (auto started = metrics_service.start(); !started) {
     return fail_step("starting the metrics thread", started.error());
   }
@@ -330,6 +342,7 @@ int run_vhost_user(const Config& config) {
                                       .tag = config.tag,
                                       .thread_pool_size = config.thread_pool_size,
                                       .max_poll = std::chrono::microseconds{config.poll_max_us},
+                                      .queue_counters = &queue_counters,
                                   });
       served = backend.serve(std::move(*connection));
     }

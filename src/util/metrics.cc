@@ -215,10 +215,15 @@ std::string render_prometheus(const Snapshot& snapshot, std::span<const std::str
     out.append("virtiofsd_request_duration_seconds_count{" + label(slot) + "} " +
                std::to_string(op.count) + "\n");
   }
+  const std::string* family = nullptr;
   for (const Gauge& gauge : gauges) {
     const std::string name = "virtiofsd_" + gauge.name;
-    append_family_header(out, name, gauge.help, "gauge");
-    out.append(name + " " + std::to_string(gauge.value) + "\n");
+    if (family == nullptr || *family != gauge.name)
+      append_family_header(out, name, gauge.help, gauge.counter ? "counter" : "gauge");
+    family = &gauge.name;
+    out.append(name);
+    if (!gauge.labels.empty()) out.append("{" + gauge.labels + "}");
+    out.append(" " + std::to_string(gauge.value) + "\n");
   }
   return out;
 }
@@ -245,7 +250,9 @@ std::vector<std::string> summary_lines(const Snapshot& snapshot,
     std::string line;
     for (const Gauge& gauge : gauges) {
       if (!line.empty()) line += ' ';
-      line += gauge.name + "=" + std::to_string(gauge.value);
+      line += gauge.name;
+      if (!gauge.labels.empty()) line += "{" + gauge.labels + "}";
+      line += "=" + std::to_string(gauge.value);
     }
     lines.push_back(line);
   }

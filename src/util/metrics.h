@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -73,10 +74,42 @@ double estimate_quantile_us(const OpTotals& op, double q);
 
 /// A value worth an operator's look besides the requests (inodes held,
 /// handles open, ...), read when the metrics are rendered.
+/// Consecutive gauges with the same name are one family (one HELP/TYPE),
+/// told apart by their labels.
 struct Gauge {
   std::string name;  // a Prometheus metric name without the "virtiofsd_" prefix
   std::string help;
   uint64_t value = 0;
+  std::string labels;    // e.g. queue="1"; empty: none
+  bool counter = false;  // only ever grows (TYPE counter, not gauge)
+};
+
+/// Chains popped per virtqueue, kept across connections: whether the guest
+/// spreads its requests over the request queues (num-request-queues). Each
+/// queue has its own cache line and one writer, its worker thread.
+/// Pinned by: metrics_test.cc(QueueCounters.*), run_multiqueue_test.sh
+class QueueCounters {
+ public:
+  explicit QueueCounters(size_t queues) : cells_(new Cell[queues]), size_(queues) {}
+  size_t size() const { return size_; }
+  /// The counter of queue `index`, or null past the last queue.
+  std::atomic<uint64_t>* of(size_t index) {
+    return index < size_ ? &cells_[index].chains : nullptr;
+  }
+  uint64_t get(size_t index) const {
+    return index < size_ ? cells_[index].chains.load(std::memory_order_relaxed) : 0;
+  }
+  /// Adds `n` to a counter only its caller writes (no read-modify-write).
+  static void add(std::atomic<uint64_t>& counter, uint64_t n) {
+    counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+
+ private:
+  struct alignas(64) Cell {
+    std::atomic<uint64_t> chains{0};
+  };
+  std::unique_ptr<Cell[]> cells_;
+  size_t size_;
 };
 
 /// The Prometheus text exposition (format 0.0.4) of `snapshot` and `gauges`:

@@ -383,7 +383,8 @@ VoidResult Backend::maybe_start(uint32_t index) {
   ThreadPool* pool = index == 0 ? nullptr : pool_.get();
   auto worker =
       VringWorker::start(index, std::move(*queue), ring.kick.get(), memory_, ring.call, handler_,
-                         pool, index == 0 ? std::chrono::nanoseconds{0} : options_.max_poll);
+                         pool, index == 0 ? std::chrono::nanoseconds{0} : options_.max_poll,
+                         options_.queue_counters ? options_.queue_counters->of(index) : nullptr);
   if (!worker) {
     log::error("vring {}: cannot start its worker: {}", index, errno_name(worker.error().value));
     return tl::unexpected(worker.error());

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "util/metrics.h"
 #include "util/result.h"
 #include "util/thread_pool.h"
 #include "util/unique_fd.h"
@@ -65,6 +66,9 @@ struct BackendOptions {
   /// The longest a request queue's worker polls its ring after it ran dry
   /// (adaptive_poll.h); zero: it always sleeps on the kick.
   std::chrono::nanoseconds max_poll{0};
+  /// Chains popped per queue (index = vring index), if given; it must
+  /// outlive the Backend. Queues past its size are not counted.
+  metrics::QueueCounters* queue_counters = nullptr;
 };
 
 /// The longest tag virtio_fs_config holds.

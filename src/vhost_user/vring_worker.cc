@@ -14,6 +14,7 @@
 
 #include "util/deferred_reply.h"
 #include "util/log.h"
+#include "util/metrics.h"
 #include "util/rate_limit.h"
 #include "util/thread_pool.h"
 
@@ -189,7 +190,7 @@ VringWorker::VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kic
                          UniqueFd stop_fd, const MemorySnapshot& memory, CallFd& call,
                          virtio::RequestHandler& handler, ThreadPool* pool,
                          std::shared_ptr<detail::DeferredState> deferred,
-                         AdaptivePoll::Duration max_poll)
+                         AdaptivePoll::Duration max_poll, std::atomic<uint64_t>* chains_popped)
     : index_(queue_index),
       queue_(std::move(queue)),
       kick_fd_(kick_fd),
@@ -199,14 +200,13 @@ VringWorker::VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kic
       handler_(handler),
       pool_(pool),
       poll_(max_poll),
+      chains_popped_(chains_popped),
       deferred_(std::move(deferred)) {}
 
-Result<std::unique_ptr<VringWorker>> VringWorker::start(uint32_t queue_index,
-                                                        virtio::SplitQueue queue, int kick_fd,
-                                                        const MemorySnapshot& memory, CallFd& call,
-                                                        virtio::RequestHandler& handler,
-                                                        ThreadPool* pool,
-                                                        AdaptivePoll::Duration max_poll) {
+Result<std::unique_ptr<VringWorker>> VringWorker::start(
+    uint32_t queue_index, virtio::SplitQueue queue, int kick_fd, const MemorySnapshot& memory,
+    CallFd& call, virtio::RequestHandler& handler, ThreadPool* pool,
+    AdaptivePoll::Duration max_poll, std::atomic<uint64_t>* chains_popped) {
   UniqueFd stop_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop_fd) return fail_errno();
   auto deferred = std::make_shared<detail::DeferredState>();
@@ -214,7 +214,7 @@ Result<std::unique_ptr<VringWorker>> VringWorker::start(uint32_t queue_index,
   if (!deferred->event) return fail_errno();
   std::unique_ptr<VringWorker> w(new VringWorker(queue_index, std::move(queue), kick_fd,
                                                  std::move(stop_fd), memory, call, handler, pool,
-                                                 std::move(deferred), max_poll));
+                                                 std::move(deferred), max_poll, chains_popped));
   try {
     w->thread_ = std::thread([p = w.get()] { p->run(); });
   } catch (const std::system_error&) {
@@ -430,6 +430,8 @@ void VringWorker::process() {
       // stop(): finish the chain in hand, leave the rest for the next start.
       if (stopping_.load(std::memory_order_relaxed)) break;
     }
+    if (chains_popped_ != nullptr && popped_count > 0)
+      metrics::QueueCounters::add(*chains_popped_, static_cast<uint64_t>(popped_count));
     // Stopping, or the pool is full: its next answer resumes us.
     if (stopping_.load(std::memory_order_relaxed) || pool_was_full_) break;
     if (!queue_.enable_notification()) break;

@@ -95,11 +95,14 @@ class VringWorker {
   /// The worker serves what is already available before waiting for a kick.
   /// With a `pool` (which must outlive the worker too), the chains are served
   /// by its threads. After the ring runs dry the worker polls it for up to
-  /// `max_poll` (adaptively, see adaptive_poll.h) before it sleeps.
+  /// `max_poll` (adaptively, see adaptive_poll.h) before it sleeps. Every
+  /// chain popped is added to `chains_popped` (if given; it must outlive the
+  /// worker, and only this worker may write it).
   static Result<std::unique_ptr<VringWorker>> start(
       uint32_t queue_index, virtio::SplitQueue queue, int kick_fd, const MemorySnapshot& memory,
       CallFd& call, virtio::RequestHandler& handler, ThreadPool* pool = nullptr,
-      AdaptivePoll::Duration max_poll = AdaptivePoll::Duration::zero());
+      AdaptivePoll::Duration max_poll = AdaptivePoll::Duration::zero(),
+      std::atomic<uint64_t>* chains_popped = nullptr);
   ~VringWorker();
   VringWorker(const VringWorker&) = delete;
   VringWorker& operator=(const VringWorker&) = delete;
@@ -113,7 +116,7 @@ class VringWorker {
   VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kick_fd, UniqueFd stop_fd,
               const MemorySnapshot& memory, CallFd& call, virtio::RequestHandler& handler,
               ThreadPool* pool, std::shared_ptr<detail::DeferredState> deferred,
-              AdaptivePoll::Duration max_poll);
+              AdaptivePoll::Duration max_poll, std::atomic<uint64_t>* chains_popped);
   void run();
   // Polls the avail ring for the adaptive window; true if work (chains, or
   // answers from the pool or a deferred reply) arrived. Leaves kicks enabled
@@ -150,7 +153,8 @@ class VringWorker {
   // process() stopped popping because the pool was full; the next answer
   // resumes it. Worker thread only.
   bool pool_was_full_ = false;
-  AdaptivePoll poll_;  // worker thread only
+  AdaptivePoll poll_;                           // worker thread only
+  std::atomic<uint64_t>* const chains_popped_;  // null: not counted
   std::atomic<bool> stopping_{false};
   // Shared with the DeferredReply objects this worker handed out; outlives
   // the worker while any of them does.

@@ -291,8 +291,12 @@ vfsd_boot_guest() {
   # of the single $sock (the conformance suite: one daemon per profile).
   # A socket written fd:N is a connected socket QEMU inherits as fd N (see
   # VFSD_QEMU_PREFIX), as Incus hands QEMU the connection it dialled.
+  # VFSD_NUM_REQUEST_QUEUES=N: the device offers N request queues (a guest
+  # from Linux 6.11 uses them, one per vCPU, see VFSD_GUEST_CPUS).
+  local devopts=queue-size=1024
+  [[ -n ${VFSD_NUM_REQUEST_QUEUES:-} ]] && devopts+=",num-request-queues=$VFSD_NUM_REQUEST_QUEUES"
   local -a devices=(-chardev "socket,id=vfs,path=$sock"
-    -device "vhost-user-fs-pci,chardev=vfs,tag=$VFSD_TAG,queue-size=1024")
+    -device "vhost-user-fs-pci,chardev=vfs,tag=$VFSD_TAG,$devopts")
   if [[ -n ${VFSD_FS_DEVICES:-} ]]; then
     devices=()
     local td n=0 where
@@ -300,7 +304,7 @@ vfsd_boot_guest() {
       where=${td#*=}
       if [[ $where == fd:* ]]; then where="fd=${where#fd:}"; else where="path=$where"; fi
       devices+=(-chardev "socket,id=vfs$n,$where"
-        -device "vhost-user-fs-pci,chardev=vfs$n,tag=${td%%=*},queue-size=1024")
+        -device "vhost-user-fs-pci,chardev=vfs$n,tag=${td%%=*},$devopts")
       ((++n))
     done
   fi
@@ -308,7 +312,9 @@ vfsd_boot_guest() {
   # tests/e2e/launcher_fd.py connect SOCK N -- : QEMU gets fd N).
   local -a prefix=()
   [[ -n ${VFSD_QEMU_PREFIX:-} ]] && read -r -a prefix <<<"$VFSD_QEMU_PREFIX"
+  # VFSD_GUEST_CPUS=N: N vCPUs (multi-threaded TCG, a host thread each).
   local -a qemu=(qemu-system-x86_64 -nodefaults -no-user-config -accel tcg -m 512M
+    -smp "${VFSD_GUEST_CPUS:-1}"
     -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem
     "${devices[@]}"
     -kernel "$kernel" -initrd "$initrd"

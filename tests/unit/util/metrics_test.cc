@@ -289,5 +289,51 @@ TEST(MetricsText, SummaryNamesTheBoundAboveTheLastBucket) {
   EXPECT_EQ(lines[0], "READ count=1 errors=0 mean=3.00s p50=>1.05s p99=>1.05s");
 }
 
+TEST(MetricsText, LabelledCountersShareOneFamilyHeader) {
+  const std::vector<Gauge> gauges{
+      {"queue_requests_total", "Chains popped, by queue.", 5, "queue=\"1\"", true},
+      {"queue_requests_total", "Chains popped, by queue.", 7, "queue=\"2\"", true},
+      {"inodes", "Inodes held.", 3},
+  };
+  const std::string text = render_prometheus(RequestMetrics().snapshot(), test_names(), gauges);
+  std::map<std::string, std::string> types;
+  const std::vector<Sample> samples = parse_exposition(text, types);
+  EXPECT_EQ(types["virtiofsd_queue_requests_total"], "counter");
+  EXPECT_EQ(types["virtiofsd_inodes"], "gauge");
+  size_t headers = 0;
+  for (size_t at = text.find("# TYPE virtiofsd_queue_requests_total"); at != std::string::npos;
+       at = text.find("# TYPE virtiofsd_queue_requests_total", at + 1))
+    ++headers;
+  EXPECT_EQ(headers, 1u) << text;
+  std::map<std::string, double> by_queue;
+  for (const Sample& s : samples) {
+    if (s.name == "virtiofsd_queue_requests_total") by_queue[s.labels.at("queue")] = s.value;
+  }
+  EXPECT_EQ(by_queue, (std::map<std::string, double>{{"1", 5}, {"2", 7}}));
+
+  const std::vector<std::string> lines =
+      summary_lines(RequestMetrics().snapshot(), test_names(), gauges);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0],
+            "queue_requests_total{queue=\"1\"}=5 queue_requests_total{queue=\"2\"}=7 inodes=3");
+}
+
+TEST(QueueCounters, EachQueueCountsOnItsOwnAndPastTheLastIsRefused) {
+  QueueCounters counters(3);
+  ASSERT_NE(counters.of(2), nullptr);
+  EXPECT_EQ(counters.of(3), nullptr);
+  QueueCounters::add(*counters.of(1), 4);
+  QueueCounters::add(*counters.of(1), 2);
+  QueueCounters::add(*counters.of(2), 1);
+  EXPECT_EQ(counters.get(0), 0u);
+  EXPECT_EQ(counters.get(1), 6u);
+  EXPECT_EQ(counters.get(2), 1u);
+  EXPECT_EQ(counters.get(3), 0u);
+  // One cache line each: two workers never write the same line.
+  const auto line = [&](size_t q) { return reinterpret_cast<uintptr_t>(counters.of(q)) / 64; };
+  EXPECT_NE(line(0), line(1));
+  EXPECT_NE(line(1), line(2));
+}
+
 }  // namespace
 }  // namespace vfsd::metrics

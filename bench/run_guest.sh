@@ -10,7 +10,7 @@
 #
 #   bench/run_guest.sh [--rounds N] [--daemons=ours,rust,c] [--workloads LIST]
 #                      [--binary PATH] [--seconds S] [--fio-mib N] [--engine E]
-#                      [--timeout S] [--keep] [--verbose]
+#                      [--cpus N] [--queues N] [--timeout S] [--keep] [--verbose]
 #   bench/run_guest.sh --memory [--modes never,prefer,mandatory] [--mem-dirs N]
 #                      [--daemons=...]
 #
@@ -34,6 +34,10 @@
 # of 2000 files in 40 folders; untar-2000 unpacks 2000 small files (a tarball
 # made once per run on the host) and syncs. All are shell builtins or one
 # busybox process, so no fork per file is timed.
+# --cpus N gives the guest N vCPUs (default 1); --queues N makes the device
+# offer N request queues (num-request-queues; default QEMU's 1). A guest from
+# Linux 6.11 (VFSD_KERNEL_ROOT=.cache/kernel-6.12/root) maps its vCPUs to
+# them; only ours serves more than one.
 #
 # --memory: resident memory and open fds of each daemon after the guest
 # looked up 100 000 files (find over a host tree of --mem-dirs, default 100,
@@ -62,8 +66,9 @@ default_workloads="rand-read-4k-qd1 rand-read-4k-qd16 rand-read-4k-qd16-4j rand-
 extra_workloads="rand-write-4k-qd16-4j seq-read-1m-4j seq-write-1m-4j cp-file find-2000 du-2000 mount"
 binary=$VFSD_ROOT/build/virtiofsd limit=300 rounds=3 daemons=ours,rust,c
 workloads=default seconds=10 fio_mib=128 memory=0 modes=never,prefer,mandatory engine=libaio
-mem_dirs=100
-vfsd_e2e_args 2,53 "rounds daemons workloads seconds fio-mib modes engine mem-dirs" "memory" "$@"
+mem_dirs=100 cpus=1 queues=""
+vfsd_e2e_args 2,57 "rounds daemons workloads seconds fio-mib modes engine mem-dirs cpus queues" "memory" "$@"
+export VFSD_GUEST_CPUS=$cpus VFSD_NUM_REQUEST_QUEUES=$queues
 vfsd_need_guest
 # find over 100 000 entries takes minutes under TCG
 ((memory)) && [[ $limit == 300 ]] && limit=900
@@ -197,7 +202,7 @@ boot_one() {
 
 header() {
   echo "virtio-fs guest benchmark: QEMU $(qemu-system-x86_64 --version | head -n1 | awk '{print $4}') -accel tcg," \
-    "1 vCPU, 512 MiB, guest $(basename "$(vfsd_kernel_image)" | sed 's/vmlinuz-//'), $(nproc) host cores"
+    "$cpus vCPU(s), ${queues:-1} request queue(s), 512 MiB, guest $(basename "$(vfsd_kernel_image)" | sed 's/vmlinuz-//'), $(nproc) host cores"
 }
 
 # ---- --memory -------------------------------------------------------------------

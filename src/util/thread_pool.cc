@@ -46,7 +46,16 @@ size_t ThreadPool::threads() const {
   return threads_.size();
 }
 
+namespace {
+thread_local bool t_pool_thread = false;
+}  // namespace
+
+bool ThreadPool::on_pool_thread() {
+  return t_pool_thread;
+}
+
 void ThreadPool::run() {
+  t_pool_thread = true;
   std::unique_lock lock(mu_);
   for (;;) {
     ++idle_;

@@ -36,6 +36,10 @@ class ThreadPool {
   /// Threads started so far (tests, logs).
   size_t threads() const;
 
+  /// Whether the calling thread is one of some ThreadPool's (tests: which
+  /// side of the hand-off served a request).
+  static bool on_pool_thread();
+
  private:
   void run();
 

@@ -250,9 +250,9 @@ uint16_t VringWorker::stop() {
   return queue_.next_avail();
 }
 
-bool VringWorker::pool_is_full() const {
+size_t VringWorker::pooled_count() const {
   std::lock_guard lock(deferred_->mu);
-  return deferred_->pooled >= queue_.size();
+  return deferred_->pooled;
 }
 
 void VringWorker::dispatch_to_pool(virtio::DescriptorChain chain,
@@ -413,7 +413,8 @@ void VringWorker::process() {
     for (;;) {
       // A pool holds at most a queue's worth of chains: a driver that
       // republishes heads cannot make us queue without bound.
-      if (pool_ != nullptr && pool_is_full()) {
+      const size_t pooled = pool_ != nullptr ? pooled_count() : 0;
+      if (pool_ != nullptr && pooled >= queue_.size()) {
         pool_was_full_ = true;
         break;
       }
@@ -422,7 +423,7 @@ void VringWorker::process() {
       ++popped_count;
       if (!popped->chain) {
         added |= give_back_refused(popped->head, popped->chain.error());
-      } else if (pool_ != nullptr) {
+      } else if (pool_ != nullptr && pooled + queue_.available_count() + 1 >= kPoolFromPending) {
         dispatch_to_pool(std::move(*popped->chain), memory);
       } else {
         added |= serve_here(std::move(*popped->chain), memory);

@@ -30,12 +30,16 @@
 // handed back; a pooled request that must wait for a lock defers itself as
 // above, so stop() never waits on a guest's lock. At most a queue's worth of
 // chains is in the pool at a time; beyond that the worker waits for answers
-// before it pops more.
+// before it pops more. While few requests are pending (this one, the ones
+// still on the ring and the ones in the pool: fewer than kPoolFromPending)
+// the worker serves the chain itself: a hand-off to another thread and back
+// costs two wake-ups, which is most of a request at depth 1.
 // Pinned by: deferred_test.cc(Deferred.*, Pool.*), datapath_test.cc(DataPath.*),
 // stack_test.cc(StackTest.GetVringBaseReturnsTheNextIndexAndStopsTheRing)
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -52,6 +56,10 @@ class ThreadPool;
 }
 
 namespace vfsd::vhost_user {
+
+/// With a pool, a chain goes to it only when at least this many requests are
+/// pending on its queue (see "Pooled chains" above).
+inline constexpr size_t kPoolFromPending = 3;
 
 namespace detail {
 struct DeferredState;  // defined in vring_worker.cc
@@ -137,8 +145,8 @@ class VringWorker {
   // Puts the chains whose deferred reply finished on the used ring; true if
   // any was added.
   bool add_finished();
-  // Whether the pool holds a queue's worth of this worker's chains.
-  bool pool_is_full() const;
+  // This worker's chains in the pool, not answered yet.
+  size_t pooled_count() const;
   void dispatch_to_pool(virtio::DescriptorChain chain,
                         const std::shared_ptr<const virtio::GuestMemory>& memory);
 

@@ -344,6 +344,12 @@ bool SplitQueue::has_available() const {
   return pending != 0 && pending <= size_;
 }
 
+uint32_t SplitQueue::available_count() const {
+  const uint16_t avail_idx = u16_at(avail_, kAvailIdx).load(std::memory_order_acquire);
+  const uint16_t pending = static_cast<uint16_t>(avail_idx - next_avail_);
+  return pending <= size_ ? pending : 0;
+}
+
 void SplitQueue::disable_notification() {
   // With EVENT_IDX, leaving avail_event behind is enough: the driver kicks
   // only when crossing it. Otherwise ask explicitly.

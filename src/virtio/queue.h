@@ -97,6 +97,9 @@ class SplitQueue {
   /// Whether the driver published chains not popped yet: a load and a
   /// compare, for polling (a runaway index is not work, as in pop()).
   bool has_available() const;
+  /// How many chains the driver published and we have not popped (0 for a
+  /// runaway index, as in has_available()).
+  uint32_t available_count() const;
 
   /// The index of the next chain to pop (what GET_VRING_BASE reports).
   uint16_t next_avail() const { return next_avail_; }

@@ -15,6 +15,7 @@
 #include "support/virtq_driver.h"
 #include "test_support.h"
 #include "util/deferred_reply.h"
+#include "util/thread_pool.h"
 
 namespace vfsd::vhost_user::test {
 namespace {
@@ -37,6 +38,7 @@ class DeferringHandler : public virtio::RequestHandler {
     {
       std::lock_guard lock(mu_);
       threads_.push_back(std::this_thread::get_id());
+      on_pool_.push_back(ThreadPool::on_pool_thread());
       max_inside_ = std::max(max_inside_, ++inside_);
     }
     uint32_t len = answer(in, reply, deferrer);
@@ -105,6 +107,11 @@ class DeferringHandler : public virtio::RequestHandler {
     std::lock_guard lock(mu_);
     return threads_;
   }
+  // Whether each request so far ran on a pool thread.
+  std::vector<bool> on_pool() {
+    std::lock_guard lock(mu_);
+    return on_pool_;
+  }
 
  private:
   std::mutex mu_;
@@ -114,6 +121,7 @@ class DeferringHandler : public virtio::RequestHandler {
   int inside_ = 0;
   int max_inside_ = 0;
   std::vector<std::thread::id> threads_;
+  std::vector<bool> on_pool_;
   std::vector<std::unique_ptr<DeferredReply>> deferred_;
   std::vector<std::string> deferred_requests_;
   std::atomic<bool> second_defer_was_null_{false};
@@ -172,6 +180,17 @@ class Deferred : public ::testing::TestWithParam<uint32_t> {
     uint64_t one = 1;
     EXPECT_EQ(write(kick_.get(), &one, sizeof one), 8);
     return head;
+  }
+  // Publishes every request, then kicks once: the worker finds them all
+  // pending at once (as a pool needs, see kPoolFromPending).
+  std::vector<uint16_t> submit_all(const std::vector<std::string>& requests) {
+    std::vector<uint16_t> heads;
+    for (const std::string& request : requests)
+      heads.push_back(driver_->add_chain({request}, {64}));
+    for (uint16_t head : heads) driver_->publish(head);
+    uint64_t one = 1;
+    EXPECT_EQ(write(kick_.get(), &one, sizeof one), 8);
+    return heads;
   }
   std::string reply_of(uint16_t head, uint32_t len) {
     auto& out = driver_->desc(driver_->desc(head).next);
@@ -344,19 +363,55 @@ INSTANTIATE_TEST_SUITE_P(OnQueueThreadAndInPool, Deferred, ::testing::Values(0u,
 // --thread-pool-size's own rules.
 using Pool = Deferred;
 
+// Blocking requests, enough to be pending together above both the pool's
+// size and the point where the worker hands chains to the pool.
+std::vector<std::string> blocks(size_t n) {
+  n = std::max(n, kPoolFromPending);
+  std::vector<std::string> requests;
+  for (size_t i = 0; i < n; ++i) requests.push_back("block " + std::to_string(i));
+  return requests;
+}
+
 TEST_P(Pool, AsManyChainsRunAtOnceAsThePoolHasThreads) {
   const int size = static_cast<int>(GetParam());
-  for (int i = 0; i <= size; ++i) submit("block " + std::to_string(i));
+  const auto requests = blocks(static_cast<size_t>(size) + 1);
+  submit_all(requests);
   // On the queue's thread the second could not start before the first ends.
   ASSERT_TRUE(handler_.wait_blocked(size));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_EQ(handler_.max_inside(), size);
   handler_.release();
-  ASSERT_TRUE(wait_used(static_cast<uint16_t>(size + 1)));
+  ASSERT_TRUE(wait_used(static_cast<uint16_t>(requests.size())));
   auto threads = handler_.threads();
   std::sort(threads.begin(), threads.end());
   threads.erase(std::unique(threads.begin(), threads.end()), threads.end());
   EXPECT_EQ(threads.size(), static_cast<size_t>(size));
+  EXPECT_EQ(handler_.on_pool(), std::vector<bool>(requests.size(), true));
+}
+
+// Inline below kPoolFromPending pending requests: one at a time, every chain
+// is served by the queue's own thread (no hand-off); a burst goes to the pool.
+TEST_P(Pool, FewPendingChainsAreServedOnTheQueueThreadAndABurstInThePool) {
+  const size_t size = GetParam();
+  for (uint16_t i = 1; i <= 8; ++i) {
+    submit("one " + std::to_string(i));
+    ASSERT_TRUE(wait_used(i));
+  }
+  const auto inline_threads = handler_.threads();
+  ASSERT_EQ(inline_threads.size(), 8u);
+  EXPECT_EQ(handler_.on_pool(), std::vector<bool>(8, false))
+      << "one request at a time must stay on the queue's thread";
+  EXPECT_EQ(std::count(inline_threads.begin(), inline_threads.end(), inline_threads[0]), 8);
+
+  const auto requests = blocks(size);
+  submit_all(requests);
+  ASSERT_TRUE(handler_.wait_blocked(static_cast<int>(size)));
+  handler_.release();
+  ASSERT_TRUE(wait_used(static_cast<uint16_t>(8 + requests.size())));
+  const std::vector<bool> on_pool = handler_.on_pool();
+  ASSERT_EQ(on_pool.size(), 8 + requests.size());
+  for (size_t i = 8; i < on_pool.size(); ++i)
+    EXPECT_TRUE(on_pool[i]) << "burst request " << i - 8 << " on the queue's thread";
 }
 
 TEST_P(Pool, LargeReplyLandsWhole) {
@@ -373,19 +428,28 @@ TEST_P(Pool, LargeReplyLandsWhole) {
 }
 
 TEST_P(Pool, GetVringBaseWaitsForPooledChains) {
-  uint16_t head = submit("block");
+  const auto requests = blocks(1);
+  const std::vector<uint16_t> heads = submit_all(requests);
   ASSERT_TRUE(handler_.wait_blocked(1));
-  // The pooled chain writes into guest memory: the ring must not be handed
-  // back while it runs.
+  // The pooled chains write into guest memory: the ring must not be handed
+  // back while they run.
   fe_->send(Request::kGetVringBase, bytes(VringState{kQueue, 0}));
   EXPECT_FALSE(fe_->recv(300)) << "GET_VRING_BASE answered while a pooled chain ran";
   handler_.release();
   auto r = fe_->recv(10000);
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->state().num, 1u);
-  // Answered before the ring was handed back.
-  EXPECT_EQ(driver_->used_idx(), 1);
-  EXPECT_EQ(driver_->used_elem(0), (std::pair<uint32_t, uint32_t>(head, 5)));
+  EXPECT_EQ(r->state().num, requests.size());
+  // Every one answered before the ring was handed back.
+  ASSERT_EQ(driver_->used_idx(), requests.size());
+  std::vector<uint16_t> used;
+  for (uint16_t slot = 0; slot < requests.size(); ++slot) {
+    EXPECT_EQ(driver_->used_elem(slot).second, 7u);  // "block N" echoed
+    used.push_back(static_cast<uint16_t>(driver_->used_elem(slot).first));
+  }
+  std::sort(used.begin(), used.end());
+  std::vector<uint16_t> want = heads;
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(used, want);
 }
 
 // A driver can republish a head that is still in the pool. The worker takes
@@ -393,10 +457,11 @@ TEST_P(Pool, GetVringBaseWaitsForPooledChains) {
 // kick, as answers come back.
 TEST_P(Pool, FullPoolResumesWhenAnswersComeBack) {
   uint16_t head = driver_->add_chain({"block"}, {8});
-  submit("block first");
+  const auto first = blocks(1);
+  submit_all(first);
   ASSERT_TRUE(handler_.wait_blocked(1));
   // A queue's worth in the pool, then ten more published behind it.
-  for (int batch : {static_cast<int>(kQueueSize) - 1, 10}) {
+  for (int batch : {static_cast<int>(kQueueSize - first.size()), 10}) {
     for (int i = 0; i < batch; ++i) driver_->publish(head);
     uint64_t one = 1;
     ASSERT_EQ(write(kick_.get(), &one, sizeof one), 8);
@@ -409,7 +474,7 @@ TEST_P(Pool, FullPoolResumesWhenAnswersComeBack) {
 
 TEST_P(Pool, PoolTakesAtMostAQueueOfChains) {
   uint16_t head = driver_->add_chain({"block"}, {8});
-  submit("block first");
+  submit_all(blocks(1));
   ASSERT_TRUE(handler_.wait_blocked(1));
   // Keep republishing, a little under a queue ahead each time: a worker that
   // kept popping would take them all into the pool.

@@ -116,6 +116,30 @@ vfsd_check() {
   if "$@"; then vfsd_record "$n" PASS; else vfsd_record "$n" FAIL "$d"; fi
 }
 
+# vfsd_report_checks WIDTH: prints every recorded check (name padded to
+# WIDTH, result, detail) in the order recorded, and sets the caller's
+# failed=() to the names that did not pass.
+vfsd_report_checks() {
+  local n
+  failed=()
+  for n in "${order[@]}"; do
+    printf "  %-${1}s %s %s\n" "$n" "${result[$n]}" "${detail[$n]}"
+    [[ ${result[$n]} == PASS ]] || failed+=("$n")
+  done
+}
+
+# vfsd_wait_for SECONDS COMMAND...: runs COMMAND every 0.1 s until it
+# succeeds (returns 0) or SECONDS pass (returns 1).
+vfsd_wait_for() {
+  local s=$1 i
+  shift
+  for ((i = 0; i < s * 10; i++)); do
+    "$@" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
 # What a kernel prints when something is wrong in it: WARN(), BUG(), oopses,
 # panics, sanitizer and lockup reports. Matched against the guest console,
 # which shows KERN_WARNING and above (loglevel=5 in vfsd_boot_guest), and

@@ -213,11 +213,7 @@ else
 fi
 
 # ---- report ---------------------------------------------------------------------
-failed=()
-for n in "${order[@]}"; do
-  printf '  %-20s %s %s\n' "$n" "${result[$n]}" "${detail[$n]}"
-  [[ ${result[$n]} == PASS ]] || failed+=("$n")
-done
+vfsd_report_checks 20
 echo "   (guest run ${elapsed}s, QEMU status $qemu_rc; ${#order[@]} checks)"
 if ((${#failed[@]})); then
   echo "E2E RESULT: FAIL (${#failed[@]} failed: ${failed[*]})"

@@ -47,15 +47,6 @@ offered=$queues
 
 declare -A result detail
 order=()
-wait_for() { # SECONDS COMMAND...: polls (0.1 s) until COMMAND succeeds
-  local s=$1 i
-  shift
-  for ((i = 0; i < s * 10; i++)); do
-    "$@" && return 0
-    sleep 0.1
-  done
-  return 1
-}
 # The daemon's per-queue counters, "QUEUE COUNT" lines, from its metrics socket.
 scrape_queues() {
   python3 - "$work/metrics.sock" <<'PY'
@@ -87,7 +78,7 @@ VFSD_GUEST_CPUS=$cpus VFSD_NUM_REQUEST_QUEUES=$offered \
 guest_bg=$!
 vfsd_e2e_cleanup() { kill "$guest_bg" 2>/dev/null || true; }
 counts=""
-if wait_for "$limit" grep -qs 'E2E-MQ-WRITTEN' "$work/console.log"; then
+if vfsd_wait_for "$limit" grep -qs 'E2E-MQ-WRITTEN' "$work/console.log"; then
   counts=$(scrape_queues 2>"$work/scrape.err") || counts=""
   [[ -n $counts ]] || echo "scrape failed: $(head -c 300 "$work/scrape.err")" >&2
 fi
@@ -134,11 +125,7 @@ sanitizer=$(vfsd_sanitizer_reports "$work/daemon.log" || true)
 vfsd_check daemon_sanitizers "sanitizer reports: $(head -n 1 <<<"$sanitizer")" test -z "$sanitizer"
 elapsed=$(awk -v a="$t0" -v b="$t_done" 'BEGIN{printf "%.1f", b-a}')
 
-failed=()
-for n in "${order[@]}"; do
-  printf '  %-26s %s %s\n' "$n" "${result[$n]}" "${detail[$n]}"
-  [[ ${result[$n]} == PASS ]] || failed+=("$n")
-done
+vfsd_report_checks 26
 echo "   (guest ${elapsed}s; ${#order[@]} checks)"
 if ((${#failed[@]})); then
   echo "E2E RESULT: FAIL (${#failed[@]} failed: ${failed[*]})"

@@ -54,16 +54,6 @@ collect() {
     < <(vfsd_console_lines "$1" 'E2E [a-z_0-9]* \(PASS\|FAIL\)')
 }
 waits() { grep -c 'Waiting for vhost-user socket connection' "$work/daemon.log" || true; }
-# wait_for SECONDS COMMAND...: polls (0.1 s) until COMMAND succeeds.
-wait_for() {
-  local s=$1 i
-  shift
-  for ((i = 0; i < s * 10; i++)); do
-    "$@" && return 0
-    sleep 0.1
-  done
-  return 1
-}
 daemon_alive() { kill -0 "$VFSD_DAEMON_PID" 2>/dev/null; }
 
 args="--reconnect"
@@ -77,7 +67,7 @@ t0=$EPOCHREALTIME
 rc1=0
 vfsd_boot_guest "$work/vhost.sock" "$work/initrd" "$work/console1.log" "$limit" &
 guest1_bg=$!
-if wait_for "$limit" grep -q 'E2E-RECONNECT-WRITTEN' "$work/console1.log"; then
+if vfsd_wait_for "$limit" grep -q 'E2E-RECONNECT-WRITTEN' "$work/console1.log"; then
   qpid=$(cat "$work/console1.log.qemu-pid" 2>/dev/null || true)
   if [[ -n $qpid ]] && kill -9 "$qpid"; then
     vfsd_record guest1_sigkilled PASS "QEMU pid $qpid"
@@ -94,7 +84,7 @@ collect "$work/console1.log" ""
 vfsd_check guest1_qemu_status "QEMU 1 exited with $rc1, not by SIGKILL (137)" test "$rc1" = 137
 
 # ---- the daemon between the two VMMs ---------------------------------------------
-wait_for 30 bash -c "(( \$(grep -c 'Waiting for vhost-user socket connection' '$work/daemon.log') >= 2 ))" || true
+vfsd_wait_for 30 bash -c "(( \$(grep -c 'Waiting for vhost-user socket connection' '$work/daemon.log') >= 2 ))" || true
 vfsd_check daemon_survived_kill "the daemon is gone after QEMU 1 was killed (or did not wait again: $(waits) waits)" \
   bash -c "kill -0 $VFSD_DAEMON_PID 2>/dev/null && (( \$(grep -c 'Waiting for vhost-user socket connection' '$work/daemon.log') >= 2 ))"
 host_sha=$(sha256sum "$share/reconnect/data" 2>/dev/null | cut -d' ' -f1 || true)
@@ -126,7 +116,7 @@ for c in 1 2; do
 done
 
 # ---- the daemon after guest 2, then SIGTERM -----------------------------------------
-wait_for 30 bash -c "(( \$(grep -c 'Waiting for vhost-user socket connection' '$work/daemon.log') >= 3 ))" || true
+vfsd_wait_for 30 bash -c "(( \$(grep -c 'Waiting for vhost-user socket connection' '$work/daemon.log') >= 3 ))" || true
 vfsd_check daemon_alive_after_guest2 "the daemon is gone after guest 2 (or did not wait again: $(waits) waits)" \
   bash -c "kill -0 $VFSD_DAEMON_PID 2>/dev/null && (( \$(grep -c 'Waiting for vhost-user socket connection' '$work/daemon.log') >= 3 ))"
 term_status=""
@@ -149,11 +139,7 @@ elapsed=$(awk -v a="$t0" -v b="$t_done" 'BEGIN{printf "%.1f", b-a}')
 gap=$(awk -v a="$t_killed" -v b="$t_done" 'BEGIN{printf "%.1f", b-a}')
 
 # ---- report -----------------------------------------------------------------------------
-failed=()
-for n in "${order[@]}"; do
-  printf '  %-26s %s %s\n' "$n" "${result[$n]}" "${detail[$n]}"
-  [[ ${result[$n]} == PASS ]] || failed+=("$n")
-done
+vfsd_report_checks 26
 echo "   (both guests ${elapsed}s, guest 2 after the kill ${gap}s; ${#order[@]} checks)"
 if ((${#failed[@]})); then
   echo "E2E RESULT: FAIL (${#failed[@]} failed: ${failed[*]})"

@@ -319,12 +319,9 @@ bool SplitQueue::enable_notification() {
   // Full fence: orders the store above before the re-read of avail idx, so
   // either the driver sees our request and kicks, or we see its new buffers.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  // Acquire: if more work arrived, its descriptors are visible to pop().
-  const uint16_t avail_idx = u16_at(avail_, kAvailIdx).load(std::memory_order_acquire);
   // A runaway index (see pop) is not work: reporting it would make the
   // caller spin on a queue that pop() refuses.
-  const uint16_t pending = static_cast<uint16_t>(avail_idx - next_avail_);
-  return pending != 0 && pending <= size_;
+  return has_available();
 }
 
 void SplitQueue::suppress_notification() {
@@ -339,12 +336,11 @@ void SplitQueue::suppress_notification() {
 }
 
 bool SplitQueue::has_available() const {
-  const uint16_t avail_idx = u16_at(avail_, kAvailIdx).load(std::memory_order_acquire);
-  const uint16_t pending = static_cast<uint16_t>(avail_idx - next_avail_);
-  return pending != 0 && pending <= size_;
+  return available_count() != 0;
 }
 
 uint32_t SplitQueue::available_count() const {
+  // Acquire: the descriptors of what is counted are visible to pop().
   const uint16_t avail_idx = u16_at(avail_, kAvailIdx).load(std::memory_order_acquire);
   const uint16_t pending = static_cast<uint16_t>(avail_idx - next_avail_);
   return pending <= size_ ? pending : 0;

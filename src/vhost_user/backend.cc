@@ -107,7 +107,7 @@ VoidResult Backend::dispatch(Message& m) {
 Result<Backend::Reply> Backend::handle(Message& m) {
   switch (static_cast<Request>(m.header.request)) {
     case Request::kGetFeatures:
-      return bytes_of(kOfferedFeatures);
+      return bytes_of(offered_features());
     case Request::kSetFeatures:
       return set_features(m);
     case Request::kGetProtocolFeatures:
@@ -159,16 +159,37 @@ Result<Backend::Reply> Backend::handle(Message& m) {
     case Request::kSetVringEnable:
       return set_vring_enable(m);
     case Request::kSetLogBase:
+      return set_log_base(m);
+    case Request::kSetDeviceStateFd:
+      return set_device_state_fd(m);
+    case Request::kCheckDeviceState:
+      return check_device_state();
     case Request::kSetLogFd:
-      break;  // validate() refused them already
+      break;  // validate() refused it already
   }
   return fail(ENOSYS);
 }
 
+uint64_t Backend::offered_features() const {
+  return kOfferedFeatures | (options_.device_state ? kMigrationFeatures : 0);
+}
+
 Result<Backend::Reply> Backend::set_features(const Message& m) {
   const uint64_t features = m.payload_as<uint64_t>();
-  if (features & ~kOfferedFeatures) return fail(EINVAL);
+  if (features & ~offered_features()) return fail(EINVAL);
+  const bool was_logging = (acked_features_ & kFeatureLogAll) != 0;
+  const bool logging = (features & kFeatureLogAll) != 0;
   acked_features_ = features;
+  // Applies to running rings at once: QEMU turns logging on while the guest runs.
+  dirty_log_.set_enabled(logging);
+  if (logging != was_logging && options_.device_state != nullptr) {
+    log::info("vhost-user: dirty logging {}", logging ? "on: migration begins" : "off");
+    if (logging) {
+      options_.device_state->migration_started();
+    } else {
+      options_.device_state->migration_ended();
+    }
+  }
   if (!protocol_features_acked()) {
     // Without VHOST_USER_F_PROTOCOL_FEATURES there is no SET_VRING_ENABLE:
     // rings are enabled from the start.
@@ -188,7 +209,8 @@ Result<Backend::Reply> Backend::set_protocol_features(const Message& m) {
 }
 
 uint64_t Backend::offered_protocol_features() const {
-  return kOfferedProtocolFeatures | (options_.tag.empty() ? 0 : kProtocolConfig);
+  return kOfferedProtocolFeatures | (options_.tag.empty() ? 0 : kProtocolConfig) |
+         (options_.device_state ? kMigrationProtocolFeatures : 0);
 }
 
 Result<Backend::Reply> Backend::get_config(const Message& m) {
@@ -280,12 +302,23 @@ Result<Backend::Reply> Backend::set_vring_addr(const Message& m) {
   const auto a = m.payload_as<VringAddr>();
   auto v = vring(a.index);
   if (!v) return tl::unexpected(v.error());
-  if ((*v)->worker) return fail(EBUSY);
-  // The log address (flags bit 0, VHOST_VRING_F_LOG) is ignored: we do not
-  // offer dirty logging. The addresses are checked when the ring starts,
-  // against the memory table of that moment.
-  (*v)->addr = a;
-  (*v)->addr_set = true;
+  Vring& ring = **v;
+  if (a.flags & ~kVringFlagLog) return fail(EINVAL);
+  if (ring.worker) {
+    // A running ring may only have its logging changed.
+    const VringAddr& now = ring.addr;
+    if (a.desc_user_addr != now.desc_user_addr || a.avail_user_addr != now.avail_user_addr ||
+        a.used_user_addr != now.used_user_addr)
+      return fail(EBUSY);
+  }
+  // The ring addresses are checked when the ring starts, against the
+  // memory table of that moment; the log address is the front-end's to
+  // choose (only the bitmap's size bounds what we mark).
+  ring.addr = a;
+  ring.addr_set = true;
+  ring.used_log.guest_addr.store(a.log_guest_addr, std::memory_order_release);
+  ring.used_log.enabled.store((a.flags & kVringFlagLog) != 0, std::memory_order_release);
+  if (ring.worker) return Reply();
   VFSD_TRY(maybe_start(a.index));
   return Reply();
 }
@@ -359,6 +392,70 @@ Result<Backend::Reply> Backend::set_vring_enable(const Message& m) {
   return Reply();
 }
 
+Result<Backend::Reply> Backend::set_log_base(Message& m) {
+  if (!(acked_protocol_features_ & kProtocolLogShmfd)) return fail(EINVAL);
+  const auto region = m.payload_as<LogRegion>();
+  auto log = DirtyLog::map(m.fds[0].get(), region.mmap_size, region.mmap_offset);
+  if (!log) {
+    log::warn("vhost-user: cannot map the dirty log ({} bytes at {}): {}", region.mmap_size,
+              region.mmap_offset, errno_name(log.error().value));
+    return tl::unexpected(log.error());
+  }
+  dirty_log_.set_log(std::move(*log));
+  log::debug("vhost-user: dirty log of {} bytes set", region.mmap_size);
+  // With LOG_SHMFD the front-end waits for a reply: the region, echoed.
+  return bytes_of(region);
+}
+
+Result<Backend::Reply> Backend::set_device_state_fd(Message& m) {
+  const auto transfer = m.payload_as<DeviceStateTransfer>();
+  auto refuse = [&](const char* why) -> Result<Reply> {
+    log::warn("vhost-user: migration state transfer refused: {}", why);
+    return bytes_of(kStateReplyError | kStateReplyNoFd);
+  };
+  if (options_.device_state == nullptr || !(acked_protocol_features_ & kProtocolDeviceState))
+    return fail(EINVAL);
+  if (transfer.direction != kStateSave && transfer.direction != kStateLoad)
+    return refuse("unknown direction");
+  if (transfer.phase != kStatePhaseStopped) return refuse("unknown phase");
+  for (const auto& ring : vrings_) {
+    if (ring->worker) return refuse("a ring still runs (the phase is 'stopped')");
+  }
+  // A new transfer replaces one nobody checked.
+  transfer_.reset();
+  UniqueFd fd = std::move(m.fds[0]);
+  Result<std::unique_ptr<StateTransfer>> started = fail(EINVAL);
+  if (transfer.direction == kStateSave) {
+    auto state = options_.device_state->save_state();
+    if (!state) return refuse("the device state cannot be saved (see above)");
+    log::info("vhost-user: sending {} bytes of device state", state->size());
+    started = StateTransfer::save(std::move(fd), std::move(*state));
+  } else {
+    started = StateTransfer::load(std::move(fd));
+  }
+  if (!started) return refuse("cannot start the transfer thread");
+  transfer_ = std::move(*started);
+  transfer_direction_ = transfer.direction;
+  return bytes_of(kStateReplyNoFd);  // we use the front-end's fd
+}
+
+Result<Backend::Reply> Backend::check_device_state() {
+  auto answer = [](bool success) { return bytes_of(uint64_t{success ? 0u : 1u}); };
+  if (!transfer_) {
+    log::warn("vhost-user: CHECK_DEVICE_STATE without a state transfer");
+    return answer(false);
+  }
+  auto transfer = std::move(transfer_);
+  auto bytes = transfer->finish();
+  if (!bytes) {
+    log::error("vhost-user: the device state transfer failed: {}", errno_name(bytes.error().value));
+    return answer(false);
+  }
+  if (transfer_direction_ == kStateSave) return answer(true);
+  log::info("vhost-user: received {} bytes of device state", bytes->size());
+  return answer(options_.device_state->load_state(*bytes).has_value());
+}
+
 VoidResult Backend::maybe_start(uint32_t index) {
   Vring& ring = *vrings_[index];
   if (ring.worker || !ring.kick || !ring.enabled || ring.size == 0 || !ring.addr_set) return ok();
@@ -384,7 +481,8 @@ VoidResult Backend::maybe_start(uint32_t index) {
   auto worker =
       VringWorker::start(index, std::move(*queue), ring.kick.get(), memory_, ring.call, handler_,
                          pool, index == 0 ? std::chrono::nanoseconds{0} : options_.max_poll,
-                         options_.queue_counters ? options_.queue_counters->of(index) : nullptr);
+                         options_.queue_counters ? options_.queue_counters->of(index) : nullptr,
+                         RingLogging{&dirty_log_, &ring.used_log});
   if (!worker) {
     log::error("vring {}: cannot start its worker: {}", index, errno_name(worker.error().value));
     return tl::unexpected(worker.error());
@@ -411,14 +509,20 @@ void Backend::reset_rings() {
     v->kick.reset();
     v->err.reset();
     v->call.replace(UniqueFd());
+    v->used_log.enabled.store(false, std::memory_order_release);
   }
+  if ((acked_features_ & kFeatureLogAll) && options_.device_state != nullptr)
+    options_.device_state->migration_ended();
   acked_features_ = 0;
+  dirty_log_.set_enabled(false);
 }
 
 void Backend::reset_connection() {
   reset_rings();
   acked_protocol_features_ = 0;
   backend_req_fd_.reset();
+  transfer_.reset();  // cancels a transfer in progress
+  dirty_log_.set_log(nullptr);
   memory_.set(nullptr);
   regions_.clear();
   conn_.reset();

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -32,8 +33,10 @@
 #include "util/result.h"
 #include "util/thread_pool.h"
 #include "util/unique_fd.h"
+#include "vhost_user/dirty_log.h"
 #include "vhost_user/listener.h"
 #include "vhost_user/message.h"
+#include "vhost_user/state_transfer.h"
 #include "vhost_user/vring_worker.h"
 #include "virtio/guest_memory.h"
 #include "virtio/queue.h"
@@ -47,8 +50,30 @@ inline constexpr uint64_t kOfferedFeatures =
 /// message.h).
 inline constexpr uint64_t kOfferedProtocolFeatures =
     kProtocolMq | kProtocolReplyAck | kProtocolBackendReq | kProtocolConfigureMemSlots;
+/// Offered in addition when migration is (BackendOptions::device_state).
+inline constexpr uint64_t kMigrationFeatures = kFeatureLogAll;
+inline constexpr uint64_t kMigrationProtocolFeatures = kProtocolLogShmfd | kProtocolDeviceState;
 /// GET_MAX_MEM_SLOTS; also bounds the regions we map.
 inline constexpr uint64_t kMaxMemSlots = 509;
+
+/// The device's internal state, for migration; served by the layer above.
+/// Called on the serve thread only.
+class DeviceStateHandler {
+ public:
+  virtual ~DeviceStateHandler() = default;
+  /// VHOST_F_LOG_ALL was acknowledged: a migration has begun (this daemon
+  /// is its source). Preparation may start.
+  virtual void migration_started() {}
+  /// VHOST_F_LOG_ALL was dropped: the migration ended (completed or
+  /// cancelled); what preparation gathered can go.
+  virtual void migration_ended() {}
+  /// The state to send; the rings are stopped. An error refuses the
+  /// migration (the handler logs why).
+  virtual Result<std::vector<uint8_t>> save_state() = 0;
+  /// Applies the state a source sent. An error fails the migration (the
+  /// handler logs why).
+  virtual VoidResult load_state(std::span<const uint8_t> state) = 0;
+};
 
 struct BackendOptions {
   /// 1 hiprio + request queues; what GET_QUEUE_NUM reports. Indexes at or
@@ -69,6 +94,9 @@ struct BackendOptions {
   /// Chains popped per queue (index = vring index), if given; it must
   /// outlive the Backend. Queues past its size are not counted.
   metrics::QueueCounters* queue_counters = nullptr;
+  /// Migration: with a handler (which must outlive the Backend), dirty
+  /// logging and the device-state transfer are offered; without one, neither.
+  DeviceStateHandler* device_state = nullptr;
 };
 
 /// The longest tag virtio_fs_config holds.
@@ -100,6 +128,7 @@ class Backend {
     UniqueFd kick;
     UniqueFd err;
     CallFd call;
+    UsedRingLog used_log;                 // read by the worker
     std::unique_ptr<VringWorker> worker;  // set while the ring runs
   };
 
@@ -122,6 +151,10 @@ class Backend {
   Result<Reply> get_vring_base(const Message& m);
   Result<Reply> set_vring_fd(Message& m);  // KICK / CALL / ERR
   Result<Reply> set_vring_enable(const Message& m);
+  Result<Reply> set_log_base(Message& m);
+  Result<Reply> set_device_state_fd(Message& m);
+  Result<Reply> check_device_state();
+  uint64_t offered_features() const;
 
   Result<Vring*> vring(uint32_t index);
   // Installs a new region list as the memory snapshot (validated first).
@@ -147,6 +180,10 @@ class Backend {
   std::vector<std::shared_ptr<virtio::MappedRegion>> regions_;
   MemorySnapshot memory_;
   std::vector<std::unique_ptr<Vring>> vrings_;
+  DirtyLogSnapshot dirty_log_;  // read by the workers
+  // The SET_DEVICE_STATE_FD transfer CHECK_DEVICE_STATE waits for.
+  std::unique_ptr<StateTransfer> transfer_;
+  uint32_t transfer_direction_ = kStateSave;
 };
 
 }  // namespace vfsd::vhost_user

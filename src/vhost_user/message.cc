@@ -22,8 +22,8 @@ struct Rule {
 constexpr uint32_t kU64 = sizeof(uint64_t);
 constexpr uint32_t kState = sizeof(VringState);
 
-// SET_LOG_BASE / SET_LOG_FD are named (for logs) but have no rule: we do not
-// offer LOG_SHMFD, so they are refused like unknown requests.
+// SET_LOG_FD is named (for logs) but has no rule: QEMU never sends it, and
+// we do not need its notification, so it is refused like unknown requests.
 constexpr Rule kRules[] = {
     {Request::kGetFeatures, "GET_FEATURES", 0, 0, 0, 0},
     {Request::kSetFeatures, "SET_FEATURES", kU64, kU64, 0, 0},
@@ -55,6 +55,10 @@ constexpr Rule kRules[] = {
     // says none. Accept both, and ignore the fd.
     {Request::kRemMemReg, "REM_MEM_REG", sizeof(SingleMemoryRegion), sizeof(SingleMemoryRegion), 0,
      1},
+    {Request::kSetLogBase, "SET_LOG_BASE", sizeof(LogRegion), sizeof(LogRegion), 1, 1},
+    {Request::kSetDeviceStateFd, "SET_DEVICE_STATE_FD", sizeof(DeviceStateTransfer),
+     sizeof(DeviceStateTransfer), 1, 1},
+    {Request::kCheckDeviceState, "CHECK_DEVICE_STATE", 0, 0, 0, 0},
 };
 
 const Rule* find_rule(uint32_t request) {
@@ -82,7 +86,6 @@ void collect_fds(msghdr& msg, std::vector<UniqueFd>& out) {
 
 const char* request_name(uint32_t request) {
   if (const Rule* r = find_rule(request)) return r->name;
-  if (request == static_cast<uint32_t>(Request::kSetLogBase)) return "SET_LOG_BASE";
   if (request == static_cast<uint32_t>(Request::kSetLogFd)) return "SET_LOG_FD";
   return "UNKNOWN";
 }

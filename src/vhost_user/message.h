@@ -45,6 +45,8 @@ enum class Request : uint32_t {
   kGetMaxMemSlots = 36,
   kAddMemReg = 37,
   kRemMemReg = 38,
+  kSetDeviceStateFd = 42,
+  kCheckDeviceState = 43,
 };
 
 /// Name for logs ("SET_VRING_KICK"), or "UNKNOWN".
@@ -57,6 +59,8 @@ inline constexpr uint32_t kFlagReply = 0x4;
 inline constexpr uint32_t kFlagNeedReply = 0x8;
 
 // Virtio / vhost-user feature bits (GET_FEATURES).
+/// VHOST_F_LOG_ALL: the front-end migrates and wants our writes logged.
+inline constexpr uint64_t kFeatureLogAll = 1ull << 26;
 inline constexpr uint64_t kFeatureIndirectDesc = 1ull << 28;
 inline constexpr uint64_t kFeatureEventIdx = 1ull << 29;
 inline constexpr uint64_t kFeatureProtocolFeatures = 1ull << 30;
@@ -66,10 +70,12 @@ inline constexpr uint64_t kFeatureVersion1 = 1ull << 32;
 // with --tag: QEMU 7.1-8.0 crash when a vhost-user-fs back-end offers it,
 // while crosvm needs it (it has no tag of its own).
 inline constexpr uint64_t kProtocolMq = 1ull << 0;
+inline constexpr uint64_t kProtocolLogShmfd = 1ull << 1;
 inline constexpr uint64_t kProtocolReplyAck = 1ull << 3;
 inline constexpr uint64_t kProtocolBackendReq = 1ull << 5;
 inline constexpr uint64_t kProtocolConfig = 1ull << 9;
 inline constexpr uint64_t kProtocolConfigureMemSlots = 1ull << 15;
+inline constexpr uint64_t kProtocolDeviceState = 1ull << 19;
 
 /// Bits 0-7 of a KICK/CALL/ERR payload are the vring index; bit 8 says that
 /// no fd comes with the message.
@@ -111,6 +117,10 @@ struct VringAddr {
 };
 static_assert(sizeof(VringAddr) == 40);
 
+/// SET_VRING_ADDR flags bit 0 (VHOST_VRING_F_LOG): log used-ring writes at
+/// log_guest_addr.
+inline constexpr uint32_t kVringFlagLog = 1u << 0;
+
 struct MemoryRegion {
   uint64_t guest_phys_addr = 0;
   uint64_t memory_size = 0;
@@ -144,6 +154,28 @@ struct SingleMemoryRegion {
   MemoryRegion region;
 };
 static_assert(sizeof(SingleMemoryRegion) == 40);
+
+/// SET_LOG_BASE (with LOG_SHMFD): the log's size and where it starts in the
+/// fd that comes with it.
+struct LogRegion {
+  uint64_t mmap_size = 0;
+  uint64_t mmap_offset = 0;
+};
+static_assert(sizeof(LogRegion) == 16);
+
+/// SET_DEVICE_STATE_FD.
+struct DeviceStateTransfer {
+  uint32_t direction = 0;  // kStateSave or kStateLoad
+  uint32_t phase = 0;      // kStatePhaseStopped is the only one defined
+};
+static_assert(sizeof(DeviceStateTransfer) == 8);
+inline constexpr uint32_t kStateSave = 0;
+inline constexpr uint32_t kStateLoad = 1;
+inline constexpr uint32_t kStatePhaseStopped = 0;
+/// SET_DEVICE_STATE_FD's reply: bits 0-7 an error (0: none), bit 8 "no fd
+/// comes back" (the front-end's fd is used).
+inline constexpr uint64_t kStateReplyNoFd = 1ull << 8;
+inline constexpr uint64_t kStateReplyError = 1;
 
 /// One received message: header, payload bytes and the fds that came with it.
 struct Message {

@@ -40,6 +40,11 @@ struct DeferredState {
   // Whether `finished` is non-empty, readable without mu: what a polling
   // worker looks at.
   std::atomic<bool> has_finished{false};
+  // The worker's dirty logging: replies answered elsewhere (pool, deferred)
+  // mark what they wrote themselves. Used only while `alive` (or while the
+  // worker waits for its pooled chains), when the Backend that owns the
+  // logs is there.
+  RingLogging logging;
 
   // Queues an answered chain for the worker and wakes it. Needs mu held.
   void push_finished(uint16_t head, uint32_t len) {
@@ -54,6 +59,14 @@ struct DeferredState {
 }  // namespace detail
 
 namespace {
+
+// Marks the first `len` bytes written into `writable` in the dirty log, if
+// logging is on.
+void log_reply(const RingLogging& logging, const virtio::GuestMemory& memory,
+               const IovecList& writable, size_t len) {
+  if (logging.log == nullptr || len == 0) return;
+  if (auto log = logging.log->get()) log->mark_written(memory, writable, len);
+}
 
 // A deferred reply is written into a private buffer first and copied into
 // the chain by finish(), under the state's lock: after the ring stopped (and
@@ -94,8 +107,9 @@ class ChainReply final : public DeferredReply {
     // The ring still runs, so the chain is still the device's to write: copy
     // the reply into it (the segments were checked when the chain was popped
     // and stay mapped through memory_).
-    IovecWriter out(std::move(writable_));
+    IovecWriter out(writable_);
     out.write(buffer_.data(), len);
+    log_reply(state_->logging, *memory_, writable_, len);
     state_->push_finished(head_, static_cast<uint32_t>(len));
   }
 
@@ -206,10 +220,11 @@ VringWorker::VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kic
 Result<std::unique_ptr<VringWorker>> VringWorker::start(
     uint32_t queue_index, virtio::SplitQueue queue, int kick_fd, const MemorySnapshot& memory,
     CallFd& call, virtio::RequestHandler& handler, ThreadPool* pool,
-    AdaptivePoll::Duration max_poll, std::atomic<uint64_t>* chains_popped) {
+    AdaptivePoll::Duration max_poll, std::atomic<uint64_t>* chains_popped, RingLogging logging) {
   UniqueFd stop_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop_fd) return fail_errno();
   auto deferred = std::make_shared<detail::DeferredState>();
+  deferred->logging = logging;
   deferred->event.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!deferred->event) return fail_errno();
   std::unique_ptr<VringWorker> w(new VringWorker(queue_index, std::move(queue), kick_fd,
@@ -247,7 +262,21 @@ uint16_t VringWorker::stop() {
     deferred_->alive = false;
   }
   if (add_finished() && queue_.should_notify()) call_.signal();
+  // The front-end copies guest RAM once more after the rings stopped: every
+  // used-ring write since the last batch (flags, avail_event) goes with it.
+  log_used_ring();
   return queue_.next_avail();
+}
+
+void VringWorker::log_used_ring() const {
+  const RingLogging& logging = deferred_->logging;
+  if (logging.log == nullptr || logging.used == nullptr ||
+      !logging.used->enabled.load(std::memory_order_acquire))
+    return;
+  if (auto log = logging.log->get()) {
+    log->mark(logging.used->guest_addr.load(std::memory_order_acquire),
+              virtio::SplitQueue::used_ring_bytes(queue_.size()));
+  }
 }
 
 size_t VringWorker::pooled_count() const {
@@ -265,6 +294,7 @@ void VringWorker::dispatch_to_pool(virtio::DescriptorChain chain,
                  readable = std::move(chain.readable),
                  writable = std::move(chain.writable)]() mutable {
     auto len = serve_chain(handler, index, head, std::move(readable), writable, state, memory);
+    if (len) log_reply(state->logging, *memory, writable, *len);
     std::lock_guard lock(state->mu);
     if (len) state->push_finished(head, *len);
     --state->pooled;
@@ -280,7 +310,9 @@ bool VringWorker::add_finished() {
     deferred_->has_finished.store(false, std::memory_order_relaxed);
   }
   for (const auto& [head, len] : finished) queue_.add_used(head, len);
-  return !finished.empty();
+  if (finished.empty()) return false;
+  log_used_ring();
+  return true;
 }
 
 void VringWorker::run() {
@@ -397,6 +429,7 @@ bool VringWorker::serve_here(virtio::DescriptorChain chain,
   auto len = serve_chain(handler_, index_, chain.head, std::move(chain.readable), chain.writable,
                          deferred_, memory);
   if (!len) return false;
+  log_reply(deferred_->logging, *memory, chain.writable, *len);
   queue_.add_used(chain.head, *len);
   return true;
 }
@@ -442,6 +475,7 @@ void VringWorker::process() {
     empty_rounds = popped_count == 0 ? empty_rounds + 1 : 0;
     if (empty_rounds >= 2) break;
   }
+  if (added) log_used_ring();
   if (added && queue_.should_notify()) call_.signal();
 }
 

@@ -48,6 +48,7 @@
 #include "util/result.h"
 #include "util/unique_fd.h"
 #include "vhost_user/adaptive_poll.h"
+#include "vhost_user/dirty_log.h"
 #include "virtio/guest_memory.h"
 #include "virtio/queue.h"
 
@@ -105,12 +106,14 @@ class VringWorker {
   /// by its threads. After the ring runs dry the worker polls it for up to
   /// `max_poll` (adaptively, see adaptive_poll.h) before it sleeps. Every
   /// chain popped is added to `chains_popped` (if given; it must outlive the
-  /// worker, and only this worker may write it).
+  /// worker, and only this worker may write it). While `logging.log` has a
+  /// log, every reply's bytes and (with `logging.used` on) the used ring are
+  /// marked in it; both must outlive the worker.
   static Result<std::unique_ptr<VringWorker>> start(
       uint32_t queue_index, virtio::SplitQueue queue, int kick_fd, const MemorySnapshot& memory,
       CallFd& call, virtio::RequestHandler& handler, ThreadPool* pool = nullptr,
       AdaptivePoll::Duration max_poll = AdaptivePoll::Duration::zero(),
-      std::atomic<uint64_t>* chains_popped = nullptr);
+      std::atomic<uint64_t>* chains_popped = nullptr, RingLogging logging = {});
   ~VringWorker();
   VringWorker(const VringWorker&) = delete;
   VringWorker& operator=(const VringWorker&) = delete;
@@ -126,6 +129,9 @@ class VringWorker {
               ThreadPool* pool, std::shared_ptr<detail::DeferredState> deferred,
               AdaptivePoll::Duration max_poll, std::atomic<uint64_t>* chains_popped);
   void run();
+  // Marks the whole used ring in the dirty log, if logging is on for it
+  // (every used-ring write is inside it: elements, index, flags, avail_event).
+  void log_used_ring() const;
   // Polls the avail ring for the adaptive window; true if work (chains, or
   // answers from the pool or a deferred reply) arrived. Leaves kicks enabled
   // when it returns false.

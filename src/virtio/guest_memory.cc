@@ -160,4 +160,14 @@ bool GuestMemory::gpa_to_iovecs(uint64_t gpa, uint64_t len, IovecList& out) cons
   return true;
 }
 
+std::optional<uint64_t> GuestMemory::host_to_gpa(const void* host) const {
+  const auto address = reinterpret_cast<uintptr_t>(host);
+  for (const auto& r : regions_) {
+    const auto base = reinterpret_cast<uintptr_t>(r->host_base());
+    if (address >= base && address - base < r->size())
+      return r->guest_phys_addr() + (address - base);
+  }
+  return std::nullopt;
+}
+
 }  // namespace vfsd::virtio

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "util/iovec_io.h"
@@ -73,6 +74,10 @@ class GuestMemory {
   /// Pinned by: guest_memory_test.cc(GuestMemory.*),
   /// stack_test.cc(StackTest.WriteBufferStraddlingARegionBoundary)
   bool gpa_to_iovecs(uint64_t gpa, uint64_t len, IovecList& out) const;
+  /// The guest-physical address of host pointer `host` if it points into a
+  /// region, else nullopt: how dirty logging names the pages a reply wrote.
+  /// Pinned by: guest_memory_test.cc(GuestMemory.HostToGpaInvertsTheTranslation)
+  std::optional<uint64_t> host_to_gpa(const void* host) const;
 
  private:
   explicit GuestMemory(std::vector<std::shared_ptr<MappedRegion>> regions)

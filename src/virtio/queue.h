@@ -101,6 +101,10 @@ class SplitQueue {
   /// runaway index, as in has_available()).
   uint32_t available_count() const;
 
+  /// Bytes of a used ring of `size` entries, avail_event included: what
+  /// dirty logging marks for it.
+  static uint64_t used_ring_bytes(uint32_t size) { return 4 + 8 * uint64_t{size} + 2; }
+
   /// The index of the next chain to pop (what GET_VRING_BASE reports).
   uint16_t next_avail() const { return next_avail_; }
   uint32_t size() const { return size_; }

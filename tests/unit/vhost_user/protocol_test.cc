@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "test_support.h"
+#include "vhost_user/backend.h"
 #include "vhost_user/listener.h"
 
 namespace vfsd::vhost_user::test {
@@ -34,6 +35,69 @@ class Protocol : public ::testing::Test {
   int fds_before_ = 0;
   UpperHandler handler_;
 };
+
+// A device state that records what the back-end asked of it.
+struct RecordingState final : DeviceStateHandler {
+  void migration_started() override { ++started; }
+  void migration_ended() override { ++ended; }
+  Result<std::vector<uint8_t>> save_state() override { return std::vector<uint8_t>{1, 2, 3}; }
+  VoidResult load_state(std::span<const uint8_t> state) override {
+    loaded.assign(state.begin(), state.end());
+    return ok();
+  }
+  int started = 0, ended = 0;
+  std::vector<uint8_t> loaded;
+};
+
+TEST_F(Protocol, MigrationIsOfferedOnlyWithADeviceStateHandler) {
+  {
+    FakeFrontend fe(handler_);
+    EXPECT_EQ(fe.call(Request::kGetFeatures).u64() & kFeatureLogAll, 0u);
+    EXPECT_EQ(fe.call(Request::kGetProtocolFeatures).u64() & kMigrationProtocolFeatures, 0u);
+    negotiate_reply_ack(fe);
+    EXPECT_EQ(fe.acked(Request::kSetFeatures, bytes<uint64_t>(kOfferedFeatures | kFeatureLogAll)),
+              static_cast<uint64_t>(EINVAL));
+  }
+  RecordingState state;
+  FakeFrontend fe(handler_, BackendOptions{.device_state = &state});
+  EXPECT_EQ(fe.call(Request::kGetFeatures).u64(), kOfferedFeatures | kFeatureLogAll);
+  EXPECT_EQ(fe.call(Request::kGetProtocolFeatures).u64(),
+            kOfferedProtocolFeatures | kProtocolLogShmfd | kProtocolDeviceState);
+  fe.send(Request::kSetProtocolFeatures,
+          bytes<uint64_t>(kOfferedProtocolFeatures | kMigrationProtocolFeatures));
+  // LOG_ALL on and off: the handler hears that a migration began and ended.
+  EXPECT_EQ(fe.acked(Request::kSetFeatures, bytes<uint64_t>(kOfferedFeatures | kFeatureLogAll)),
+            0u);
+  EXPECT_EQ(fe.acked(Request::kSetFeatures, bytes<uint64_t>(kOfferedFeatures | kFeatureLogAll)),
+            0u);
+  EXPECT_EQ(state.started, 1);
+  EXPECT_EQ(fe.acked(Request::kSetFeatures, bytes<uint64_t>(kOfferedFeatures)), 0u);
+  EXPECT_EQ(state.ended, 1);
+  // A load: the bytes the front-end writes reach the handler at the check.
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  UniqueFd read_end(p[0]), write_end(p[1]);
+  EXPECT_EQ(fe.call(Request::kSetDeviceStateFd, bytes(DeviceStateTransfer{kStateLoad, 0}),
+                    {read_end.get()})
+                .u64(),
+            kStateReplyNoFd);
+  read_end.reset();
+  ASSERT_EQ(::write(write_end.get(), "abc", 3), 3);
+  write_end.reset();
+  EXPECT_EQ(fe.call(Request::kCheckDeviceState).u64(), 0u);
+  EXPECT_EQ(state.loaded, (std::vector<uint8_t>{'a', 'b', 'c'}));
+  // A check without a transfer, an unknown direction or phase: failures.
+  EXPECT_EQ(fe.call(Request::kCheckDeviceState).u64(), 1u);
+  UniqueFd e = make_eventfd();
+  EXPECT_EQ(fe.call(Request::kSetDeviceStateFd, bytes(DeviceStateTransfer{2, 0}), {e.get()}).u64(),
+            kStateReplyError | kStateReplyNoFd);
+  EXPECT_EQ(fe.call(Request::kSetDeviceStateFd, bytes(DeviceStateTransfer{0, 1}), {e.get()}).u64(),
+            kStateReplyError | kStateReplyNoFd);
+  // Without its fd the message is malformed (refused, connection alive).
+  EXPECT_EQ(fe.acked(Request::kSetDeviceStateFd, bytes(DeviceStateTransfer{0, 0})),
+            static_cast<uint64_t>(EINVAL));
+  EXPECT_TRUE(fe.alive());
+}
 
 TEST_F(Protocol, GetFeaturesOffersExactlyTheFourFeatureBits) {
   FakeFrontend fe(handler_);
@@ -282,7 +346,7 @@ TEST_F(Protocol, UnknownAndUnsupportedRequestsAreRefusedWithoutLeaks) {
   negotiate_reply_ack(fe);
   UniqueFd e = make_eventfd();
   int before = count_open_fds();
-  for (uint32_t req : {0u, 6u /*SET_LOG_BASE*/, 7u /*SET_LOG_FD*/, 99u, 0xffffffffu}) {
+  for (uint32_t req : {0u, 7u /*SET_LOG_FD*/, 99u, 0xffffffffu}) {
     SCOPED_TRACE(req);
     fe.send(req, std::vector<uint8_t>(16, 0), {e.get()}, kNeedReply);
     auto r = fe.recv();
@@ -291,6 +355,12 @@ TEST_F(Protocol, UnknownAndUnsupportedRequestsAreRefusedWithoutLeaks) {
     EXPECT_EQ(r->u64(), static_cast<uint64_t>(ENOSYS));
     EXPECT_TRUE(fe.alive());
   }
+  // SET_LOG_BASE is known, but only with LOG_SHMFD agreed (and offered
+  // only with migration): refused as invalid, its fd closed.
+  fe.send(6u /*SET_LOG_BASE*/, std::vector<uint8_t>(16, 0), {e.get()}, kNeedReply);
+  auto log_base = fe.recv();
+  ASSERT_TRUE(log_base);
+  EXPECT_EQ(log_base->u64(), static_cast<uint64_t>(EINVAL));
   // Without NEED_REPLY: refused silently.
   fe.send(99u, {}, {e.get()});
   EXPECT_TRUE(fe.alive());

@@ -38,6 +38,20 @@ TEST(GuestMemory, InRangeTranslatesAndChecksWholeRange) {
   EXPECT_EQ(iov[0].iov_len, 0x200u);
 }
 
+TEST(GuestMemory, HostToGpaInvertsTheTranslation) {
+  std::vector<char> low(4096), high(8192);
+  GuestMemory mem = make({MappedRegion::wrap(low.data(), 0x10000, low.size(), 0x7000000),
+                          MappedRegion::wrap(high.data(), 0x40000, high.size(), 0x7100000)});
+  EXPECT_EQ(mem.host_to_gpa(low.data()), 0x10000u);
+  EXPECT_EQ(mem.host_to_gpa(low.data() + 4095), 0x10fffu);
+  EXPECT_EQ(mem.host_to_gpa(high.data() + 0x1234), 0x41234u);
+  EXPECT_EQ(mem.host_to_gpa(high.data() + 8191), 0x41fffu);
+  // One past a region's end belongs to no region.
+  EXPECT_EQ(mem.host_to_gpa(high.data() + 8192), std::nullopt);
+  char elsewhere = 0;
+  EXPECT_EQ(mem.host_to_gpa(&elsewhere), std::nullopt);
+}
+
 TEST(GuestMemory, RangeStraddlingAdjacentRegionsSplitsIntoIovecs) {
   std::vector<char> a(4096), b(8192);
   // Listed out of order on purpose: create() sorts.

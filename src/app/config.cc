@@ -139,8 +139,10 @@ std::string apply_compat_option(const std::string& option, Config& config, Switc
 
 std::string capabilities_json() {
   // "separate-options": libvirt then passes --shared-dir etc. instead of -o.
-  // "migrate-precopy" only once migration works.
-  return "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"separate-options\"\n  ]\n}\n";
+  // "migrate-precopy": the back-end state moves with DEVICE_STATE, our
+  // writes are dirty-logged (LOG_ALL).
+  return "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"migrate-precopy\",\n    "
+         "\"separate-options\"\n  ]\n}\n";
 }
 
 std::optional<std::string> log_level_from_rust_log(std::string_view spec) {
@@ -381,7 +383,7 @@ void add_daemon_options(CLI::App& cli, Options& o) {
 void add_migration_options(CLI::App& cli, Options& o) {
   cli.add_option("--migration-mode", o.migration_mode,
                  "How to represent the internal state for migration: find-paths or file-handles "
-                 "[default: find-paths] (migration is not offered to front-ends yet)")
+                 "[default: find-paths]")
       ->check(CLI::IsMember({"find-paths", "file-handles"}));
   cli.add_option("--migration-on-error", o.migration_on_error,
                  "How to respond to errors during migration: abort or guest-error "

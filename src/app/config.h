@@ -42,8 +42,7 @@ struct Config {
   /// not root); empty: the daemon's own ids mapped to root in there.
   std::vector<sandbox::NamespaceIdMap> uid_map;
   std::vector<sandbox::NamespaceIdMap> gid_map;
-  /// --migration-*: accepted and validated; migration itself is not offered
-  /// to front-ends (no LOG_ALL or DEVICE_STATE feature).
+  /// --migration-*: how the state moves (app/migration_handler.h).
   struct Migration {
     std::string mode = "find-paths";  // find-paths | file-handles
     std::string on_error = "abort";   // abort | guest-error

@@ -30,6 +30,7 @@
 #include "app/fuse_mount.h"
 #include "app/fuse_request_handler.h"
 #include "app/metrics_service.h"
+#include "app/migration_handler.h"
 #include "app/startup.h"
 #include "fuse/server.h"
 #include "passthrough/passthrough_fs.h"
@@ -307,6 +308,7 @@ int run_vhost_user(const Config& config) {
     return fail_step("starting the metrics thread", started.error());
   }
   FuseRequestHandler handler(server);
+  MigrationHandler migration(server, *fs->passthrough, config.migration);
   for (unsigned frontends = 0;; ++frontends) {
     log::info("Waiting for vhost-user socket connection...");
     auto connection = vhost_user::accept_one(listener->get());
@@ -343,6 +345,7 @@ int run_vhost_user(const Config& config) {
                                       .thread_pool_size = config.thread_pool_size,
                                       .max_poll = std::chrono::microseconds{config.poll_max_us},
                                       .queue_counters = &queue_counters,
+                                      .device_state = &migration,
                                   });
       served = backend.serve(std::move(*connection));
     }

@@ -1099,4 +1099,59 @@ bool Server::close_session() {
   return true;
 }
 
+migration::SessionState Server::session_state() const {
+  migration::SessionState state;
+  if (!initialized()) return state;
+  state.open = true;
+  state.guest_minor = guest_minor_.load(std::memory_order_relaxed);
+  state.agreed_flags = agreed_flags_.load(std::memory_order_relaxed);
+  state.max_write = options_.max_write;
+  state.max_pages =
+      std::clamp<uint32_t>(options_.max_pages, 1, std::numeric_limits<uint16_t>::max());
+  return state;
+}
+
+VoidResult Server::restore_session(const migration::SessionState& state) {
+  if (!state.open) return ok();  // the guest never mounted: nothing to go on with
+  std::lock_guard lock(session_mutex_);
+  if (initialized()) {
+    log::error("migration: a FUSE session is open here already; refusing the source's");
+    return fail(EBUSY);
+  }
+  if (state.guest_minor < abi::kMinMinorVersion) {
+    log::error("migration: the source's guest speaks FUSE 7.{}, below what we serve",
+               state.guest_minor);
+    return fail(EPROTO);
+  }
+  // The guest keeps what it was told: larger requests than we take, or
+  // flags we would not have agreed, would break it.
+  const uint32_t max_pages =
+      std::clamp<uint32_t>(options_.max_pages, 1, std::numeric_limits<uint16_t>::max());
+  if (state.max_write > options_.max_write || state.max_pages > max_pages) {
+    log::error(
+        "migration: the source announced max_write {} / max_pages {}, this daemon takes {} / {}",
+        state.max_write, state.max_pages, options_.max_write, max_pages);
+    return fail(EPROTO);
+  }
+  auto fs_reply = fs_.init(InitRequest{state.agreed_flags});
+  if (!fs_reply) return tl::unexpected(fs_reply.error());
+  uint64_t offered = kServerFlags | fs_reply->wanted_flags | fs_reply->required_flags;
+  if (options_.readdirplus) offered |= FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO;
+  const uint64_t would_agree = offered & state.agreed_flags;
+  if (would_agree != state.agreed_flags) {
+    log::error(
+        "migration: the source agreed FUSE flags {:#x} that this daemon's options do not "
+        "(start it with the source's options)",
+        state.agreed_flags & ~would_agree);
+    fs_.destroy();
+    return fail(EPROTO);
+  }
+  agreed_flags_.store(state.agreed_flags, std::memory_order_relaxed);
+  guest_minor_.store(state.guest_minor, std::memory_order_relaxed);
+  initialized_.store(true, std::memory_order_release);
+  log::info("migration: FUSE session 7.{} restored (flags {:#x})", state.guest_minor,
+            state.agreed_flags);
+  return ok();
+}
+
 }  // namespace vfsd::fuse

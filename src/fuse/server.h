@@ -18,6 +18,7 @@
 
 #include "fuse/filesystem.h"
 #include "fuse/session_gate.h"
+#include "migration/state.h"
 #include "util/deferred_reply.h"
 #include "util/iovec_io.h"
 #include "util/metrics.h"
@@ -68,6 +69,17 @@ class Server {
   /// Waits for requests in flight; a no-op without a session.
   /// Pinned by: reconnect_test.cc(ReconnectTest.SocketPathServesASecondFrontendWithAFreshSession)
   void end_session();
+
+  /// The open session, for a migration's source (open = false without one).
+  /// Call while no request runs (the rings are stopped).
+  migration::SessionState session_state() const;
+  /// A migration's destination: opens the session the source's guest
+  /// agreed, without an INIT (the guest sends none: it goes on where it
+  /// was). The filesystem's init() runs with the agreed flags as the guest's
+  /// offer; EPROTO (logged) when this daemon's options would not agree to
+  /// the same flags or sizes, EBUSY when a session is open already.
+  /// Pinned by: migration_test.cc(MigrationTest.*)
+  VoidResult restore_session(const migration::SessionState& state);
 
   /// Whether a session is open (INIT answered, no DESTROY since).
   bool initialized() const { return initialized_.load(std::memory_order_acquire); }

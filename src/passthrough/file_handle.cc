@@ -68,6 +68,17 @@ Result<UniqueFd> FileHandle::open(int mount_fd, int flags) const {
   }
 }
 
+Result<FileHandle> FileHandle::from_bytes(int type, std::span<const uint8_t> bytes,
+                                          uint64_t mount_id) {
+  if (bytes.empty() || bytes.size() > kMaxBytes) return fail(EINVAL);
+  FileHandle handle;
+  handle.type_ = type;
+  handle.size_ = static_cast<uint32_t>(bytes.size());
+  handle.mount_id_ = mount_id;
+  std::memcpy(handle.bytes_.data(), bytes.data(), bytes.size());
+  return handle;
+}
+
 bool FileHandle::same_object(const FileHandle& other) const {
   return type_ == other.type_ && size_ == other.size_ &&
          std::memcmp(bytes_.data(), other.bytes_.data(), size_) == 0;

@@ -18,6 +18,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "passthrough/budget.h"
 #include "util/result.h"
@@ -65,8 +66,16 @@ class FileHandle {
   /// longer exists (deleted on the host); EPERM without CAP_DAC_READ_SEARCH.
   Result<UniqueFd> open(int mount_fd, int flags) const;
 
+  /// A handle another process made (a migration's source): `bytes` are its
+  /// f_handle (1 to kMaxBytes of them, else EINVAL), `mount_id` the mount
+  /// it is to be opened on.
+  static Result<FileHandle> from_bytes(int type, std::span<const uint8_t> bytes, uint64_t mount_id);
+
   /// The mount id name_to_handle_at reported.
   uint64_t mount_id() const { return mount_id_; }
+  /// handle_type and the f_handle bytes, for a migration's state.
+  int type() const { return type_; }
+  std::span<const unsigned char> bytes() const { return {bytes_.data(), size_}; }
 
   /// Same handle type and bytes (the mount id is not compared).
   bool same_object(const FileHandle& other) const;

@@ -83,6 +83,27 @@ class HandleTable {
     return handles_.size();
   }
 
+  // --- migration ---------------------------------------------------------
+  /// Every handle, for a migration's source.
+  std::vector<std::pair<fuse::HandleId, std::shared_ptr<HandleData>>> snapshot() const {
+    std::shared_lock lock(mutex_);
+    return {handles_.begin(), handles_.end()};
+  }
+  uint64_t next_id() const {
+    std::shared_lock lock(mutex_);
+    return next_id_;
+  }
+  /// A migration's destination: the source's handle under the source's id;
+  /// false if the id is taken.
+  bool insert_with_id(fuse::HandleId id, std::shared_ptr<HandleData> data) {
+    std::unique_lock lock(mutex_);
+    return handles_.emplace(id, std::move(data)).second;
+  }
+  void set_next_id(uint64_t id) {
+    std::unique_lock lock(mutex_);
+    next_id_ = id;
+  }
+
  private:
   mutable std::shared_mutex mutex_;
   std::unordered_map<fuse::HandleId, std::shared_ptr<HandleData>> handles_;

@@ -251,4 +251,30 @@ uint64_t InodeStore::refcount(fuse::InodeId id) const {
   return it == by_id_.end() ? 0 : it->second.refcount;
 }
 
+std::vector<std::pair<std::shared_ptr<const InodeData>, uint64_t>> InodeStore::snapshot() const {
+  std::shared_lock lock(mutex_);
+  std::vector<std::pair<std::shared_ptr<const InodeData>, uint64_t>> out;
+  out.reserve(by_id_.size());
+  for (const auto& [id, slot] : by_id_) out.emplace_back(slot.data, slot.refcount);
+  return out;
+}
+
+uint64_t InodeStore::next_id() const {
+  std::shared_lock lock(mutex_);
+  return next_id_;
+}
+
+void InodeStore::set_next_id(uint64_t id) {
+  std::unique_lock lock(mutex_);
+  next_id_ = id;
+}
+
+bool InodeStore::set_refcount(fuse::InodeId id, uint64_t count) {
+  std::unique_lock lock(mutex_);
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return false;
+  it->second.refcount = count;
+  return true;
+}
+
 }  // namespace vfsd::passthrough

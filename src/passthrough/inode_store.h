@@ -141,6 +141,18 @@ class InodeStore {
   /// Lookup references held on `id` (0 if unknown). For tests and diagnostics.
   uint64_t refcount(fuse::InodeId id) const;
 
+  // --- migration ---------------------------------------------------------
+  /// Every stored inode with its lookup count (root included), for a
+  /// migration's source. Handle inodes come as stored (without an fd).
+  std::vector<std::pair<std::shared_ptr<const InodeData>, uint64_t>> snapshot() const;
+  /// The id the next new inode gets.
+  uint64_t next_id() const;
+  /// A migration's destination: the next new inode gets `id` (above every
+  /// id in use), so that insert_or_ref() recreates the source's numbering.
+  void set_next_id(uint64_t id);
+  /// Sets the lookup count of a known inode (the source's); false if unknown.
+  bool set_refcount(fuse::InodeId id, uint64_t count);
+
  private:
   struct Slot {
     std::shared_ptr<const InodeData> data;

@@ -507,6 +507,13 @@ size_t LockManager::owner_fd_count() const {
   return owners_.size();
 }
 
+size_t LockManager::count_descriptions(const std::function<bool(const UniqueFd&)>& pick) const {
+  std::lock_guard lock(owners_mu_);
+  size_t n = 0;
+  for (const auto& [key, owner] : owners_) n += pick(owner->fd) ? 1 : 0;
+  return n;
+}
+
 // --- PassthroughFs lock operations ---------------------------------------
 
 namespace {

@@ -118,6 +118,9 @@ class LockManager {
   /// For tests and diagnostics.
   size_t waiter_count() const;
   size_t owner_fd_count() const;
+  /// The POSIX lock owners' descriptions for which `pick` is true (a
+  /// migration asks which still hold a lock).
+  size_t count_descriptions(const std::function<bool(const UniqueFd&)>& pick) const;
 
  private:
   struct OwnerFd;

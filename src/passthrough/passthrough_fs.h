@@ -29,6 +29,7 @@
 #include <string>
 
 #include "fuse/filesystem.h"
+#include "migration/state.h"
 #include "passthrough/budget.h"
 #include "passthrough/credentials.h"
 #include "passthrough/handle_table.h"
@@ -233,6 +234,31 @@ class PassthroughFs final : public fuse::FileSystem {
               const fuse::FileLock&, uint32_t lock_flags, uint64_t unique,
               std::function<void(VoidResult)> done) override;
   void interrupt(uint64_t unique) override;
+  // Migration (migration.cc).
+  /// --migration-* as the passthrough uses them.
+  struct MigrationOptions {
+    bool file_handles = false;    // --migration-mode=file-handles (else find-paths)
+    bool verify_handles = false;  // --migration-verify-handles
+    bool abort_on_error = true;   // --migration-on-error=abort (else guest-error)
+  };
+  /// A migration's source (the rings are stopped): every inode the guest
+  /// holds, with how the destination finds it again, and every open handle,
+  /// into `out` (inodes, handles, next ids). An inode that cannot be
+  /// described becomes a kInvalid record (the destination's
+  /// --migration-on-error decides). Refused (EBUSY, logged) while the guest
+  /// holds or waits for a forwarded lock: a lock cannot move to another
+  /// process, and dropping it silently would break the guest's program.
+  /// Pinned by: migration_test.cc(MigrationTest.*)
+  VoidResult save_migration_state(const MigrationOptions& options, migration::State& out);
+  /// A migration's destination, before the guest's first request: recreates
+  /// the source's inodes (same node ids and lookup counts) and handles (same
+  /// ids, reopened with their flags). An inode that cannot be found or is not
+  /// the source's (a different type, or with verify_handles a different file
+  /// handle) fails the whole load with abort_on_error (nothing stays), else
+  /// stays unknown here and the guest's requests on it fail (EBADF), as do
+  /// those on its handles. EBUSY if this daemon serves inodes already.
+  VoidResult load_migration_state(const MigrationOptions& options, const migration::State& in);
+
   /// SETLKW requests waiting for a lock. For tests and diagnostics.
   size_t lock_waiter_count() const { return locks_.waiter_count(); }
 
@@ -264,6 +290,14 @@ class PassthroughFs final : public fuse::FileSystem {
   PassthroughFs(PassthroughConfig config, UniqueFd proc_self_fd);
 
   Result<std::shared_ptr<const InodeData>> inode(fuse::InodeId id) const;
+  // migration.cc: one record for the source; the fd or handle for the
+  // destination (with its host stat), or why not.
+  migration::InodeRecord describe_inode(const MigrationOptions& options, const InodeData& data,
+                                        uint64_t lookups, const std::string& root_path);
+  Result<UniqueFd> find_migrated_inode(const MigrationOptions& options,
+                                       const migration::InodeRecord& record, std::string& why);
+  // Whether any forwarded lock is held or waited for (the reason in `why`).
+  bool locks_in_use(std::string& why);
   Result<std::shared_ptr<HandleData>> handle(fuse::HandleId id, fuse::InodeId inode) const;
   // Registers an O_PATH fd found under `parent` (or, with `parent_lookup`,
   // found as the parent of `parent`) and answers its entry (one lookup

@@ -237,7 +237,8 @@ TEST(CommandLine, PrintCapabilitiesNeedsNothingElseAndExitsZero) {
   EXPECT_FALSE(wrapped.config);
   EXPECT_EQ(wrapped.exit_code, 0);
   EXPECT_EQ(capabilities_json(),
-            "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"separate-options\"\n  ]\n}\n");
+            "{\n  \"type\": \"fs\",\n  \"features\": [\n    \"migrate-precopy\",\n    "
+            "\"separate-options\"\n  ]\n}\n");
 }
 
 // What a refused command line printed: one line naming the option.

@@ -68,9 +68,14 @@ Result<UniqueFd> open_below(int root_fd, const std::string& path) {
   return dir;
 }
 
+// The most entries the fallback search looks at: the guest makes the tree,
+// and the search runs while the guest is stopped.
+constexpr size_t kMaxSearchEntries = size_t{1} << 20;
+
 // Paths for the keys in `wanted`, found by walking the shared directory
 // (the fallback when /proc/self/fd names no usable path). Stays on the
-// root's filesystem; stops once everything is found.
+// root's filesystem; stops once everything is found, or after
+// kMaxSearchEntries entries (what is not found then goes as invalid).
 void search_paths(int root_fd, std::map<std::pair<uint64_t, uint64_t>, std::string*>& wanted) {
   struct Dir {
     UniqueFd fd;
@@ -82,7 +87,8 @@ void search_paths(int root_fd, std::map<std::pair<uint64_t, uint64_t>, std::stri
   if (auto root = open_beneath(root_fd, ".", O_RDONLY | O_DIRECTORY))
     todo.push_back({std::move(*root), ""});
   size_t left = wanted.size();
-  while (!todo.empty() && left > 0) {
+  size_t seen = 0;
+  while (!todo.empty() && left > 0 && seen < kMaxSearchEntries) {
     Dir dir = std::move(todo.back());
     todo.pop_back();
     DIR* stream = ::fdopendir(::fcntl(dir.fd.get(), F_DUPFD_CLOEXEC, 0));
@@ -90,6 +96,10 @@ void search_paths(int root_fd, std::map<std::pair<uint64_t, uint64_t>, std::stri
     while (dirent* e = ::readdir(stream)) {
       const std::string_view name = e->d_name;
       if (name == "." || name == "..") continue;
+      if (++seen >= kMaxSearchEntries) {
+        log::warn("migration: the search for paths stopped after {} entries", seen);
+        break;
+      }
       struct stat st {};
       if (::fstatat(::dirfd(stream), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
       const std::string path = dir.path.empty() ? std::string(name) : dir.path + "/" + e->d_name;

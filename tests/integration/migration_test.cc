@@ -395,6 +395,30 @@ TEST_F(MigrationTest, FindPathsFollowsARenameOnTheHost) {
   EXPECT_EQ(read_host(root_ + "/sub/moved"), "before|after");
 }
 
+// The fd's path went (unlinked), but the file lives on under another name:
+// the search of the shared directory finds it.
+TEST_F(MigrationTest, FindPathsSearchesTheShareForAFileKnownUnderAnotherName) {
+  ASSERT_NO_FATAL_FAILURE(source_with_open_file({}));
+  ASSERT_EQ(::mkdir((root_ + "/deep").c_str(), 0755), 0);
+  ASSERT_EQ(::link((root_ + "/f").c_str(), (root_ + "/deep/other").c_str()), 0);
+  ASSERT_EQ(::unlink((root_ + "/f").c_str()), 0);
+  uint16_t bases[2];
+  auto state = stop_and_save(*source_, bases);
+  ASSERT_TRUE(state.has_value());
+  auto decoded = migration::decode(*state);
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().message;
+  bool found = false;
+  for (const auto& rec : decoded->inodes) found |= rec.id == node_ && rec.path == "deep/other";
+  EXPECT_TRUE(found) << "found by the search";
+  destination_ = std::make_unique<Daemon>(root_, app::Config::Migration{});
+  ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
+  ASSERT_EQ(load(*destination_, *state), 0u);
+  source_.reset();
+  ASSERT_NO_FATAL_FAILURE(start_rings(*destination_, bases));
+  ASSERT_TRUE(write(*destination_, node_, fh_, 7, "after").ok());
+  EXPECT_EQ(read_host(root_ + "/deep/other"), "before|after");
+}
+
 // find-paths cannot describe a file without a name: the destination's
 // --migration-on-error decides.
 TEST_F(MigrationTest, AnUnlinkedFileAbortsTheLoadOrAnswersErrors) {

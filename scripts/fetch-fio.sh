@@ -3,14 +3,15 @@
 # initramfs is busybox-static with no libc: Debian's fio binary links against
 # librbd, librados, glusterfs and more, so it cannot be copied in. Gets fio's
 # source package from Debian bookworm through a PRIVATE apt list under
-# .cache/fio-apt (this system's apt sources are not touched), unpacks it and
-# builds it with --build-static and every optional engine that needs a library
-# switched off but libaio, whose static libaio.a comes from bookworm's
-# libaio-dev (unpacked under .cache/fio-apt, not installed). libaio is what
-# gives the guest true queue depths on virtio-fs: FUSE serves O_DIRECT AIO
-# asynchronously, while io_uring (built in, no library) punts FUSE files to
-# a few blocking kernel workers. Result: .cache/fio/fio. Idempotent: does
-# nothing once that binary exists, runs, is static and has both engines.
+# .cache/fio-apt (scripts/lib/private-apt.sh; this system's apt sources are
+# not touched), unpacks it and builds it with --build-static and every
+# optional engine that needs a library switched off but libaio, whose static
+# libaio.a comes from bookworm's libaio-dev (unpacked under .cache/fio-apt,
+# not installed). libaio is what gives the guest true queue depths on
+# virtio-fs: FUSE serves O_DIRECT AIO asynchronously, while io_uring (built
+# in, no library) punts FUSE files to a few blocking kernel workers. Result:
+# .cache/fio/fio. Idempotent: does nothing once that binary exists, runs, is
+# static and has both engines.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEST=$ROOT/.cache/fio
@@ -26,27 +27,17 @@ if is_ready; then
   exit 0
 fi
 
-mkdir -p "$APT/lists/partial" "$APT/archives/partial"
-printf '%s\n' "deb http://deb.debian.org/debian bookworm main" \
-  "deb-src http://deb.debian.org/debian bookworm main" >"$APT/sources.list"
-apt_opts=(
-  -o "Dir::Etc::SourceList=$APT/sources.list"
-  -o Dir::Etc::SourceParts=/dev/null
-  -o "Dir::State::Lists=$APT/lists"
-  -o "Dir::Cache::Archives=$APT/archives"
-  -o "Dir::Cache::pkgcache=$APT/pkgcache.bin"
-  -o "Dir::Cache::srcpkgcache=$APT/srcpkgcache.bin"
-  -o APT::Get::List-Cleanup=0
-  -o Debug::NoLocking=1
-  -o APT::Sandbox::User=root
-)
+# shellcheck source=lib/private-apt.sh
+source "$ROOT/scripts/lib/private-apt.sh"
+private_apt_init "$APT" "deb http://deb.debian.org/debian bookworm main" \
+  "deb-src http://deb.debian.org/debian bookworm main"
 AIO=$APT/libaio
 if ! compgen -G "$SRC/fio_*.dsc" >/dev/null || [[ ! -f $AIO/usr/lib/x86_64-linux-gnu/libaio.a ]]; then
   echo "fetch-fio: reading bookworm's package lists (private, $APT)"
-  apt-get "${apt_opts[@]}" -qq update
-  rm -rf "$SRC" "$AIO" "$APT/debs" && mkdir -p "$SRC" "$APT/debs"
-  (cd "$SRC" && apt-get "${apt_opts[@]}" -qq source --download-only fio)
-  (cd "$APT/debs" && apt-get "${apt_opts[@]}" -qq download libaio-dev)
+  private_apt_update
+  rm -rf "$SRC" "$AIO" "$APT/debs" && mkdir -p "$SRC"
+  (cd "$SRC" && private_apt_get -qq source --download-only fio)
+  private_apt_download "$APT/debs" libaio-dev
   dpkg -x "$APT"/debs/libaio-dev_*.deb "$AIO"
 fi
 dsc=$(compgen -G "$SRC/fio_*.dsc" | head -n 1)

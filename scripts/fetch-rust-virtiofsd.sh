@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fetches the Rust virtiofsd (the reference we replace) from Debian trixie for
 # side-by-side tests and benchmarks, WITHOUT adding trixie to this system's
-# apt sources: a private sources list and a private package-list folder, then
-# `apt-get download` and `dpkg -x` into .cache/rust-virtiofsd/. It runs with
-# its own glibc through its own loader (see tests/e2e/lib.sh):
+# apt sources: a private sources list and a private package-list folder
+# (scripts/lib/private-apt.sh), then `apt-get download` and `dpkg -x` into
+# .cache/rust-virtiofsd/. It runs with its own glibc through its own loader (see tests/e2e/lib.sh):
 #   .cache/rust-virtiofsd/lib64/ld-linux-x86-64.so.2 \
 #     --library-path .cache/rust-virtiofsd/lib/x86_64-linux-gnu:.cache/rust-virtiofsd/usr/lib/x86_64-linux-gnu \
 #     .cache/rust-virtiofsd/usr/libexec/virtiofsd --socket-path=S --shared-dir=D
@@ -25,34 +25,14 @@ if [[ -x $DEST/usr/libexec/virtiofsd ]] && run_it --version >/dev/null 2>&1; the
   exit 0
 fi
 
-mkdir -p "$APT/lists/partial" "$APT/archives/partial" "$APT/debs"
-echo "deb http://deb.debian.org/debian trixie main" >"$APT/sources.list"
-apt_opts=(
-  -o "Dir::Etc::SourceList=$APT/sources.list"
-  -o Dir::Etc::SourceParts=/dev/null
-  -o "Dir::State::Lists=$APT/lists"
-  -o "Dir::Cache::Archives=$APT/archives"
-  -o "Dir::Cache::pkgcache=$APT/pkgcache.bin"
-  -o "Dir::Cache::srcpkgcache=$APT/srcpkgcache.bin"
-  -o APT::Get::List-Cleanup=0
-  -o Debug::NoLocking=1
-  -o APT::Sandbox::User=root
-)
+# shellcheck source=lib/private-apt.sh
+source "$ROOT/scripts/lib/private-apt.sh"
+private_apt_init "$APT" "deb http://deb.debian.org/debian trixie main"
 echo "fetch-rust-virtiofsd: reading trixie's package lists (private, $APT)"
-apt-get "${apt_opts[@]}" -qq update
-rm -f "$APT"/debs/*.deb
-(cd "$APT/debs" && apt-get "${apt_opts[@]}" -qq download "${PKGS[@]}")
+private_apt_update
+private_apt_download "$APT/debs" "${PKGS[@]}"
 
 rm -rf "$DEST"
-mkdir -p "$DEST"
-for deb in "$APT"/debs/*.deb; do
-  echo "fetch-rust-virtiofsd: unpacking $(basename "$deb")"
-  dpkg -x "$deb" "$DEST"
-done
-# Debian 13 is merged-/usr: the loader lives in usr/lib64 with lib64 -> usr/lib64
-# in the base-files package, which we do not unpack; provide the links.
-for d in lib lib64; do
-  if [[ ! -e $DEST/$d && -d $DEST/usr/$d ]]; then ln -s "usr/$d" "$DEST/$d"; fi
-done
+PRIVATE_APT_LOG=fetch-rust-virtiofsd private_apt_unpack "$DEST" "$APT"/debs/*.deb
 run_it --version
 echo "fetch-rust-virtiofsd: ready in $DEST"

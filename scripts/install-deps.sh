@@ -11,9 +11,10 @@ PACKAGES=(
   clang libclang-rt-14-dev llvm jq
   libgtest-dev libgmock-dev libbenchmark-dev
   libexpected-dev libcli11-dev libspdlog-dev libfmt-dev
-  libseccomp-dev libcap-ng-dev
+  libseccomp-dev libcap-ng-dev zlib1g-dev
   qemu-system-x86 busybox-static cpio attr acl
   uidmap  # newuidmap/newgidmap: --uid-map/--gid-map of an unprivileged daemon
+  python3 # the e2e tests' QMP client (tests/e2e/qmp.py) and metrics scraper
 )
 
 missing=()
@@ -68,4 +69,19 @@ if [[ "${WITH_RUST_VIRTIOFSD:-1}" == 1 ]]; then
   [[ $rust_version == "virtiofsd 1.13."* ]] ||
     { echo "install-deps: expected the Rust virtiofsd 1.13.x, got '$rust_version' ($rust_line)" >&2; exit 1; }
   echo "install-deps: Rust virtiofsd: $rust_version ($ROOT/.cache/rust-virtiofsd)"
+fi
+
+# QEMU 10 from Debian trixie for the live-migration test
+# (tests/e2e/run_migration_test.sh: vhost-user-fs migration needs QEMU 8.2 or
+# later, bookworm has 7.2): unpacked into .cache/qemu10 through a private apt
+# list under .cache (this system's apt sources are not touched) and run by
+# scripts/qemu10 (its own glibc, and a mount namespace in which its modules
+# and firmware hide 7.2's). Idempotent. WITH_QEMU10=0 skips it (then the
+# migration tests skip, or fail under CI).
+if [[ "${WITH_QEMU10:-1}" == 1 ]]; then
+  qemu10_line=$(bash "$ROOT/scripts/fetch-qemu10.sh" | tail -n 1)
+  qemu10_version=$("$ROOT/scripts/qemu10" --version 2>&1 | sed -n 1p)
+  [[ $qemu10_version == "QEMU emulator version 10."* ]] ||
+    { echo "install-deps: expected QEMU 10.x from scripts/qemu10, got '$qemu10_version' ($qemu10_line)" >&2; exit 1; }
+  echo "install-deps: QEMU 10: $qemu10_version ($ROOT/scripts/qemu10)"
 fi

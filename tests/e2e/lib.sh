@@ -180,6 +180,24 @@ vfsd_kernel_checks() {
   fi
 }
 
+# QEMU 10 (Debian trixie's, unpacked by scripts/fetch-qemu10.sh), run through
+# its launcher: its own loader and glibc, and a mount namespace in which its
+# modules and firmware hide QEMU 7.2's. The migration test needs it.
+VFSD_QEMU10=${VFSD_QEMU10:-$VFSD_ROOT/scripts/qemu10}
+
+# vfsd_qemu10_version: prints QEMU 10's version (e.g. 10.0.13) and returns 0
+# when it is there and runs; returns 1 otherwise.
+vfsd_qemu10_version() {
+  "$VFSD_QEMU10" --version 2>/dev/null | sed -n '1s/^QEMU emulator version \(10\.[0-9.]*\).*/\1/p' | grep .
+}
+
+# vfsd_qmp SOCKET COMMAND [ARGUMENTS_JSON]: one QMP command on a QEMU's
+# -qmp unix socket (tests/e2e/qmp.py); prints the "return" value as JSON,
+# returns 1 with QEMU's error on stderr when the command fails.
+vfsd_qmp() {
+  python3 "$VFSD_ROOT/tests/e2e/qmp.py" "$@"
+}
+
 # Prints the guest kernel image of the cached Debian kernel package.
 vfsd_kernel_image() {
   local kroot=${VFSD_KERNEL_ROOT:-$VFSD_ROOT/.cache/kernel-6.1/root} k
@@ -337,7 +355,10 @@ vfsd_boot_guest() {
   local -a prefix=()
   [[ -n ${VFSD_QEMU_PREFIX:-} ]] && read -r -a prefix <<<"$VFSD_QEMU_PREFIX"
   # VFSD_GUEST_CPUS=N: N vCPUs (multi-threaded TCG, a host thread each).
-  local -a qemu=(qemu-system-x86_64 -nodefaults -no-user-config -accel tcg -m 512M
+  # VFSD_QEMU: the QEMU command (words), e.g. scripts/qemu10 (QEMU 10).
+  local -a qemu_cmd=(qemu-system-x86_64)
+  [[ -n ${VFSD_QEMU:-} ]] && read -r -a qemu_cmd <<<"$VFSD_QEMU"
+  local -a qemu=("${qemu_cmd[@]}" -nodefaults -no-user-config -accel tcg -m 512M
     -smp "${VFSD_GUEST_CPUS:-1}"
     -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem
     "${devices[@]}"
@@ -347,6 +368,11 @@ vfsd_boot_guest() {
   # The reboot check needs QEMU to reset the VM on a guest reboot; every other
   # run treats a reboot (e.g. after a panic) as the end.
   [[ $mode == reboot ]] || qemu+=(-no-reboot)
+  # VFSD_QEMU_ARGS: more QEMU arguments (words), e.g. -qmp and -incoming of
+  # the migration test.
+  local -a qemu_extra=()
+  [[ -n ${VFSD_QEMU_ARGS:-} ]] && read -r -a qemu_extra <<<"$VFSD_QEMU_ARGS"
+  qemu+=("${qemu_extra[@]}")
   local pidfile=$log.qemu-pid
   qemu+=(-pidfile "$pidfile")
   rm -f "$pidfile" "$log.daemon-died"

@@ -3,6 +3,8 @@
 #include "migration/state.h"
 #include "util/log.h"
 
+#include <system_error>
+
 namespace vfsd::app {
 
 MigrationHandler::MigrationHandler(fuse::Server& server, passthrough::PassthroughFs& fs,
@@ -13,18 +15,37 @@ MigrationHandler::MigrationHandler(fuse::Server& server, passthrough::Passthroug
   options_.abort_on_error = options.on_error != "guest-error";
 }
 
+MigrationHandler::~MigrationHandler() {
+  stop_preparation();
+}
+
+void MigrationHandler::stop_preparation() {
+  cancel_preparation_.store(true, std::memory_order_relaxed);
+  if (preparation_.joinable()) preparation_.join();
+}
+
 void MigrationHandler::migration_started() {
-  // Paths are read at switch-over, when the guest is stopped: the kernel's
-  // view of them is current then, whatever was renamed meanwhile.
-  log::info("migration: started; the state is gathered at switch-over ({} mode)",
+  stop_preparation();
+  log::info("migration: started ({} mode); preparing",
             options_.file_handles ? "file-handles" : "find-paths");
+  cancel_preparation_.store(false, std::memory_order_relaxed);
+  try {
+    preparation_ = std::thread([this] { fs_.prepare_migration(options_, cancel_preparation_); });
+  } catch (const std::system_error&) {
+    // No thread: the switch-over finds every path itself.
+    log::warn("migration: no thread for the preparation; the switch-over does it all");
+  }
 }
 
 void MigrationHandler::migration_ended() {
-  log::info("migration: dirty logging ended");
+  stop_preparation();
+  fs_.drop_migration_preparation();
+  log::info("migration: ended (dirty logging off)");
 }
 
 Result<std::vector<uint8_t>> MigrationHandler::save_state() {
+  // What preparation found so far is used; the rest is found now.
+  stop_preparation();
   migration::State state;
   state.session = server_.session_state();
   if (state.session.open) VFSD_TRY(fs_.save_migration_state(options_, state));

@@ -5,6 +5,9 @@
 // Pinned by: migration_test.cc(MigrationTest.*)
 #pragma once
 
+#include <atomic>
+#include <thread>
+
 #include "app/config.h"
 #include "fuse/server.h"
 #include "passthrough/passthrough_fs.h"
@@ -16,6 +19,9 @@ class MigrationHandler final : public vhost_user::DeviceStateHandler {
  public:
   MigrationHandler(fuse::Server& server, passthrough::PassthroughFs& fs,
                    const Config::Migration& options);
+  ~MigrationHandler() override;  // ends a preparation still running
+  MigrationHandler(const MigrationHandler&) = delete;
+  MigrationHandler& operator=(const MigrationHandler&) = delete;
 
   void migration_started() override;
   void migration_ended() override;
@@ -25,7 +31,12 @@ class MigrationHandler final : public vhost_user::DeviceStateHandler {
  private:
   fuse::Server& server_;
   passthrough::PassthroughFs& fs_;
+  // Ends the preparation thread, if one runs, and waits for it.
+  void stop_preparation();
+
   passthrough::PassthroughFs::MigrationOptions options_;
+  std::atomic<bool> cancel_preparation_{false};
+  std::thread preparation_;  // from migration_started() until the switch-over or the end
 };
 
 }  // namespace vfsd::app

@@ -2,11 +2,13 @@
 // and handles) turned into migration::State records on the source, and
 // rebuilt from them on the destination (docs/migration.md).
 //
-// find-paths: a path is taken from /proc/self/fd at save time (the kernel
-// follows renames and unlinks, also those made behind our back), checked by
-// opening it again from the shared directory and comparing the inode (what
-// --migration-confirm-paths asks for, always), and searched for in the
-// shared directory when that fails. file-handles: the inode's host file
+// find-paths: preparation (from LOG_ALL on, the guest running) finds every
+// inode's path: from /proc/self/fd (the kernel follows renames and unlinks,
+// also those made behind our back), else by a search of the shared
+// directory. At switch-over each path is confirmed (opened again from the
+// share, the inode compared: what --migration-confirm-paths asks for,
+// always); one that no longer names its inode, and an inode preparation did
+// not see, is found again the same way. file-handles: the inode's host file
 // handle, which also reaches a file the guest holds open after its last
 // name went.
 #include <dirent.h>
@@ -15,9 +17,12 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <map>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "passthrough/passthrough_fs.h"
@@ -152,8 +157,28 @@ bool PassthroughFs::locks_in_use(std::string& why) {
   return true;
 }
 
+Result<std::string> PassthroughFs::root_proc_path() const {
+  VFSD_ASSIGN_OR_RETURN(auto root, inodes_.get_stored(fuse::kRootInode));
+  auto path = proc_path(proc_self_fd_.get(), root->fd);
+  // Every path inside the share starts with this (the sandbox may make the
+  // share "/" itself).
+  if (path && *path != "/") path->push_back('/');
+  return path;
+}
+
+bool PassthroughFs::path_names(const std::string& path, const InodeData& data) const {
+  if (path.empty()) return false;
+  auto root = inodes_.get_stored(fuse::kRootInode);
+  if (!root) return false;
+  auto opened = open_below((*root)->fd.get(), path);
+  if (!opened) return false;
+  auto key = key_of(opened->get());
+  return key && key->first.dev == data.key.dev && key->first.ino == data.key.ino;
+}
+
 InodeRecord PassthroughFs::describe_inode(const MigrationOptions& options, const InodeData& data,
-                                          uint64_t lookups, const std::string& root_path) {
+                                          uint64_t lookups, const std::string& root_path,
+                                          const std::string* prepared) {
   InodeRecord record;
   record.id = data.id.value();
   record.lookups = lookups;
@@ -179,23 +204,70 @@ InodeRecord PassthroughFs::describe_inode(const MigrationOptions& options, const
     record.handle = bytes_of(*handle);
     return record;
   }
-  // find-paths: the kernel's path of an fd of the inode.
+  record.location = InodeLocation::kPath;
+  if (handle && options.verify_handles) record.handle = bytes_of(*handle);
+  // Confirmed: the path names this very inode now (not a file that took
+  // the name of one unlinked, whose link ends in " (deleted)").
+  if (prepared != nullptr && path_names(*prepared, data)) {
+    record.path = *prepared;
+    return record;
+  }
+  // The kernel's path of an fd of the inode.
   auto opened = inodes_.open(data.id);
   if (!opened) return invalid("cannot open it: " + errno_name(opened.error().value));
   auto link = proc_path(proc_self_fd_.get(), (*opened)->fd);
   if (link && link->size() > root_path.size() &&
       link->compare(0, root_path.size(), root_path) == 0) {
     record.path = link->substr(root_path.size());
-    // Confirm: the path names this very inode now (not a file that took
-    // the name of one unlinked, whose link ends in " (deleted)").
-    auto again = open_below(inodes_.get_stored(fuse::kRootInode).value()->fd.get(), record.path);
-    auto key = again ? key_of(again->get()) : Result<std::pair<InodeKey, mode_t>>(fail(ENOENT));
-    if (!key || key->first.dev != data.key.dev || key->first.ino != data.key.ino)
-      record.path.clear();
+    if (!path_names(record.path, data)) record.path.clear();
   }
-  if (handle && options.verify_handles) record.handle = bytes_of(*handle);
-  record.location = InodeLocation::kPath;
-  return record;
+  return record;  // an empty path: the caller searches
+}
+
+void PassthroughFs::prepare_migration(const MigrationOptions& options,
+                                      const std::atomic<bool>& cancel) {
+  if (options.file_handles) return;  // handles need no finding
+  auto root_path = root_proc_path();
+  if (!root_path) return;
+  MigrationOptions find = options;
+  find.verify_handles = false;  // only the paths are kept
+  std::unordered_map<uint64_t, std::string> found;
+  std::map<std::pair<uint64_t, uint64_t>, std::string*> unnamed;
+  std::vector<std::pair<std::shared_ptr<const InodeData>, std::string>> missing;
+  const auto start = std::chrono::steady_clock::now();
+  for (const auto& [data, lookups] : inodes_.snapshot()) {
+    if (cancel.load(std::memory_order_relaxed)) return;
+    if (data->id == fuse::kRootInode) continue;
+    InodeRecord record = describe_inode(find, *data, lookups, *root_path);
+    if (record.location != InodeLocation::kPath) continue;
+    if (record.path.empty()) {
+      missing.emplace_back(data, std::string());
+    } else {
+      found.emplace(record.id, std::move(record.path));
+    }
+  }
+  for (auto& [data, path] : missing) unnamed[{data->key.dev, data->key.ino}] = &path;
+  if (!unnamed.empty() && !cancel.load(std::memory_order_relaxed))
+    search_paths(inodes_.get_stored(fuse::kRootInode).value()->fd.get(), unnamed);
+  for (auto& [data, path] : missing) {
+    if (!path.empty()) found.emplace(data->id.value(), std::move(path));
+  }
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - start)
+                      .count();
+  log::info("migration: prepared the paths of {} inode(s) in {} ms", found.size(), ms);
+  std::lock_guard lock(prepared_mutex_);
+  prepared_paths_ = std::move(found);
+}
+
+void PassthroughFs::drop_migration_preparation() {
+  std::lock_guard lock(prepared_mutex_);
+  prepared_paths_.clear();
+}
+
+size_t PassthroughFs::prepared_path_count() const {
+  std::lock_guard lock(prepared_mutex_);
+  return prepared_paths_.size();
 }
 
 VoidResult PassthroughFs::save_migration_state(const MigrationOptions& options,
@@ -206,10 +278,12 @@ VoidResult PassthroughFs::save_migration_state(const MigrationOptions& options,
   }
   const auto root = inodes_.get_stored(fuse::kRootInode);
   if (!root) return tl::unexpected(root.error());
-  // What /proc/self/fd shows for the shared directory: every path inside it
-  // starts with this plus '/' (the sandbox may make it "/" itself).
-  VFSD_ASSIGN_OR_RETURN(std::string root_path, proc_path(proc_self_fd_.get(), (*root)->fd));
-  if (root_path != "/") root_path += '/';
+  VFSD_ASSIGN_OR_RETURN(const std::string root_path, root_proc_path());
+  std::unordered_map<uint64_t, std::string> prepared;
+  {
+    std::lock_guard lock(prepared_mutex_);
+    prepared.swap(prepared_paths_);
+  }
 
   out.inodes.clear();
   std::map<std::pair<uint64_t, uint64_t>, std::string*> unnamed;
@@ -225,7 +299,9 @@ VoidResult PassthroughFs::save_migration_state(const MigrationOptions& options,
       out.inodes.push_back(std::move(record));
       continue;
     }
-    out.inodes.push_back(describe_inode(options, *data, lookups, root_path));
+    auto it = prepared.find(data->id.value());
+    out.inodes.push_back(describe_inode(options, *data, lookups, root_path,
+                                        it == prepared.end() ? nullptr : &it->second));
   }
   for (InodeRecord& record : out.inodes) {
     if (record.location == InodeLocation::kPath && record.path.empty() &&

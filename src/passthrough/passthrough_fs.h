@@ -27,6 +27,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "fuse/filesystem.h"
 #include "migration/state.h"
@@ -258,6 +259,17 @@ class PassthroughFs final : public fuse::FileSystem {
   /// stays unknown here and the guest's requests on it fail (EBADF), as do
   /// those on its handles. EBUSY if this daemon serves inodes already.
   VoidResult load_migration_state(const MigrationOptions& options, const migration::State& in);
+  /// Preparation, while the guest still runs (find-paths): finds the path of
+  /// every inode the guest holds now, the share searched where
+  /// /proc/self/fd has none, so that the switch-over only confirms each
+  /// (one walk and a statx) instead of finding it. Stops early once `cancel`
+  /// is set. Safe beside requests.
+  /// Pinned by: migration_test.cc(MigrationTest.PreparedPathsAreConfirmedAtTheSwitchOver)
+  void prepare_migration(const MigrationOptions& options, const std::atomic<bool>& cancel);
+  /// Forgets what prepare_migration found (the migration ended).
+  void drop_migration_preparation();
+  /// Inodes with a prepared path. For tests and diagnostics.
+  size_t prepared_path_count() const;
 
   /// SETLKW requests waiting for a lock. For tests and diagnostics.
   size_t lock_waiter_count() const { return locks_.waiter_count(); }
@@ -292,8 +304,14 @@ class PassthroughFs final : public fuse::FileSystem {
   Result<std::shared_ptr<const InodeData>> inode(fuse::InodeId id) const;
   // migration.cc: one record for the source; the fd or handle for the
   // destination (with its host stat), or why not.
+  // `prepared`: the path preparation found, used if it still names the inode.
   migration::InodeRecord describe_inode(const MigrationOptions& options, const InodeData& data,
-                                        uint64_t lookups, const std::string& root_path);
+                                        uint64_t lookups, const std::string& root_path,
+                                        const std::string* prepared = nullptr);
+  // What /proc/self/fd shows for the shared directory, '/'-terminated.
+  Result<std::string> root_proc_path() const;
+  // Whether `path` below the share names the inode `data` now.
+  bool path_names(const std::string& path, const InodeData& data) const;
   Result<UniqueFd> find_migrated_inode(const MigrationOptions& options,
                                        const migration::InodeRecord& record, std::string& why);
   // Whether any forwarded lock is held or waited for (the reason in `why`).
@@ -491,6 +509,9 @@ class PassthroughFs final : public fuse::FileSystem {
   // session's flags and half of another's.
   std::atomic<uint32_t> session_flags_{0};
   std::mutex mount_roots_mutex_;
+  // prepare_migration's paths by node id.
+  mutable std::mutex prepared_mutex_;
+  std::unordered_map<uint64_t, std::string> prepared_paths_;
   std::map<uint64_t, fuse::InodeId> mount_roots_;  // mount id -> a root the guest reached
   std::atomic<uint64_t> lookups_recognised_{0};
   InodeStore inodes_;

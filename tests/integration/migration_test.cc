@@ -395,6 +395,39 @@ TEST_F(MigrationTest, FindPathsFollowsARenameOnTheHost) {
   EXPECT_EQ(read_host(root_ + "/sub/moved"), "before|after");
 }
 
+// Preparation finds the paths while the guest runs; the switch-over
+// confirms each and finds again one that moved after preparation.
+TEST_F(MigrationTest, PreparedPathsAreConfirmedAtTheSwitchOver) {
+  ASSERT_NO_FATAL_FAILURE(source_with_open_file({}));
+  ASSERT_TRUE(wait_until([&] { return source_->fs->prepared_path_count() == 1; }, kTimeoutMs))
+      << "LOG_ALL starts the preparation";
+  ASSERT_EQ(::rename((root_ + "/f").c_str(), (root_ + "/g").c_str()), 0);  // behind our back
+  uint16_t bases[2];
+  auto state = stop_and_save(*source_, bases);
+  ASSERT_TRUE(state.has_value());
+  EXPECT_EQ(source_->fs->prepared_path_count(), 0u) << "used up by the save";
+  auto decoded = migration::decode(*state);
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().message;
+  bool found = false;
+  for (const auto& rec : decoded->inodes) found |= rec.id == node_ && rec.path == "g";
+  EXPECT_TRUE(found) << "the prepared 'f' failed its confirmation; 'g' was found";
+  destination_ = std::make_unique<Daemon>(root_, app::Config::Migration{});
+  ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
+  ASSERT_EQ(load(*destination_, *state), 0u);
+  source_.reset();
+  ASSERT_NO_FATAL_FAILURE(start_rings(*destination_, bases));
+  ASSERT_TRUE(write(*destination_, node_, fh_, 7, "after").ok());
+  EXPECT_EQ(read_host(root_ + "/g"), "before|after");
+}
+
+TEST_F(MigrationTest, DroppingLogAllEndsThePreparation) {
+  ASSERT_NO_FATAL_FAILURE(source_with_open_file({}));
+  ASSERT_TRUE(wait_until([&] { return source_->fs->prepared_path_count() == 1; }, kTimeoutMs));
+  ASSERT_EQ(source_->frontend->acked(Request::kSetFeatures, bytes(kFeatures)), 0u);
+  EXPECT_EQ(source_->fs->prepared_path_count(), 0u) << "a cancelled migration keeps nothing";
+  EXPECT_TRUE(write(*source_, node_, fh_, 7, "on").ok());
+}
+
 // The fd's path went (unlinked), but the file lives on under another name:
 // the search of the shared directory finds it.
 TEST_F(MigrationTest, FindPathsSearchesTheShareForAFileKnownUnderAnotherName) {

@@ -428,6 +428,29 @@ TEST_F(MigrationTest, DroppingLogAllEndsThePreparation) {
   EXPECT_TRUE(write(*source_, node_, fh_, 7, "on").ok());
 }
 
+// Between save and load another file takes the name: only
+// --migration-verify-handles tells (the destination would serve the wrong
+// file as the guest's).
+TEST_F(MigrationTest, VerifyHandlesRefusesAPathThatNowNamesAnotherFile) {
+  app::Config::Migration options;
+  options.verify_handles = true;
+  ASSERT_NO_FATAL_FAILURE(source_with_open_file(options));
+  uint16_t bases[2];
+  auto state = stop_and_save(*source_, bases);
+  ASSERT_TRUE(state.has_value());
+  // The source still holds the old file open, so its inode number stays taken.
+  ASSERT_EQ(::unlink((root_ + "/f").c_str()), 0);
+  write_host(root_ + "/f", "another file");
+  destination_ = std::make_unique<Daemon>(root_, options);
+  ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
+  EXPECT_EQ(load(*destination_, *state), 1u) << "the file handle differs";
+  EXPECT_EQ(destination_->fs->inode_count(), 1u);
+  // Without the option the same state loads: the check is the option's doing.
+  destination_ = std::make_unique<Daemon>(root_, app::Config::Migration{});
+  ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
+  EXPECT_EQ(load(*destination_, *state), 0u);
+}
+
 // The fd's path went (unlinked), but the file lives on under another name:
 // the search of the shared directory finds it.
 TEST_F(MigrationTest, FindPathsSearchesTheShareForAFileKnownUnderAnotherName) {

@@ -20,8 +20,10 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -120,6 +122,22 @@ void search_paths(int root_fd, std::map<std::pair<uint64_t, uint64_t>, std::stri
     }
     ::closedir(stream);
   }
+}
+
+// Text from the source's state, fit for one log line: its bytes come
+// through the front-end, so control bytes are shown as \xNN.
+std::string printable(std::string_view text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f) {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
 }
 
 migration::FileHandleBytes bytes_of(const FileHandle& handle) {
@@ -355,11 +373,12 @@ Result<UniqueFd> PassthroughFs::find_migrated_inode(const MigrationOptions& opti
   Result<UniqueFd> fd = fail(EINVAL);
   switch (record.location) {
     case InodeLocation::kInvalid:
-      why = "the source could not migrate it: " + record.error;
+      why = "the source could not migrate it: " + printable(record.error);
       return fail(EIO);
     case InodeLocation::kPath:
       fd = open_below(root->fd.get(), record.path);
-      if (!fd) why = "cannot open '" + record.path + "': " + errno_name(fd.error().value);
+      if (!fd)
+        why = "cannot open '" + printable(record.path) + "': " + errno_name(fd.error().value);
       break;
     case InodeLocation::kFileHandle: {
       auto handle = FileHandle::from_bytes(record.handle->type, record.handle->bytes, 0);
@@ -373,14 +392,15 @@ Result<UniqueFd> PassthroughFs::find_migrated_inode(const MigrationOptions& opti
   if (!fd) return fd;
   VFSD_ASSIGN_OR_RETURN(auto key, key_of(fd->get()));
   if (key.second != record.type) {
-    why = "'" + record.path + "' is not of the source's file type";
+    why = "inode " + std::to_string(record.id) + " is not of the source's file type here";
     return fail(ESTALE);
   }
   if (record.location == InodeLocation::kPath && options.verify_handles && record.handle) {
     auto here = FileHandle::from_fd(fd->get());
     auto there = FileHandle::from_bytes(record.handle->type, record.handle->bytes, 0);
     if (!here || !there || !here->same_object(*there)) {
-      why = "'" + record.path + "' is another file than the source's (its file handle differs)";
+      why = "'" + printable(record.path) +
+            "' is another file than the source's (its file handle differs)";
       return fail(ESTALE);
     }
   }

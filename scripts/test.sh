@@ -11,6 +11,8 @@
 #     target replays its regression inputs and committed corpus, then fuzzes
 #     for VFSD_FUZZ_SECONDS (default 60) s each (ctest label fuzz); a crash,
 #     leak, sanitizer report or broken invariant fails.
+#  3b. build-release: the daemon at -O3 (CMAKE_BUILD_TYPE=Release) must
+#     build warning-free too; GCC's warnings there differ from -O2's.
 #  4. build (the normal build): every test, with ctest: unit, integration,
 #     e2e (ours, QEMU's C virtiofsd, the two sabotage runs) and conformance
 #     (host FUSE mount, 6.1 and 6.12 guests, the runner's sabotage run, the
@@ -38,6 +40,10 @@ CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWit
 cmake --build build-fuzz -j"$jobs" --target vfsd_fuzzers
 # Each target fuzzes on one core and in its own work folder: two at a time.
 ctest --test-dir build-fuzz -L fuzz --output-on-failure -j"$jobs"
+
+echo "=== Release (-O3) build of the daemon, as packagers build it"
+cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release -DVFSD_BUILD_TESTS=OFF >/dev/null
+cmake --build build-release -j"$jobs" --target virtiofsd
 
 echo "=== full suite (unit, integration, end-to-end guest, conformance)"
 cmake -S . -B build -G Ninja >/dev/null

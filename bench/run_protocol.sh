@@ -8,6 +8,12 @@
 #   bench/run_protocol.sh [--build DIR] [--rounds N] [--seconds S]
 #                         [--workloads "getattr lookup ..."] [--depths "1 16 64"]
 #                         [--queues "1 2 4"] [--wait block|poll]
+#                         [--peers "rust c"] [--ours-args "ARGS"]
+#
+# --ours-args appends options to our daemon's command line (for example
+# "--thread-pool-size=0" or "--inode-file-handles=prefer"), to measure one
+# setting against the peers; --peers picks the peers (ours always runs);
+# --peers "" measures ours alone.
 #
 # Every daemon runs as a launcher would start it (sandbox and seccomp on, its
 # default cache policy), one fresh daemon per measurement. A daemon that
@@ -21,7 +27,9 @@ workloads="getattr lookup lookup-miss open create read-4k write-4k read-1m readd
 depths="1 16 64"
 queues="1"
 wait_mode=block
-usage="usage: $0 [--build DIR] [--rounds N] [--seconds S] [--workloads LIST] [--depths LIST] [--queues LIST] [--wait block|poll]"
+peers="rust c"
+ours_args=
+usage="usage: $0 [--build DIR] [--rounds N] [--seconds S] [--workloads LIST] [--depths LIST] [--queues LIST] [--wait block|poll] [--peers LIST] [--ours-args ARGS]"
 while [[ $# -gt 0 ]]; do
   case $1 in
     --build) build=$2; shift 2 ;;
@@ -31,6 +39,8 @@ while [[ $# -gt 0 ]]; do
     --depths) depths=$2; shift 2 ;;
     --queues) queues=$2; shift 2 ;;
     --wait) wait_mode=$2; shift 2 ;;
+    --peers) peers=$2; shift 2 ;;
+    --ours-args) ours_args=$2; shift 2 ;;
     *) echo "$usage" >&2; exit 2 ;;
   esac
 done
@@ -42,7 +52,7 @@ limit=$build/bench/host_limit
 
 rust_dir=$root/.cache/rust-virtiofsd
 declare -A cmd
-cmd[ours]="$build/virtiofsd --socket-path=SOCK --shared-dir=DIR"
+cmd[ours]="$build/virtiofsd --socket-path=SOCK --shared-dir=DIR${ours_args:+ $ours_args}"
 if [[ -x $rust_dir/usr/libexec/virtiofsd ]]; then
   cmd[rust]="$rust_dir/lib64/ld-linux-x86-64.so.2 --library-path $rust_dir/lib/x86_64-linux-gnu:$rust_dir/usr/lib/x86_64-linux-gnu $rust_dir/usr/libexec/virtiofsd --socket-path=SOCK --shared-dir=DIR"
 fi
@@ -50,8 +60,12 @@ if [[ -x /usr/lib/qemu/virtiofsd ]]; then
   cmd[c]="/usr/lib/qemu/virtiofsd --socket-path=SOCK -o source=DIR"
 fi
 daemons=(ours)
-[[ -n ${cmd[rust]:-} ]] && daemons+=(rust)
-[[ -n ${cmd[c]:-} ]] && daemons+=(c)
+for d in $peers; do
+  [[ $d == rust || $d == c ]] || { echo "$usage" >&2; exit 2; }
+  # A peer that is not installed is left out, as before --peers existed.
+  [[ -n ${cmd[$d]:-} ]] && daemons+=("$d")
+done
+[[ -n $ours_args ]] && echo "ours runs with: $ours_args" >&2
 
 # A daemon and the processes it forked (its sandbox), by pid.
 tree_pids() {

@@ -187,7 +187,7 @@ boot_one() {
   vfsd_stop_daemon 5 || true
   if ((rc != 0)) || ! grep -q ' BENCH done' "$log"; then
     echo "  $d $w: guest failed (QEMU status $rc); console tail:" >&2
-    grep -v ' VFSD-KMSG' "$log" | tail -n 15 | cut -d' ' -f2- >&2
+    vfsd_console_tail "$log" 15 ' VFSD-KMSG' >&2
     return 1
   fi
   if vfsd_kernel_checks "$log" 1 | grep ' FAIL ' >&2; then

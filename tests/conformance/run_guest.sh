@@ -226,7 +226,7 @@ echo "CONF-TOTAL mode=guest daemon=$daemon kernel=${guest_kernel:-?} passed=$pas
 if ((failed)); then
   echo "CONFORMANCE GUEST: FAIL"
   echo "--- last console lines ---"
-  grep -vE '^[0-9.]* (CONF|VFSD-KMSG)' "$work/console.log" | tail -n 15 | cut -d' ' -f2-
+  vfsd_console_tail "$work/console.log" 15 '^[0-9.]* (CONF|VFSD-KMSG)'
   if ((sabotage)); then
     p0=${profiles[0]} p1=${profiles[1]} p2=${profiles[2]}
     dropped=$(head -n 1 "$work/$p0/expected-run.txt")

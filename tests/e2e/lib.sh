@@ -146,6 +146,16 @@ vfsd_wait_for() {
 # against the guest's dmesg dump (VFSD-KMSG lines, guest/init).
 VFSD_KERNEL_PROBLEM_RE='Kernel panic|Oops|BUG:|kernel BUG at|WARNING:|Call Trace:|general protection fault|UBSAN:|KASAN:|refcount_t:|list_(add|del) corruption|soft lockup|hard LOCKUP|blocked for more than|rcu_(sched|preempt) (self-)?detected stall'
 
+# vfsd_console_tail LOG N DROP_RE: the last N lines of LOG that do not match
+# the extended regex DROP_RE, each without its leading timestamp. Prints
+# nothing (and succeeds) when LOG is missing or every line matches: under
+# `set -o pipefail` a bare `grep -v | tail` would end the caller's failure
+# report right there.
+vfsd_console_tail() {
+  local log=$1 n=$2 drop=$3
+  { grep -vE "$drop" "$log" 2>/dev/null || true; } | tail -n "$n" | cut -d' ' -f2-
+}
+
 # vfsd_kernel_problems CONSOLE_LOG console|dmesg: prints the lines (timestamps
 # stripped) that report a kernel problem, either on the live console (every
 # line but the dmesg dump) or in the dmesg dump; returns 0 if there are any.

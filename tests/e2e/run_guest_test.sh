@@ -218,7 +218,7 @@ echo "   (guest run ${elapsed}s, QEMU status $qemu_rc; ${#order[@]} checks)"
 if ((${#failed[@]})); then
   echo "E2E RESULT: FAIL (${#failed[@]} failed: ${failed[*]})"
   echo "--- last console lines ---"
-  grep -vE '^[0-9.]* (E2E|VFSD-KMSG)' "$work/console.log" | tail -n 25 | cut -d' ' -f2-
+  vfsd_console_tail "$work/console.log" 25 '^[0-9.]* (E2E|VFSD-KMSG)'
   if vfsd_kernel_problems "$work/console.log" dmesg >/dev/null; then
     echo "--- kernel problems (dmesg) ---"
     vfsd_kernel_problems "$work/console.log" dmesg | head -n 40

@@ -316,7 +316,7 @@ report() {
   done
   if [[ -f $work/console.log ]]; then
     echo "--- last console lines ---"
-    grep -vE '^[0-9.]* (E2E|VFSD-KMSG)' "$work/console.log" | tail -n 15 | cut -d' ' -f2-
+    vfsd_console_tail "$work/console.log" 15 '^[0-9.]* (E2E|VFSD-KMSG)'
   fi
   for n in "${names[@]}"; do
     echo "--- daemon log of $n (last 12 lines) ---"

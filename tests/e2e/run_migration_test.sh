@@ -444,7 +444,7 @@ if ((${#failed[@]})); then
   for n in a b c; do
     [[ -s $work/console-$n.log ]] || continue
     echo "--- last console lines of QEMU $n ---"
-    { grep -vE '^[0-9.]* (E2E|VFSD-KMSG)' "$work/console-$n.log" || true; } | tail -n 10 | cut -d' ' -f2-
+    vfsd_console_tail "$work/console-$n.log" 10 '^[0-9.]* (E2E|VFSD-KMSG)'
   done
   for n in a b c; do
     [[ -s $work/daemon-$n.log ]] || continue

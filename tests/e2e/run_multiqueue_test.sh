@@ -130,7 +130,7 @@ echo "   (guest ${elapsed}s; ${#order[@]} checks)"
 if ((${#failed[@]})); then
   echo "E2E RESULT: FAIL (${#failed[@]} failed: ${failed[*]})"
   echo "--- last console lines ---"
-  grep -vE '^[0-9.]* (E2E|VFSD-KMSG)' "$work/console.log" 2>/dev/null | tail -n 15 | cut -d' ' -f2-
+  vfsd_console_tail "$work/console.log" 15 '^[0-9.]* (E2E|VFSD-KMSG)'
   echo "--- daemon log (last 25 lines) ---"
   tail -n 25 "$work/daemon.log"
   if ((sabotage)); then

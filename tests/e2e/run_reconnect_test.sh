@@ -145,7 +145,7 @@ if ((${#failed[@]})); then
   echo "E2E RESULT: FAIL (${#failed[@]} failed: ${failed[*]})"
   for c in 1 2; do
     echo "--- last console lines of guest $c ---"
-    grep -vE '^[0-9.]* (E2E|VFSD-KMSG)' "$work/console$c.log" 2>/dev/null | tail -n 15 | cut -d' ' -f2-
+    vfsd_console_tail "$work/console$c.log" 15 '^[0-9.]* (E2E|VFSD-KMSG)'
   done
   echo "--- daemon log (last 25 lines) ---"
   tail -n 25 "$work/daemon.log"

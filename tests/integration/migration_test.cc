@@ -218,6 +218,31 @@ class MigrationTest : public ::testing::Test {
     return fe.call(Request::kCheckDeviceState).u64();
   }
 
+  // A destination daemon, connected with its rings not yet started.
+  void new_destination(const app::Config::Migration& options = {}) {
+    destination_ = std::make_unique<Daemon>(root_, options);
+    ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
+  }
+  // The rest of a successful switch-over: the destination loads `state`, the
+  // source's QEMU quits, the destination's rings start at `bases`.
+  void switch_to_destination(const std::vector<uint8_t>& state, const uint16_t bases[2],
+                             const app::Config::Migration& options = {}) {
+    ASSERT_NO_FATAL_FAILURE(new_destination(options));
+    ASSERT_EQ(load(*destination_, state), 0u);
+    source_.reset();
+    ASSERT_NO_FATAL_FAILURE(start_rings(*destination_, bases));
+  }
+  // Whether the saved state describes inode `node` by `path`.
+  static bool state_names(const std::vector<uint8_t>& state, uint64_t node,
+                          const std::string& path) {
+    auto decoded = migration::decode(state);
+    EXPECT_TRUE(decoded.has_value()) << decoded.error().message;
+    if (!decoded) return false;
+    for (const auto& rec : decoded->inodes)
+      if (rec.id == node && rec.path == path) return true;
+    return false;
+  }
+
   Reply fuse(Daemon& d, const Bytes& request, uint32_t reply_room = 4096) {
     VirtqDriver& drv = *drivers_[1];
     const uint16_t head = drv.add_chain({as_string(request)}, {reply_room});
@@ -312,11 +337,7 @@ TEST_F(MigrationTest, TheGuestWritesThroughItsOpenHandleAcrossTheSwitch) {
   uint16_t bases[2];
   auto state = stop_and_save(*source_, bases);
   ASSERT_TRUE(state.has_value());
-  destination_ = std::make_unique<Daemon>(root_, app::Config::Migration{});
-  ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
-  ASSERT_EQ(load(*destination_, *state), 0u);
-  source_.reset();  // the source's QEMU quits
-  ASSERT_NO_FATAL_FAILURE(start_rings(*destination_, bases));
+  ASSERT_NO_FATAL_FAILURE(switch_to_destination(*state, bases));
 
   EXPECT_EQ(destination_->fs->lookup_count(fuse::InodeId{node_}), lookups);
   ASSERT_TRUE(write(*destination_, node_, fh_, 14, "after").ok());
@@ -336,11 +357,7 @@ TEST_F(MigrationTest, ASecondMigrationRightAfterTheFirstWorks) {
   uint16_t bases[2];
   auto state = stop_and_save(*source_, bases);
   ASSERT_TRUE(state.has_value());
-  destination_ = std::make_unique<Daemon>(root_, app::Config::Migration{});
-  ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
-  ASSERT_EQ(load(*destination_, *state), 0u);
-  source_.reset();
-  ASSERT_NO_FATAL_FAILURE(start_rings(*destination_, bases));
+  ASSERT_NO_FATAL_FAILURE(switch_to_destination(*state, bases));
   ASSERT_TRUE(write(*destination_, node_, fh_, 7, "one|").ok());
   // ... and on again, to a third daemon.
   ASSERT_NO_FATAL_FAILURE(start_logging(*destination_));
@@ -363,11 +380,8 @@ TEST_F(MigrationTest, FileHandlesModeCarriesAFileTheHostUnlinked) {
   uint16_t bases[2];
   auto state = stop_and_save(*source_, bases);
   ASSERT_TRUE(state.has_value());
-  destination_ = std::make_unique<Daemon>(root_, options);
-  ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
-  ASSERT_EQ(load(*destination_, *state), 0u);
-  source_.reset();  // the destination's fd now keeps the file alive
-  ASSERT_NO_FATAL_FAILURE(start_rings(*destination_, bases));
+  // Once the source is gone, the destination's fd keeps the file alive.
+  ASSERT_NO_FATAL_FAILURE(switch_to_destination(*state, bases, options));
   ASSERT_TRUE(write(*destination_, node_, fh_, 7, "after").ok());
   Reply r = read(*destination_, node_, fh_, 64);
   ASSERT_TRUE(r.ok()) << r.error();
@@ -381,16 +395,9 @@ TEST_F(MigrationTest, FindPathsFollowsARenameOnTheHost) {
   uint16_t bases[2];
   auto state = stop_and_save(*source_, bases);
   ASSERT_TRUE(state.has_value());
-  auto decoded = migration::decode(*state);
-  ASSERT_TRUE(decoded.has_value()) << decoded.error().message;
-  bool found = false;
-  for (const auto& rec : decoded->inodes) found |= rec.id == node_ && rec.path == "sub/moved";
-  EXPECT_TRUE(found) << "the source sends the inode's current path";
-  destination_ = std::make_unique<Daemon>(root_, app::Config::Migration{});
-  ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
-  ASSERT_EQ(load(*destination_, *state), 0u);
-  source_.reset();
-  ASSERT_NO_FATAL_FAILURE(start_rings(*destination_, bases));
+  EXPECT_TRUE(state_names(*state, node_, "sub/moved"))
+      << "the source sends the inode's current path";
+  ASSERT_NO_FATAL_FAILURE(switch_to_destination(*state, bases));
   ASSERT_TRUE(write(*destination_, node_, fh_, 7, "after").ok());
   EXPECT_EQ(read_host(root_ + "/sub/moved"), "before|after");
 }
@@ -406,16 +413,9 @@ TEST_F(MigrationTest, PreparedPathsAreConfirmedAtTheSwitchOver) {
   auto state = stop_and_save(*source_, bases);
   ASSERT_TRUE(state.has_value());
   EXPECT_EQ(source_->fs->prepared_path_count(), 0u) << "used up by the save";
-  auto decoded = migration::decode(*state);
-  ASSERT_TRUE(decoded.has_value()) << decoded.error().message;
-  bool found = false;
-  for (const auto& rec : decoded->inodes) found |= rec.id == node_ && rec.path == "g";
-  EXPECT_TRUE(found) << "the prepared 'f' failed its confirmation; 'g' was found";
-  destination_ = std::make_unique<Daemon>(root_, app::Config::Migration{});
-  ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
-  ASSERT_EQ(load(*destination_, *state), 0u);
-  source_.reset();
-  ASSERT_NO_FATAL_FAILURE(start_rings(*destination_, bases));
+  EXPECT_TRUE(state_names(*state, node_, "g"))
+      << "the prepared 'f' failed its confirmation; 'g' was found";
+  ASSERT_NO_FATAL_FAILURE(switch_to_destination(*state, bases));
   ASSERT_TRUE(write(*destination_, node_, fh_, 7, "after").ok());
   EXPECT_EQ(read_host(root_ + "/g"), "before|after");
 }
@@ -441,13 +441,11 @@ TEST_F(MigrationTest, VerifyHandlesRefusesAPathThatNowNamesAnotherFile) {
   // The source still holds the old file open, so its inode number stays taken.
   ASSERT_EQ(::unlink((root_ + "/f").c_str()), 0);
   write_host(root_ + "/f", "another file");
-  destination_ = std::make_unique<Daemon>(root_, options);
-  ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
+  ASSERT_NO_FATAL_FAILURE(new_destination(options));
   EXPECT_EQ(load(*destination_, *state), 1u) << "the file handle differs";
   EXPECT_EQ(destination_->fs->inode_count(), 1u);
   // Without the option the same state loads: the check is the option's doing.
-  destination_ = std::make_unique<Daemon>(root_, app::Config::Migration{});
-  ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
+  ASSERT_NO_FATAL_FAILURE(new_destination());
   EXPECT_EQ(load(*destination_, *state), 0u);
 }
 
@@ -461,16 +459,8 @@ TEST_F(MigrationTest, FindPathsSearchesTheShareForAFileKnownUnderAnotherName) {
   uint16_t bases[2];
   auto state = stop_and_save(*source_, bases);
   ASSERT_TRUE(state.has_value());
-  auto decoded = migration::decode(*state);
-  ASSERT_TRUE(decoded.has_value()) << decoded.error().message;
-  bool found = false;
-  for (const auto& rec : decoded->inodes) found |= rec.id == node_ && rec.path == "deep/other";
-  EXPECT_TRUE(found) << "found by the search";
-  destination_ = std::make_unique<Daemon>(root_, app::Config::Migration{});
-  ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
-  ASSERT_EQ(load(*destination_, *state), 0u);
-  source_.reset();
-  ASSERT_NO_FATAL_FAILURE(start_rings(*destination_, bases));
+  EXPECT_TRUE(state_names(*state, node_, "deep/other")) << "found by the search";
+  ASSERT_NO_FATAL_FAILURE(switch_to_destination(*state, bases));
   ASSERT_TRUE(write(*destination_, node_, fh_, 7, "after").ok());
   EXPECT_EQ(read_host(root_ + "/deep/other"), "before|after");
 }
@@ -493,8 +483,7 @@ TEST_F(MigrationTest, AnUnlinkedFileAbortsTheLoadOrAnswersErrors) {
     ASSERT_TRUE(state.has_value());
     app::Config::Migration options;
     options.on_error = on_error;
-    destination_ = std::make_unique<Daemon>(root_, options);
-    ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
+    ASSERT_NO_FATAL_FAILURE(new_destination(options));
     const uint64_t check = load(*destination_, *state);
     if (std::string(on_error) == "abort") {
       EXPECT_EQ(check, 1u) << "the migration fails; the source goes on";
@@ -518,16 +507,14 @@ TEST_F(MigrationTest, ATruncatedOrForeignStateFailsTheCheckAndLoadsNothing) {
   auto state = stop_and_save(*source_, bases);
   ASSERT_TRUE(state.has_value());
   for (size_t keep : {size_t{0}, size_t{10}, state->size() / 2, state->size() - 1}) {
-    destination_ = std::make_unique<Daemon>(root_, app::Config::Migration{});
-    ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
+    ASSERT_NO_FATAL_FAILURE(new_destination());
     EXPECT_EQ(load(*destination_, std::vector<uint8_t>(state->begin(), state->begin() + keep)), 1u)
         << keep << " of " << state->size() << " bytes";
     EXPECT_EQ(destination_->fs->inode_count(), 1u);
     EXPECT_FALSE(destination_->server->initialized());
   }
   std::vector<uint8_t> foreign(state->size(), 'x');
-  destination_ = std::make_unique<Daemon>(root_, app::Config::Migration{});
-  ASSERT_NO_FATAL_FAILURE(connect(*destination_, false));
+  ASSERT_NO_FATAL_FAILURE(new_destination());
   EXPECT_EQ(load(*destination_, foreign), 1u);
 }
 

@@ -107,6 +107,8 @@ Result<std::shared_ptr<const InodeData>> InodeStore::insert_or_ref(UniqueFd fd, 
                                                                    mode_t type,
                                                                    std::optional<FileHandle> handle,
                                                                    Budget::Charge* prepaid) {
+  // An inode needs one of the two (a caller with a handle may pass no fd).
+  if (!fd && !handle) return fail(EBADF);
   std::shared_ptr<const MountFd> mount;
   {
     // Found before the store's lock (the two locks are never held together).
@@ -120,7 +122,10 @@ Result<std::shared_ptr<const InodeData>> InodeStore::insert_or_ref(UniqueFd fd, 
     }
     // A mount known only through a non-directory (a bind-mounted file, whose
     // only inode this is) has no fd to open handles with: keep the fd.
-    if (handle && !mount->opens_handles()) handle.reset();
+    if (handle && !mount->opens_handles()) {
+      if (!fd) return fail(EBADF);
+      handle.reset();
+    }
   }
   std::shared_ptr<const InodeData> replaced;  // released after the lock
   std::unique_lock lock(mutex_);

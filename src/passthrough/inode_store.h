@@ -98,7 +98,8 @@ class InodeStore {
   /// Takes one lookup reference on the inode with `key`, creating it from
   /// `fd` when it is not known yet (else `fd` is closed). With `handle`, a
   /// new inode keeps the handle and no fd (`fd`, an O_PATH fd of the inode,
-  /// only serves to find a mount fd and then closes). A known key whose
+  /// only serves to find a mount fd and then closes; it may be empty when the
+  /// handle's mount is known and opens handles, else EBADF). A known key whose
   /// stored handle is a different object is an inode the host deleted and
   /// whose number it reused: the new inode gets a new node id (the old one
   /// answers ESTALE until forgotten). Fails when a new mount's fd cannot be

@@ -791,6 +791,22 @@ Result<Entry> PassthroughFs::finish_named_creation(CreationSite& site, const fus
 }
 
 Result<Entry> PassthroughFs::register_created(CreationSite& site, const UniqueFd& fd) {
+  // A handle inode keeps no fd, so the O_PATH reopen through /proc (a path
+  // walk and a close) is not needed when the new inode's stat and handle can
+  // come from the creation's own fd, and its mount (the parent's, where it
+  // was made) is known and opens handles. Anything else takes the full way.
+  const MountFd* mount = site.dir->mount.get();
+  if (config_.inode_file_handles != InodeFileHandles::kNever && mount != nullptr &&
+      mount->opens_handles()) {
+    VFSD_ASSIGN_OR_RETURN(auto st, stat_fd(fd.get()));
+    auto handle = FileHandle::from_fd(fd.get());
+    if (handle && handle->mount_id() == mount->mnt_id && st.mnt_id == mount->mnt_id) {
+      InodeKey key{st.st.st_dev, st.st.st_ino, st.mnt_id};
+      VFSD_ASSIGN_OR_RETURN(
+          auto data, inodes_.insert_or_ref(UniqueFd{}, key, st.st.st_mode, *handle, &site.charge));
+      return entry_for(*data, st.st, entry_attr_flags(*site.dir, *data, st.st, st.mnt_id, false));
+    }
+  }
   VFSD_ASSIGN_OR_RETURN(auto path_fd, path_fd_of(proc_self_fd_.get(), fd));
   return register_inode(*site.dir, std::move(path_fd), /*parent_lookup=*/false, &site.charge);
 }

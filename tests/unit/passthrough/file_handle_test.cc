@@ -212,6 +212,34 @@ TEST_F(FileHandleTest, StoreKeepsNoFdForAHandleInodeAndEachGetOpensAPrivateOne) 
   EXPECT_EQ(count_open_fds(), fds_before - 1);
 }
 
+TEST_F(FileHandleTest, StoreTakesAHandleWithoutAnFdOnlyOnAMountItKnows) {
+  touch(path("f"));
+  ASSERT_EQ(::mkdir(path("m").c_str(), 0755), 0);
+  ASSERT_TRUE(enter_private_mount_namespace());
+  ASSERT_TRUE(mount_here("tmpfs", "m"));
+  touch(path("m/g"));
+  InodeStore store;
+  store.set_root(open_path(root_), key_of(open_path(root_).get()));
+  UniqueFd fd = open_path(path("f"));
+  const InodeKey key = key_of(fd.get());
+  auto handle = FileHandle::from_fd(fd.get());
+  ASSERT_TRUE(handle);
+  // Neither an fd nor a handle: nothing could reach the inode.
+  EXPECT_EQ(store.insert_or_ref(UniqueFd(), key, S_IFREG, std::nullopt).error(), Errno{EBADF});
+  // The root's mount is known: the handle alone makes the inode.
+  auto inserted = store.insert_or_ref(UniqueFd(), key, S_IFREG, *handle);
+  ASSERT_TRUE(inserted) << errno_name(inserted.error().value);
+  auto opened = store.open((*inserted)->id);
+  ASSERT_TRUE(opened);
+  EXPECT_EQ(fd_stat((*opened)->fd.get()).st_ino, host_lstat(path("f")).st_ino);
+  // A mount never met has no fd to open handles with, and none can be made
+  // from nothing.
+  UniqueFd other = open_path(path("m/g"));
+  auto other_handle = FileHandle::from_fd(other.get());
+  ASSERT_TRUE(other_handle);
+  EXPECT_FALSE(store.insert_or_ref(UniqueFd(), key_of(other.get()), S_IFREG, *other_handle));
+}
+
 TEST_F(FileHandleTest, StoreGivesAReusedInodeNumberANewNodeId) {
   touch(path("old"));
   touch(path("new"));
@@ -489,6 +517,56 @@ TEST_F(FileHandleTest, ATmpfileIsReachableWithHandles) {
   auto set = fs_->setattr(ctx_, t->first.inode, times);
   ASSERT_TRUE(set) << errno_name(set.error().value);
   EXPECT_EQ(set->attr.st_nlink, 0u);
+}
+
+// A new file's handle and stat come from the creation's own fd: no O_PATH
+// reopen through /proc/self/fd (a path walk and a close per creation). With
+// an empty directory standing in for /proc/self/fd, every such reopen fails,
+// so the creations below only work without one.
+TEST_F(FileHandleTest, CreationsWithHandlesNeedNoReopenThroughProc) {
+  char tmpl[] = "/tmp/vfsd-noproc-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string no_proc = tmpl;
+  auto fs_with_empty_proc = [&](InodeFileHandles mode) -> std::unique_ptr<PassthroughFs> {
+    PassthroughConfig config;
+    config.shared_dir = root_;
+    config.inode_file_handles = mode;
+    auto fs = PassthroughFs::create(config, open_path(no_proc));
+    if (!fs) return nullptr;
+    EXPECT_TRUE((*fs)->init(fuse::InitRequest{}).has_value());
+    return std::move(*fs);
+  };
+  // Without handles the new inode keeps an O_PATH fd, which only the reopen
+  // makes: the stand-in does block it.
+  fs_ = fs_with_empty_proc(InodeFileHandles::kNever);
+  ASSERT_NE(fs_, nullptr);
+  auto refused = fs_->create(ctx_, kRootInode, name("n"), 0644, O_RDWR, 0, false, {});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error(), Errno{ENOENT});
+
+  fs_ = fs_with_empty_proc(InodeFileHandles::kPrefer);
+  ASSERT_NE(fs_, nullptr);
+  auto made = fs_->create(ctx_, kRootInode, name("c"), 0644, O_RDWR | O_EXCL, 0, false, {});
+  ASSERT_TRUE(made) << errno_name(made.error().value);
+  EXPECT_EQ(made->first.attr.st_ino, host_lstat(path("c")).st_ino);
+  auto node = fs_->mknod(ctx_, kRootInode, name("m"), S_IFREG | 0600, 0, 0, {});
+  ASSERT_TRUE(node) << errno_name(node.error().value);
+  EXPECT_EQ(node->attr.st_ino, host_lstat(path("m")).st_ino);
+  auto unnamed = fs_->tmpfile(ctx_, kRootInode, 0600, O_RDWR, 0, {});
+  ASSERT_TRUE(unnamed) << errno_name(unnamed.error().value);
+  // Handle inodes, usable as any: a getattr opens them from their handles.
+  for (InodeId id : {made->first.inode, node->inode, unnamed->first.inode}) {
+    auto attr = fs_->getattr(ctx_, id, std::nullopt);
+    ASSERT_TRUE(attr) << errno_name(attr.error().value);
+  }
+  EXPECT_EQ(fs_->getattr(ctx_, made->first.inode, std::nullopt)->attr.st_ino,
+            host_lstat(path("c")).st_ino);
+  // Known by their handles: a lookup of the name gives the same node id.
+  auto again = lookup(kRootInode, "c");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->inode, made->first.inode);
+  fs_.reset();
+  std::filesystem::remove_all(no_proc);
 }
 
 TEST_F(FileHandleTest, MandatoryRefusesASharedDirWithoutHandlesAndPreferFallsBack) {

@@ -32,7 +32,10 @@ echo "=== ASan + UBSan: unit tests, and the e2e guest test against the sanitized
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DVFSD_SANITIZE=ON >/dev/null
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan -L 'unit|sanitized' --output-on-failure -j"$jobs"
+  ctest --test-dir build-asan -L 'unit|sanitized' --output-on-failure -j"$jobs" \
+    -E '^MemoryTest\.BytesPerInodeAndPerHandle$'
+# (Left out by name: it measures heap bytes through mallinfo2, which the
+# sanitizer's allocator does not feed; step 4 runs it.)
 
 echo "=== libFuzzer targets (clang): regression inputs, then ${VFSD_FUZZ_SECONDS:-60} s of fuzzing each"
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -332,9 +332,17 @@ Result<Entry> PassthroughFs::register_inode(const InodeData& parent, UniqueFd pa
       if (mandatory) return tl::unexpected(made.error());
     }
   }
+  return store_inode(parent, std::move(path_fd), st.st, st.mnt_id, handle, parent_lookup, prepaid);
+}
+
+Result<Entry> PassthroughFs::store_inode(const InodeData& parent, UniqueFd path_fd,
+                                         const struct stat& st, uint64_t mnt_id,
+                                         std::optional<FileHandle> handle, bool parent_lookup,
+                                         Budget::Charge* prepaid) {
   VFSD_ASSIGN_OR_RETURN(
-      auto data, inodes_.insert_or_ref(std::move(path_fd), key, st.st.st_mode, handle, prepaid));
-  return entry_for(*data, st.st, entry_attr_flags(parent, *data, st.st, st.mnt_id, parent_lookup));
+      auto data, inodes_.insert_or_ref(std::move(path_fd), InodeKey{st.st_dev, st.st_ino, mnt_id},
+                                       st.st_mode, handle, prepaid));
+  return entry_for(*data, st, entry_attr_flags(parent, *data, st, mnt_id, parent_lookup));
 }
 
 uint32_t PassthroughFs::entry_attr_flags(const InodeData& parent, const InodeData& data,
@@ -801,10 +809,8 @@ Result<Entry> PassthroughFs::register_created(CreationSite& site, const UniqueFd
     VFSD_ASSIGN_OR_RETURN(auto st, stat_fd(fd.get()));
     auto handle = FileHandle::from_fd(fd.get());
     if (handle && handle->mount_id() == mount->mnt_id && st.mnt_id == mount->mnt_id) {
-      InodeKey key{st.st.st_dev, st.st.st_ino, st.mnt_id};
-      VFSD_ASSIGN_OR_RETURN(
-          auto data, inodes_.insert_or_ref(UniqueFd{}, key, st.st.st_mode, *handle, &site.charge));
-      return entry_for(*data, st.st, entry_attr_flags(*site.dir, *data, st.st, st.mnt_id, false));
+      return store_inode(*site.dir, UniqueFd{}, st.st, st.mnt_id, *handle,
+                         /*parent_lookup=*/false, &site.charge);
     }
   }
   VFSD_ASSIGN_OR_RETURN(auto path_fd, path_fd_of(proc_self_fd_.get(), fd));

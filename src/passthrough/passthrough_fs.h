@@ -323,6 +323,12 @@ class PassthroughFs final : public fuse::FileSystem {
   // if that has one, else from the fd budget (ENFILE past it).
   Result<fuse::Entry> register_inode(const InodeData& parent, UniqueFd path_fd,
                                      bool parent_lookup = false, Budget::Charge* prepaid = nullptr);
+  // register_inode's last step, once the stat and the handle (if any) are
+  // known: the store's reference, and the entry answered. `path_fd` may be
+  // empty with a handle on a mount the store knows (insert_or_ref).
+  Result<fuse::Entry> store_inode(const InodeData& parent, UniqueFd path_fd, const struct stat& st,
+                                  uint64_t mnt_id, std::optional<FileHandle> handle,
+                                  bool parent_lookup, Budget::Charge* prepaid);
   // LOOKUP of ".." below the root: the real parent, if it is inside the share.
   Result<fuse::Entry> lookup_parent(const InodeData& dir);
   // ENOENT unless the directory `dir_fd` is the share's root or below it.

@@ -11,6 +11,7 @@ PACKAGES=(
   clang libclang-rt-14-dev llvm jq
   libgtest-dev libgmock-dev libbenchmark-dev
   libexpected-dev libcli11-dev libspdlog-dev libfmt-dev
+  libabsl-dev # absl::InlinedVector: a request's segment lists without the heap
   libseccomp-dev libcap-ng-dev zlib1g-dev
   qemu-system-x86 busybox-static cpio attr acl
   uidmap  # newuidmap/newgidmap: --uid-map/--gid-map of an unprivileged daemon

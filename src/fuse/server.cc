@@ -973,12 +973,19 @@ size_t Server::serve(IovecReader& request, IovecWriter& reply, ReplyDeferrer* de
   // allocation that failed, a bug) costs this request, never the daemon.
   const size_t reply_start = reply.consumed();
   // --log-level=trace: every request, the size of its reply and its error.
-  log::trace("fuse: request {} unique {} nodeid {} uid {} gid {} pid {} len {}", op.name, in.unique,
-             in.nodeid, in.uid, in.gid, in.pid, in.len);
+  // The level is looked up once per request (each lookup goes through
+  // spdlog's registry).
+  const bool tracing = spdlog::should_log(spdlog::level::trace);
+  if (tracing) {
+    log::trace("fuse: request {} unique {} nodeid {} uid {} gid {} pid {} len {}", op.name,
+               in.unique, in.nodeid, in.uid, in.gid, in.pid, in.len);
+  }
   try {
     const size_t written = dispatch(req, op);
-    log::trace("fuse: reply unique {}: {} bytes, error {}", in.unique, written,
-               req.replied_error());
+    if (tracing) {
+      log::trace("fuse: reply unique {}: {} bytes, error {}", in.unique, written,
+                 req.replied_error());
+    }
     // A request without a reply (FORGET, a deferred one) did not fail here.
     outcome.failed = req.replied_error() != 0;
     return written;

@@ -36,7 +36,11 @@ void IovecCursor::advance(size_t n) {
       offset_ = 0;
     }
   }
-  // Skip empty segments so index_ always points at a byte when remaining_ > 0.
+  skip_empty_segments();
+}
+
+void IovecCursor::skip_empty_segments() {
+  // So that index_ always points at a byte when remaining_ > 0.
   while (index_ < segments_.size() && offset_ == segments_[index_].iov_len) {
     ++index_;
     offset_ = 0;
@@ -50,16 +54,28 @@ bool IovecCursor::skip(size_t n) {
 }
 
 void IovecCursor::copy(void* buf, size_t n, bool to_segments) {
+  // Walks the segments in place (a header or a small argument per call, so
+  // no list is built) and leaves the cursor after the last byte moved.
   auto* bytes = static_cast<char*>(buf);
-  for (const auto& seg : iovecs(n)) {
+  remaining_ -= n;
+  consumed_ += n;
+  while (n > 0) {
+    char* at = static_cast<char*>(segments_[index_].iov_base) + offset_;
+    const size_t here = std::min(segments_[index_].iov_len - offset_, n);
     if (to_segments) {
-      std::memcpy(seg.iov_base, bytes, seg.iov_len);
+      std::memcpy(at, bytes, here);
     } else {
-      std::memcpy(bytes, seg.iov_base, seg.iov_len);
+      std::memcpy(bytes, at, here);
     }
-    bytes += seg.iov_len;
+    bytes += here;
+    n -= here;
+    offset_ += here;
+    if (offset_ == segments_[index_].iov_len) {
+      ++index_;
+      offset_ = 0;
+    }
   }
-  advance(n);
+  skip_empty_segments();
 }
 
 IovecList IovecCursor::split_off(size_t n) {

@@ -12,11 +12,16 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
-#include <vector>
+
+#include "absl/container/inlined_vector.h"
 
 namespace vfsd {
 
-using IovecList = std::vector<iovec>;
+// A request's segments. A Linux guest's small requests come in 2-4 segments
+// per direction; keeping up to 8 inline takes the heap off the request path
+// (a chain's lists, a cursor's copy of them, a split reply) until a large
+// READ or WRITE brings one segment per page.
+using IovecList = absl::InlinedVector<iovec, 8>;
 
 namespace detail {
 // Shared cursor logic for Reader and Writer.
@@ -44,6 +49,7 @@ class IovecCursor {
   // Cuts the cursor at `n` bytes from its position: this keeps the first n,
   // the returned segments hold the rest.
   IovecList split_off(size_t n);
+  void skip_empty_segments();
 
   IovecList segments_;
   size_t index_ = 0;   // current segment

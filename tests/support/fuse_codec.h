@@ -17,6 +17,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "util/iovec_io.h"
+
 namespace vfsd::test {
 
 using Bytes = std::vector<uint8_t>;
@@ -125,8 +127,8 @@ inline Reply decode_reply(const Bytes& buffer, size_t written) {
 
 /// Cuts `buf` into segments of `chunk` bytes (0: one segment), so that
 /// structs, names and file data straddle segment boundaries.
-inline std::vector<iovec> segments(uint8_t* data, size_t size, size_t chunk) {
-  std::vector<iovec> out;
+inline vfsd::IovecList segments(uint8_t* data, size_t size, size_t chunk) {
+  vfsd::IovecList out;
   if (chunk == 0) chunk = std::max<size_t>(size, 1);
   for (size_t pos = 0; pos < size; pos += chunk) {
     out.push_back(iovec{data + pos, std::min(chunk, size - pos)});

@@ -50,5 +50,34 @@ TEST(IovecWriter, SplitKeepsHeaderAndReturnsRest) {
   EXPECT_EQ(std::string(b, 5), "45XYZ");
 }
 
+TEST(IovecReader, CopiesAcrossEmptyAndManySegments) {
+  // More segments than the list keeps inline, empty ones among them (at the
+  // start, in the middle, at the end): every byte lands in order.
+  char data[24];
+  for (int i = 0; i < 24; ++i) data[i] = static_cast<char>('a' + i);
+  IovecList list{{nullptr, 0}};
+  for (int i = 0; i < 24; i += 2) {
+    list.push_back({data + i, 2});
+    if (i == 10) list.push_back({data, 0});
+  }
+  list.push_back({nullptr, 0});
+  IovecReader r(list);
+  char out[24] = {};
+  ASSERT_TRUE(r.read(out, 5));
+  ASSERT_TRUE(r.read(out + 5, 19));
+  EXPECT_EQ(std::string(out, 24), std::string(data, 24));
+  EXPECT_EQ(r.remaining(), 0u);
+  EXPECT_EQ(r.consumed(), 24u);
+
+  char back[24] = {};
+  IovecList dst;
+  for (int i = 0; i < 24; i += 3) dst.push_back({back + i, 3});
+  IovecWriter w(dst);
+  ASSERT_TRUE(w.write(data, 7));
+  ASSERT_TRUE(w.write(data + 7, 17));
+  EXPECT_FALSE(w.write(data, 1));
+  EXPECT_EQ(std::string(back, 24), std::string(data, 24));
+}
+
 }  // namespace
 }  // namespace vfsd

@@ -7,6 +7,7 @@ namespace vfsd::detail {
 
 IovecCursor::IovecCursor(IovecList segments) : segments_(std::move(segments)) {
   for (const auto& s : segments_) remaining_ += s.iov_len;
+  skip_empty_segments();
 }
 
 IovecList IovecCursor::iovecs(size_t max_bytes) const {
@@ -31,16 +32,14 @@ void IovecCursor::advance(size_t n) {
     size_t here = std::min(segments_[index_].iov_len - offset_, n);
     offset_ += here;
     n -= here;
-    if (offset_ == segments_[index_].iov_len) {
-      ++index_;
-      offset_ = 0;
-    }
+    skip_empty_segments();
   }
-  skip_empty_segments();
 }
 
 void IovecCursor::skip_empty_segments() {
-  // So that index_ always points at a byte when remaining_ > 0.
+  // Steps past the finished segment and any empty ones after it, so that
+  // index_ always points at a byte while remaining_ > 0 (an empty segment's
+  // base may be null, and memcpy must never see it).
   while (index_ < segments_.size() && offset_ == segments_[index_].iov_len) {
     ++index_;
     offset_ = 0;
@@ -70,12 +69,8 @@ void IovecCursor::copy(void* buf, size_t n, bool to_segments) {
     bytes += here;
     n -= here;
     offset_ += here;
-    if (offset_ == segments_[index_].iov_len) {
-      ++index_;
-      offset_ = 0;
-    }
+    skip_empty_segments();
   }
-  skip_empty_segments();
 }
 
 IovecList IovecCursor::split_off(size_t n) {

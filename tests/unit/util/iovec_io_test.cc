@@ -58,7 +58,7 @@ TEST(IovecReader, CopiesAcrossEmptyAndManySegments) {
   IovecList list{{nullptr, 0}};
   for (int i = 0; i < 24; i += 2) {
     list.push_back({data + i, 2});
-    if (i == 10) list.push_back({data, 0});
+    if (i == 10) list.push_back({nullptr, 0});
   }
   list.push_back({nullptr, 0});
   IovecReader r(list);
@@ -71,7 +71,10 @@ TEST(IovecReader, CopiesAcrossEmptyAndManySegments) {
 
   char back[24] = {};
   IovecList dst;
-  for (int i = 0; i < 24; i += 3) dst.push_back({back + i, 3});
+  for (int i = 0; i < 24; i += 3) {
+    dst.push_back({back + i, 3});
+    dst.push_back({nullptr, 0});
+  }
   IovecWriter w(dst);
   ASSERT_TRUE(w.write(data, 7));
   ASSERT_TRUE(w.write(data + 7, 17));

@@ -311,6 +311,7 @@ bool VringWorker::add_finished() {
   }
   for (const auto& [head, len] : finished) queue_.add_used(head, len);
   if (finished.empty()) return false;
+  queue_.publish_used();  // before the dirty log marks the ring
   log_used_ring();
   return true;
 }
@@ -475,7 +476,10 @@ void VringWorker::process() {
     empty_rounds = popped_count == 0 ? empty_rounds + 1 : 0;
     if (empty_rounds >= 2) break;
   }
-  if (added) log_used_ring();
+  if (added) {
+    queue_.publish_used();  // before the dirty log marks the ring
+    log_used_ring();
+  }
   if (added && queue_.should_notify()) call_.signal();
 }
 

@@ -218,6 +218,7 @@ Result<SplitQueue> SplitQueue::create(std::shared_ptr<const GuestMemory> memory,
   q.avail_ = avail;
   q.used_ = used;
   q.next_avail_ = config.next_avail;
+  q.avail_idx_seen_ = config.next_avail;
   // Resume the used index where the ring says it is (a reconnecting or
   // restarted backend continues the previous one's sequence). Relaxed: the
   // driver does not write this field.
@@ -230,19 +231,26 @@ Result<SplitQueue> SplitQueue::create(std::shared_ptr<const GuestMemory> memory,
 }
 
 std::optional<uint16_t> SplitQueue::take_avail_head() {
-  // Acquire: the ring slot and the descriptors the driver wrote before
-  // publishing this index are visible to the reads that follow.
-  const uint16_t avail_idx = u16_at(avail_, kAvailIdx).load(std::memory_order_acquire);
-  const uint16_t pending = static_cast<uint16_t>(avail_idx - next_avail_);
-  if (pending == 0) return std::nullopt;
-  if (pending > size_) {
-    // The driver claims more chains than the ring holds: it is broken.
-    if (!warned_avail_jump_) {
-      log::error("virtqueue: avail idx {} is {} ahead of next_avail {} (size {}); ignoring",
-                 avail_idx, pending, next_avail_, size_);
-      warned_avail_jump_ = true;
+  // The driver's avail idx is read again only once the chains it announced
+  // last time are popped: the load misses the cache (the driver writes that
+  // line as it publishes), and a batch of pops would otherwise pay it each.
+  if (next_avail_ == avail_idx_seen_) {
+    // Acquire: the ring slots and the descriptors the driver wrote before
+    // publishing this index are visible to the reads that follow (and stay
+    // so for the later pops up to it).
+    const uint16_t avail_idx = u16_at(avail_, kAvailIdx).load(std::memory_order_acquire);
+    const uint16_t pending = static_cast<uint16_t>(avail_idx - next_avail_);
+    if (pending == 0) return std::nullopt;
+    if (pending > size_) {
+      // The driver claims more chains than the ring holds: it is broken.
+      if (!warned_avail_jump_) {
+        log::error("virtqueue: avail idx {} is {} ahead of next_avail {} (size {}); ignoring",
+                   avail_idx, pending, next_avail_, size_);
+        warned_avail_jump_ = true;
+      }
+      return std::nullopt;
     }
-    return std::nullopt;
+    avail_idx_seen_ = avail_idx;
   }
   // Relaxed is enough: ordered by the acquire load above.
   const uint16_t head =
@@ -282,12 +290,23 @@ void SplitQueue::add_used(uint16_t head, uint32_t len) {
   std::memcpy(elem, &id, 4);
   std::memcpy(elem + 4, &len, 4);
   ++next_used_;
-  // Release: the element above and the reply bytes written into the chain's
+  // The used idx is the line the driver polls: storing it per element would
+  // pull that line back from the driver's core each time. So it moves once
+  // per kUsedPublishBatch answers while more requests are known to wait,
+  // and at once after the last of them (one in flight waits for nothing).
+  if (++unpublished_used_ >= kUsedPublishBatch || next_avail_ == avail_idx_seen_) publish_used();
+}
+
+void SplitQueue::publish_used() {
+  if (unpublished_used_ == 0) return;
+  unpublished_used_ = 0;
+  // Release: the elements and the reply bytes written into the chains'
   // buffers become visible to the driver no later than the new index.
   u16_at(used_, kUsedIdx).store(next_used_, std::memory_order_release);
 }
 
 bool SplitQueue::should_notify() {
+  publish_used();
   // Full fence: orders our used-idx store (add_used) before the loads of
   // used_event / avail flags below. Without it we could read a stale
   // used_event while the driver reads a stale used idx, and both sleep.
@@ -310,6 +329,8 @@ bool SplitQueue::should_notify() {
 }
 
 bool SplitQueue::enable_notification() {
+  // About to sleep, or to look for more: what was answered goes out first.
+  publish_used();
   if (event_idx_) {
     // avail_event: kick us once avail idx moves past what we consumed.
     u16_at(used_, kUsedRing + kUsedElemSize * size_).store(next_avail_, std::memory_order_relaxed);

@@ -78,11 +78,19 @@ class SplitQueue {
   /// Pinned by: datapath_test.cc(DataPath.MalformedChainsAreReturnedEmptyAndTheQueueGoesOn)
   std::optional<PoppedChain> pop(const GuestMemory& memory);
 
-  /// Puts a chain on the used ring with `len` bytes written into it.
+  /// Puts a chain on the used ring with `len` bytes written into it. The
+  /// used idx that hands it to the driver moves once every chain up to the
+  /// avail idx last read has been popped (nothing known still waits), every
+  /// kUsedPublishBatch elements, and at publish_used(), should_notify() and
+  /// enable_notification(), whichever comes first.
   void add_used(uint16_t head, uint32_t len);
+  /// Moves the used idx past every element added so far.
+  void publish_used();
+  static constexpr uint16_t kUsedPublishBatch = 8;
 
-  /// Whether the driver asked to be notified for what was added since the
-  /// previous call (used_event with EVENT_IDX, else !VRING_AVAIL_F_NO_INTERRUPT).
+  /// Publishes what was added (publish_used()) and says whether the driver
+  /// asked to be notified for it (used_event with EVENT_IDX, else
+  /// !VRING_AVAIL_F_NO_INTERRUPT).
   bool should_notify();
 
   /// Asks the driver to kick for new buffers (avail_event / used flags).
@@ -122,8 +130,11 @@ class SplitQueue {
   void* avail_ = nullptr;  // flags, idx, ring[size], used_event
   void* used_ = nullptr;   // flags, idx, ring[size] of {id, len}, avail_event
   uint16_t next_avail_ = 0;
+  // The avail idx last read: chains up to it are known published.
+  uint16_t avail_idx_seen_ = 0;
   uint16_t next_used_ = 0;
-  uint16_t signalled_used_ = 0;  // used idx at the last notification decision
+  uint16_t unpublished_used_ = 0;  // elements added past the used idx
+  uint16_t signalled_used_ = 0;    // used idx at the last notification decision
   bool signalled_used_valid_ = false;
   bool event_idx_ = false;
   bool indirect_ = true;

@@ -186,6 +186,7 @@ class RequestAllocationTest : public ::testing::Test {
       queue_->add_used(popped->head, len);
       lengths.push_back(len);
     }
+    queue_->publish_used();
   }
 
   // One request through the ring, outside the counted window.

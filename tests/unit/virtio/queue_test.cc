@@ -386,6 +386,38 @@ TEST_F(QueueTest, AvailIdxRunningMoreThanSizeAheadIsIgnored) {
   expect_next_good_chain_pops();
 }
 
+TEST_F(QueueTest, ChainsPublishedWhilePoppingAreSeenInOrder) {
+  // The queue rereads avail idx only after popping what it saw last time:
+  // chains the driver adds in between must still come out, in order, and
+  // none twice.
+  start(8);
+  std::vector<uint16_t> heads;
+  auto publish = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      heads.push_back(driver_->add_chain({"r" + std::to_string(heads.size())}, {}));
+      driver_->publish(heads.back());
+    }
+  };
+  publish(3);
+  size_t popped = 0;
+  auto expect_pop = [&] {
+    PoppedChain p = pop_one();
+    ASSERT_LT(popped, heads.size());
+    EXPECT_EQ(p.head, heads[popped]);
+    ASSERT_TRUE(p.chain.has_value());
+    EXPECT_EQ(bytes(p.chain->readable[0]), "r" + std::to_string(popped));
+    ++popped;
+  };
+  expect_pop();
+  publish(2);  // while two of the first three are still unpopped
+  for (int i = 0; i < 4; ++i) expect_pop();
+  EXPECT_FALSE(queue_->pop(*memory_).has_value());
+  publish(1);
+  expect_pop();
+  EXPECT_FALSE(queue_->pop(*memory_).has_value());
+  EXPECT_EQ(queue_->next_avail(), 6);
+}
+
 TEST_F(QueueTest, AvailIdxWrapsAround65535) {
   start(4, false, true, /*next_avail=*/65534);
   driver_->set_avail_idx(65534);
@@ -409,11 +441,47 @@ TEST_F(QueueTest, AddUsedFillsElementAndBumpsIdx) {
   start(4);
   for (uint16_t i = 0; i < 6; ++i) {  // wraps around the 4-entry used ring
     queue_->add_used(static_cast<uint16_t>(3 - i % 4), 100 + i);
+    queue_->publish_used();
     EXPECT_EQ(driver_->used_idx(), i + 1);
     auto [id, len] = driver_->used_elem(i);
     EXPECT_EQ(id, 3u - i % 4);
     EXPECT_EQ(len, 100u + i);
   }
+}
+
+TEST_F(QueueTest, UsedIdxMovesPerBatchAndWheneverTheDriverIsToLearnOfIt) {
+  start(32, /*event_idx=*/true);
+  constexpr uint16_t kBatch = SplitQueue::kUsedPublishBatch;
+  const uint16_t published = kBatch + 3;
+  for (uint16_t i = 0; i < published; ++i) driver_->publish(driver_->add_chain({"r"}, {}));
+  // While more requests wait, answers go out kBatch at a time...
+  for (uint16_t i = 1; i < published; ++i) {
+    queue_->add_used(pop_one().head, 1);
+    EXPECT_EQ(driver_->used_idx(), i < kBatch ? 0 : kBatch) << "after answer " << i;
+  }
+  // ...and the answer to the last one known goes out at once.
+  queue_->add_used(pop_one().head, 1);
+  EXPECT_EQ(driver_->used_idx(), published);
+
+  // Deciding on an interrupt hands over what is held back: the driver must
+  // find the answers it is told about.
+  driver_->publish(driver_->add_chain({"r"}, {}));
+  driver_->publish(driver_->add_chain({"r"}, {}));
+  queue_->add_used(pop_one().head, 1);
+  EXPECT_EQ(driver_->used_idx(), published);
+  queue_->should_notify();
+  EXPECT_EQ(driver_->used_idx(), published + 1);
+  queue_->add_used(pop_one().head, 1);  // the last known one
+  EXPECT_EQ(driver_->used_idx(), published + 2);
+  // So does going back to waiting for kicks.
+  driver_->publish(driver_->add_chain({"r"}, {}));
+  driver_->publish(driver_->add_chain({"r"}, {}));
+  queue_->add_used(pop_one().head, 1);
+  EXPECT_EQ(driver_->used_idx(), published + 2);
+  queue_->enable_notification();
+  EXPECT_EQ(driver_->used_idx(), published + 3);
+  queue_->add_used(pop_one().head, 1);
+  EXPECT_EQ(driver_->used_idx(), published + 4);
 }
 
 TEST_F(QueueTest, UsedIdxResumesFromRing) {
@@ -423,6 +491,7 @@ TEST_F(QueueTest, UsedIdxResumesFromRing) {
   auto q = SplitQueue::create(memory_, config_for(*driver_));
   ASSERT_TRUE(q.has_value());
   q->add_used(2, 5);
+  q->publish_used();
   EXPECT_EQ(driver_->used_idx(), 8);
   EXPECT_EQ(driver_->used_elem(7).first, 2u);
 }

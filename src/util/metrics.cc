@@ -4,7 +4,6 @@
 #include <atomic>
 #include <cinttypes>
 #include <cstdio>
-#include <mutex>
 
 namespace vfsd::metrics {
 
@@ -19,44 +18,7 @@ struct alignas(64) RequestMetrics::Shard {
   std::array<Cell, kOpSlots> cells{};
 };
 
-struct RequestMetrics::Registry {
-  mutable std::mutex mutex;
-  std::vector<std::unique_ptr<Shard>> shards;  // every shard made; only grows
-  std::vector<Shard*> free;                    // shards whose thread ended
-};
-
 namespace {
-
-std::atomic<uint64_t> g_next_id{1};
-
-// The calling thread's shard, looked up on every record(): trivially
-// destructible, so reading it costs no TLS initialisation check.
-struct ThreadShard {
-  uint64_t owner = 0;  // RequestMetrics::id_ the shard belongs to; 0: none
-  RequestMetrics::Shard* shard = nullptr;
-};
-thread_local ThreadShard t_shard;
-
-// Hands the shard back when the thread ends, so that a later thread (a
-// worker of the next frontend, say) reuses it instead of making a new one.
-struct ShardReturn {
-  std::weak_ptr<RequestMetrics::Registry> registry;
-  void give_back() {
-    if (t_shard.shard == nullptr) return;
-    if (auto r = registry.lock()) {
-      std::lock_guard lock(r->mutex);
-      r->free.push_back(t_shard.shard);
-    }
-    t_shard = {};
-    registry.reset();
-  }
-  ~ShardReturn() { give_back(); }
-};
-thread_local ShardReturn t_shard_return;
-
-void add(std::atomic<uint64_t>& counter, uint64_t n) {
-  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-}
 
 // Seconds as an exact decimal (Prometheus parses it as a float).
 std::string seconds_from_us(uint64_t us) {
@@ -117,45 +79,22 @@ double estimate_quantile_us(const OpTotals& op, double q) {
   return static_cast<double>(bucket_upper_us(kFiniteBuckets - 1));
 }
 
-RequestMetrics::RequestMetrics()
-    : registry_(std::make_shared<Registry>()), id_(g_next_id.fetch_add(1)) {}
+RequestMetrics::RequestMetrics() = default;
 
 RequestMetrics::~RequestMetrics() = default;
 
-RequestMetrics::Shard& RequestMetrics::attach_this_thread() {
-  // The thread last recorded for another RequestMetrics (tests make several):
-  // that one gets its shard back first.
-  t_shard_return.give_back();
-  Shard* shard = nullptr;
-  {
-    std::lock_guard lock(registry_->mutex);
-    if (!registry_->free.empty()) {
-      shard = registry_->free.back();
-      registry_->free.pop_back();
-    } else {
-      registry_->shards.push_back(std::make_unique<Shard>());
-      shard = registry_->shards.back().get();
-    }
-  }
-  t_shard = {id_, shard};
-  t_shard_return.registry = registry_;
-  return *shard;
-}
-
 void RequestMetrics::record(size_t slot, uint64_t ns, bool failed) {
-  Shard& shard = t_shard.owner == id_ ? *t_shard.shard : attach_this_thread();
-  Shard::Cell& cell = shard.cells[slot < kOpSlots ? slot : 0];
-  add(cell.buckets[bucket_for(ns)], 1);
-  add(cell.total_ns, ns);
-  if (failed) add(cell.errors, 1);
+  Shard::Cell& cell = shards_.local().cells[slot < kOpSlots ? slot : 0];
+  bump_owned(cell.buckets[bucket_for(ns)]);
+  bump_owned(cell.total_ns, ns);
+  if (failed) bump_owned(cell.errors);
 }
 
 Snapshot RequestMetrics::snapshot() const {
   Snapshot totals{};
-  std::lock_guard lock(registry_->mutex);
-  for (const auto& shard : registry_->shards) {
+  shards_.for_each([&](const Shard& shard) {
     for (size_t slot = 0; slot < kOpSlots; ++slot) {
-      const Shard::Cell& cell = shard->cells[slot];
+      const Shard::Cell& cell = shard.cells[slot];
       OpTotals& op = totals[slot];
       for (size_t b = 0; b < kBuckets; ++b) {
         const uint64_t n = cell.buckets[b].load(std::memory_order_relaxed);
@@ -165,15 +104,14 @@ Snapshot RequestMetrics::snapshot() const {
       op.errors += cell.errors.load(std::memory_order_relaxed);
       op.total_ns += cell.total_ns.load(std::memory_order_relaxed);
     }
-  }
+  });
   // The error of a request may be seen before its bucket.
   for (OpTotals& op : totals) op.errors = std::min(op.errors, op.count);
   return totals;
 }
 
 size_t RequestMetrics::shard_count() const {
-  std::lock_guard lock(registry_->mutex);
-  return registry_->shards.size();
+  return shards_.size();
 }
 
 std::string render_prometheus(const Snapshot& snapshot, std::span<const std::string_view> names,

@@ -28,6 +28,8 @@
 #include <string_view>
 #include <vector>
 
+#include "util/thread_slots.h"
+
 namespace vfsd::metrics {
 
 /// Operation slots; the FUSE server's op table has as many rows.
@@ -145,15 +147,9 @@ class RequestMetrics {
   size_t shard_count() const;
 
   struct Shard;
-  struct Registry;
 
  private:
-  Shard& attach_this_thread();
-
-  // Shared with the threads that hold a shard: one that ends after this
-  // object gives its shard back only if the registry still exists.
-  std::shared_ptr<Registry> registry_;
-  const uint64_t id_;  // never reused, unlike an address
+  ThreadSlots<Shard> shards_;
 };
 
 }  // namespace vfsd::metrics

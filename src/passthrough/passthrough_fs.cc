@@ -158,6 +158,19 @@ Result<std::optional<ScopedCapabilityDrop>> drop_fsetid_if(bool kill) {
   return guard;
 }
 
+// preadv and pwritev2 as bare system calls. glibc's wrappers are
+// cancellation points that switch asynchronous cancellation on and off
+// around the call: 4% of a 4 KiB read's CPU time, and no thread of ours is
+// ever cancelled. The offset goes as the kernel's low and high words; on a
+// 64-bit kernel the low word carries all of it.
+static_assert(sizeof(long) == 8, "the offset is passed in one register");
+ssize_t preadv_nocancel(int fd, const iovec* iov, int count, off_t at) {
+  return ::syscall(SYS_preadv, fd, iov, count, static_cast<long>(at), 0L);
+}
+ssize_t pwritev2_nocancel(int fd, const iovec* iov, int count, off_t at, int rwf) {
+  return ::syscall(SYS_pwritev2, fd, iov, count, static_cast<long>(at), 0L, rwf);
+}
+
 // The host side of READ and WRITE: moves up to `want` bytes between the
 // guest's buffers (`cursor`, an IovecWriter or IovecReader) and the file at
 // `offset` with `io(iov, count, offset)` (preadv or pwritev2), IOV_MAX
@@ -991,7 +1004,7 @@ Result<size_t> PassthroughFs::read(const fuse::Context&, InodeId ino, HandleId f
   // Straight into the reply buffers.
   const int fd = h->fd.get();
   return host_io(out, want, offset, [fd](const iovec* iov, int count, off_t at) {
-    return ::preadv(fd, iov, count, at);
+    return preadv_nocancel(fd, iov, count, at);
   });
 }
 
@@ -1019,7 +1032,7 @@ Result<size_t> PassthroughFs::write(const fuse::Context&, InodeId ino, HandleId 
   // Straight from the request's buffers.
   const int fd = h->fd.get();
   return host_io(in, size, offset, [fd, rwf](const iovec* iov, int count, off_t at) {
-    return ::pwritev2(fd, iov, count, at, rwf);
+    return pwritev2_nocancel(fd, iov, count, at, rwf);
   });
 }
 

@@ -398,6 +398,33 @@ TEST_F(PassthroughFsTest, ReadAndWriteGoStraightThroughSegments) {
   EXPECT_EQ(fs_->read(ctx_, f, HandleId{h.value() + 77}, any, 4, 0).error(), Errno{EBADF});
 }
 
+// The offset reaches the kernel whole: past 4 GiB (a sparse file), where a
+// 32-bit slip would land the bytes at the wrong place.
+TEST_F(PassthroughFsTest, ReadAndWritePastFourGiBLandAtTheirOffset) {
+  write_host(path("sparse"), "");
+  InodeId f = must_lookup(kRootInode, "sparse");
+  fuse::HandleId h = must_open(f, O_RDWR);
+  constexpr uint64_t kAt = (uint64_t{5} << 32) + 12345;
+
+  char msg[] = "far out";
+  IovecReader in({{msg, 7}});
+  ASSERT_EQ(fs_->write(ctx_, f, h, in, 7, kAt, 0, std::nullopt).value(), 7u);
+  struct stat st {};
+  ASSERT_EQ(::stat(path("sparse").c_str(), &st), 0);
+  EXPECT_EQ(static_cast<uint64_t>(st.st_size), kAt + 7);
+  const int host = ::open(path("sparse").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(host, 0);
+  char back[8] = {};
+  EXPECT_EQ(::pread(host, back, 7, static_cast<off_t>(kAt)), 7);
+  ::close(host);
+  EXPECT_STREQ(back, "far out");
+
+  char got[16] = {};
+  IovecWriter out({{got, sizeof got}});
+  ASSERT_EQ(fs_->read(ctx_, f, h, out, sizeof got, kAt - 2).value(), 9u);
+  EXPECT_EQ(std::string(got, 9), std::string(2, '\0') + "far out");
+}
+
 TEST_F(PassthroughFsTest, ReadSpanningMoreSegmentsThanIovMax) {
   std::string data(3000, '\0');
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>('a' + i % 26);

@@ -6,7 +6,8 @@
 // running one of our threads; a thread not running passes one on its next
 // context switch). Where the kernel lacks it, the hot side falls back to a
 // real fence, chosen once when the fence is made.
-// Pinned by: session_gate_test.cc(SessionGate.*)
+// Pinned by: session_gate_test.cc(SessionGate.*),
+// seccomp_test.cc(Seccomp.TheSessionResetBarrierRuns)
 #pragma once
 
 #include <atomic>

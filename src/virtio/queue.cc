@@ -253,15 +253,16 @@ std::optional<uint16_t> SplitQueue::take_avail_head() {
     avail_idx_seen_ = avail_idx;
   }
   // Relaxed is enough: ordered by the acquire load above.
-  const uint16_t head =
-      u16_at(avail_, kAvailRing + 2u * (next_avail_ % size_)).load(std::memory_order_relaxed);
+  const auto ring_entry = [this](uint16_t idx) {
+    return u16_at(avail_, kAvailRing + 2u * (idx % size_)).load(std::memory_order_relaxed);
+  };
+  const uint16_t head = ring_entry(next_avail_);
   ++next_avail_;
   if (next_avail_ != avail_idx_seen_) {
     // The next chain is published already: start fetching its first
     // descriptor, which the next pop reads, while this one is served. (A
     // hint only: the next pop reads and checks the slot again.)
-    const uint16_t next_head =
-        u16_at(avail_, kAvailRing + 2u * (next_avail_ % size_)).load(std::memory_order_relaxed);
+    const uint16_t next_head = ring_entry(next_avail_);
     if (next_head < size_)
       __builtin_prefetch(static_cast<const char*>(desc_) + kDescSize * next_head);
   }

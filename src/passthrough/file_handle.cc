@@ -84,6 +84,18 @@ bool FileHandle::same_object(const FileHandle& other) const {
          std::memcmp(bytes_.data(), other.bytes_.data(), size_) == 0;
 }
 
+bool FileHandle::names_same_object(int dir_fd, const char* name) const {
+  // Sized to this handle: a handle of another size is another object, and the
+  // kernel says so (EOVERFLOW) without copying it. Not zeroed: on success
+  // the kernel has written every byte compared below.
+  HandleBuffer buffer;
+  buffer.get()->handle_bytes = size_;
+  int mount_id = 0;
+  if (::name_to_handle_at(dir_fd, name, buffer.get(), &mount_id, 0) != 0) return false;
+  return buffer.get()->handle_type == type_ && buffer.get()->handle_bytes == size_ &&
+         std::memcmp(buffer.raw + sizeof(struct file_handle), bytes_.data(), size_) == 0;
+}
+
 Result<bool> check_file_handles(int root_fd, bool mandatory) {
   const char* mode = mandatory ? "mandatory" : "prefer";
   auto handle = FileHandle::from_fd(root_fd);

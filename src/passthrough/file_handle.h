@@ -79,6 +79,11 @@ class FileHandle {
 
   /// Same handle type and bytes (the mount id is not compared).
   bool same_object(const FileHandle& other) const;
+  /// Whether `name` in the directory `dir_fd` (one component, not followed)
+  /// is the object of this handle: one name_to_handle_at into a buffer of
+  /// this handle's size, nothing stored. Any failure (no such name, a
+  /// handle of another size) answers false.
+  bool names_same_object(int dir_fd, const char* name) const;
 
  private:
   static Result<FileHandle> handle_at(int dir_fd, const char* path, int flags);

@@ -194,6 +194,16 @@ std::shared_ptr<const InodeData> InodeStore::find(const InodeKey& key) const {
   return it == by_id_.end() ? nullptr : it->second.data;
 }
 
+std::shared_ptr<const InodeData> InodeStore::ref_by_key(const InodeKey& key) {
+  std::unique_lock lock(mutex_);
+  auto known = by_key_.find(key);
+  if (known == by_key_.end()) return nullptr;
+  auto it = by_id_.find(known->second);
+  if (it == by_id_.end()) return nullptr;
+  ++it->second.refcount;
+  return it->second.data;
+}
+
 bool InodeStore::add_ref(fuse::InodeId id) {
   std::unique_lock lock(mutex_);
   auto it = by_id_.find(id);

@@ -31,6 +31,15 @@ struct InodeKey {
   auto operator<=>(const InodeKey&) const = default;
 };
 
+struct InodeKeyHash {
+  size_t operator()(const InodeKey& key) const noexcept {
+    // ino varies most; dev and mnt_id tell the few filesystems apart.
+    uint64_t h = key.ino * 0x9e3779b97f4a7c15ULL;
+    h ^= (key.dev + (key.mnt_id << 32)) * 0xc2b2ae3d27d4eb4fULL;
+    return static_cast<size_t>(h ^ (h >> 29));
+  }
+};
+
 /// One inode. Immutable once published; the lookup count lives in the store.
 struct InodeData {
   fuse::InodeId id{0};
@@ -120,6 +129,10 @@ class InodeStore {
 
   /// The inode stored under `key`, or null; takes no reference.
   std::shared_ptr<const InodeData> find(const InodeKey& key) const;
+  /// The inode stored under `key` with one more lookup reference taken, or
+  /// null (nothing taken). A caller that then finds it is not the inode it
+  /// wanted gives the reference back with forget(id, 1).
+  std::shared_ptr<const InodeData> ref_by_key(const InodeKey& key);
 
   /// Takes one more lookup reference on a known inode; false if unknown.
   bool add_ref(fuse::InodeId id);
@@ -169,7 +182,7 @@ class InodeStore {
 
   mutable std::shared_mutex mutex_;
   std::unordered_map<fuse::InodeId, Slot> by_id_;
-  std::map<InodeKey, fuse::InodeId> by_key_;
+  std::unordered_map<InodeKey, fuse::InodeId, InodeKeyHash> by_key_;
   uint64_t next_id_ = fuse::kRootInode.value() + 1;  // the next InodeId
   Budget* fd_budget_ = nullptr;
   Budget* handle_budget_ = nullptr;

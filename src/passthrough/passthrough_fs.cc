@@ -373,7 +373,9 @@ uint32_t PassthroughFs::entry_attr_flags(const InodeData& parent, const InodeDat
 
 std::optional<Entry> PassthroughFs::lookup_known(const InodeData& parent, const char* name,
                                                  const struct stat& st, uint64_t mnt_id) {
-  auto data = inodes_.find(InodeKey{st.st_dev, st.st_ino, mnt_id});
+  // The reference first (one pass under the store's lock), handed back below
+  // if the inode turns out not to be the one the name names.
+  auto data = inodes_.ref_by_key(InodeKey{st.st_dev, st.st_ino, mnt_id});
   if (!data) return std::nullopt;
   // An inode held by an fd is pinned: its number cannot have been given to
   // another file, so the key alone proves it is this one. A handle inode
@@ -381,13 +383,11 @@ std::optional<Entry> PassthroughFs::lookup_known(const InodeData& parent, const 
   // it, so the name's handle must be the stored one. (The stat and the
   // handle come from two calls, but the stored object being alive at the
   // second means it was the one with this number at the first.)
-  if (data->handle) {
-    auto handle = FileHandle::from_name(parent.fd.get(), name);
-    if (!handle || !handle->same_object(*data->handle)) return std::nullopt;
+  if (data->handle && !data->handle->names_same_object(parent.fd.get(), name)) {
+    inodes_.forget(data->id, 1);
+    return std::nullopt;
   }
-  // Forgotten meanwhile: the full way registers it anew.
-  if (!inodes_.add_ref(data->id)) return std::nullopt;
-  lookups_recognised_.fetch_add(1, std::memory_order_relaxed);
+  bump_owned(lookups_recognised_.local().value);
   return entry_for(*data, st, entry_attr_flags(parent, *data, st, mnt_id, false));
 }
 

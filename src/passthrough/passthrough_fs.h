@@ -39,6 +39,7 @@
 #include "passthrough/locks.h"
 #include "passthrough/xattr_map.h"
 #include "util/result.h"
+#include "util/thread_slots.h"
 #include "util/unique_fd.h"
 
 namespace vfsd::passthrough {
@@ -279,7 +280,10 @@ class PassthroughFs final : public fuse::FileSystem {
   /// LOOKUPs answered by recognising a stored inode (lookup_known), for
   /// tests and diagnostics.
   uint64_t lookups_recognised() const {
-    return lookups_recognised_.load(std::memory_order_relaxed);
+    uint64_t sum = 0;
+    lookups_recognised_.for_each(
+        [&](const OwnedCounter& slot) { sum += slot.value.load(std::memory_order_relaxed); });
+    return sum;
   }
   /// Lookup references held on `inode`. For tests and diagnostics.
   uint64_t lookup_count(fuse::InodeId inode) const { return inodes_.refcount(inode); }
@@ -519,7 +523,11 @@ class PassthroughFs final : public fuse::FileSystem {
   mutable std::mutex prepared_mutex_;
   std::unordered_map<uint64_t, std::string> prepared_paths_;
   std::map<uint64_t, fuse::InodeId> mount_roots_;  // mount id -> a root the guest reached
-  std::atomic<uint64_t> lookups_recognised_{0};
+  // Per thread: a shared counter would cost every lookup a locked instruction.
+  struct OwnedCounter {
+    std::atomic<uint64_t> value{0};
+  };
+  ThreadSlots<OwnedCounter> lookups_recognised_;
   InodeStore inodes_;
   HandleTable handles_;
   // Declared last: destroyed first, ending lock waits while everything they

@@ -457,6 +457,8 @@ TEST_F(FileHandleTest, KnownInodeNumberReusedByTheHostIsANewInode) {
   ASSERT_TRUE(new_entry) << errno_name(new_entry.error().value);
   EXPECT_NE(new_entry->inode, old_entry->inode);
   EXPECT_EQ(fs_->lookups_recognised(), recognised);
+  // The reference the recognition attempt took on the old inode went back.
+  EXPECT_EQ(fs_->lookup_count(old_entry->inode), 1u);
   EXPECT_TRUE(fs_->getattr(ctx_, new_entry->inode, std::nullopt));
   EXPECT_EQ(fs_->getattr(ctx_, old_entry->inode, std::nullopt).error().value, ESTALE);
   // And from now on the new inode is the one recognised under the name.

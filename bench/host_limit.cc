@@ -19,8 +19,8 @@
 //   getattr      statx(ROOT, "", AT_EMPTY_PATH)
 //   lookup       openat(ROOT, "f", O_PATH|O_NOFOLLOW) + statx(fd, "",
 //                AT_EMPTY_PATH) + close
-//   lookup-miss  fstatat(ROOT, "missing-N", AT_SYMLINK_NOFOLLOW), a new N
-//                each time (ENOENT)
+//   lookup-miss  fstatat(ROOT, "missing-N", AT_SYMLINK_NOFOLLOW), N cycling
+//                through vhost_load's kMissNames names (ENOENT)
 //   open         openat(/proc/self/fd, "F", O_RDONLY) + close: the reopen
 //                of an O_PATH fd through /proc, as passthrough OPEN does
 //   create       openat(ROOT, "c-N", O_CREAT|O_EXCL|O_RDWR) + close +
@@ -61,6 +61,9 @@ int must(int fd, const char* what) {
   if (fd < 0) throw std::runtime_error(std::string(what) + ": " + std::strerror(errno));
   return fd;
 }
+
+// lookup-miss: as many missing names as bench/vhost_load cycles through.
+constexpr uint64_t kMissNames = 4096;
 
 // Writes `v` as exactly `width` decimal digits.
 void put_digits(char* p, int width, uint64_t v) {
@@ -138,7 +141,7 @@ int main(int argc, char** argv) try {
       return ok;
     }
     if (workload == "lookup-miss") {
-      put_digits(miss + 8, 16, ++serial);
+      put_digits(miss + 8, 16, ++serial % kMissNames);
       return ::fstatat(root, miss, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT;
     }
     if (workload == "open") {

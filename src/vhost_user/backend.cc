@@ -478,11 +478,15 @@ VoidResult Backend::maybe_start(uint32_t index) {
   }
   // Queue 0 is virtio-fs's hiprio queue (see BackendOptions::thread_pool_size).
   ThreadPool* pool = index == 0 ? nullptr : pool_.get();
-  auto worker =
-      VringWorker::start(index, std::move(*queue), ring.kick.get(), memory_, ring.call, handler_,
-                         pool, index == 0 ? std::chrono::nanoseconds{0} : options_.max_poll,
-                         options_.queue_counters ? options_.queue_counters->of(index) : nullptr,
-                         RingLogging{&dirty_log_, &ring.used_log});
+  auto worker = VringWorker::start(
+      index, std::move(*queue), ring.kick.get(), memory_, ring.call, handler_, pool,
+      index == 0 ? std::chrono::nanoseconds{0} : options_.max_poll,
+      options_.queue_counters ? options_.queue_counters->of(index) : nullptr,
+      RingLogging{&dirty_log_, &ring.used_log},
+      index == 0
+          ? KickBatching{std::max<uint32_t>(1, std::min(options_.hiprio_kick_batch, ring.size / 4)),
+                         options_.hiprio_linger}
+          : KickBatching{});
   if (!worker) {
     log::error("vring {}: cannot start its worker: {}", index, errno_name(worker.error().value));
     return tl::unexpected(worker.error());

@@ -91,6 +91,12 @@ struct BackendOptions {
   /// The longest a request queue's worker polls its ring after it ran dry
   /// (adaptive_poll.h); zero: it always sleeps on the kick.
   std::chrono::nanoseconds max_poll{0};
+  /// The hiprio queue (FORGETs) asks for a kick only every this many chains,
+  /// at most a quarter of its ring, and serves a batch that does not fill
+  /// up after `hiprio_linger` (vring_worker.h, "Kick batching"). 1: a kick
+  /// per chain. Needs EVENT_IDX; without it every chain kicks.
+  uint32_t hiprio_kick_batch = 32;
+  std::chrono::nanoseconds hiprio_linger = std::chrono::microseconds(1000);
   /// Chains popped per queue (index = vring index), if given; it must
   /// outlive the Backend. Queues past its size are not counted.
   metrics::QueueCounters* queue_counters = nullptr;

@@ -204,7 +204,8 @@ VringWorker::VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kic
                          UniqueFd stop_fd, const MemorySnapshot& memory, CallFd& call,
                          virtio::RequestHandler& handler, ThreadPool* pool,
                          std::shared_ptr<detail::DeferredState> deferred,
-                         AdaptivePoll::Duration max_poll, std::atomic<uint64_t>* chains_popped)
+                         AdaptivePoll::Duration max_poll, std::atomic<uint64_t>* chains_popped,
+                         KickBatching batching)
     : index_(queue_index),
       queue_(std::move(queue)),
       kick_fd_(kick_fd),
@@ -214,22 +215,24 @@ VringWorker::VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kic
       handler_(handler),
       pool_(pool),
       poll_(max_poll),
+      batching_(batching),
       chains_popped_(chains_popped),
       deferred_(std::move(deferred)) {}
 
 Result<std::unique_ptr<VringWorker>> VringWorker::start(
     uint32_t queue_index, virtio::SplitQueue queue, int kick_fd, const MemorySnapshot& memory,
     CallFd& call, virtio::RequestHandler& handler, ThreadPool* pool,
-    AdaptivePoll::Duration max_poll, std::atomic<uint64_t>* chains_popped, RingLogging logging) {
+    AdaptivePoll::Duration max_poll, std::atomic<uint64_t>* chains_popped, RingLogging logging,
+    KickBatching batching) {
   UniqueFd stop_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!stop_fd) return fail_errno();
   auto deferred = std::make_shared<detail::DeferredState>();
   deferred->logging = logging;
   deferred->event.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!deferred->event) return fail_errno();
-  std::unique_ptr<VringWorker> w(new VringWorker(queue_index, std::move(queue), kick_fd,
-                                                 std::move(stop_fd), memory, call, handler, pool,
-                                                 std::move(deferred), max_poll, chains_popped));
+  std::unique_ptr<VringWorker> w(
+      new VringWorker(queue_index, std::move(queue), kick_fd, std::move(stop_fd), memory, call,
+                      handler, pool, std::move(deferred), max_poll, chains_popped, batching));
   try {
     w->thread_ = std::thread([p = w.get()] { p->run(); });
   } catch (const std::system_error&) {
@@ -320,12 +323,13 @@ void VringWorker::run() {
   log::debug("vring {}: worker started at avail index {}", index_, queue_.next_avail());
   // Buffers may have been published while the ring was stopped (the kick
   // then went to an fd we no longer have): serve them first.
-  process();
+  process_and_rearm();
   while (!stopping_.load(std::memory_order_relaxed)) {
-    if (poll_for_work()) {
+    // A lingering queue waits for its batch's kick instead of polling.
+    if (!lingering_ && poll_for_work()) {
       if (add_finished() && queue_.should_notify()) call_.signal();
       pool_was_full_ = false;  // process() finds out again
-      process();
+      process_and_rearm();
       continue;
     }
     if (!wait_and_serve()) break;
@@ -375,11 +379,23 @@ bool VringWorker::wait_and_serve() {
   pollfd fds[3] = {
       {kick_fd_, POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}, {deferred_->event.get(), POLLIN, 0}};
   const auto slept_from = poll_.max().count() != 0 ? monotonic_now() : AdaptivePoll::Duration{};
-  int n = ::poll(fds, 3, -1);
+  timespec linger{};
+  if (lingering_) {
+    const auto ns = batching_.linger.count();
+    linger = {static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  }
+  int n = ::ppoll(fds, 3, lingering_ ? &linger : nullptr, nullptr);
   if (n < 0) {
     if (errno == EINTR) return true;
     log::error("vring {}: poll: {}; worker stops", index_, errno_name(errno));
     return false;
+  }
+  if (n == 0) {
+    // The batch did not fill up within the linger: serve what came. If
+    // nothing did, process() left a kick per chain asked for, and the next
+    // wait has no timeout.
+    process_and_rearm(/*linger_ran_out=*/true);
+    return true;
   }
   if (fds[1].revents != 0) return false;
   if (poll_.max().count() != 0) poll_.slept(monotonic_now() - slept_from);
@@ -409,7 +425,7 @@ bool VringWorker::wait_and_serve() {
     // r < 0 (EAGAIN: someone else drained it) is harmless: process anyway.
     serve = true;
   }
-  if (serve) process();
+  if (serve) process_and_rearm();
   return true;
 }
 
@@ -435,11 +451,32 @@ bool VringWorker::serve_here(virtio::DescriptorChain chain,
   return true;
 }
 
-void VringWorker::process() {
+void VringWorker::process_and_rearm(bool linger_ran_out) {
+  const bool batching = batching_.chains > 1 && queue_.event_idx();
+  for (;;) {
+    const size_t popped = process();
+    if (!batching || stopping_.load(std::memory_order_relaxed) || pool_was_full_) return;
+    // Nothing came within a linger (or nothing was batching): process() asked
+    // for a kick per chain, and the next wait has no timeout. A kick that
+    // finds nothing (the one for a chain served already) changes nothing.
+    if (popped == 0 && (!lingering_ || linger_ran_out)) {
+      lingering_ = false;
+      return;
+    }
+    lingering_ = true;
+    // A batch already there may have been published before the driver saw
+    // the new avail_event, so without a kick: serve it now.
+    if (queue_.request_kick_after(batching_.chains) < batching_.chains) return;
+    linger_ran_out = false;
+  }
+}
+
+size_t VringWorker::process() {
   // One memory snapshot per batch: a table change applies from the next one.
   std::shared_ptr<const virtio::GuestMemory> memory = memory_.get();
-  if (!memory) return;
+  if (!memory) return 0;
   bool added = false;
+  size_t popped_total = 0;
   int empty_rounds = 0;
   for (;;) {
     queue_.disable_notification();
@@ -465,6 +502,7 @@ void VringWorker::process() {
       // stop(): finish the chain in hand, leave the rest for the next start.
       if (stopping_.load(std::memory_order_relaxed)) break;
     }
+    popped_total += static_cast<size_t>(popped_count);
     if (chains_popped_ != nullptr && popped_count > 0)
       metrics::QueueCounters::add(*chains_popped_, static_cast<uint64_t>(popped_count));
     // Stopping, or the pool is full: its next answer resumes us.
@@ -481,6 +519,7 @@ void VringWorker::process() {
     log_used_ring();
   }
   if (added && queue_.should_notify()) call_.signal();
+  return popped_total;
 }
 
 }  // namespace vfsd::vhost_user

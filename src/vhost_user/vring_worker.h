@@ -34,11 +34,22 @@
 // still on the ring and the ones in the pool: fewer than kPoolFromPending)
 // the worker serves the chain itself: a hand-off to another thread and back
 // costs two wake-ups, which is most of a request at depth 1.
-// Pinned by: deferred_test.cc(Deferred.*, Pool.*), datapath_test.cc(DataPath.*),
+//
+// Kick batching (the hiprio queue). FORGETs need no answer and come one per
+// evicted inode: a kick and a wake-up for each costs more than serving it.
+// With EVENT_IDX and KickBatching{chains > 1}, after serving a batch the
+// worker asks the driver to kick only at the chains-th next chain and waits
+// at most `linger` for that kick; when the linger runs out it serves what
+// came and, if nothing did, asks for a kick per chain again and sleeps
+// without a timeout: an idle queue does no timed waits, and no chain waits
+// longer than about `linger`. (Polling is not used on a batching queue.)
+// Pinned by: deferred_test.cc(Deferred.*, Pool.*),
+// datapath_test.cc(DataPath.*, HiprioBatching.*),
 // stack_test.cc(StackTest.GetVringBaseReturnsTheNextIndexAndStopsTheRing)
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -61,6 +72,12 @@ namespace vfsd::vhost_user {
 /// With a pool, a chain goes to it only when at least this many requests are
 /// pending on its queue (see "Pooled chains" above).
 inline constexpr size_t kPoolFromPending = 3;
+
+/// See "Kick batching" above; the default (one chain) kicks for every chain.
+struct KickBatching {
+  uint32_t chains = 1;
+  std::chrono::nanoseconds linger{0};
+};
 
 namespace detail {
 struct DeferredState;  // defined in vring_worker.cc
@@ -108,12 +125,14 @@ class VringWorker {
   /// chain popped is added to `chains_popped` (if given; it must outlive the
   /// worker, and only this worker may write it). While `logging.log` has a
   /// log, every reply's bytes and (with `logging.used` on) the used ring are
-  /// marked in it; both must outlive the worker.
+  /// marked in it; both must outlive the worker. `batching` spaces the
+  /// driver's kicks (see "Kick batching" above).
   static Result<std::unique_ptr<VringWorker>> start(
       uint32_t queue_index, virtio::SplitQueue queue, int kick_fd, const MemorySnapshot& memory,
       CallFd& call, virtio::RequestHandler& handler, ThreadPool* pool = nullptr,
       AdaptivePoll::Duration max_poll = AdaptivePoll::Duration::zero(),
-      std::atomic<uint64_t>* chains_popped = nullptr, RingLogging logging = {});
+      std::atomic<uint64_t>* chains_popped = nullptr, RingLogging logging = {},
+      KickBatching batching = {});
   ~VringWorker();
   VringWorker(const VringWorker&) = delete;
   VringWorker& operator=(const VringWorker&) = delete;
@@ -127,7 +146,8 @@ class VringWorker {
   VringWorker(uint32_t queue_index, virtio::SplitQueue queue, int kick_fd, UniqueFd stop_fd,
               const MemorySnapshot& memory, CallFd& call, virtio::RequestHandler& handler,
               ThreadPool* pool, std::shared_ptr<detail::DeferredState> deferred,
-              AdaptivePoll::Duration max_poll, std::atomic<uint64_t>* chains_popped);
+              AdaptivePoll::Duration max_poll, std::atomic<uint64_t>* chains_popped,
+              KickBatching batching);
   void run();
   // Marks the whole used ring in the dirty log, if logging is on for it
   // (every used-ring write is inside it: elements, index, flags, avail_event).
@@ -139,8 +159,12 @@ class VringWorker {
   // Waits for a kick, a stop or an answer; false when the worker must stop.
   bool wait_and_serve();
   // Serves everything available, until stopping is requested or the pool
-  // is full.
-  void process();
+  // is full; returns how many chains it popped.
+  size_t process();
+  // process(), then, on a batching queue that found work, asks for the next
+  // kick only after a batch and lingers (serving at once what already makes
+  // a batch); after a linger that ran out with nothing, a kick per chain.
+  void process_and_rearm(bool linger_ran_out = false);
   // Logs a chain pop() refused and gives it back empty where the used ring
   // can take it; true if it went on the used ring.
   bool give_back_refused(uint16_t head, virtio::ChainError error);
@@ -167,7 +191,11 @@ class VringWorker {
   // process() stopped popping because the pool was full; the next answer
   // resumes it. Worker thread only.
   bool pool_was_full_ = false;
-  AdaptivePoll poll_;                           // worker thread only
+  AdaptivePoll poll_;  // worker thread only
+  const KickBatching batching_;
+  // The driver was asked to kick only after a batch: the next wait ends
+  // after batching_.linger at the latest. Worker thread only.
+  bool lingering_ = false;
   std::atomic<uint64_t>* const chains_popped_;  // null: not counted
   std::atomic<bool> stopping_{false};
   // Shared with the DeferredReply objects this worker handed out; outlives

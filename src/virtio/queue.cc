@@ -1,5 +1,6 @@
 #include "virtio/queue.h"
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cerrno>
@@ -361,6 +362,19 @@ bool SplitQueue::enable_notification() {
   // A runaway index (see pop) is not work: reporting it would make the
   // caller spin on a queue that pop() refuses.
   return has_available();
+}
+
+uint32_t SplitQueue::request_kick_after(uint32_t chains) {
+  if (!event_idx_ || chains <= 1) return enable_notification() ? available_count() : 0;
+  publish_used();
+  // The driver kicks when its avail idx moves past avail_event: the chain
+  // at next_avail_ + chains - 1 is the one that crosses it. A ring holds at
+  // most size_ chains, so the distance stays below 2^16.
+  const auto last = static_cast<uint16_t>(next_avail_ + std::min(chains, size_) - 1);
+  u16_at(used_, kUsedRing + kUsedElemSize * size_).store(last, std::memory_order_relaxed);
+  // As in enable_notification(): the store before the re-read of avail idx.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return available_count();
 }
 
 void SplitQueue::suppress_notification() {

@@ -97,11 +97,22 @@ class SplitQueue {
   /// Returns true if buffers became available meanwhile: the caller must
   /// then keep popping instead of sleeping.
   bool enable_notification();
+  /// With EVENT_IDX, asks the driver to kick only once `chains` more chains
+  /// (counted from next_avail) are published, so a stream of small requests
+  /// costs one wake-up per `chains`; without EVENT_IDX (or for `chains` <= 1)
+  /// it is enable_notification(). Returns how many chains are available
+  /// after the request took effect: the caller serves them at once if they
+  /// reach `chains` (that kick may have been skipped), and otherwise must not
+  /// sleep for good while any are pending (their kick may never come).
+  /// Pinned by: queue_test.cc(QueueTest.KickAfter*)
+  uint32_t request_kick_after(uint32_t chains);
   /// Tells the driver that kicks are not needed while we are busy.
   void disable_notification();
   /// Tells the driver not to kick even for its next buffer: the device is
   /// polling the avail ring. enable_notification() undoes it.
   void suppress_notification();
+  /// Whether VIRTIO_RING_F_EVENT_IDX was negotiated for this ring.
+  bool event_idx() const { return event_idx_; }
   /// Whether the driver published chains not popped yet: a load and a
   /// compare, for polling (a runaway index is not work, as in pop()).
   bool has_available() const;

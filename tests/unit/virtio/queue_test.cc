@@ -581,6 +581,45 @@ TEST_F(QueueTest, EnableDisableNotificationWithoutEventIdxUsesUsedFlags) {
   EXPECT_TRUE(queue_->enable_notification());
 }
 
+// Whether a Linux driver kicks after publishing avail idx old -> new
+// (vring_need_event).
+bool driver_kicks(uint16_t avail_event, uint16_t old_idx, uint16_t new_idx) {
+  return static_cast<uint16_t>(new_idx - avail_event - 1) <
+         static_cast<uint16_t>(new_idx - old_idx);
+}
+
+TEST_F(QueueTest, KickAfterAsksForTheNthChainAndCountsWhatIsThere) {
+  start(16, /*event_idx=*/true, /*indirect=*/true, /*next_avail=*/65534);
+  driver_->set_avail_idx(65534);
+  EXPECT_EQ(queue_->request_kick_after(4), 0u);
+  // Counted from next_avail, across the 16-bit wrap: the fourth chain kicks.
+  EXPECT_EQ(driver_->avail_event(), 1);
+  for (uint16_t i = 0; i < 4; ++i) {
+    const auto old_idx = static_cast<uint16_t>(65534 + i);
+    EXPECT_EQ(driver_kicks(driver_->avail_event(), old_idx, static_cast<uint16_t>(old_idx + 1)),
+              i == 3)
+        << "chain " << i;
+  }
+  // Three chains are there now: fewer than a batch, reported for the caller
+  // to serve within its linger.
+  driver_->set_avail_idx(65535);
+  driver_->publish(driver_->add_chain({"a"}, {}));
+  driver_->publish(driver_->add_chain({"b"}, {}));
+  EXPECT_EQ(queue_->request_kick_after(4), 3u);
+  // A batch larger than the ring asks for at most a ring's worth.
+  EXPECT_EQ(queue_->request_kick_after(1000), 3u);
+  EXPECT_EQ(driver_->avail_event(), static_cast<uint16_t>(65534 + 16 - 1));
+}
+
+TEST_F(QueueTest, KickAfterWithoutEventIdxAsksForEveryChain) {
+  start(16);
+  queue_->disable_notification();
+  EXPECT_EQ(queue_->request_kick_after(8), 0u);
+  EXPECT_EQ(driver_->used_flags() & kVirtqUsedFNoNotify, 0);
+  driver_->publish(driver_->add_chain({"a"}, {}));
+  EXPECT_EQ(queue_->request_kick_after(8), 1u);
+}
+
 TEST(ChainError, EveryValueHasAName) {
   for (ChainError e :
        {ChainError::kHeadOutOfRange, ChainError::kAddressOutOfRange, ChainError::kLoop,

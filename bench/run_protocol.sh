@@ -9,11 +9,16 @@
 #                         [--workloads "getattr lookup ..."] [--depths "1 16 64"]
 #                         [--queues "1 2 4"] [--wait block|poll]
 #                         [--peers "rust c"] [--ours-args "ARGS"]
+#                         [--workdir-base DIR]
 #
 # --ours-args appends options to our daemon's command line (for example
 # "--thread-pool-size=0" or "--inode-file-handles=prefer"), to measure one
 # setting against the peers; --peers picks the peers (ours always runs);
-# --peers "" measures ours alone.
+# --peers "" measures ours alone. --workdir-base puts the shared folder and
+# the sockets in a fresh folder under DIR (default /tmp): with /dev/shm the
+# host filesystem's own quirks stay out of the table (this machine's ext4,
+# without a journal, waits 30 s before it reuses a deleted inode, which
+# slows whichever daemon's create row runs right after another's).
 #
 # Every daemon runs as a launcher would start it (sandbox and seccomp on, its
 # default cache policy), one fresh daemon per measurement. A daemon that
@@ -29,7 +34,8 @@ queues="1"
 wait_mode=block
 peers="rust c"
 ours_args=
-usage="usage: $0 [--build DIR] [--rounds N] [--seconds S] [--workloads LIST] [--depths LIST] [--queues LIST] [--wait block|poll] [--peers LIST] [--ours-args ARGS]"
+workdir_base=/tmp
+usage="usage: $0 [--build DIR] [--rounds N] [--seconds S] [--workloads LIST] [--depths LIST] [--queues LIST] [--wait block|poll] [--peers LIST] [--ours-args ARGS] [--workdir-base DIR]"
 while [[ $# -gt 0 ]]; do
   case $1 in
     --build) build=$2; shift 2 ;;
@@ -41,6 +47,7 @@ while [[ $# -gt 0 ]]; do
     --wait) wait_mode=$2; shift 2 ;;
     --peers) peers=$2; shift 2 ;;
     --ours-args) ours_args=$2; shift 2 ;;
+    --workdir-base) workdir_base=$2; shift 2 ;;
     *) echo "$usage" >&2; exit 2 ;;
   esac
 done
@@ -85,7 +92,7 @@ stop_daemon() {
   daemon_pid=
 }
 
-work=$(mktemp -d /tmp/vfsd-bench.XXXXXX)
+work=$(mktemp -d "$workdir_base"/vfsd-bench.XXXXXX)
 trap 'stop_daemon; rm -rf "$work"' EXIT
 mkdir -p "$work/share/d"
 head -c $((4 << 20)) /dev/urandom > "$work/share/f"

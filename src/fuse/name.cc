@@ -3,6 +3,8 @@
 #include <cerrno>
 #include <climits>
 
+#include "util/name_bytes.h"
+
 namespace vfsd::fuse {
 
 // Strict framing: the NUL must be the last byte and the only one. The kernel
@@ -25,9 +27,7 @@ int Name::parse_error(std::string_view bytes_with_nul) {
 
 std::optional<Name> Name::from(std::string_view name) {
   if (name.empty() || name.size() > NAME_MAX) return std::nullopt;
-  if (name.find_first_of(std::string_view("/\0", 2)) != std::string_view::npos) {
-    return std::nullopt;
-  }
+  if (has_slash_or_nul(name)) return std::nullopt;
   return Name(std::string(name));
 }
 

@@ -10,6 +10,8 @@
 #include <climits>
 #include <cstdio>
 
+#include "util/name_bytes.h"
+
 namespace vfsd::passthrough {
 
 namespace {
@@ -40,7 +42,7 @@ long sys_openat2(int dir_fd, const char* name, int flags, mode_t mode) {
 
 bool is_single_component(std::string_view name, bool allow_dot) {
   if (name.empty() || name.size() > NAME_MAX) return false;
-  if (name.find_first_of(std::string_view("/\0", 2)) != std::string_view::npos) return false;
+  if (has_slash_or_nul(name)) return false;
   if (name == "..") return false;
   return allow_dot || name != ".";
 }

@@ -476,17 +476,21 @@ VoidResult Backend::maybe_start(uint32_t index) {
               errno_name(queue.error().value));
     return tl::unexpected(queue.error());
   }
-  // Queue 0 is virtio-fs's hiprio queue (see BackendOptions::thread_pool_size).
-  ThreadPool* pool = index == 0 ? nullptr : pool_.get();
-  auto worker = VringWorker::start(
-      index, std::move(*queue), ring.kick.get(), memory_, ring.call, handler_, pool,
-      index == 0 ? std::chrono::nanoseconds{0} : options_.max_poll,
-      options_.queue_counters ? options_.queue_counters->of(index) : nullptr,
-      RingLogging{&dirty_log_, &ring.used_log},
-      index == 0
+  // Queue 0 is virtio-fs's hiprio queue: served inline (no pool, see
+  // BackendOptions::thread_pool_size), never polled, its kicks batched (its
+  // FORGETs need no reply, see KickBatching). Request queues do neither.
+  const bool hiprio = index == 0;
+  ThreadPool* pool = hiprio ? nullptr : pool_.get();
+  const auto max_poll = hiprio ? std::chrono::nanoseconds{0} : options_.max_poll;
+  const KickBatching batching =
+      hiprio
           ? KickBatching{std::max<uint32_t>(1, std::min(options_.hiprio_kick_batch, ring.size / 4)),
                          options_.hiprio_linger}
-          : KickBatching{});
+          : KickBatching{};
+  auto worker = VringWorker::start(
+      index, std::move(*queue), ring.kick.get(), memory_, ring.call, handler_, pool, max_poll,
+      options_.queue_counters ? options_.queue_counters->of(index) : nullptr,
+      RingLogging{&dirty_log_, &ring.used_log}, batching);
   if (!worker) {
     log::error("vring {}: cannot start its worker: {}", index, errno_name(worker.error().value));
     return tl::unexpected(worker.error());

@@ -45,6 +45,8 @@ TEST(NameTest, LengthLimitIsNameMax) {
 
 TEST(NameTest, FromRejectsEmbeddedNulAndEmpty) {
   EXPECT_FALSE(Name::from("a\0b"s));
+  EXPECT_FALSE(Name::from("ab\0"s));
+  EXPECT_FALSE(Name::from("\0ab"s));
   EXPECT_FALSE(Name::from(""));
 }
 

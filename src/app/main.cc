@@ -16,6 +16,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -174,6 +175,10 @@ MetricsService::GaugeSource gauges_of(const passthrough::PassthroughFs& fs,
          fs.fd_budget_limit()},
         {"file_handle_inodes", "Inodes kept as file handles instead of O_PATH fds.",
          fs.handle_inodes_used()},
+        {"inode_marks",
+         "File-handle inodes with an inotify mark, which proves them alive to a lookup "
+         "without a second path walk.",
+         fs.inode_marks()},
         {"lock_waiters", "SETLKW requests waiting for a host lock (replies deferred).",
          fs.lock_waiter_count()},
     };
@@ -210,6 +215,34 @@ std::optional<uint64_t> set_up_fd_limit(const Config& config) {
   return budget;
 }
 
+// How many inotify marks the deletion watch may hold
+// (PassthroughConfig::deletion_mark_limit): an eighth of the host's
+// max_user_watches, which every program of the same user shares, and at
+// most 16384. Read before the sandbox hides /proc/sys.
+uint64_t deletion_mark_limit() {
+  constexpr uint64_t kKernelMinimum = 8192;  // max_user_watches is never below it
+  constexpr uint64_t kCeiling = 16384;
+  uint64_t watches = kKernelMinimum;
+  if (FILE* file = std::fopen("/proc/sys/fs/inotify/max_user_watches", "re")) {
+    unsigned long long value = 0;
+    if (std::fscanf(file, "%llu", &value) == 1) watches = value;
+    std::fclose(file);
+  }
+  return std::min(watches / 8, kCeiling);
+}
+
+// What the host grants the filesystem, read before the sandbox.
+struct HostLimits {
+  uint64_t guest_fds = 0;
+  uint64_t deletion_marks = 0;
+};
+
+std::optional<HostLimits> read_host_limits(const Config& config) {
+  auto fds = set_up_fd_limit(config);
+  if (!fds) return std::nullopt;
+  return HostLimits{.guest_fds = *fds, .deletion_marks = deletion_mark_limit()};
+}
+
 Result<sandbox::Inside> enter_sandbox(const Config& config, int listen_fd, bool in_forked_child) {
   if (config.sandbox == sandbox::Mode::kNone) {
     log::warn(
@@ -241,10 +274,11 @@ struct Filesystem {
 
 // Step 4.
 Result<Filesystem> open_filesystem(const Config& config, sandbox::Inside inside,
-                                   uint64_t guest_fd_limit) {
+                                   const HostLimits& limits) {
   passthrough::PassthroughConfig fs_config = config.fs;
   fs_config.shared_dir = inside.shared_dir;
-  fs_config.guest_fd_limit = guest_fd_limit;
+  fs_config.guest_fd_limit = limits.guest_fds;
+  fs_config.deletion_mark_limit = limits.deletion_marks;
   auto passthrough =
       passthrough::PassthroughFs::create(std::move(fs_config), std::move(inside.proc_self_fd));
   if (!passthrough) {
@@ -288,11 +322,11 @@ int run_vhost_user(const Config& config) {
   if (!listener) return 1;
   auto metrics_listener = open_metrics_listener(config);
   if (!metrics_listener) return 1;
-  auto fd_budget = set_up_fd_limit(config);
-  if (!fd_budget) return 1;
+  auto host_limits = read_host_limits(config);
+  if (!host_limits) return 1;
   auto inside = enter_sandbox(config, listener->get(), /*in_forked_child=*/false);
   if (!inside) return 1;
-  auto fs = open_filesystem(config, std::move(*inside), *fd_budget);
+  auto fs = open_filesystem(config, std::move(*inside), *host_limits);
   if (!fs) return 1;
   if (int rc = confine(config, /*may_unmount=*/false); rc != 0) return rc;
 
@@ -369,8 +403,8 @@ int run_vhost_user(const Config& config) {
 int run_host_mount(const Config& config) {
   auto metrics_listener = open_metrics_listener(config);
   if (!metrics_listener) return 1;
-  auto fd_budget = set_up_fd_limit(config);
-  if (!fd_budget) return 1;
+  auto host_limits = read_host_limits(config);
+  if (!host_limits) return 1;
   metrics::RequestMetrics request_metrics;
   FuseMountOptions options;
   options.mountpoint = config.fuse_mountpoint;
@@ -389,7 +423,7 @@ int run_host_mount(const Config& config) {
     exit_code = 1;
     auto inside = enter_sandbox(config, -1, /*in_forked_child=*/true);
     if (!inside) return nullptr;
-    auto opened = open_filesystem(config, std::move(*inside), *fd_budget);
+    auto opened = open_filesystem(config, std::move(*inside), *host_limits);
     if (!opened) return nullptr;
     fs.emplace(std::move(*opened));
     if (confine(config, /*may_unmount=*/!options.supervise) != 0) return nullptr;

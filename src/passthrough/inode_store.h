@@ -16,6 +16,7 @@
 
 #include "fuse/filesystem.h"
 #include "passthrough/budget.h"
+#include "passthrough/deletion_watch.h"
 #include "passthrough/file_handle.h"
 #include "util/result.h"
 #include "util/unique_fd.h"
@@ -59,6 +60,9 @@ struct InodeData {
   /// for the root and for the per-request copies open() hands out (those fds
   /// live for one request and are covered by the daemon's reserve).
   Budget::Charge charge;
+  /// A handle inode's inotify mark, once it has one (DeletionWatch): proves
+  /// it alive to a lookup without a second walk. Not copied with the rest.
+  mutable WatchSlot watch;
 };
 
 /// Thread-safe map of node ids to inodes, with the reverse key -> id map so

@@ -273,6 +273,10 @@ Result<std::unique_ptr<PassthroughFs>> PassthroughFs::create(PassthroughConfig c
   if (auto host = fs->xattr_name_to_host(kCapability); host && *host != kCapability) {
     fs->capability_xattr_ = std::move(*host);
   }
+  if (fs->config_.inode_file_handles != InodeFileHandles::kNever) {
+    fs->deletion_watch_ =
+        DeletionWatch::create(fs->proc_self_fd_.get(), fs->config_.deletion_mark_limit);
+  }
   fs->inodes_.set_root(std::move(root), InodeKey{st.st.st_dev, st.st.st_ino, st.mnt_id});
   return fs;
 }
@@ -380,15 +384,28 @@ std::optional<Entry> PassthroughFs::lookup_known(const InodeData& parent, const 
   // An inode held by an fd is pinned: its number cannot have been given to
   // another file, so the key alone proves it is this one. A handle inode
   // pins nothing; its number may have been reused after the host deleted
-  // it, so the name's handle must be the stored one. (The stat and the
-  // handle come from two calls, but the stored object being alive at the
-  // second means it was the one with this number at the first.)
-  if (data->handle && !data->handle->names_same_object(parent.fd.get(), name)) {
-    inodes_.forget(data->id, 1);
-    return std::nullopt;
+  // it, so the name's handle must be the stored one, unless its inotify mark
+  // still holds it (DeletionWatch). (The stat and the proof come from two
+  // calls, but the stored object being alive at the second means it was the
+  // one with this number at the first.)
+  if (data->handle && !(deletion_watch_ && deletion_watch_->pinned(data->watch))) {
+    if (!data->handle->names_same_object(parent.fd.get(), name)) {
+      inodes_.forget(data->id, 1);
+      return std::nullopt;
+    }
+    mark_looked_up_again(*data);
   }
   bump_owned(lookups_recognised_.local().value);
   return entry_for(*data, st, entry_attr_flags(parent, *data, st, mnt_id, false));
+}
+
+void PassthroughFs::mark_looked_up_again(const InodeData& data) {
+  // The guest looked the inode up again: a hot one, worth a mark (once).
+  if (!deletion_watch_ || !deletion_watch_->wants(data.watch) || !data.mount) return;
+  // Opened from the handle: exactly the stored object, whatever the name
+  // names by now.
+  auto fd = data.handle->open(data.mount->fd.get(), O_PATH);
+  if (fd) deletion_watch_->mark(data.watch, *fd);
 }
 
 Result<Entry> PassthroughFs::lookup_child(const InodeData& parent, const char* name,

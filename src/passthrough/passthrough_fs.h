@@ -33,6 +33,7 @@
 #include "migration/state.h"
 #include "passthrough/budget.h"
 #include "passthrough/credentials.h"
+#include "passthrough/deletion_watch.h"
 #include "passthrough/handle_table.h"
 #include "passthrough/id_map.h"
 #include "passthrough/inode_store.h"
@@ -123,6 +124,11 @@ struct PassthroughConfig {
   /// Past it a LOOKUP of a new inode answers ENFILE. 0: the default,
   /// kDefaultHandleInodeLimit.
   uint64_t handle_inode_limit = 0;
+  /// How many handle inodes may carry an inotify mark that proves them alive
+  /// to a lookup (DeletionWatch); the app derives it from the host's
+  /// max_user_watches. 0: none, every lookup of a known handle inode takes
+  /// the second walk (name_to_handle_at).
+  uint64_t deletion_mark_limit = 0;
 };
 
 /// Entry/attr timeout for a cache policy (the Rust virtiofsd's values).
@@ -285,6 +291,9 @@ class PassthroughFs final : public fuse::FileSystem {
         [&](const OwnedCounter& slot) { sum += slot.value.load(std::memory_order_relaxed); });
     return sum;
   }
+  /// Handle inodes with an inotify mark (DeletionWatch). For tests and
+  /// diagnostics.
+  size_t inode_marks() const { return deletion_watch_ ? deletion_watch_->marks() : 0; }
   /// Lookup references held on `inode`. For tests and diagnostics.
   uint64_t lookup_count(fuse::InodeId inode) const { return inodes_.refcount(inode); }
   /// Open handles. For tests and diagnostics.
@@ -351,6 +360,9 @@ class PassthroughFs final : public fuse::FileSystem {
   // nullopt when no stored inode is provably that object.
   std::optional<fuse::Entry> lookup_known(const InodeData& parent, const char* name,
                                           const struct stat& st, uint64_t mnt_id);
+  // Gives a handle inode the guest looked up again its inotify mark, if
+  // the watch wants one.
+  void mark_looked_up_again(const InodeData& data);
   // FUSE_ATTR_SUBMOUNT when `data` (stat `st` on mount `mnt_id`) is a
   // submount root seen from `parent`; records it as one.
   uint32_t entry_attr_flags(const InodeData& parent, const InodeData& data, const struct stat& st,
@@ -528,6 +540,8 @@ class PassthroughFs final : public fuse::FileSystem {
     std::atomic<uint64_t> value{0};
   };
   ThreadSlots<OwnedCounter> lookups_recognised_;
+  // Null in never mode, or when inotify is unavailable.
+  std::unique_ptr<DeletionWatch> deletion_watch_;
   InodeStore inodes_;
   HandleTable handles_;
   // Declared last: destroyed first, ending lock waits while everything they

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -81,6 +82,35 @@ Result<UniqueFd> open_parent(int dir_fd) {
 
 ProcFdName::ProcFdName(const UniqueFd& own_fd) {
   std::snprintf(text_, sizeof(text_), "%d", own_fd.get());
+}
+
+namespace {
+
+VoidResult unshare_working_directory() {
+  thread_local bool unshared = false;
+  if (unshared) return ok();
+  if (::unshare(CLONE_FS) != 0) return fail_errno();
+  unshared = true;
+  return ok();
+}
+
+}  // namespace
+
+Result<ProcFdWorkingDirectory> ProcFdWorkingDirectory::enter(int proc_self_fd) {
+  VFSD_TRY(unshare_working_directory());
+  ProcFdWorkingDirectory cwd;
+  cwd.back_.reset(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!cwd.back_) cwd.back_.reset(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!cwd.back_) return fail_errno();
+  if (::fchdir(proc_self_fd) != 0) return fail_errno();
+  return cwd;
+}
+
+ProcFdWorkingDirectory::~ProcFdWorkingDirectory() {
+  if (!back_) return;
+  int saved = errno;
+  (void)!::fchdir(back_.get());
+  errno = saved;
 }
 
 Result<UniqueFd> reopen_own_fd(int proc_self_fd, const UniqueFd& own_fd, int flags) {

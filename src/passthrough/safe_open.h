@@ -91,6 +91,24 @@ class ProcFdName {
   char text_[16];
 };
 
+/// For the path-based calls that have no *at form (the *xattr calls before
+/// Linux 6.13, inotify_add_watch): makes the calling thread's working
+/// directory its own (once per thread, unshare(CLONE_FS)) and moves it into
+/// /proc/self/fd while this object lives, so that a ProcFdName, as a relative
+/// path, names the inode the daemon's fd holds. Moves it back when destroyed,
+/// keeping errno (callers read it after the call).
+class ProcFdWorkingDirectory {
+ public:
+  static Result<ProcFdWorkingDirectory> enter(int proc_self_fd);
+  ProcFdWorkingDirectory(ProcFdWorkingDirectory&&) = default;
+  ProcFdWorkingDirectory& operator=(ProcFdWorkingDirectory&&) = delete;
+  ~ProcFdWorkingDirectory();
+
+ private:
+  ProcFdWorkingDirectory() = default;
+  UniqueFd back_;  // the working directory to return to
+};
+
 /// Reopens the inode the daemon's fd `own_fd` refers to through its magic
 /// link in /proc/self/fd (`proc_self_fd` is an fd of that directory), with
 /// `flags` (O_CLOEXEC added; O_NOFOLLOW and O_CREAT dropped: the magic link

@@ -5,12 +5,12 @@
 // the guest kernel has already checked the caller's right to the namespace.
 #include <fcntl.h>
 #include <linux/fuse.h>
-#include <sched.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -47,16 +47,6 @@ VoidResult check_name(std::string_view name) {
   return ok();
 }
 
-// Makes the calling thread's working directory its own (the first time), so
-// that moving it cannot disturb another thread.
-VoidResult unshare_working_directory() {
-  thread_local bool unshared = false;
-  if (unshared) return ok();
-  if (::unshare(CLONE_FS) != 0) return fail_errno();
-  unshared = true;
-  return ok();
-}
-
 // Where an xattr call on one inode goes. Regular files and directories get a
 // real fd, reopened through /proc/self/fd (the *xattr calls refuse O_PATH
 // fds). Other inodes cannot be opened safely (a FIFO blocks, a device may act,
@@ -77,11 +67,8 @@ class XattrTarget {
       target.fd_ = std::move(fd);
       return target;
     }
-    VFSD_TRY(unshare_working_directory());
-    target.back_.reset(::open(".", O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!target.back_) target.back_.reset(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!target.back_) return fail_errno();
-    if (::fchdir(proc_self_fd) != 0) return fail_errno();
+    VFSD_ASSIGN_OR_RETURN(auto cwd, ProcFdWorkingDirectory::enter(proc_self_fd));
+    target.cwd_.emplace(std::move(cwd));
     return target;
   }
 
@@ -94,13 +81,6 @@ class XattrTarget {
 
   XattrTarget(XattrTarget&&) = default;
   XattrTarget& operator=(XattrTarget&&) = delete;
-  ~XattrTarget() {
-    if (back_) {
-      int saved = errno;  // callers read errno after the call
-      (void)!::fchdir(back_.get());
-      errno = saved;
-    }
-  }
 
   /// The fd the f*xattr calls use, or -1 for the path-based calls.
   int fd() const { return borrowed_ >= 0 ? borrowed_ : fd_.get(); }
@@ -124,9 +104,9 @@ class XattrTarget {
 
  private:
   XattrTarget() = default;
-  UniqueFd fd_;        // reopened regular file or directory
-  int borrowed_ = -1;  // caller's real fd
-  UniqueFd back_;      // working directory to return to (path-based calls)
+  UniqueFd fd_;                                // reopened regular file or directory
+  int borrowed_ = -1;                          // caller's real fd
+  std::optional<ProcFdWorkingDirectory> cwd_;  // for the path-based calls
   char name_[16] = {};
 };
 

@@ -142,6 +142,10 @@ constexpr const char* kAllowed[] = {
     "llistxattr",
     "lremovexattr",
     "fchdir",
+    // Marks that prove handle inodes alive (passthrough/deletion_watch.h);
+    // made through the same working directory. Their fd was made before.
+    "inotify_add_watch",
+    "inotify_rm_watch",
 };
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -240,6 +244,11 @@ VoidResult enable_seccomp(const SeccompOptions& options) {
   int rc = 0;
   for (const char* name : kAllowed) {
     if ((rc = allow(name)) != 0) break;
+  }
+  // How many bytes of events the deletion watch's inotify fd has queued.
+  if (rc == 0) {
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+                          SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, FIONREAD));
   }
   for (unsigned long cmd : kAllowedIoctls) {
     if (rc != 0) break;

@@ -154,6 +154,42 @@ TEST_F(DaemonMetrics, SocketServesPrometheusTextAndSigusr1LogsASummary) {
   EXPECT_TRUE(lookup(g, "hello").ok()) << "the daemon still serves after SIGUSR1";
 }
 
+// The deletion watch in the real daemon, under the default sandbox and
+// seccomp filter: an inode looked up again gets an inotify mark (made through
+// the thread's working directory in /proc/self/fd, checked with FIONREAD),
+// and the host deleting and recreating the file is seen at once.
+TEST_F(DaemonMetrics, AnInodeLookedUpAgainGetsAMarkThatAHostDeleteEnds) {
+  DaemonProcess d(
+      {"--socket-path=" + socket_, "--shared-dir=" + share_, "--metrics-socket=" + metrics_}, {},
+      dir_ + "/daemon.log");
+  ASSERT_TRUE(wait_for_log(d, "Waiting for vhost-user socket connection...")) << log();
+  VhostUserGuest g;
+  ASSERT_EQ(g.attach(test::connect_unix(socket_)), "") << log();
+  ASSERT_TRUE(g.init().ok()) << log();
+  auto first = lookup(g, "hello");
+  ASSERT_TRUE(first.ok());
+  const uint64_t node = first.as<fuse_entry_out>().nodeid;
+  EXPECT_NE(scrape(metrics_).find("\nvirtiofsd_inode_marks 0\n"), std::string::npos);
+  for (int i = 0; i < 3; ++i) {
+    auto again = lookup(g, "hello");
+    ASSERT_TRUE(again.ok()) << log();
+    EXPECT_EQ(again.as<fuse_entry_out>().nodeid, node);
+  }
+  const std::string marked = scrape(metrics_);
+  EXPECT_NE(marked.find("\nvirtiofsd_inode_marks 1\n"), std::string::npos) << marked;
+
+  ASSERT_EQ(::unlink((share_ + "/hello").c_str()), 0);
+  EXPECT_EQ(lookup(g, "hello").error(), ENOENT);
+  test::write_host(share_ + "/hello", "again");
+  auto recreated = lookup(g, "hello");
+  ASSERT_TRUE(recreated.ok()) << log();
+  EXPECT_NE(recreated.as<fuse_entry_out>().nodeid, node);
+  EXPECT_EQ(recreated.as<fuse_entry_out>().attr.size, 5u);
+  const std::string after = scrape(metrics_);
+  EXPECT_NE(after.find("\nvirtiofsd_inode_marks 0\n"), std::string::npos) << after;
+  EXPECT_TRUE(d.alive()) << log();
+}
+
 // SIGUSR1 without --metrics-socket and without a sandbox process between
 // the signal and the server.
 TEST_F(DaemonMetrics, Sigusr1AloneLogsTheSummary) {

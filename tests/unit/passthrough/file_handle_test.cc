@@ -103,10 +103,12 @@ class FileHandleTest : public ::testing::Test {
     ::umask(old_umask_);
   }
 
-  std::unique_ptr<PassthroughFs> make_fs(InodeFileHandles mode, std::string dir = "") {
+  std::unique_ptr<PassthroughFs> make_fs(InodeFileHandles mode, std::string dir = "",
+                                         uint64_t deletion_marks = 0) {
     PassthroughConfig config;
     config.shared_dir = dir.empty() ? root_ : dir;
     config.inode_file_handles = mode;
+    config.deletion_mark_limit = deletion_marks;
     auto fs = PassthroughFs::create(config);
     if (!fs) return nullptr;
     EXPECT_TRUE((*fs)->init(fuse::InitRequest{FUSE_SUBMOUNTS}).has_value());
@@ -120,6 +122,18 @@ class FileHandleTest : public ::testing::Test {
   }
 
   std::string path(const std::string& rel) const { return root_ + "/" + rel; }
+  // Makes "f" anew until it has inode number `ino` again: ext4 hands a freed
+  // number out again soon; files that got another one are moved aside so
+  // that the allocator moves on. False if it never did.
+  bool recreate_with_number(ino_t ino) {
+    for (int i = 0; i < 2000; ++i) {
+      touch(path("f"));
+      if (host_lstat(path("f")).st_ino == ino) return true;
+      if (::rename(path("f").c_str(), path("aside-" + std::to_string(i)).c_str()) != 0)
+        return false;
+    }
+    return false;
+  }
   static fuse::Name name(std::string_view s) { return *fuse::Name::from(s); }
   Result<fuse::Entry> lookup(InodeId parent, std::string_view n) {
     return fs_->lookup(ctx_, parent, name(n));
@@ -441,16 +455,7 @@ TEST_F(FileHandleTest, KnownInodeNumberReusedByTheHostIsANewInode) {
   ASSERT_TRUE(old_entry);
   const ino_t old_ino = host_lstat(path("f")).st_ino;
   ASSERT_EQ(::unlink(path("f").c_str()), 0);
-  // ext4 hands a freed number out again soon; files that got another one
-  // are moved aside so that the allocator moves on.
-  bool reused = false;
-  for (int i = 0; i < 2000 && !reused; ++i) {
-    touch(path("f"));
-    reused = host_lstat(path("f")).st_ino == old_ino;
-    if (!reused) {
-      ASSERT_EQ(::rename(path("f").c_str(), path("aside-" + std::to_string(i)).c_str()), 0);
-    }
-  }
+  const bool reused = recreate_with_number(old_ino);
   if (!reused) GTEST_SKIP() << "the host filesystem did not reuse the inode number";
   const uint64_t recognised = fs_->lookups_recognised();
   auto new_entry = lookup(kRootInode, "f");
@@ -466,6 +471,61 @@ TEST_F(FileHandleTest, KnownInodeNumberReusedByTheHostIsANewInode) {
   ASSERT_TRUE(again);
   EXPECT_EQ(again->inode, new_entry->inode);
   EXPECT_EQ(fs_->lookups_recognised(), recognised + 1);
+}
+
+// The same with the deletion watch: the inode the guest looked up again has an
+// inotify mark that proves it alive, so no handle is compared; the host's
+// delete must end that proof before the number's new file is looked up.
+TEST_F(FileHandleTest, MarkedInodeNumberReusedByTheHostIsANewInode) {
+  touch(path("f"));
+  fs_ = make_fs(InodeFileHandles::kPrefer, "", /*deletion_marks=*/16);
+  ASSERT_NE(fs_, nullptr);
+  auto old_entry = lookup(kRootInode, "f");
+  ASSERT_TRUE(old_entry);
+  EXPECT_EQ(fs_->inode_marks(), 0u);  // a first lookup gives no mark
+  ASSERT_TRUE(lookup(kRootInode, "f"));
+  EXPECT_EQ(fs_->inode_marks(), 1u);
+  // Recognised through the mark from now on.
+  const uint64_t before = fs_->lookups_recognised();
+  auto marked = lookup(kRootInode, "f");
+  ASSERT_TRUE(marked);
+  EXPECT_EQ(marked->inode, old_entry->inode);
+  EXPECT_EQ(fs_->lookups_recognised(), before + 1);
+  EXPECT_EQ(fs_->lookup_count(old_entry->inode), 3u);
+
+  const ino_t old_ino = host_lstat(path("f")).st_ino;
+  ASSERT_EQ(::unlink(path("f").c_str()), 0);
+  const bool reused = recreate_with_number(old_ino);
+  if (!reused) GTEST_SKIP() << "the host filesystem did not reuse the inode number";
+  const uint64_t recognised = fs_->lookups_recognised();
+  auto new_entry = lookup(kRootInode, "f");
+  ASSERT_TRUE(new_entry) << errno_name(new_entry.error().value);
+  EXPECT_NE(new_entry->inode, old_entry->inode);
+  EXPECT_EQ(fs_->lookups_recognised(), recognised);
+  EXPECT_EQ(fs_->lookup_count(old_entry->inode), 3u);
+  EXPECT_EQ(fs_->getattr(ctx_, old_entry->inode, std::nullopt).error().value, ESTALE);
+  // The kernel took the old inode's mark away with the inode.
+  EXPECT_EQ(fs_->inode_marks(), 0u);
+  // Forgetting the marked inode takes nothing more (its mark is gone).
+  fs_->forget(old_entry->inode, 3);
+  EXPECT_EQ(fs_->inode_marks(), 0u);
+}
+
+// Forgetting a marked inode removes its mark, so that the kernel lets the
+// inode go; marks are not fds.
+TEST_F(FileHandleTest, ForgettingAMarkedInodeRemovesItsMark) {
+  touch(path("f"));
+  fs_ = make_fs(InodeFileHandles::kPrefer, "", /*deletion_marks=*/16);
+  ASSERT_NE(fs_, nullptr);
+  const uint64_t fds_before = fs_->fd_budget_used();
+  auto first = lookup(kRootInode, "f");
+  ASSERT_TRUE(first);
+  ASSERT_TRUE(lookup(kRootInode, "f"));
+  EXPECT_EQ(fs_->inode_marks(), 1u);
+  EXPECT_EQ(fs_->fd_budget_used(), fds_before);  // a mark holds no fd
+  fs_->forget(first->inode, 2);
+  EXPECT_EQ(fs_->inode_count(), 1u);
+  EXPECT_EQ(fs_->inode_marks(), 0u);
 }
 
 // A submount root recognised again keeps its flag.

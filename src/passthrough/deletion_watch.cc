@@ -1,9 +1,11 @@
 #include "passthrough/deletion_watch.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -24,8 +26,8 @@ struct WatchSlot::Core {
   // Threads between reading events and applying them: a thread that finds
   // the queue empty must not trust a state such a thread is about to change.
   std::atomic<int> draining{0};
-  std::mutex mutex;                            // guards by_wd and every slot's wd_
-  std::unordered_map<int, WatchSlot*> by_wd;   // slots whose mark may still exist
+  std::mutex mutex;                           // guards by_wd and every slot's wd_
+  std::unordered_map<int, WatchSlot*> by_wd;  // slots whose mark may still exist
   bool overflow_reported = false;
 
   // Reads every queued event and applies it. Under `mutex`.
@@ -77,6 +79,19 @@ struct WatchSlot::Core {
   }
 };
 
+bool marks_prove_identity_on(int64_t filesystem_type) {
+  switch (filesystem_type) {
+    case EXT4_SUPER_MAGIC:  // ext2 and ext3 too
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC:
+    case F2FS_SUPER_MAGIC:
+    case TMPFS_MAGIC:
+      return true;
+    default:
+      return false;
+  }
+}
+
 WatchSlot::~WatchSlot() {
   if (core_) core_->release(*this);
 }
@@ -112,6 +127,10 @@ bool DeletionWatch::mark(WatchSlot& slot, const UniqueFd& path_fd) {
     return false;
   };
   if (core_->marks.load() >= core_->max_marks) return give_up(WatchSlot::kUnmarked);
+  struct statfs fs {};
+  if (::fstatfs(path_fd.get(), &fs) != 0 || !marks_prove_identity_on(fs.f_type)) {
+    return give_up(WatchSlot::kGone);
+  }
   // inotify_add_watch takes a path only: the fd's magic link, followed to
   // exactly its inode (a symlink's own inode included).
   auto cwd = ProcFdWorkingDirectory::enter(core_->proc_self_fd);

@@ -13,6 +13,11 @@
 // no event says it went, a stat that shows the inode's number shows the inode
 // itself; the check is one ioctl (FIONREAD) on the inotify fd.
 //
+// Only where a live inode holds its number against every other change: local
+// filesystems (ext2/3/4, xfs, btrfs, f2fs, tmpfs). On NFS, CIFS, 9p, FUSE or
+// overlayfs another machine or layer may delete the file and give its number
+// to a new one with no event here, so their inodes keep the handle compare.
+//
 // Marks are few: at most the limit the app derives from the host's
 // max_user_watches (which every program of the same user shares), and given
 // lazily, to inodes the guest looks up again.
@@ -54,6 +59,10 @@ class WatchSlot {
   int wd_ = -1;
 };
 
+/// Whether a mark proves identity on a filesystem of this statfs f_type:
+/// deletion there is always local and a live inode keeps its number.
+bool marks_prove_identity_on(int64_t filesystem_type);
+
 class DeletionWatch {
  public:
   /// At most `max_marks` marks; null when inotify is unavailable or
@@ -68,7 +77,8 @@ class DeletionWatch {
   /// Marks the inode `path_fd` holds (an fd of exactly that inode, O_PATH
   /// will do) for `slot`. False when not marked: past the limit (tried again
   /// later), or for good when the inode has no link left (a mark would pin a
-  /// deleted file), when another slot already marks the same inode (it is
+  /// deleted file), when its filesystem is not one where a mark proves
+  /// identity, when another slot already marks the same inode (it is
   /// reachable through two mounts), or on any error.
   bool mark(WatchSlot& slot, const UniqueFd& path_fd);
   /// True when `slot`'s mark is certainly still on its inode, so the inode

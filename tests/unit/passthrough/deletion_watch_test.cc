@@ -106,6 +106,25 @@ TEST_F(DeletionWatchTest, ARemovedDirectoryEndsItsProof) {
   EXPECT_FALSE(w->pinned(slot));
 }
 
+// Where another machine or layer may free a number unseen, a mark proves
+// nothing: procfs here (NFS, FUSE, overlayfs are refused the same way).
+TEST_F(DeletionWatchTest, OnlyLocalFilesystemsGetMarks) {
+  EXPECT_TRUE(marks_prove_identity_on(0xEF53));       // ext4
+  EXPECT_TRUE(marks_prove_identity_on(0x01021994));   // tmpfs
+  EXPECT_FALSE(marks_prove_identity_on(0x6969));      // NFS
+  EXPECT_FALSE(marks_prove_identity_on(0x65735546));  // FUSE
+  EXPECT_FALSE(marks_prove_identity_on(0x794c7630));  // overlayfs
+  auto w = watch();
+  ASSERT_NE(w, nullptr);
+  UniqueFd proc_file(::open("/proc/self/status", O_PATH | O_CLOEXEC));
+  ASSERT_TRUE(proc_file);
+  WatchSlot slot;
+  EXPECT_FALSE(w->mark(slot, proc_file));
+  EXPECT_EQ(w->marks(), 0u);
+  WatchSlot local;
+  EXPECT_TRUE(w->mark(local, make_file("f")));
+}
+
 // A mark made after the last link went would get no IN_DELETE_SELF and hold
 // the deleted inode: none is made.
 TEST_F(DeletionWatchTest, ADeletedInodeGetsNoMark) {

@@ -13,6 +13,7 @@ PACKAGES=(
   libexpected-dev libcli11-dev libspdlog-dev libfmt-dev
   libabsl-dev # absl::InlinedVector: a request's segment lists without the heap
   libseccomp-dev libcap-ng-dev zlib1g-dev
+  liburing-dev # bench/io_uring_bench: io_uring weighed against preadv/pwritev
   qemu-system-x86 busybox-static cpio attr acl
   uidmap  # newuidmap/newgidmap: --uid-map/--gid-map of an unprivileged daemon
   python3 # the e2e tests' QMP client (tests/e2e/qmp.py) and metrics scraper

@@ -139,12 +139,24 @@ void run_uring(benchmark::State& state, Op op, bool fixed_file) {
 
 // Wall time, not this thread's CPU: io_uring may hand a request to its
 // io-wq kernel threads, whose CPU the calling thread does not see.
-void BM_Preadv(benchmark::State& s) { run_vectored(s, Op::kRead); }
-void BM_Pwritev(benchmark::State& s) { run_vectored(s, Op::kWrite); }
-void BM_UringReadv(benchmark::State& s) { run_uring(s, Op::kRead, false); }
-void BM_UringWritev(benchmark::State& s) { run_uring(s, Op::kWrite, false); }
-void BM_UringReadvFixed(benchmark::State& s) { run_uring(s, Op::kRead, true); }
-void BM_UringWritevFixed(benchmark::State& s) { run_uring(s, Op::kWrite, true); }
+void BM_Preadv(benchmark::State& s) {
+  run_vectored(s, Op::kRead);
+}
+void BM_Pwritev(benchmark::State& s) {
+  run_vectored(s, Op::kWrite);
+}
+void BM_UringReadv(benchmark::State& s) {
+  run_uring(s, Op::kRead, false);
+}
+void BM_UringWritev(benchmark::State& s) {
+  run_uring(s, Op::kWrite, false);
+}
+void BM_UringReadvFixed(benchmark::State& s) {
+  run_uring(s, Op::kRead, true);
+}
+void BM_UringWritevFixed(benchmark::State& s) {
+  run_uring(s, Op::kWrite, true);
+}
 
 // {size, batch}: the depths the protocol benchmark runs (1, 16, 64).
 void Shapes(benchmark::internal::Benchmark* b) {

@@ -4,8 +4,9 @@
 // io_uring_enter and reaped together, the best case for a daemon that has N
 // requests in flight. The file sits on VFSD_URING_BENCH_DIR (default
 // /dev/shm; give an ext4 folder to see a disk filesystem's page cache) and is
-// read once before timing, so no request waits for a disk: that is what the
-// protocol benchmark's read rows measure too.
+// written in full before timing, so it sits in the page cache and no request
+// waits for a disk: that is what the protocol benchmark's read rows measure
+// too.
 //
 //   build/bench/io_uring_bench [--benchmark_filter=...]
 //
@@ -137,8 +138,6 @@ void run_uring(benchmark::State& state, Op op, bool fixed_file) {
   io_uring_queue_exit(&ring);
 }
 
-// Wall time, not this thread's CPU: io_uring may hand a request to its
-// io-wq kernel threads, whose CPU the calling thread does not see.
 void BM_Preadv(benchmark::State& s) {
   run_vectored(s, Op::kRead);
 }
@@ -164,6 +163,8 @@ void Shapes(benchmark::internal::Benchmark* b) {
     for (int64_t batch : {1, 16, 64}) b->Args({size, batch});
   }
   b->ArgNames({"size", "batch"});
+  // Wall time, not this thread's CPU: io_uring may hand a request to its
+  // io-wq kernel threads, whose CPU the calling thread does not see.
   b->UseRealTime();
 }
 

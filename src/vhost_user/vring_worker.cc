@@ -335,6 +335,11 @@ void VringWorker::run() {
     if (!wait_and_serve()) break;
   }
   log::debug("vring {}: worker stopped at avail index {}", index_, queue_.next_avail());
+  // After a guest hangs, this tells a kick that never woke us (chains left
+  // on the ring) from an interrupt the guest never took (none left).
+  if (const uint32_t left = queue_.available_count(); left != 0)
+    log::info("vring {}: stopped with {} published chain(s) not taken, at avail index {}", index_,
+              left, queue_.next_avail());
 }
 
 namespace {

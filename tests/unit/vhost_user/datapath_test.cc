@@ -1,11 +1,14 @@
 // Rings and workers: a fake front-end sets up virtqueues in a memfd, a
 // VirtqDriver plays the guest, and the test handler upper-cases requests.
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <sstream>
 #include <thread>
 
 #include "support/virtq_driver.h"
@@ -188,6 +191,45 @@ TEST_F(DataPath, NoFdCallMeansNoNotificationsButRequestsAreServed) {
   ASSERT_TRUE(wait_used(1, 1));
   fe_->call(Request::kGetVringBase, bytes(VringState{1, 0}));
   EXPECT_EQ(drain_eventfd(call_[1].get()), 0u);
+}
+
+// A ring stopped with chains the driver published but never kicked for says
+// so: after a guest hang, that tells a lost kick from a lost interrupt.
+TEST_F(DataPath, AStopWithUnkickedChainsLogsHowManyWereLeft) {
+  boot();  // no polling: only a kick wakes the worker
+  submit(1, "served");
+  ASSERT_TRUE(wait_used(1, 1));
+  VirtqDriver& d = *driver_[1];
+  d.publish(d.add_chain({"left"}, {16}));
+  d.publish(d.add_chain({"left too"}, {16}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(d.used_idx(), 1) << "served without a kick";
+
+  std::ostringstream out;
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "test", std::make_shared<spdlog::sinks::ostream_sink_mt>(out)));
+  auto r = fe_->call(Request::kGetVringBase, bytes(VringState{1, 0}));
+  spdlog::set_default_logger(previous);
+  EXPECT_EQ(r.state().num, 1u);
+  EXPECT_NE(
+      out.str().find("vring 1: stopped with 2 published chain(s) not taken, at avail index 1"),
+      std::string::npos)
+      << out.str();
+}
+
+TEST_F(DataPath, AStopWithNothingLeftLogsNoChainsLeft) {
+  boot();
+  submit(1, "served");
+  ASSERT_TRUE(wait_used(1, 1));
+  std::ostringstream out;
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "test", std::make_shared<spdlog::sinks::ostream_sink_mt>(out)));
+  auto r = fe_->call(Request::kGetVringBase, bytes(VringState{1, 0}));
+  spdlog::set_default_logger(previous);
+  EXPECT_EQ(r.state().num, 1u);
+  EXPECT_EQ(out.str().find("not taken"), std::string::npos) << out.str();
 }
 
 TEST_F(DataPath, GetVringBaseWaitsForTheRequestInFlight) {

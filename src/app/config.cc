@@ -363,7 +363,7 @@ void add_daemon_options(CLI::App& cli, Options& o) {
                  "Beyond the Rust virtiofsd: the longest a request queue polls for the "
                  "guest's next request after it ran dry, before it sleeps; the window adapts "
                  "to the guest (it closes when requests come slower than this). 0 never polls "
-                 "[default: 20]")
+                 "[default: 8]")
       ->check(CLI::Range(0u, 1000u));
   cli.add_flag("--syslog", config.syslog, "Log to syslog (LOG_USER) [default: stderr]");
   cli.add_flag("--reconnect", config.reconnect,

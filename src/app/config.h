@@ -32,7 +32,7 @@ struct Config {
   bool readdirplus = true;            // --no-readdirplus turns it off (so does --cache=never)
   std::string log_level = "info";     // --log-level (or -d, -o loglevel=)
   uint32_t thread_pool_size = 0;      // --thread-pool-size: 0 serves on the queue threads
-  uint32_t poll_max_us = 20;          // --poll-max-us: 0 never polls a ring
+  uint32_t poll_max_us = 8;           // --poll-max-us: 0 never polls a ring
   bool syslog = false;                // --syslog: log to LOG_USER instead of stderr
   sandbox::Mode sandbox = sandbox::Mode::kNamespace;               // --sandbox
   sandbox::SeccompAction seccomp = sandbox::SeccompAction::kKill;  // --seccomp

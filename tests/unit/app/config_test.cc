@@ -397,7 +397,7 @@ TEST(CommandLine, SeveralRequestQueuesAreOfferedUnlessTheConfigSpaceIsOurs) {
 TEST(CommandLine, PollMaxUsDefaultsToAShortPollAndIsBounded) {
   auto def = parse({"--socket-path=/s", "--shared-dir=/tmp"});
   ASSERT_TRUE(def.config);
-  EXPECT_EQ(def.config->poll_max_us, 20u);
+  EXPECT_EQ(def.config->poll_max_us, 8u);
   auto off = parse({"--socket-path=/s", "--shared-dir=/tmp", "--poll-max-us=0"});
   ASSERT_TRUE(off.config);
   EXPECT_EQ(off.config->poll_max_us, 0u);
